@@ -1,0 +1,722 @@
+//! Bearer-token authentication shared by every service.
+//!
+//! The auth service issues short-lived access tokens: JWTs signed with Ed25519 (`alg: EdDSA`)
+//! with a `kid` header so signing keys can rotate. Every other service verifies them locally
+//! with the published public keys ([`TokenVerifier`]) and never calls auth per request.
+//! [`AuthLayer`] runs the check in front of every handler and hands the caller's
+//! [`AuthContext`] to it through the request extensions.
+//!
+//! Revocation: a revoked session's tokens must stop working everywhere within seconds, long
+//! before they expire. [`RevocationList`] holds revoked session ids (fed from the event bus by
+//! whoever owns that subscription) and the verifier consults it on every request.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tower::{Layer, Service};
+use zeroize::Zeroizing;
+
+use crate::config::{ConfigError, Validate, key};
+use crate::error::{ApiError, Reason};
+
+/// Who is calling: the verified claims of the access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthContext {
+    pub account_id: String,
+    /// libsignal-style device id, 1..=127.
+    pub device_id: u32,
+    pub session_id: String,
+    pub roles: Vec<String>,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+impl AuthContext {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// The handler-side accessor: the caller of an authenticated RPC.
+///
+/// [`AuthLayer`] guarantees the context is present on every non-public method; its absence
+/// means the method was declared public, so callers of this on such a method get
+/// `UNAUTHENTICATED`.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&AuthContext, ApiError> {
+    request
+        .extensions()
+        .get::<AuthContext>()
+        .ok_or_else(|| ApiError::unauthenticated("missing bearer token"))
+}
+
+/// JWT claims. Field names follow RFC 7519 where one exists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    /// Account id.
+    sub: String,
+    /// Device id.
+    did: u32,
+    /// Session id.
+    sid: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    iat: u64,
+    exp: u64,
+}
+
+/// Token settings shared by issuer and verifiers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// Clock skew tolerated when checking `exp`.
+    pub leeway_secs: u64,
+    /// Public keys accepted in addition to those the auth service publishes (for verifiers in
+    /// processes that cannot reach auth at start-up, and for key rotation by hand).
+    pub static_keys: Vec<StaticKey>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "guardyn".to_owned(),
+            audience: "guardyn".to_owned(),
+            leeway_secs: 5,
+            static_keys: Vec::new(),
+        }
+    }
+}
+
+/// A verification key written in the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKey {
+    pub kid: String,
+    /// Base64url (no padding) Ed25519 public key, as in a JWK's `x`.
+    pub x: String,
+}
+
+impl Validate for TokenConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(ConfigError::new(key(prefix, "issuer"), "must not be empty"));
+        }
+        if self.audience.is_empty() {
+            return Err(ConfigError::new(
+                key(prefix, "audience"),
+                "must not be empty",
+            ));
+        }
+        if self.leeway_secs > 300 {
+            return Err(ConfigError::new(
+                key(prefix, "leeway_secs"),
+                "must be at most 300",
+            ));
+        }
+        for k in &self.static_keys {
+            VerificationKey::from_jwk_x(&k.kid, &k.x)
+                .map_err(|e| ConfigError::new(key(prefix, "static_keys"), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a verification key could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid verification key {kid:?}: {reason}")]
+pub struct KeyError {
+    pub kid: String,
+    pub reason: &'static str,
+}
+
+/// A public key that verifies access tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerificationKey {
+    pub kid: String,
+    pub public_key: [u8; 32],
+}
+
+impl fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VerificationKey({})", self.kid)
+    }
+}
+
+impl VerificationKey {
+    pub fn from_jwk_x(kid: &str, x: &str) -> Result<Self, KeyError> {
+        let err = |reason| KeyError {
+            kid: kid.to_owned(),
+            reason,
+        };
+        if kid.is_empty() || kid.len() > 64 {
+            return Err(err("kid must be 1 to 64 characters"));
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(x)
+            .map_err(|_| err("x is not base64url"))?;
+        let public_key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| err("x must encode 32 bytes"))?;
+        ed25519_dalek::VerifyingKey::from_bytes(&public_key)
+            .map_err(|_| err("not an Ed25519 point"))?;
+        Ok(Self {
+            kid: kid.to_owned(),
+            public_key,
+        })
+    }
+
+    /// The JWK `x` member.
+    pub fn jwk_x(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.public_key)
+    }
+}
+
+/// Session ids whose tokens must be refused before they expire.
+#[derive(Clone, Debug, Default)]
+pub struct RevocationList {
+    // session id -> unix seconds after which no token of the session can be valid anyway.
+    inner: Arc<RwLock<HashMap<String, u64>>>,
+}
+
+impl RevocationList {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Refuse every token of `session_id`. `until` is the latest expiry any of its tokens can
+    /// have; the entry is forgotten after it.
+    pub fn revoke(&self, session_id: &str, until: u64) {
+        let now = unix_now();
+        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        // Pruning on insert keeps the list as small as the set of live revoked tokens.
+        map.retain(|_, exp| *exp >= now);
+        map.insert(session_id.to_owned(), until);
+    }
+
+    pub fn is_revoked(&self, session_id: &str) -> bool {
+        let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        map.contains_key(session_id)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Verifies access tokens against the current key set.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    validation: Arc<Validation>,
+    revoked: RevocationList,
+}
+
+impl fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kids: Vec<String> = self
+            .keys
+            .read()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("TokenVerifier")
+            .field("kids", &kids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(config: &TokenConfig, revoked: RevocationList) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.leeway = config.leeway_secs;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let verifier = Self {
+            keys: Arc::default(),
+            validation: Arc::new(validation),
+            revoked,
+        };
+        // Static keys were validated with the config.
+        let static_keys = config
+            .static_keys
+            .iter()
+            .filter_map(|k| VerificationKey::from_jwk_x(&k.kid, &k.x).ok());
+        verifier.add_keys(static_keys);
+        verifier
+    }
+
+    /// Accept tokens signed by these keys (keys already known are kept).
+    pub fn add_keys(&self, keys: impl IntoIterator<Item = VerificationKey>) {
+        let mut map = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            map.insert(k.kid.clone(), DecodingKey::from_ed_der(&k.public_key));
+        }
+    }
+
+    /// Whether a key with this id is known.
+    pub fn knows(&self, kid: &str) -> bool {
+        let map = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        map.contains_key(kid)
+    }
+
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revoked
+    }
+
+    /// Check signature, issuer, audience, expiry and revocation.
+    pub fn verify(&self, token: &str) -> Result<AuthContext, ApiError> {
+        let bad = || ApiError::unauthenticated("invalid access token");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| bad())?;
+        let kid = header.kid.ok_or_else(bad)?;
+        let key = {
+            let map = self.keys.read().unwrap_or_else(|p| p.into_inner());
+            map.get(&kid).cloned()
+        };
+        let key = key.ok_or_else(|| {
+            ApiError::unauthenticated("access token signed by an unknown key")
+                .with_metadata("kid", kid.clone())
+        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::new(Reason::TokenExpired, "access token expired")
+                }
+                _ => bad(),
+            }
+        })?;
+        let claims = data.claims;
+        if self.revoked.is_revoked(&claims.sid) {
+            return Err(ApiError::new(Reason::SessionRevoked, "session was revoked"));
+        }
+        if !(1..=127).contains(&claims.did) {
+            return Err(bad());
+        }
+        Ok(AuthContext {
+            account_id: claims.sub,
+            device_id: claims.did,
+            session_id: claims.sid,
+            roles: claims.roles,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// Issues access tokens. Lives in the auth service; tests use it to mint tokens.
+pub struct TokenSigner {
+    kid: String,
+    // PKCS#8 v1 DER of the Ed25519 seed, the form `jsonwebtoken` signs with.
+    pkcs8: Zeroizing<Vec<u8>>,
+    public_key: [u8; 32],
+    issuer: String,
+    audience: String,
+}
+
+impl fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a new access token says about its holder.
+#[derive(Clone, Debug)]
+pub struct TokenGrant {
+    pub account_id: String,
+    pub device_id: u32,
+    pub session_id: String,
+    pub roles: Vec<String>,
+    pub ttl: Duration,
+}
+
+/// Failure to sign a token.
+#[derive(Debug, thiserror::Error)]
+#[error("could not sign access token: {0}")]
+pub struct SignError(String);
+
+impl TokenSigner {
+    /// A signer from a 32-byte Ed25519 seed.
+    pub fn from_seed(kid: impl Into<String>, seed: &[u8; 32], config: &TokenConfig) -> Self {
+        // RFC 8410 PKCS#8 v1 wrapping of an Ed25519 private key: a fixed 16-byte prefix (version
+        // 0, OID 1.3.101.112, OCTET STRING of OCTET STRING) followed by the seed.
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut pkcs8 = Zeroizing::new(Vec::with_capacity(48));
+        pkcs8.extend_from_slice(&PREFIX);
+        pkcs8.extend_from_slice(seed);
+        let public_key = ed25519_dalek::SigningKey::from_bytes(seed)
+            .verifying_key()
+            .to_bytes();
+        Self {
+            kid: kid.into(),
+            pkcs8,
+            public_key,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+        }
+    }
+
+    /// A signer with a fresh random key.
+    pub fn generate(kid: impl Into<String>, config: &TokenConfig) -> Self {
+        let seed = Zeroizing::new(rand::random::<[u8; 32]>());
+        Self::from_seed(kid, &seed, config)
+    }
+
+    pub fn verification_key(&self) -> VerificationKey {
+        VerificationKey {
+            kid: self.kid.clone(),
+            public_key: self.public_key,
+        }
+    }
+
+    pub fn sign(&self, grant: &TokenGrant) -> Result<String, SignError> {
+        let iat = unix_now();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: grant.account_id.clone(),
+            did: grant.device_id,
+            sid: grant.session_id.clone(),
+            roles: grant.roles.clone(),
+            iat,
+            exp: iat.saturating_add(grant.ttl.as_secs()),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&self.pkcs8))
+            .map_err(|e| SignError(e.to_string()))
+    }
+}
+
+/// Extract the bearer token from request headers.
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("malformed authorization header"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthenticated("authorization must be `Bearer <token>`"))?;
+    Ok(Some(token.trim()))
+}
+
+/// Which gRPC methods can be called without a token. Everything else requires one.
+#[derive(Clone, Debug, Default)]
+pub struct PublicMethods {
+    paths: HashSet<String>,
+    services: HashSet<String>,
+}
+
+impl PublicMethods {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One public method, as `/package.Service/Method`.
+    pub fn method(mut self, path: impl Into<String>) -> Self {
+        self.paths.insert(path.into());
+        self
+    }
+
+    /// A whole public service (health, reflection), as `package.Service`.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.services.insert(name.into());
+        self
+    }
+
+    pub fn extend(&mut self, other: &PublicMethods) {
+        self.paths.extend(other.paths.iter().cloned());
+        self.services.extend(other.services.iter().cloned());
+    }
+
+    fn is_public(&self, path: &str) -> bool {
+        if self.paths.contains(path) {
+            return true;
+        }
+        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        self.services.contains(service)
+    }
+}
+
+/// Tower layer: verifies the bearer token of every non-public call and inserts the
+/// [`AuthContext`] into the request extensions. A present but invalid token is refused even on
+/// public methods, so a client learns its token is bad at once.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    verifier: TokenVerifier,
+    public: Arc<PublicMethods>,
+}
+
+impl AuthLayer {
+    pub fn new(verifier: TokenVerifier, public: PublicMethods) -> Self {
+        Self {
+            verifier,
+            public: Arc::new(public),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+            public: self.public.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: TokenVerifier,
+    public: Arc<PublicMethods>,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        S::Future,
+        futures::future::Ready<Result<http::Response<RB>, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let public = self.public.is_public(req.uri().path());
+        let outcome = match bearer(req.headers()) {
+            Ok(Some(token)) => self.verifier.verify(token).map(Some),
+            Ok(None) if public => Ok(None),
+            Ok(None) => Err(ApiError::unauthenticated("missing bearer token")),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(ctx) => {
+                if let Some(ctx) = ctx {
+                    tracing::Span::current().record("account", ctx.account_id.as_str());
+                    req.extensions_mut().insert(ctx);
+                }
+                futures::future::Either::Left(self.inner.call(req))
+            }
+            Err(err) => {
+                let status: tonic::Status = err.into();
+                futures::future::Either::Right(futures::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn grant() -> TokenGrant {
+        TokenGrant {
+            account_id: "acc-1".into(),
+            device_id: 2,
+            session_id: "sess-1".into(),
+            roles: vec!["user".into()],
+            ttl: Duration::from_secs(900),
+        }
+    }
+
+    #[test]
+    fn signed_tokens_verify_and_carry_claims() {
+        let cfg = TokenConfig::default();
+        let signer = TokenSigner::generate("k1", &cfg);
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        verifier.add_keys([signer.verification_key()]);
+        let token = signer.sign(&grant()).unwrap();
+        let ctx = verifier.verify(&token).unwrap();
+        assert_eq!(ctx.account_id, "acc-1");
+        assert_eq!(ctx.device_id, 2);
+        assert_eq!(ctx.session_id, "sess-1");
+        assert!(ctx.has_role("user"));
+    }
+
+    #[test]
+    fn wrong_key_tampering_expiry_and_revocation_are_refused() {
+        let cfg = TokenConfig::default();
+        let signer = TokenSigner::generate("k1", &cfg);
+        let impostor = TokenSigner::generate("k1", &cfg);
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        verifier.add_keys([signer.verification_key()]);
+
+        let forged = impostor.sign(&grant()).unwrap();
+        assert_eq!(
+            verifier.verify(&forged).unwrap_err().reason(),
+            Reason::Unauthenticated
+        );
+
+        let token = signer.sign(&grant()).unwrap();
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let claims = URL_SAFE_NO_PAD.decode(&parts[1]).unwrap();
+        let tampered = String::from_utf8(claims).unwrap().replace("acc-1", "acc-2");
+        parts[1] = URL_SAFE_NO_PAD.encode(tampered);
+        assert!(verifier.verify(&parts.join(".")).is_err());
+
+        let expired = signer
+            .sign(&TokenGrant {
+                ttl: Duration::ZERO,
+                ..grant()
+            })
+            .unwrap();
+        let strict = TokenVerifier::new(
+            &TokenConfig {
+                leeway_secs: 0,
+                ..cfg.clone()
+            },
+            RevocationList::new(),
+        );
+        strict.add_keys([signer.verification_key()]);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            strict.verify(&expired).unwrap_err().reason(),
+            Reason::TokenExpired
+        );
+
+        verifier.revocations().revoke("sess-1", unix_now() + 900);
+        assert_eq!(
+            verifier.verify(&token).unwrap_err().reason(),
+            Reason::SessionRevoked
+        );
+    }
+
+    #[test]
+    fn other_issuers_and_unknown_kids_are_refused() {
+        let cfg = TokenConfig::default();
+        let other = TokenConfig {
+            issuer: "someone-else".into(),
+            ..cfg.clone()
+        };
+        let signer = TokenSigner::generate("k1", &other);
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        let token = signer.sign(&grant()).unwrap();
+        assert!(verifier.verify(&token).is_err(), "unknown kid");
+        verifier.add_keys([signer.verification_key()]);
+        assert!(verifier.verify(&token).is_err(), "wrong issuer");
+    }
+
+    #[test]
+    fn static_keys_from_config_are_validated_and_used() {
+        let signer = TokenSigner::generate("k9", &TokenConfig::default());
+        let cfg = TokenConfig {
+            static_keys: vec![StaticKey {
+                kid: "k9".into(),
+                x: signer.verification_key().jwk_x(),
+            }],
+            ..TokenConfig::default()
+        };
+        cfg.validate("tokens").unwrap();
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        assert!(verifier.knows("k9"));
+        let bad = TokenConfig {
+            static_keys: vec![StaticKey {
+                kid: "k".into(),
+                x: "not base64!".into(),
+            }],
+            ..TokenConfig::default()
+        };
+        assert_eq!(
+            bad.validate("tokens").unwrap_err().key,
+            "tokens.static_keys"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_layer_refuses_missing_and_bad_tokens_and_hands_over_the_caller() {
+        use tower::ServiceExt as _;
+        let cfg = TokenConfig::default();
+        let signer = TokenSigner::generate("k1", &cfg);
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        verifier.add_keys([signer.verification_key()]);
+        let inner = tower::service_fn(|req: http::Request<()>| async move {
+            let who = req
+                .extensions()
+                .get::<AuthContext>()
+                .map(|c| format!("{}/{}", c.account_id, c.device_id))
+                .unwrap_or_else(|| "anonymous".into());
+            Ok::<_, std::convert::Infallible>(http::Response::new(who))
+        });
+        let svc =
+            AuthLayer::new(verifier, PublicMethods::new().method("/a.Auth/Login")).layer(inner);
+        let call = |path: &str, auth: Option<String>| {
+            let mut req = http::Request::post(path);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            svc.clone().oneshot(req.body(()).unwrap())
+        };
+        let code = |r: &http::Response<String>| {
+            r.headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+
+        let r = call("/a.Auth/Logout", None).await.unwrap();
+        assert_eq!(code(&r).as_deref(), Some("16"), "UNAUTHENTICATED");
+        let r = call("/a.Auth/Logout", Some("Basic xyz".into()))
+            .await
+            .unwrap();
+        assert_eq!(code(&r).as_deref(), Some("16"));
+        let r = call("/a.Auth/Logout", Some("Bearer garbage".into()))
+            .await
+            .unwrap();
+        assert_eq!(code(&r).as_deref(), Some("16"));
+
+        let token = signer.sign(&grant()).unwrap();
+        let r = call("/a.Auth/Logout", Some(format!("Bearer {token}")))
+            .await
+            .unwrap();
+        assert_eq!(code(&r), None);
+        assert_eq!(r.body(), "acc-1/2");
+
+        let r = call("/a.Auth/Login", None).await.unwrap();
+        assert_eq!(r.body(), "anonymous");
+        // A bad token is refused even on a public method.
+        let r = call("/a.Auth/Login", Some("Bearer garbage".into()))
+            .await
+            .unwrap();
+        assert_eq!(code(&r).as_deref(), Some("16"));
+    }
+
+    #[test]
+    fn public_methods_match_paths_and_services() {
+        let p = PublicMethods::new()
+            .service("grpc.health.v1.Health")
+            .method("/guardyn.auth.v1.AuthService/Login");
+        assert!(p.is_public("/grpc.health.v1.Health/Check"));
+        assert!(p.is_public("/guardyn.auth.v1.AuthService/Login"));
+        assert!(!p.is_public("/guardyn.auth.v1.AuthService/Logout"));
+    }
+}

@@ -1,0 +1,307 @@
+//! Calls between services.
+//!
+//! Each internal dependency is a Rust trait (the seam). When the services share a process the
+//! trait is implemented by the serving service itself, with no network hop; when they run in
+//! separate processes it is implemented over the generated tonic client, on a [`Channel`]
+//! balanced over the configured addresses, with a per-call timeout, mutual TLS when
+//! configured, and retries only for idempotent calls ([`retry_idempotent`]).
+//!
+//! The first seam is [`KeySource`]: every service verifies access tokens with the auth
+//! service's published keys.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::auth::{TokenVerifier, VerificationKey};
+use crate::config::{ConfigError, Validate, key};
+
+/// Where the other services are, for processes that do not host them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Addresses of auth service instances (`http://auth-0.auth:50051`); empty when auth runs
+    /// in this process.
+    pub auth_addresses: Vec<String>,
+    pub connect_timeout_ms: u64,
+    /// Deadline of one internal call attempt.
+    pub call_timeout_ms: u64,
+    /// Attempts for idempotent calls (1 = no retry).
+    pub max_attempts: u32,
+    /// How often verification keys are refreshed from auth.
+    pub key_refresh_secs: u64,
+    pub tls: MeshTlsConfig,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            auth_addresses: Vec::new(),
+            connect_timeout_ms: 2_000,
+            call_timeout_ms: 5_000,
+            max_attempts: 3,
+            key_refresh_secs: 60,
+            tls: MeshTlsConfig::default(),
+        }
+    }
+}
+
+/// Client-side TLS for internal calls; with a certificate and key it is mutual.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshTlsConfig {
+    /// PEM CA that signed the other services' certificates; empty = plaintext.
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// Name expected in the servers' certificates.
+    pub domain: String,
+}
+
+impl Validate for MeshConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        for a in &self.auth_addresses {
+            if Endpoint::from_shared(a.clone()).is_err() {
+                return Err(ConfigError::new(
+                    key(prefix, "auth_addresses"),
+                    format!("{a:?} is not a URI like http://auth:50051"),
+                ));
+            }
+        }
+        if self.max_attempts == 0 || self.max_attempts > 10 {
+            return Err(ConfigError::new(
+                key(prefix, "max_attempts"),
+                "must be between 1 and 10",
+            ));
+        }
+        if self.call_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                key(prefix, "call_timeout_ms"),
+                "timeouts must be at least 1 ms",
+            ));
+        }
+        if self.key_refresh_secs == 0 {
+            return Err(ConfigError::new(
+                key(prefix, "key_refresh_secs"),
+                "must be at least 1",
+            ));
+        }
+        let tls = &self.tls;
+        if !tls.ca_path.as_os_str().is_empty() {
+            for (field, p) in [
+                ("ca_path", &tls.ca_path),
+                ("cert_path", &tls.cert_path),
+                ("key_path", &tls.key_path),
+            ] {
+                if !p.as_os_str().is_empty() && !p.is_file() {
+                    return Err(ConfigError::new(
+                        key(&key(prefix, "tls"), field),
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Failure of an internal call.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("invalid upstream address {0:?}")]
+    Address(String),
+    #[error("no upstream addresses configured")]
+    NoUpstream,
+    #[error("mesh TLS: {0}")]
+    Tls(String),
+    #[error("upstream call failed: {0}")]
+    Call(#[from] tonic::Status),
+}
+
+/// A lazily connecting channel balanced over `addresses`.
+pub async fn channel(addresses: &[String], config: &MeshConfig) -> Result<Channel, MeshError> {
+    if addresses.is_empty() {
+        return Err(MeshError::NoUpstream);
+    }
+    let tls = client_tls(&config.tls).await?;
+    let mut endpoints = Vec::with_capacity(addresses.len());
+    for a in addresses {
+        let mut e = Endpoint::from_shared(a.clone())
+            .map_err(|_| MeshError::Address(a.clone()))?
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .timeout(Duration::from_millis(config.call_timeout_ms))
+            .tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            e = e
+                .tls_config(tls.clone())
+                .map_err(|err| MeshError::Tls(err.to_string()))?;
+        }
+        endpoints.push(e);
+    }
+    Ok(Channel::balance_list(endpoints.into_iter()))
+}
+
+async fn client_tls(tls: &MeshTlsConfig) -> Result<Option<ClientTlsConfig>, MeshError> {
+    if tls.ca_path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let read = |p: PathBuf| async move {
+        tokio::fs::read(&p)
+            .await
+            .map_err(|e| MeshError::Tls(format!("{}: {e}", p.display())))
+    };
+    let mut out = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(tls.ca_path.clone()).await?));
+    if !tls.domain.is_empty() {
+        out = out.domain_name(tls.domain.clone());
+    }
+    if !tls.cert_path.as_os_str().is_empty() {
+        out = out.identity(Identity::from_pem(
+            read(tls.cert_path.clone()).await?,
+            read(tls.key_path.clone()).await?,
+        ));
+    }
+    Ok(Some(out))
+}
+
+/// Run an idempotent call up to `attempts` times, retrying only when the failure says the
+/// request may not have been processed (`UNAVAILABLE`), with exponential backoff.
+/// Non-idempotent calls must not use this.
+pub async fn retry_idempotent<T, F, Fut>(attempts: u32, mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(status) if status.code() == tonic::Code::Unavailable && attempt < attempts => {
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The auth service's token verification keys. Implemented in-process by the auth service and
+/// remotely by [`RemoteKeySource`].
+#[async_trait]
+pub trait KeySource: Send + Sync + fmt::Debug + 'static {
+    async fn verification_keys(&self) -> Result<Vec<VerificationKey>, MeshError>;
+}
+
+/// [`KeySource`] over gRPC to auth instances.
+#[derive(Clone, Debug)]
+pub struct RemoteKeySource {
+    client: guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient<Channel>,
+    attempts: u32,
+}
+
+impl RemoteKeySource {
+    pub fn new(channel: Channel, config: &MeshConfig) -> Self {
+        Self {
+            client: guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient::new(
+                channel,
+            ),
+            attempts: config.max_attempts,
+        }
+    }
+}
+
+#[async_trait]
+impl KeySource for RemoteKeySource {
+    async fn verification_keys(&self) -> Result<Vec<VerificationKey>, MeshError> {
+        use guardyn_proto::guardyn::auth::v1::GetVerificationKeysRequest;
+        let response = retry_idempotent(self.attempts, || {
+            let mut client = self.client.clone();
+            async move {
+                client
+                    .get_verification_keys(GetVerificationKeysRequest {})
+                    .await
+            }
+        })
+        .await?;
+        let mut keys = Vec::new();
+        for k in response.into_inner().keys {
+            let Ok(public_key) = <[u8; 32]>::try_from(k.public_key.as_slice()) else {
+                tracing::warn!(kid = %k.kid, "auth published a malformed verification key");
+                continue;
+            };
+            keys.push(VerificationKey {
+                kid: k.kid,
+                public_key,
+            });
+        }
+        Ok(keys)
+    }
+}
+
+/// Keep `verifier` supplied with the keys `source` publishes: once now, then every
+/// `every`, until `shutdown`. Failures are logged and retried at the next tick; keys already
+/// known stay valid meanwhile.
+pub fn spawn_key_refresh(
+    source: Arc<dyn KeySource>,
+    verifier: TokenVerifier,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match source.verification_keys().await {
+                Ok(keys) => verifier.add_keys(keys),
+                Err(e) => tracing::warn!(error = %e, "could not refresh token verification keys"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn retries_only_unavailable_and_only_up_to_the_limit() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retry_idempotent(3, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(tonic::Status::unavailable("down")) }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::Unavailable);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<(), _> = retry_idempotent(3, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(tonic::Status::invalid_argument("bad")) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn bad_addresses_name_the_key() {
+        let cfg = MeshConfig {
+            auth_addresses: vec!["not a uri".into()],
+            ..MeshConfig::default()
+        };
+        assert_eq!(cfg.validate("mesh").unwrap_err().key, "mesh.auth_addresses");
+    }
+}

@@ -1,0 +1,370 @@
+//! Per-RPC Prometheus metrics and the scrape endpoint on its own port.
+//!
+//! [`MetricsLayer`] counts every call by method and final gRPC code and records its latency.
+//! The code is read from the response headers (trailers-only errors) or from the trailers at the
+//! end of the body; a body dropped before its trailers (client went away) counts as
+//! `CANCELLED`. Streaming calls are measured until the stream ends.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tower::{Layer, Service};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    method: String,
+    code: String,
+}
+
+type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+/// The process's metrics registry and the RPC metric families.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    started: Family<MethodLabels, Counter>,
+    handled: Family<CodeLabels, Counter>,
+    latency: HistogramFamily,
+    in_flight: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("guardyn");
+        let started = Family::<MethodLabels, Counter>::default();
+        let handled = Family::<CodeLabels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let in_flight = Gauge::default();
+        registry.register(
+            "grpc_server_started",
+            "RPCs started on the server",
+            started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, by gRPC code",
+            handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Time from request to end of response (streams: end of stream)",
+            latency.clone(),
+        );
+        registry.register(
+            "grpc_server_in_flight",
+            "RPCs currently being handled",
+            in_flight.clone(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            started,
+            handled,
+            latency,
+            in_flight,
+        }
+    }
+
+    /// Let a component register its own metrics.
+    pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut registry)
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    fn start(&self, method: &str) -> CallRecord {
+        let labels = MethodLabels {
+            method: method.to_owned(),
+        };
+        self.started.get_or_create(&labels).inc();
+        self.in_flight.inc();
+        CallRecord {
+            metrics: self.clone(),
+            method: method.to_owned(),
+            started: Instant::now(),
+            code: None,
+            done: false,
+        }
+    }
+}
+
+/// Records one call exactly once, when the response ends or is dropped.
+struct CallRecord {
+    metrics: Metrics,
+    method: String,
+    started: Instant,
+    code: Option<tonic::Code>,
+    done: bool,
+}
+
+impl CallRecord {
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        self.metrics
+            .handled
+            .get_or_create(&CodeLabels {
+                method: self.method.clone(),
+                code: code_name(code).to_owned(),
+            })
+            .inc();
+        self.metrics
+            .latency
+            .get_or_create(&MethodLabels {
+                method: self.method.clone(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics.in_flight.dec();
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32)
+}
+
+/// Tower layer recording per-RPC metrics.
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    metrics: Metrics,
+}
+
+impl MetricsLayer {
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for MetricsService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = http::Response<MeteredBody<RB>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let mut record = self.metrics.start(req.uri().path());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let response = fut.await?;
+            if let Some(code) = grpc_status(response.headers()) {
+                record.code = Some(code);
+            } else if response.status() != http::StatusCode::OK {
+                record.code = Some(tonic::Code::Unknown);
+            }
+            Ok(response.map(|body| MeteredBody {
+                inner: body,
+                record: Some(record),
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that reports the call's outcome when it ends.
+    pub struct MeteredBody<B> {
+        #[pin]
+        inner: B,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<B> fmt::Debug for MeteredBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeteredBody").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for MeteredBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(ref item) = polled {
+            match item {
+                Some(Ok(frame)) => {
+                    if let (Some(trailers), Some(rec)) =
+                        (frame.trailers_ref(), this.record.as_mut())
+                    {
+                        if let Some(code) = grpc_status(trailers) {
+                            rec.code = Some(code);
+                        }
+                    }
+                }
+                Some(Err(_)) => {
+                    if let Some(rec) = this.record.as_mut() {
+                        rec.code.get_or_insert(tonic::Code::Internal);
+                    }
+                }
+                None => {
+                    if let Some(mut rec) = this.record.take() {
+                        rec.code.get_or_insert(tonic::Code::Ok);
+                        rec.finish();
+                    }
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serve `GET /metrics` on `listener` until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Metrics,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::TokioIo;
+
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let metrics = metrics.clone();
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let response = if req.uri().path() == "/metrics" {
+                        http::Response::builder()
+                            .header(
+                                http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
+                            .body(http_body_util::Full::new(Bytes::from(metrics.render())))
+                    } else {
+                        http::Response::builder()
+                            .status(http::StatusCode::NOT_FOUND)
+                            .body(http_body_util::Full::new(Bytes::from_static(
+                                b"not found\n",
+                            )))
+                    };
+                    response
+                }
+            });
+        tokio::spawn(async move {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection failed");
+            }
+        });
+    }
+}

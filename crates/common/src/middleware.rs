@@ -1,0 +1,327 @@
+//! Tower layers every Guardyn server runs: request ids with tracing spans, and per-RPC
+//! deadlines with load shedding.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+
+use crate::error::{ApiError, Reason};
+
+/// Header carrying the request/correlation id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id of the current call, for handlers that log or forward it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+fn valid_request_id(v: &http::HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| s.to_owned())
+}
+
+/// Takes the client's `x-request-id` (or generates one), opens the call's tracing span with it
+/// and echoes it in the response headers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for RequestIdService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(valid_request_id)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let span = tracing::info_span!(
+            "rpc",
+            method = %req.uri().path(),
+            request_id = %id,
+            account = tracing::field::Empty,
+        );
+        let header = http::HeaderValue::from_str(&id).ok();
+        if let Some(h) = &header {
+            req.headers_mut().insert(REQUEST_ID, h.clone());
+        }
+        req.extensions_mut().insert(RequestId(id));
+        let fut = span.in_scope(|| self.inner.call(req));
+        Box::pin(
+            async move {
+                let mut response = fut.await?;
+                if let Some(h) = header {
+                    response.headers_mut().insert(REQUEST_ID, h);
+                }
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Settings for [`LimitLayer`].
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Calls in flight across the process before new ones are shed.
+    pub max_concurrent: usize,
+    /// Deadline when the client sets none or a longer one.
+    pub default_timeout: Duration,
+    /// Per-method deadlines (`/package.Service/Method`), overriding the default.
+    pub method_timeouts: HashMap<String, Duration>,
+    /// Methods that stream responses: no deadline on their handler beyond the client's own.
+    pub streaming_methods: Vec<String>,
+}
+
+/// Per-RPC deadlines and load shedding: when `max_concurrent` handlers are already running, a new
+/// call is refused at once with `RESOURCE_EXHAUSTED` (reason `OVERLOADED`) instead of queueing
+/// without bound.
+///
+/// A handler counts until it produced its response headers: unary calls for their whole
+/// duration, streaming calls until the stream is set up (streams have their own per-service
+/// limits).
+#[derive(Clone, Debug)]
+pub struct LimitLayer {
+    permits: Arc<Semaphore>,
+    limits: Arc<Limits>,
+}
+
+impl LimitLayer {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_concurrent)),
+            limits: Arc::new(limits),
+        }
+    }
+}
+
+impl<S> Layer<S> for LimitLayer {
+    type Service = LimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LimitService {
+            inner,
+            permits: self.permits.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LimitService<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+    limits: Arc<Limits>,
+}
+
+/// Parse a gRPC `grpc-timeout` header (`<digits><unit>`).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl<S, B, RB> Service<http::Request<B>> for LimitService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let status: tonic::Status =
+                ApiError::new(Reason::Overloaded, "server is overloaded, retry later")
+                    .with_retry_after(Duration::from_secs(1))
+                    .into();
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        };
+        let path = req.uri().path();
+        let streaming = self.limits.streaming_methods.iter().any(|m| m == path);
+        let server_deadline = self
+            .limits
+            .method_timeouts
+            .get(path)
+            .copied()
+            .unwrap_or(self.limits.default_timeout);
+        let deadline = match (grpc_timeout(req.headers()), streaming) {
+            (Some(client), true) => Some(client),
+            (None, true) => None,
+            (Some(client), false) => Some(client.min(server_deadline)),
+            (None, false) => Some(server_deadline),
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let _permit = permit;
+            match deadline {
+                None => fut.await,
+                Some(d) => match tokio::time::timeout(d, fut).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let status: tonic::Status =
+                            ApiError::new(Reason::DeadlineExceeded, "deadline exceeded").into();
+                        Ok(status.into_http())
+                    }
+                },
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::convert::Infallible;
+
+    #[test]
+    fn grpc_timeout_units_parse() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_millis(250)));
+        h.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_secs(3)));
+        h.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), None);
+    }
+
+    fn limits(max: usize, timeout_ms: u64) -> LimitLayer {
+        LimitLayer::new(Limits {
+            max_concurrent: max,
+            default_timeout: Duration::from_millis(timeout_ms),
+            method_timeouts: HashMap::new(),
+            streaming_methods: vec!["/s.S/Stream".into()],
+        })
+    }
+
+    fn grpc_code(resp: &http::Response<String>) -> Option<String> {
+        resp.headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn excess_calls_are_shed_with_resource_exhausted() {
+        use tower::ServiceExt as _;
+        let (release, wait) = tokio::sync::watch::channel(false);
+        let slow = tower::service_fn(move |_req: http::Request<()>| {
+            let mut wait = wait.clone();
+            async move {
+                let _ = wait.wait_for(|go| *go).await;
+                Ok::<_, Infallible>(http::Response::new(String::from("done")))
+            }
+        });
+        let svc = limits(1, 60_000).layer(slow);
+        let first = tokio::spawn(
+            svc.clone()
+                .oneshot(http::Request::post("/s.S/Unary").body(()).unwrap()),
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let shed = svc
+            .clone()
+            .oneshot(http::Request::post("/s.S/Unary").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(grpc_code(&shed).as_deref(), Some("8"), "RESOURCE_EXHAUSTED");
+        release.send(true).unwrap();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.body(), "done");
+        // The permit is back: the next call runs.
+        let again = svc
+            .oneshot(http::Request::post("/s.S/Unary").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(again.body(), "done");
+    }
+
+    #[tokio::test]
+    async fn unary_calls_past_their_deadline_get_deadline_exceeded() {
+        use tower::ServiceExt as _;
+        let never = tower::service_fn(|_req: http::Request<()>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(http::Response::new(String::new()))
+        });
+        let svc = limits(8, 50).layer(never);
+        let resp = svc
+            .clone()
+            .oneshot(http::Request::post("/s.S/Unary").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(grpc_code(&resp).as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+        // A shorter client deadline wins over the server default.
+        let svc = limits(8, 60_000).layer(tower::service_fn(|_req: http::Request<()>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(http::Response::new(String::new()))
+        }));
+        let resp = svc
+            .oneshot(
+                http::Request::post("/s.S/Unary")
+                    .header("grpc-timeout", "20m")
+                    .body(())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(grpc_code(&resp).as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn request_ids_are_restricted_to_safe_characters() {
+        assert!(valid_request_id(&"abc-123_x.y:z".parse().unwrap()).is_some());
+        assert!(valid_request_id(&"has space".parse().unwrap()).is_none());
+        assert!(valid_request_id(&"a".repeat(129).parse().unwrap()).is_none());
+    }
+}

@@ -1,0 +1,318 @@
+//! Server assembly used by every service: one function turns a set of gRPC services into a
+//! listening server with health, reflection (v1 and v1alpha), gRPC-web with CORS, optional
+//! (mutual) TLS, request ids, metrics, authentication, deadlines and load shedding, and graceful
+//! shutdown.
+//!
+//! Layer order, outermost first: CORS → gRPC-web translation → request id / span → metrics →
+//! deadlines and load shedding → authentication → routes. CORS answers browser preflights before
+//! anything else; metrics see every call including shed and unauthenticated ones.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::Service;
+
+use crate::auth::{AuthLayer, PublicMethods, RevocationList, TokenConfig, TokenVerifier};
+use crate::config::ServerConfig;
+use crate::metrics::{Metrics, MetricsLayer};
+use crate::middleware::{LimitLayer, Limits, RequestIdLayer};
+
+/// Handles shared by the server and the services it hosts.
+#[derive(Clone, Debug)]
+pub struct ServerContext {
+    /// Cancelled when shutdown begins: long-lived streams watch it and end cleanly.
+    pub shutdown: CancellationToken,
+    pub verifier: TokenVerifier,
+    pub metrics: Metrics,
+    pub health: HealthReporter,
+}
+
+impl ServerContext {
+    pub fn new(tokens: &TokenConfig) -> Self {
+        Self {
+            shutdown: CancellationToken::new(),
+            verifier: TokenVerifier::new(tokens, RevocationList::new()),
+            metrics: Metrics::new(),
+            health: HealthReporter::new(),
+        }
+    }
+}
+
+/// The gRPC services one server hosts, with the methods callable without a token.
+#[derive(Debug, Default)]
+pub struct ServiceSet {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    public: PublicMethods,
+}
+
+impl ServiceSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Host a tonic service. Its health status follows the server's.
+    pub fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Methods or services callable without a bearer token.
+    pub fn allow_public(&mut self, public: &PublicMethods) -> &mut Self {
+        self.public.extend(public);
+        self
+    }
+
+    /// Fully qualified names of the hosted services.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// Failure to start or run the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: server.tls: {0}")]
+    Tls(String),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Install ring as rustls's process-wide crypto provider (idempotent). Every binary and test
+/// harness that touches TLS calls it first; tonic's server builds its rustls config from it.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Names of server-streaming methods, from the descriptor sets: they get no server deadline.
+fn streaming_methods() -> Vec<String> {
+    use prost::Message;
+    let mut out = Vec::new();
+    for bytes in [
+        guardyn_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+            continue;
+        };
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let name = service.name.unwrap_or_default();
+                for method in service.method {
+                    if method.server_streaming.unwrap_or(false)
+                        || method.client_streaming.unwrap_or(false)
+                    {
+                        out.push(format!(
+                            "/{package}.{name}/{}",
+                            method.name.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn tls_config(config: &ServerConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
+    let tls = &config.tls;
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let read = |path: std::path::PathBuf| async move {
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))
+    };
+    let cert = read(tls.cert_path.clone()).await?;
+    let key = read(tls.key_path.clone()).await?;
+    let mut out = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if tls.mutual() {
+        let ca = read(tls.client_ca_path.clone()).await?;
+        out = out.client_ca_root(Certificate::from_pem(ca));
+    }
+    Ok(Some(out))
+}
+
+fn cors(config: &ServerConfig) -> tower_http::cors::CorsLayer {
+    use http::header::{HeaderName, HeaderValue};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = config
+        .cors
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let h = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([
+            h("content-type"),
+            h("authorization"),
+            h("x-grpc-web"),
+            h("x-user-agent"),
+            h("grpc-timeout"),
+            h("x-request-id"),
+        ])
+        .expose_headers([
+            h("grpc-status"),
+            h("grpc-message"),
+            h("grpc-status-details-bin"),
+            h("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// Serve `services` on `listener` until `signal` completes, then shut down gracefully:
+/// health turns NOT_SERVING, the listener closes, [`ServerContext::shutdown`] is cancelled so
+/// streams end, and in-flight calls get `server.shutdown_grace_ms` to finish before the
+/// remaining connections are dropped.
+pub async fn serve(
+    config: &ServerConfig,
+    listener: TcpListener,
+    ctx: ServerContext,
+    mut services: ServiceSet,
+    signal: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    install_crypto_provider();
+
+    for name in services.names.clone() {
+        ctx.health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    ctx.health
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+
+    // Reflection advertises exactly the hosted services (plus health and reflection in both
+    // versions), never the whole contract: a listed service must answer.
+    let mut advertised: Vec<&str> = services.names.clone();
+    advertised.extend([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]);
+    let reflection = || {
+        advertised.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(guardyn_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ),
+            |b, name| b.with_service_name(*name),
+        )
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let public = PublicMethods::new()
+        .service("grpc.health.v1.Health")
+        .service("grpc.reflection.v1.ServerReflection")
+        .service("grpc.reflection.v1alpha.ServerReflection");
+    services.allow_public(&public);
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(ctx.health.clone()),
+    );
+    services
+        .add(health_service)
+        .add(reflection_v1)
+        .add(reflection_v1alpha);
+
+    let limits = Limits {
+        max_concurrent: config.max_concurrent_requests,
+        default_timeout: config.request_timeout(),
+        method_timeouts: Default::default(),
+        streaming_methods: streaming_methods(),
+    };
+    let stack = tower::ServiceBuilder::new()
+        .layer(cors(config))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(RequestIdLayer)
+        .layer(MetricsLayer::new(ctx.metrics.clone()))
+        .layer(LimitLayer::new(limits))
+        .layer(AuthLayer::new(
+            ctx.verifier.clone(),
+            services.public.clone(),
+        ))
+        .into_inner();
+
+    let mut builder = Server::builder().accept_http1(true);
+    if let Some(tls) = tls_config(config).await? {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder.layer(stack).add_routes(services.routes.routes());
+
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let shutdown = ctx.shutdown.clone();
+    let health = ctx.health.clone();
+    let names = services.names.clone();
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let graceful = async move {
+        tokio::select! {
+            _ = signal => {},
+            _ = shutdown.cancelled() => {},
+        }
+        tracing::info!("shutting down: draining in-flight calls");
+        for name in names {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        shutdown.cancel();
+        let _ = signalled_tx.send(());
+    };
+    let server = router.serve_with_incoming_shutdown(incoming, graceful);
+    tokio::pin!(server);
+    let grace = config.shutdown_grace();
+    let deadline = async move {
+        // Only a signal starts the grace period; a dropped sender means the server ended.
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = &mut server => result?,
+        _ = deadline => {
+            tracing::warn!(?grace, "shutdown grace period over: dropping remaining connections");
+        }
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! Group operations for a client: create, join, commit, propose, process,
+//! encrypt.
+//!
+//! Commits are not merged when they are created. The delivery service orders
+//! commits per epoch (compare-and-set), so the flow is: create the commit, send
+//! it, and call [`Group::merge_pending_commit`] only once the server accepted
+//! it; if another commit won the epoch, call [`Group::discard_pending_commit`]
+//! and process the winner. Incoming commits are merged by
+//! [`Group::process_message`] because the server already ordered them.
+
+use std::fmt;
+
+use openmls::prelude::{
+    BasicCredential, Credential, GroupId, LeafNodeIndex, LeafNodeParameters, MlsGroup,
+    MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, ProcessedMessageContent, ProtocolMessage,
+    StagedCommit, StagedWelcome, tls_codec::Deserialize as _, tls_codec::Serialize as _,
+};
+use openmls_traits::OpenMlsProvider as _;
+
+use super::{
+    client::{MlsClient, capabilities, join_config},
+    error::MlsError,
+    server::{MessageKind, SenderInfo},
+};
+
+/// A group as seen by one member. The state lives in the member's key store
+/// (persisted with [`MlsClient::to_bytes`]); this is the loaded handle.
+pub struct Group {
+    inner: MlsGroup,
+}
+
+impl fmt::Debug for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("group_id_len", &self.inner.group_id().as_slice().len())
+            .field("epoch", &self.inner.epoch().as_u64())
+            .field("members", &self.inner.members().count())
+            .field("active", &self.inner.is_active())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Output of a commit: send `commit` to the server; deliver `welcome` to the
+/// added members; publish `group_info` (with the ratchet tree) for external
+/// joins. All fields are serialised `MLSMessage`s.
+pub struct CommitBundle {
+    /// The commit (a PublicMessage under the Guardyn wire-format policy).
+    pub commit: Vec<u8>,
+    /// Welcome for new members, if the commit added any.
+    pub welcome: Option<Vec<u8>>,
+    /// Signed GroupInfo for the new epoch, including the ratchet tree.
+    pub group_info: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for CommitBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitBundle")
+            .field("commit_len", &self.commit.len())
+            .field("welcome_len", &self.welcome.as_ref().map(Vec::len))
+            .field("group_info_len", &self.group_info.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Leaf index in the ratchet tree.
+    pub leaf_index: u32,
+    /// BasicCredential identity.
+    pub identity: Vec<u8>,
+}
+
+/// What processing an incoming message produced.
+pub enum Received {
+    /// A decrypted application message.
+    Application {
+        /// Sender's leaf index.
+        sender: u32,
+        /// Sender's credential identity (authenticated by the signature).
+        sender_identity: Vec<u8>,
+        /// The plaintext.
+        plaintext: Vec<u8>,
+    },
+    /// A proposal; it was queued and will be covered by the next commit.
+    Proposal {
+        /// Who proposed.
+        sender: SenderInfo,
+    },
+    /// A commit that was verified and merged; the group is now at `epoch`.
+    /// Also returned when the server echoes this client's own pending commit
+    /// (which is then merged).
+    Commit(CommitSummary),
+    /// This client's own PrivateMessage echoed back by the server; ignore it.
+    OwnMessage,
+}
+
+impl fmt::Debug for Received {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Application {
+                sender, plaintext, ..
+            } => f
+                .debug_struct("Application")
+                .field("sender", sender)
+                .field("plaintext_len", &plaintext.len())
+                .finish_non_exhaustive(),
+            Self::Proposal { sender } => {
+                f.debug_struct("Proposal").field("sender", sender).finish()
+            }
+            Self::Commit(s) => f.debug_tuple("Commit").field(s).finish(),
+            Self::OwnMessage => f.write_str("OwnMessage"),
+        }
+    }
+}
+
+/// Membership effect of a merged commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitSummary {
+    /// Epoch after the merge.
+    pub epoch: u64,
+    /// Who committed.
+    pub sender: SenderInfo,
+    /// Identities added by the commit.
+    pub added: Vec<Vec<u8>>,
+    /// Leaf indices removed by the commit.
+    pub removed: Vec<u32>,
+    /// True if this client was removed; the group is now inactive.
+    pub self_removed: bool,
+}
+
+impl Group {
+    /// Creates a new group with this client as the only member (epoch 0).
+    pub fn create(client: &MlsClient, group_id: &[u8]) -> Result<Self, MlsError> {
+        let inner = MlsGroup::new_with_group_id(
+            &client.provider,
+            &client.signer,
+            &client.create_config(),
+            GroupId::from_slice(group_id),
+            client.credential.clone(),
+        )?;
+        Ok(Self { inner })
+    }
+
+    /// Joins from a serialised Welcome `MLSMessage`; the ratchet tree is taken
+    /// from the Welcome's GroupInfo extension. Works only if `client`'s key
+    /// store still holds the private keys of the KeyPackage it was built for.
+    pub fn join_from_welcome(client: &MlsClient, welcome: &[u8]) -> Result<Self, MlsError> {
+        let welcome = match decode(welcome)? {
+            MlsMessageBodyIn::Welcome(w) => w,
+            other => return Err(unexpected(MessageKind::Welcome, &other)),
+        };
+        let inner =
+            StagedWelcome::new_from_welcome(&client.provider, &join_config(), welcome, None)?
+                .into_group(&client.provider)?;
+        Ok(Self { inner })
+    }
+
+    /// Joins by external commit from a serialised GroupInfo `MLSMessage`
+    /// (which must carry the ratchet tree). Returns the group, already at the
+    /// new epoch, and the commit to send to the server. If the server rejects
+    /// it, drop the group and retry with a fresh GroupInfo.
+    pub fn join_by_external_commit(
+        client: &MlsClient,
+        group_info: &[u8],
+    ) -> Result<(Self, Vec<u8>), MlsError> {
+        let group_info = match decode(group_info)? {
+            MlsMessageBodyIn::GroupInfo(g) => g,
+            other => return Err(unexpected(MessageKind::GroupInfo, &other)),
+        };
+        let provider = &client.provider;
+        let (inner, bundle) = MlsGroup::external_commit_builder()
+            .with_config(join_config())
+            .build_group(provider, group_info, client.credential.clone())?
+            .leaf_node_parameters(
+                LeafNodeParameters::builder()
+                    .with_capabilities(capabilities())
+                    .build(),
+            )
+            .load_psks(provider.storage())?
+            .build(provider.rand(), provider.crypto(), &client.signer, |_| true)?
+            .finalize(provider)?;
+        Ok((
+            Self { inner },
+            bundle.into_commit().tls_serialize_detached()?,
+        ))
+    }
+
+    /// Loads a group from the client's key store.
+    pub fn load(client: &MlsClient, group_id: &[u8]) -> Result<Self, MlsError> {
+        MlsGroup::load(client.provider.storage(), &GroupId::from_slice(group_id))?
+            .map(|inner| Self { inner })
+            .ok_or(MlsError::GroupNotFound)
+    }
+
+    /// The group id.
+    pub fn group_id(&self) -> &[u8] {
+        self.inner.group_id().as_slice()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch().as_u64()
+    }
+
+    /// False once this client has been removed.
+    pub fn is_active(&self) -> bool {
+        self.inner.is_active()
+    }
+
+    /// This client's leaf index.
+    pub fn own_leaf_index(&self) -> u32 {
+        self.inner.own_leaf_index().u32()
+    }
+
+    /// Current members (non-Basic credentials are reported with an empty identity).
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.inner
+            .members()
+            .map(|m| MemberInfo {
+                leaf_index: m.index.u32(),
+                identity: identity_of(&m.credential).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Commit adding the given serialised KeyPackages (`MLSMessage`s).
+    pub fn add_members(
+        &mut self,
+        client: &MlsClient,
+        key_packages: &[&[u8]],
+    ) -> Result<CommitBundle, MlsError> {
+        let kps = key_packages
+            .iter()
+            .map(|kp| super::server::decode_key_package(kp, client.provider.crypto()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (commit, welcome, gi) =
+            self.inner
+                .add_members(&client.provider, &client.signer, &kps)?;
+        bundle(commit, Some(welcome), gi.map(MlsMessageOut::from))
+    }
+
+    /// Commit removing the members at `leaf_indices`.
+    pub fn remove_members(
+        &mut self,
+        client: &MlsClient,
+        leaf_indices: &[u32],
+    ) -> Result<CommitBundle, MlsError> {
+        let leaves = self.existing_leaves(leaf_indices)?;
+        let (commit, welcome, gi) =
+            self.inner
+                .remove_members(&client.provider, &client.signer, &leaves)?;
+        bundle(commit, welcome, gi.map(MlsMessageOut::from))
+    }
+
+    /// Commit rotating this client's leaf (encryption) key: post-compromise
+    /// security for everything after the commit.
+    pub fn self_update(&mut self, client: &MlsClient) -> Result<CommitBundle, MlsError> {
+        let b = self.inner.self_update(
+            &client.provider,
+            &client.signer,
+            LeafNodeParameters::default(),
+        )?;
+        let (commit, welcome, gi) = b.into_messages();
+        bundle(commit, welcome, gi)
+    }
+
+    /// Proposal (not a commit) to add a KeyPackage.
+    pub fn propose_add(
+        &mut self,
+        client: &MlsClient,
+        key_package: &[u8],
+    ) -> Result<Vec<u8>, MlsError> {
+        let kp = super::server::decode_key_package(key_package, client.provider.crypto())?;
+        let (msg, _) = self
+            .inner
+            .propose_add_member(&client.provider, &client.signer, &kp)?;
+        Ok(msg.tls_serialize_detached()?)
+    }
+
+    /// Proposal to remove the member at `leaf_index`.
+    pub fn propose_remove(
+        &mut self,
+        client: &MlsClient,
+        leaf_index: u32,
+    ) -> Result<Vec<u8>, MlsError> {
+        let leaf = self.existing_leaves(&[leaf_index])?[0];
+        let (msg, _) = self
+            .inner
+            .propose_remove_member(&client.provider, &client.signer, leaf)?;
+        Ok(msg.tls_serialize_detached()?)
+    }
+
+    /// Proposal to update this client's leaf.
+    pub fn propose_self_update(&mut self, client: &MlsClient) -> Result<Vec<u8>, MlsError> {
+        let (msg, _) = self.inner.propose_self_update(
+            &client.provider,
+            &client.signer,
+            LeafNodeParameters::default(),
+        )?;
+        Ok(msg.tls_serialize_detached()?)
+    }
+
+    /// Commit covering all queued proposals (own and received).
+    pub fn commit_pending_proposals(
+        &mut self,
+        client: &MlsClient,
+    ) -> Result<CommitBundle, MlsError> {
+        let (commit, welcome, gi) = self
+            .inner
+            .commit_to_pending_proposals(&client.provider, &client.signer)?;
+        bundle(commit, welcome, gi.map(MlsMessageOut::from))
+    }
+
+    /// Applies this client's own commit after the server accepted it.
+    pub fn merge_pending_commit(&mut self, client: &MlsClient) -> Result<(), MlsError> {
+        Ok(self.inner.merge_pending_commit(&client.provider)?)
+    }
+
+    /// Drops this client's own commit after the server rejected it (another
+    /// commit won the epoch).
+    pub fn discard_pending_commit(&mut self, client: &MlsClient) -> Result<(), MlsError> {
+        Ok(self.inner.clear_pending_commit(client.provider.storage())?)
+    }
+
+    /// Encrypts an application message (always a PrivateMessage).
+    pub fn encrypt(&mut self, client: &MlsClient, plaintext: &[u8]) -> Result<Vec<u8>, MlsError> {
+        let msg = self
+            .inner
+            .create_message(&client.provider, &client.signer, plaintext)?;
+        Ok(msg.tls_serialize_detached()?)
+    }
+
+    /// A signed GroupInfo with the ratchet tree, for external joins.
+    pub fn export_group_info(&self, client: &MlsClient) -> Result<Vec<u8>, MlsError> {
+        let gi = self
+            .inner
+            .export_group_info(client.provider.crypto(), &client.signer, true)?;
+        Ok(gi.tls_serialize_detached()?)
+    }
+
+    /// Verifies and applies an incoming PublicMessage / PrivateMessage.
+    /// Application messages are decrypted, proposals queued, commits merged.
+    pub fn process_message(
+        &mut self,
+        client: &MlsClient,
+        message: &[u8],
+    ) -> Result<Received, MlsError> {
+        let protocol: ProtocolMessage = match decode(message)? {
+            MlsMessageBodyIn::PublicMessage(m) => m.into(),
+            MlsMessageBodyIn::PrivateMessage(m) => m.into(),
+            other => return Err(unexpected(MessageKind::PublicMessage, &other)),
+        };
+        let processed = self.inner.process_message(&client.provider, protocol)?;
+        let sender = SenderInfo::from(processed.sender());
+        let sender_identity = identity_of(processed.credential()).unwrap_or_default();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) => Ok(Received::Application {
+                sender: match sender {
+                    SenderInfo::Member(leaf) => leaf,
+                    _ => return Err(MlsError::ApplicationNotPrivate),
+                },
+                sender_identity,
+                plaintext: app.into_bytes(),
+            }),
+            ProcessedMessageContent::ProposalMessage(p)
+            | ProcessedMessageContent::ExternalJoinProposalMessage(p) => {
+                self.inner
+                    .store_pending_proposal(client.provider.storage(), *p)?;
+                Ok(Received::Proposal { sender })
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let (added, removed, self_removed) = effects(&staged);
+                self.inner.merge_staged_commit(&client.provider, *staged)?;
+                Ok(Received::Commit(CommitSummary {
+                    epoch: self.epoch(),
+                    sender,
+                    added,
+                    removed,
+                    self_removed,
+                }))
+            }
+            // The server fanned our own commit back: it won the epoch.
+            ProcessedMessageContent::OwnPendingCommit => {
+                let (added, removed, self_removed) =
+                    self.inner.pending_commit().map(effects).unwrap_or_default();
+                self.inner.merge_pending_commit(&client.provider)?;
+                Ok(Received::Commit(CommitSummary {
+                    epoch: self.epoch(),
+                    sender,
+                    added,
+                    removed,
+                    self_removed,
+                }))
+            }
+            ProcessedMessageContent::OwnPrivateMessage => Ok(Received::OwnMessage),
+        }
+    }
+
+    fn existing_leaves(&self, leaf_indices: &[u32]) -> Result<Vec<LeafNodeIndex>, MlsError> {
+        leaf_indices
+            .iter()
+            .map(|&i| {
+                let leaf = LeafNodeIndex::new(i);
+                self.inner
+                    .member(leaf)
+                    .map(|_| leaf)
+                    .ok_or(MlsError::UnknownMember(i))
+            })
+            .collect()
+    }
+}
+
+fn effects(staged: &StagedCommit) -> (Vec<Vec<u8>>, Vec<u32>, bool) {
+    let added = staged
+        .add_proposals()
+        .map(|p| {
+            identity_of(p.add_proposal().key_package().leaf_node().credential()).unwrap_or_default()
+        })
+        .collect();
+    let removed = staged
+        .remove_proposals()
+        .map(|p| p.remove_proposal().removed().u32())
+        .collect();
+    (added, removed, staged.self_removed())
+}
+
+fn decode(bytes: &[u8]) -> Result<MlsMessageBodyIn, MlsError> {
+    Ok(MlsMessageIn::tls_deserialize_exact(bytes)?.extract())
+}
+
+fn unexpected(expected: MessageKind, found: &MlsMessageBodyIn) -> MlsError {
+    MlsError::UnexpectedMessageKind {
+        expected,
+        found: MessageKind::of(found),
+    }
+}
+
+fn bundle(
+    commit: MlsMessageOut,
+    welcome: Option<MlsMessageOut>,
+    group_info: Option<MlsMessageOut>,
+) -> Result<CommitBundle, MlsError> {
+    Ok(CommitBundle {
+        commit: commit.tls_serialize_detached()?,
+        welcome: welcome.map(|w| w.tls_serialize_detached()).transpose()?,
+        group_info: group_info.map(|g| g.tls_serialize_detached()).transpose()?,
+    })
+}
+
+pub(crate) fn identity_of(credential: &Credential) -> Option<Vec<u8>> {
+    BasicCredential::try_from(credential.clone())
+        .ok()
+        .map(|c| c.identity().to_vec())
+}

@@ -1,0 +1,235 @@
+//! Durable job queue on an [`AppendLog`] partition.
+//!
+//! The log holds the jobs not acked yet (an ack deletes the entry). Which of them are handed
+//! out right now lives in memory: a map from sequence to the deadline after which the job may
+//! be handed out again. A consumer takes the lowest-sequence job that is not in flight.
+//! Claims are serialised by one async mutex per queue, which is what makes a job go to one
+//! consumer at a time.
+//!
+//! Entry format: one version byte ([`ENTRY_V1`]) followed by the job payload.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use guardyn_storage::{AppendLog, NewEntry};
+use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
+
+use crate::types::{Job, JobHandle};
+use crate::{EventError, JobStream};
+
+const ENTRY_V1: u8 = 1;
+/// Entries read per log round trip while looking for a free job.
+const PAGE: usize = 64;
+
+pub(crate) struct Queue {
+    name: Arc<str>,
+    partition: Vec<u8>,
+    log: Arc<dyn AppendLog>,
+    ack_wait: Duration,
+    ttl: Duration,
+    state: Mutex<State>,
+    /// Woken on enqueue and on retry, so idle consumers look again.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every live entry has `seq >= low`.
+    low: u64,
+    /// Jobs handed out at least once and not acked (their deadline may have passed).
+    handed_out: HashMap<u64, HandedOut>,
+    /// Entries with an unknown format: skipped until restart, never deleted silently.
+    unreadable: HashSet<u64>,
+    next_token: u64,
+}
+
+struct HandedOut {
+    deadline: Instant,
+    deliveries: u64,
+    /// Identifies the latest delivery, so a stale holder cannot reschedule a newer one.
+    token: u64,
+}
+
+enum Claimed {
+    Job(Job),
+    /// Nothing free; the earliest in-flight deadline, if any.
+    Idle(Option<Instant>),
+}
+
+impl Queue {
+    pub(crate) fn new(
+        name: &str,
+        log: Arc<dyn AppendLog>,
+        ack_wait: Duration,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            partition: format!("queue/{name}").into_bytes(),
+            log,
+            ack_wait,
+            ttl,
+            state: Mutex::default(),
+            changed: Notify::new(),
+        }
+    }
+
+    pub(crate) async fn enqueue(&self, payload: &Bytes) -> Result<(), EventError> {
+        let mut encoded = Vec::with_capacity(payload.len() + 1);
+        encoded.push(ENTRY_V1);
+        encoded.extend_from_slice(payload);
+        let entry = NewEntry {
+            payload: encoded,
+            ttl: self.ttl,
+        };
+        self.log.append(&self.partition, vec![entry]).await?;
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    pub(crate) fn consume(self: Arc<Self>) -> JobStream {
+        let name = self.name.clone();
+        let jobs = futures::stream::unfold(self, |queue| async move {
+            let next = queue.next_job().await;
+            Some((next, queue))
+        });
+        JobStream::new(name, jobs.boxed())
+    }
+
+    async fn next_job(self: &Arc<Self>) -> Result<Job, EventError> {
+        loop {
+            // Register interest before looking, so an enqueue between the look and the wait
+            // is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.claim().await? {
+                Claimed::Job(job) => return Ok(job),
+                Claimed::Idle(Some(deadline)) => {
+                    tokio::select! {
+                        () = changed => {}
+                        () = tokio::time::sleep_until(deadline) => {}
+                    }
+                }
+                Claimed::Idle(None) => changed.await,
+            }
+        }
+    }
+
+    /// Hands out the lowest-sequence job that is not in flight. Cancel-safe: the only state
+    /// change happens after the last await.
+    async fn claim(self: &Arc<Self>) -> Result<Claimed, EventError> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let mut from = state.low;
+        let mut first_page = true;
+        loop {
+            let page = self.log.read(&self.partition, from, PAGE).await?;
+            if first_page {
+                first_page = false;
+                // Entries below the first live one are gone (acked or expired): forget them.
+                let low = page.first().map_or(u64::MAX, |e| e.seq);
+                state.handed_out.retain(|seq, _| *seq >= low);
+                state.unreadable.retain(|seq| *seq >= low);
+                if let Some(first) = page.first() {
+                    state.low = first.seq;
+                }
+            }
+            for entry in &page {
+                if state.unreadable.contains(&entry.seq) {
+                    continue;
+                }
+                if state
+                    .handed_out
+                    .get(&entry.seq)
+                    .is_some_and(|h| h.deadline > now)
+                {
+                    continue;
+                }
+                let Some((&ENTRY_V1, payload)) = entry.payload.split_first() else {
+                    tracing::error!(queue = %self.name, seq = entry.seq, "skipping job entry with unknown format");
+                    state.unreadable.insert(entry.seq);
+                    continue;
+                };
+                let token = state.next_token;
+                state.next_token += 1;
+                let handed = state.handed_out.entry(entry.seq).or_insert(HandedOut {
+                    deadline: now,
+                    deliveries: 0,
+                    token,
+                });
+                handed.deadline = now + self.ack_wait;
+                handed.deliveries += 1;
+                handed.token = token;
+                let claim = Claim {
+                    queue: self.clone(),
+                    seq: entry.seq,
+                    token,
+                };
+                return Ok(Claimed::Job(Job::new(
+                    self.name.clone(),
+                    Bytes::copy_from_slice(payload),
+                    handed.deliveries,
+                    JobHandle::InProcess(claim),
+                )));
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => from = last.seq + 1,
+                _ => break,
+            }
+        }
+        let next_deadline = state
+            .handed_out
+            .values()
+            .map(|h| h.deadline)
+            .filter(|d| *d > now)
+            .min();
+        Ok(Claimed::Idle(next_deadline))
+    }
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &&*self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One delivery of one job.
+pub(crate) struct Claim {
+    queue: Arc<Queue>,
+    seq: u64,
+    token: u64,
+}
+
+impl Claim {
+    pub(crate) async fn ack(self) -> Result<(), EventError> {
+        let queue = &self.queue;
+        queue.log.delete(&queue.partition, &[self.seq]).await?;
+        queue.state.lock().await.handed_out.remove(&self.seq);
+        Ok(())
+    }
+
+    pub(crate) async fn retry_after(self, delay: Duration) -> Result<(), EventError> {
+        let queue = &self.queue;
+        {
+            let mut state = queue.state.lock().await;
+            match state.handed_out.get_mut(&self.seq) {
+                Some(handed) if handed.token == self.token => {
+                    handed.deadline = Instant::now() + delay;
+                }
+                // Redelivered meanwhile (or acked by someone else): the newer delivery rules.
+                _ => return Ok(()),
+            }
+        }
+        // Idle consumers may be sleeping until a later deadline.
+        queue.changed.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Guardyn's event bus: live fan-out of events between server instances, and durable job
+//! queues.
+//!
+//! Two implementations sit behind the [`EventBus`] trait:
+//!
+//! - [`InProcessBus`] for a single node: live events stay inside the process, jobs are stored
+//!   in a [`guardyn_storage::AppendLog`] so they survive a restart.
+//! - [`NatsBus`] for several nodes: live events use core NATS, jobs use JetStream (one
+//!   work-queue stream, one durable pull consumer per queue).
+//!
+//! Both follow the same contract, checked by one behavioural test suite run against each:
+//!
+//! - **Live events** (`publish`/`subscribe`) are at-most-once. Subjects and patterns follow NATS
+//!   syntax (see [`subject`]). Each subscriber has a bounded buffer; a slow subscriber never
+//!   slows the publisher or other subscribers, it loses its oldest buffered events instead and
+//!   is told so with [`Delivery::Lagged`].
+//! - **Jobs** (`enqueue`/`consume`) are at-least-once: once `enqueue` returned `Ok` the job is
+//!   durable; it is handed to one consumer at a time and redelivered if not settled within
+//!   `ack_wait`. Consumers must therefore be idempotent.
+//!
+//! This crate depends on the storage traits only, never on a storage engine, on gRPC or on a
+//! Guardyn service. Feature `testing` adds [`testing::NatsServer`], a throwaway `nats-server`
+//! for tests.
+
+mod config;
+mod error;
+mod inprocess;
+mod nats;
+pub mod subject;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use guardyn_storage::AppendLog;
+
+pub use config::{Backend, EventsConfig, NatsAuth, NatsConfig};
+pub use error::EventError;
+pub use inprocess::InProcessBus;
+pub use nats::NatsBus;
+pub use types::{Delivery, Event, Job, JobStream, Subscription};
+
+/// The event bus contract; see the crate docs.
+#[async_trait]
+pub trait EventBus: Send + Sync + Debug + 'static {
+    /// At-most-once fan-out to every current subscriber whose pattern matches `subject`.
+    /// Never waits for subscribers.
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), EventError>;
+
+    /// Subscribe to a pattern (`*` matches one token, a final `>` one or more). Events
+    /// published after this returns are delivered; dropping the subscription unsubscribes.
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription, EventError>;
+
+    /// Add a job to a durable queue. `Ok` means the job is stored durably.
+    async fn enqueue(&self, queue: &str, payload: Bytes) -> Result<(), EventError>;
+
+    /// Start consuming a durable queue. Every consumer of a queue (in every process sharing
+    /// the backend) competes for its jobs; each job goes to one consumer at a time.
+    async fn consume(&self, queue: &str) -> Result<JobStream, EventError>;
+}
+
+/// Build the bus selected by `config.backend`. `log` backs the in-process job queues and is
+/// not used by the NATS backend.
+pub async fn connect(
+    config: &EventsConfig,
+    log: Arc<dyn AppendLog>,
+) -> Result<Arc<dyn EventBus>, EventError> {
+    match &config.backend {
+        Backend::InProcess => Ok(Arc::new(InProcessBus::new(log, config.clone()))),
+        Backend::Nats(nats) => Ok(Arc::new(
+            NatsBus::connect(config.clone(), nats.clone()).await?,
+        )),
+    }
+}
+
+fn check_payload(payload: &Bytes, max: usize) -> Result<(), EventError> {
+    if payload.len() > max {
+        return Err(EventError::PayloadTooLarge {
+            len: payload.len(),
+            max,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! One behavioural suite, run against the in-process bus and against a real nats-server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::time::timeout;
+
+use crate::{Delivery, EventError, Job, JobStream, Subscription};
+use harness::Harness;
+
+/// `ack_wait` of every test bus.
+const ACK_WAIT: Duration = Duration::from_secs(1);
+/// `subscriber_buffer` of every test bus.
+const BUFFER: usize = 16;
+/// Generous bound for something that should happen "now"; only reached when a test fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn next_event(sub: &mut Subscription) -> (String, Bytes) {
+    match timeout(PATIENCE, sub.next())
+        .await
+        .expect("no event arrived")
+    {
+        Some(Delivery::Event(e)) => (e.subject().to_owned(), e.payload().clone()),
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Collects subjects until the event with payload `end`.
+async fn subjects_until_end(sub: &mut Subscription) -> Vec<String> {
+    let mut subjects = Vec::new();
+    loop {
+        let (subject, payload) = next_event(sub).await;
+        if payload == "end" {
+            return subjects;
+        }
+        subjects.push(subject);
+    }
+}
+
+async fn next_job(jobs: &mut JobStream) -> Job {
+    timeout(PATIENCE, jobs.next())
+        .await
+        .expect("no job arrived")
+        .expect("job stream ended")
+        .expect("job stream failed")
+}
+
+/// Asserts that no job is handed out within `within`.
+async fn assert_no_job(jobs: &mut JobStream, within: Duration) {
+    if let Ok(item) = timeout(within, jobs.next()).await {
+        panic!("expected no job, got {item:?}");
+    }
+}
+
+async fn wildcard_matching(h: impl Harness) {
+    let bus = h.bus();
+    let mut one = bus.subscribe("chat.*.msg").await.unwrap();
+    let mut tail = bus.subscribe("chat.>").await.unwrap();
+    let mut exact = bus.subscribe("chat.a.msg").await.unwrap();
+    for subject in [
+        "chat.a.msg",
+        "chat.b.msg",
+        "chat.a.typing",
+        "other.a.msg",
+        "chat",
+        "chat.a.msg.x",
+    ] {
+        bus.publish(subject, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    bus.publish("chat.a.msg", Bytes::from_static(b"end"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        subjects_until_end(&mut one).await,
+        ["chat.a.msg", "chat.b.msg"]
+    );
+    assert_eq!(
+        subjects_until_end(&mut tail).await,
+        ["chat.a.msg", "chat.b.msg", "chat.a.typing", "chat.a.msg.x"]
+    );
+    assert_eq!(subjects_until_end(&mut exact).await, ["chat.a.msg"]);
+}
+
+async fn fan_out_to_every_subscriber_in_order(h: impl Harness) {
+    let bus = h.bus();
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        subs.push(bus.subscribe("room.1").await.unwrap());
+    }
+    for i in 0..10u8 {
+        bus.publish("room.1", Bytes::from(vec![i])).await.unwrap();
+    }
+    for sub in &mut subs {
+        for i in 0..10u8 {
+            assert_eq!(
+                next_event(sub).await,
+                ("room.1".to_owned(), Bytes::from(vec![i]))
+            );
+        }
+    }
+}
+
+async fn dropping_a_subscription_unsubscribes(h: impl Harness) {
+    let bus = h.bus();
+    let before = h.subscription_count().await;
+    let sub = bus.subscribe("presence.*").await.unwrap();
+    let mut other = bus.subscribe("presence.*").await.unwrap();
+    h.wait_for_subscription_count(before + 2).await;
+    drop(sub);
+    h.wait_for_subscription_count(before + 1).await;
+    // The remaining subscriber is unaffected.
+    bus.publish("presence.bob", Bytes::from_static(b"on"))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut other).await.1, "on");
+    drop(other);
+    h.wait_for_subscription_count(before).await;
+}
+
+async fn invalid_input_is_rejected(h: impl Harness) {
+    let bus = h.bus();
+    for subject in ["", "a..b", "a b", "a.*", "a.>", "_INBOX.x"] {
+        let err = bus.publish(subject, Bytes::new()).await.unwrap_err();
+        assert!(
+            matches!(err, EventError::InvalidSubject { .. }),
+            "{subject:?}: {err}"
+        );
+    }
+    for pattern in ["", "a.>.b", "a b", "a*", "$SYS.>"] {
+        let err = bus.subscribe(pattern).await.unwrap_err();
+        assert!(
+            matches!(err, EventError::InvalidSubject { .. }),
+            "{pattern:?}: {err}"
+        );
+    }
+    for queue in ["", "a.b", "a b", "a>"] {
+        let err = bus.enqueue(queue, Bytes::new()).await.unwrap_err();
+        assert!(
+            matches!(err, EventError::InvalidQueue { .. }),
+            "{queue:?}: {err}"
+        );
+        let err = bus.consume(queue).await.unwrap_err();
+        assert!(
+            matches!(err, EventError::InvalidQueue { .. }),
+            "{queue:?}: {err}"
+        );
+    }
+    let huge = Bytes::from(vec![0u8; harness::MAX_PAYLOAD + 1]);
+    let err = bus.publish("a.b", huge.clone()).await.unwrap_err();
+    assert!(matches!(err, EventError::PayloadTooLarge { .. }), "{err}");
+    let err = bus.enqueue("jobs", huge).await.unwrap_err();
+    assert!(matches!(err, EventError::PayloadTooLarge { .. }), "{err}");
+}
+
+async fn slow_subscriber_lags_without_blocking_others(h: impl Harness) {
+    let bus = h.bus();
+    let mut slow = bus.subscribe("feed").await.unwrap();
+    let mut fast = bus.subscribe("feed").await.unwrap();
+    let total = (BUFFER * 10) as u32;
+    // The publisher waits for the fast subscriber after every event; the slow one is never
+    // polled, so it must overflow instead of holding anyone up.
+    for i in 0..total {
+        bus.publish("feed", Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_event(&mut fast).await.1,
+            Bytes::from(i.to_be_bytes().to_vec())
+        );
+    }
+    bus.publish("feed", Bytes::from_static(b"end"))
+        .await
+        .unwrap();
+
+    let missed = match timeout(PATIENCE, slow.next()).await.unwrap() {
+        Some(Delivery::Lagged { missed }) => missed,
+        other => panic!("expected Lagged first, got {other:?}"),
+    };
+    let mut kept = Vec::new();
+    loop {
+        let (_, payload) = next_event(&mut slow).await;
+        if payload == "end" {
+            break;
+        }
+        kept.push(u32::from_be_bytes(payload[..].try_into().unwrap()));
+    }
+    // The oldest events were dropped; what is left is the most recent, in order.
+    assert_eq!(missed + kept.len() as u64, u64::from(total));
+    let expected: Vec<u32> = (total - kept.len() as u32..total).collect();
+    assert_eq!(kept, expected);
+    assert!(missed > 0 && !kept.is_empty());
+}
+
+async fn acked_jobs_are_not_redelivered(h: impl Harness) {
+    let bus = h.bus();
+    bus.enqueue("mail", Bytes::from_static(b"j1"))
+        .await
+        .unwrap();
+    let mut jobs = bus.consume("mail").await.unwrap();
+    bus.enqueue("mail", Bytes::from_static(b"j2"))
+        .await
+        .unwrap();
+    let first = next_job(&mut jobs).await;
+    assert_eq!(
+        (
+            first.payload().as_ref(),
+            first.delivery_count(),
+            first.queue()
+        ),
+        (&b"j1"[..], 1, "mail")
+    );
+    first.ack().await.unwrap();
+    let second = next_job(&mut jobs).await;
+    assert_eq!(second.payload(), "j2");
+    second.ack().await.unwrap();
+    assert_no_job(&mut jobs, ACK_WAIT + ACK_WAIT / 2).await;
+    // Other queues are independent.
+    bus.enqueue("other", Bytes::from_static(b"o"))
+        .await
+        .unwrap();
+    assert_no_job(&mut jobs, ACK_WAIT / 2).await;
+}
+
+async fn unacked_job_is_redelivered_after_ack_wait(h: impl Harness) {
+    let bus = h.bus();
+    let mut jobs = bus.consume("push").await.unwrap();
+    bus.enqueue("push", Bytes::from_static(b"p")).await.unwrap();
+    let job = next_job(&mut jobs).await;
+    assert_eq!(job.delivery_count(), 1);
+    drop(job);
+    let again = next_job(&mut jobs).await;
+    assert_eq!(
+        (again.payload().as_ref(), again.delivery_count()),
+        (&b"p"[..], 2)
+    );
+    // An explicit retry comes back after its own delay, not after ack_wait.
+    again.retry_after(Duration::ZERO).await.unwrap();
+    let third = next_job(&mut jobs).await;
+    assert_eq!(
+        (third.payload().as_ref(), third.delivery_count()),
+        (&b"p"[..], 3)
+    );
+    third.ack().await.unwrap();
+    assert_no_job(&mut jobs, ACK_WAIT + ACK_WAIT / 2).await;
+}
+
+async fn a_job_goes_to_one_consumer_at_a_time(h: impl Harness) {
+    let bus = h.bus();
+    let mut a = bus.consume("work").await.unwrap();
+    let mut b = bus.consume("work").await.unwrap();
+    bus.enqueue("work", Bytes::from_static(b"only"))
+        .await
+        .unwrap();
+    let job = next_job(&mut a).await;
+    assert_eq!(job.payload(), "only");
+    // While `a` holds it, `b` must not get it.
+    assert_no_job(&mut b, ACK_WAIT / 2).await;
+    job.ack().await.unwrap();
+
+    // Two jobs, two consumers: each gets a different one.
+    bus.enqueue("work", Bytes::from_static(b"x")).await.unwrap();
+    bus.enqueue("work", Bytes::from_static(b"y")).await.unwrap();
+    let ja = next_job(&mut a).await;
+    let jb = next_job(&mut b).await;
+    let got: HashSet<Bytes> = [ja.payload().clone(), jb.payload().clone()].into();
+    assert_eq!(
+        got,
+        HashSet::from([Bytes::from_static(b"x"), Bytes::from_static(b"y")])
+    );
+    ja.ack().await.unwrap();
+    jb.ack().await.unwrap();
+}
+
+async fn jobs_survive_restart(mut h: impl Harness) {
+    {
+        let bus = h.bus();
+        bus.enqueue("durable", Bytes::from_static(b"done"))
+            .await
+            .unwrap();
+        bus.enqueue("durable", Bytes::from_static(b"pending"))
+            .await
+            .unwrap();
+        bus.enqueue("durable", Bytes::from_static(b"queued"))
+            .await
+            .unwrap();
+        let mut jobs = bus.consume("durable").await.unwrap();
+        next_job(&mut jobs).await.ack().await.unwrap();
+        // Taken but never acked: the crash happens mid-job.
+        let pending = next_job(&mut jobs).await;
+        assert_eq!(pending.payload(), "pending");
+        drop(pending);
+    }
+    h.restart().await;
+    let bus = h.bus();
+    let mut jobs = bus.consume("durable").await.unwrap();
+    let mut got = HashSet::new();
+    while let Ok(Some(job)) = timeout(ACK_WAIT * 2, jobs.next()).await {
+        let job = job.unwrap();
+        got.insert(job.payload().clone());
+        job.ack().await.unwrap();
+    }
+    // Nothing unacked is lost. Jobs are at-least-once: a backend may deliver an acked job
+    // again after a restart (JetStream persists acks asynchronously), never an unknown one.
+    assert!(
+        got.contains(&b"pending"[..]) && got.contains(&b"queued"[..]),
+        "{got:?}"
+    );
+    let known: [&[u8]; 3] = [b"done", b"pending", b"queued"];
+    assert!(got.iter().all(|p| known.contains(&&p[..])), "{got:?}");
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::harness::InProcess::new().await).await;
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(h) = super::harness::Nats::new().await else { return };
+                    super::$name(h).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    wildcard_matching,
+    fan_out_to_every_subscriber_in_order,
+    dropping_a_subscription_unsubscribes,
+    invalid_input_is_rejected,
+    slow_subscriber_lags_without_blocking_others,
+    acked_jobs_are_not_redelivered,
+    unacked_job_is_redelivered_after_ack_wait,
+    a_job_goes_to_one_consumer_at_a_time,
+    jobs_survive_restart,
+);
+
+/// Publish cost on the in-process bus with 10,000 subscriptions (printed, not asserted).
+#[tokio::test]
+async fn publish_cost_with_10k_subscriptions() {
+    use crate::EventBus as _;
+
+    let h = harness::InProcess::new().await;
+    let bus = h.in_process_bus().clone();
+    let mut subs = Vec::new();
+    for i in 0..10_000 {
+        let pattern = match i % 10 {
+            0 => format!("user.{i}.*"),
+            1 => format!("device.{i}.>"),
+            _ => format!("user.{i}.inbox"),
+        };
+        subs.push(bus.subscribe(&pattern).await.unwrap());
+    }
+    let mut target = bus.subscribe("user.4242.inbox").await.unwrap();
+    let rounds = 20_000u32;
+    let started = std::time::Instant::now();
+    for i in 0..rounds {
+        bus.publish(
+            &format!("user.{}.inbox", i % 10_000),
+            Bytes::from_static(b"m"),
+        )
+        .await
+        .unwrap();
+    }
+    let per_publish = started.elapsed() / rounds;
+    eprintln!("in-process publish with 10,000 subscriptions: {per_publish:?} per publish");
+    // The trie delivered to the matching subscriber (and the user.4242.inbox slot).
+    assert_eq!(next_event(&mut target).await.0, "user.4242.inbox");
+}

@@ -1,0 +1,6 @@
+//! The `guardyn` process: the root configuration and the assembly of services, storage and
+//! event bus into one server. `main.rs` only parses the command line and calls into here, so
+//! tests (through `guardyn-testkit`) start exactly what the binary starts.
+
+pub mod app;
+pub mod config;

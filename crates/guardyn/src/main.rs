@@ -1,0 +1,129 @@
+//! `guardyn`: the Guardyn server (and, as they land, client subcommands).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use guardyn::app::App;
+use guardyn::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "guardyn",
+    version,
+    about = "End-to-end-encrypted messaging backend"
+)]
+struct Cli {
+    /// TOML configuration file (defaults, then this file, then GUARDYN_* variables).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: every service in one process, or the ones named with --service.
+    Serve {
+        /// Host only this service (repeatable).
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+    },
+    /// Print the effective configuration as TOML and exit.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config: Config = match guardyn_common::config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Config => match toml::to_string(&config) {
+            Ok(s) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    print!("{s}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { services } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config, services)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config, selected: Vec<String>) -> anyhow::Result<()> {
+    guardyn::app::check_selection(&selected).map_err(anyhow::Error::msg)?;
+    let _telemetry = guardyn_common::telemetry::init(&config.observability)?;
+    let listener = tokio::net::TcpListener::bind(config.server.addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.server.addr()))?;
+    let metrics_listener = if config.metrics.enabled {
+        Some(
+            tokio::net::TcpListener::bind(config.metrics.addr())
+                .await
+                .map_err(|e| anyhow::anyhow!("binding metrics {}: {e}", config.metrics.addr()))?,
+        )
+    } else {
+        None
+    };
+    let app = App::build(config).await?;
+    let services = app.services(&selected)?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        metrics = ?metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        services = ?services.names(),
+        "guardyn serving"
+    );
+    app.serve(listener, metrics_listener, services, shutdown_signal())
+        .await
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

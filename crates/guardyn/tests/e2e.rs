@@ -1,0 +1,335 @@
+//! End-to-end tests of the `guardyn` server: in-process through the testkit, and as a child
+//! process for signals and configuration errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use guardyn_testkit::{Options, TestServer};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+fn tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is required in CI: .ci/run installs it"
+        );
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}
+
+#[tokio::test]
+async fn health_reports_serving_then_not_serving_on_shutdown() {
+    let server = TestServer::start().await.unwrap();
+    let mut health = HealthClient::new(server.channel());
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let started = Instant::now();
+    let stopping = tokio::spawn(server.stop());
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    stopping.await.unwrap().unwrap();
+    // The testkit's grace is 2 s: an open stream may hold shutdown at most that long.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn grpcurl_lists_services_over_reflection_v1alpha() {
+    if !tool("grpcurl") {
+        return;
+    }
+    let server = TestServer::start().await.unwrap();
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("grpcurl")
+            .args(["-plaintext", &addr, "list"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for service in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            listed.contains(service),
+            "{service} missing from:\n{listed}"
+        );
+    }
+    // Only hosted services are advertised: the contract's other services are not listed
+    // until they are served.
+    for line in listed.lines() {
+        assert!(
+            !line.starts_with("guardyn.") || server.hosts(line),
+            "{line} is advertised but not served"
+        );
+    }
+
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("grpcurl")
+            .args(["-plaintext", &addr, "grpc.health.v1.Health/Check"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("SERVING"), "{body}");
+}
+
+/// A raw HTTP/1.1 exchange, as a browser's gRPC-web client would do it.
+fn http1(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn grpc_web_over_http1_with_cors_only_for_configured_origins() {
+    let server = TestServer::start_with(Options {
+        configure: Some(|c| {
+            c.server.cors.allowed_origins = vec!["https://app.example".into()];
+        }),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let addr = server.addr;
+
+    // An empty HealthCheckRequest in one gRPC-web frame: flag 0, length 0.
+    let request = b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x\r\n\
+        Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n\
+        Origin: https://app.example\r\nX-Request-Id: web-req-1\r\n\
+        Content-Length: 5\r\nConnection: close\r\n\r\n\0\0\0\0\0";
+    let response = tokio::task::spawn_blocking(move || http1(addr, request))
+        .await
+        .unwrap();
+    let lower = response.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{response}");
+    assert!(
+        lower.contains("content-type: application/grpc-web"),
+        "{response}"
+    );
+    assert!(lower.contains("grpc-status:0"), "{response}");
+    assert!(lower.contains("access-control-allow-origin: https://app.example"));
+    assert!(lower.contains("x-request-id: web-req-1"), "{response}");
+
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://evil.example", false),
+    ] {
+        let preflight = format!(
+            "OPTIONS /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+             Access-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type,x-grpc-web,authorization\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let response = tokio::task::spawn_blocking(move || http1(addr, preflight.as_bytes()))
+            .await
+            .unwrap()
+            .to_ascii_lowercase();
+        assert_eq!(
+            response.contains(&format!("access-control-allow-origin: {origin}")),
+            allowed,
+            "{response}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let server = TestServer::start().await.unwrap();
+    let mut health = HealthClient::new(server.channel());
+    let mut req = tonic::Request::new(HealthCheckRequest::default());
+    req.metadata_mut()
+        .insert("x-request-id", "abc-123".parse().unwrap());
+    let resp = health.check(req).await.unwrap();
+    assert_eq!(resp.metadata().get("x-request-id").unwrap(), "abc-123");
+
+    let resp = health.check(HealthCheckRequest::default()).await.unwrap();
+    let generated = resp
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+}
+
+#[tokio::test]
+async fn metrics_count_rpcs_by_method_and_code() {
+    let server = TestServer::start_with(Options {
+        metrics: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut health = HealthClient::new(server.channel());
+    health.check(HealthCheckRequest::default()).await.unwrap();
+    let err = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let addr = server.metrics_addr.unwrap();
+    let body = tokio::task::spawn_blocking(move || {
+        http1(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        body.contains(
+            r#"guardyn_grpc_server_handled_total{method="/grpc.health.v1.Health/Check",code="OK"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            r#"guardyn_grpc_server_handled_total{method="/grpc.health.v1.Health/Check",code="NOT_FOUND"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(body.contains("guardyn_grpc_server_handling_seconds_bucket"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn guardyn() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_guardyn"));
+    // The child must not inherit a developer's GUARDYN_* settings.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GUARDYN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn an_invalid_value_exits_non_zero_with_one_line_naming_the_key() {
+    let out = guardyn()
+        .arg("serve")
+        .env("GUARDYN_SERVER__PORT", "seventy")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("server.port"), "{stderr}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = guardyn()
+        .arg("serve")
+        .env("GUARDYN_SERVER__PORT", port.to_string())
+        .env("GUARDYN_METRICS__ENABLED", "false")
+        .env("GUARDYN_SERVER__SHUTDOWN_GRACE_MS", "3000")
+        .env("GUARDYN_STORAGE__DATA_DIR", dir.path().join("data"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = async {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+                        .connect()
+                        .await?;
+                let r = HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await?;
+                anyhow::Ok(r.into_inner().status == ServingStatus::Serving as i32)
+            }
+            .await
+            .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        dir.path().join("data").exists(),
+        "embedded data dir created"
+    );
+}

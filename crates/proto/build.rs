@@ -1,0 +1,109 @@
+//! Compiles every `.proto` file under `<workspace>/proto` with protox (pure
+//! Rust, no `protoc`) and generates prost messages plus tonic clients and
+//! servers. The encoded descriptor set is written next to the generated code
+//! for gRPC server reflection.
+
+use std::{
+    env, fs, io,
+    path::{Path, PathBuf},
+};
+
+use prost::Message as _;
+
+/// Messages whose fields hold secrets (passwords, tokens, codes, keys) or
+/// ciphertext bodies. prost's derived `Debug` is suppressed for them (and
+/// their oneofs); `src/redact.rs` implements a redacting `Debug` instead.
+const REDACTED: &[&str] = &[
+    ".guardyn.auth.v1.Tokens",
+    ".guardyn.auth.v1.RegisterRequest",
+    ".guardyn.auth.v1.LoginRequest",
+    ".guardyn.auth.v1.MfaChallenge",
+    ".guardyn.auth.v1.CompleteMfaLoginRequest",
+    ".guardyn.auth.v1.RefreshSessionRequest",
+    ".guardyn.auth.v1.ChangePasswordRequest",
+    ".guardyn.auth.v1.DeleteAccountRequest",
+    ".guardyn.auth.v1.CreateLinkCodeResponse",
+    ".guardyn.auth.v1.LinkDeviceRequest",
+    ".guardyn.auth.v1.BeginTotpEnrollmentResponse",
+    ".guardyn.auth.v1.ConfirmTotpEnrollmentRequest",
+    ".guardyn.auth.v1.ConfirmTotpEnrollmentResponse",
+    ".guardyn.auth.v1.DisableTotpRequest",
+    ".guardyn.auth.v1.RegenerateRecoveryCodesRequest",
+    ".guardyn.auth.v1.RegenerateRecoveryCodesResponse",
+    ".guardyn.messaging.v1.Envelope",
+    ".guardyn.messaging.v1.DeliveredEnvelope",
+    ".guardyn.messaging.v1.SetUnidentifiedAccessRequest",
+    ".guardyn.messaging.v1.SendSealedMessageRequest",
+    ".guardyn.messaging.v1.SendCommitRequest",
+    ".guardyn.messaging.v1.SendProposalRequest",
+    ".guardyn.messaging.v1.SendGroupMessageRequest",
+    ".guardyn.messaging.v1.LeaveGroupRequest",
+    ".guardyn.media.v1.UploadChunkRequest",
+    ".guardyn.media.v1.DownloadResponse",
+    ".guardyn.notification.v1.RegisterPushTokenRequest",
+    ".guardyn.notification.v1.WebPushKeys",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let proto_root = manifest_dir.join("../../proto");
+    let proto_root = proto_root.canonicalize().map_err(|err| {
+        io::Error::new(
+            err.kind(),
+            format!("proto root {}: {err}", proto_root.display()),
+        )
+    })?;
+
+    let mut files = Vec::new();
+    collect_protos(&proto_root, &mut files)?;
+    // Deterministic order keeps the descriptor set (and so the build) stable.
+    files.sort();
+
+    // Neither protox nor tonic-prost-build emits rerun-if-changed for files
+    // outside the crate, so do it here. Directories are watched too so that
+    // added or removed files trigger a rebuild.
+    println!("cargo:rerun-if-changed=build.rs");
+    emit_rerun_for_dirs(&proto_root)?;
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+
+    let fds = protox::compile(&files, [&proto_root])?;
+
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    // `compile_fds` ignores `file_descriptor_set_path`, so write it ourselves.
+    fs::write(out_dir.join("guardyn_descriptor.bin"), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        // Clients stay generic over any tower service; this crate does not
+        // enable tonic's `transport` feature, so no `connect` constructors.
+        .build_transport(false)
+        .skip_debug(REDACTED.iter().copied())
+        .compile_fds(fds)?;
+    Ok(())
+}
+
+fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_protos(&path, out)?;
+        } else if path.extension().is_some_and(|ext| ext == "proto") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn emit_rerun_for_dirs(dir: &Path) -> io::Result<()> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            emit_rerun_for_dirs(&path)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,554 @@
+//! Guardyn's embedded single-node storage backend: one data directory holding both the
+//! [`KvStore`] and the [`AppendLog`], on the `redb` engine.
+//!
+//! This crate owns the on-disk layout (see `codec.rs`), the group-commit writer and the TTL
+//! sweeper. It must depend only on `guardyn-storage` for contracts, never on gRPC or services.
+//!
+//! # Engine choice: redb 4.x (measured against fjall 3.1)
+//!
+//! Throwaway benchmark (release build, 200-byte entries keyed `len|partition|seq`, one
+//! partition, 2-core VM whose disk was shared with concurrent builds; three runs, figures
+//! noisy because they are dominated by fsync latency):
+//!
+//! | | redb 4.6 | fjall 3.1 |
+//! |---|---|---|
+//! | (a) single append + fsync per commit | 400 - 1 160 commits/s | 345 - 7 700 commits/s |
+//! | (b) 64 entries per fsync'd commit | 20 500 - 92 000 entries/s | 19 000 - 52 600 entries/s |
+//! | (c) range read of 100 entries | 10 - 11 µs | 17 - 36 µs |
+//!
+//! Durable commits cost about the same on both (fsync-bound; the spread between runs is larger
+//! than the difference between engines), and batching 64 entries per commit gains 20-100x on
+//! both, so group commit matters far more than the engine. redb wins on what differs:
+//! - reads are 2-3x faster (B-tree, no LSM levels to merge);
+//! - a write transaction reads its own uncommitted writes, which group commit needs (each
+//!   transaction's conditions are checked against the earlier transactions of its batch);
+//!   fjall's write batches cannot be read back, so it would need its transactional database
+//!   and a second buffering layer;
+//! - no background compaction threads competing for the 2 cores, and a single file.
+//!
+//! Costs accepted: redb rewrites B-tree pages on every commit (more write amplification than an
+//! LSM for append-heavy queues), and after a crash the first open runs a repair pass over the
+//! file (quick-repair is off because it adds work to every commit).
+//!
+//! # Writes: group commit
+//!
+//! Every write (`commit`, `append`, `delete`, `delete_through`, sweeps) goes over a bounded
+//! channel (backpressure: senders wait when it is full) to one writer thread. The writer takes
+//! everything pending (up to [`EmbeddedConfig::max_batch`]), applies the requests in arrival
+//! order inside one redb write transaction (a transaction whose condition fails applies none of
+//! its mutations; later requests see earlier ones), commits once with
+//! `Durability::Immediate` (one fsync), and only then answers every caller. Acknowledged
+//! writes are therefore durable. Reads use redb read snapshots on the blocking pool and never
+//! wait for the writer.
+//!
+//! # Values
+//!
+//! KV values are stored exactly as given: callers own their value formats and must version
+//! them (leading version byte). Log entries are wrapped by this crate
+//! (`version | appended_at_ms | expires_at_ms | payload`), and the directory carries a layout
+//! version checked at open.
+//!
+//! # TTL
+//!
+//! Expired entries are filtered out on read. A sweeper thread purges them physically through
+//! an expiry index keyed `(expires_at, partition, seq)`: each tick reads only the due prefix of
+//! the index, at most [`EmbeddedConfig::sweep_batch`] entries per write, repeating while full
+//! batches come back. Until purged, expired entries still count in `PartitionStats::len`.
+
+mod codec;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use guardyn_storage::{
+    AppendLog, Condition, Direction, KeyRange, KvPair, KvStore, LogEntry, MAX_KEY_LEN,
+    MAX_VALUE_LEN, Mutation, NewEntry, PartitionStats, StorageError, StorageResult, Txn,
+    TxnOutcome,
+};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{FORMAT_KEY, FORMAT_VERSION, backend, decode_entry, decode_meta, entry_key};
+use crate::writer::{Counters, Op, Reply, Request};
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "guardyn.redb";
+
+/// Tuning knobs; the defaults suit a single server.
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// Writes that may wait for the writer before senders are made to wait (backpressure).
+    pub queue_capacity: usize,
+    /// Most requests applied in one engine commit.
+    pub max_batch: usize,
+    /// How often the sweeper looks for expired log entries.
+    pub sweep_interval: Duration,
+    /// Most expired entries purged per sweep commit.
+    pub sweep_batch: usize,
+    /// redb page cache size; `None` keeps redb's default.
+    pub cache_size_bytes: Option<usize>,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            max_batch: 256,
+            sweep_interval: Duration::from_secs(1),
+            sweep_batch: 1000,
+            cache_size_bytes: None,
+        }
+    }
+}
+
+/// Errors opening a store.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("storage directory i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage engine: {0}")]
+    Engine(#[from] redb::Error),
+    #[error("storage directory has layout version {found}, this build reads {FORMAT_VERSION}")]
+    UnsupportedFormat { found: u8 },
+    #[error("storage startup task failed: {0}")]
+    Startup(String),
+}
+
+impl From<EmbeddedError> for StorageError {
+    fn from(e: EmbeddedError) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+/// Write-path counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Engine commits (each one fsync).
+    pub commits: u64,
+    /// Write requests applied (transactions, appends, deletes, sweeps).
+    pub requests: u64,
+}
+
+/// The embedded store; implements both [`KvStore`] and [`AppendLog`]. Dropping the last handle
+/// (or [`EmbeddedStore::close`]) lets the writer finish every queued write, then stops it.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    db: Arc<Database>,
+    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    sweeper_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    sweeper: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir` and starts its writer and sweeper threads.
+    /// A directory can be open only once at a time.
+    pub async fn open(dir: &Path, config: EmbeddedConfig) -> Result<Arc<Self>, EmbeddedError> {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, config))
+            .await
+            .map_err(|e| EmbeddedError::Startup(e.to_string()))?
+    }
+
+    fn open_blocking(dir: PathBuf, config: EmbeddedConfig) -> Result<Arc<Self>, EmbeddedError> {
+        std::fs::create_dir_all(&dir)?;
+        let mut builder = Database::builder();
+        if let Some(bytes) = config.cache_size_bytes {
+            builder.set_cache_size(bytes);
+        }
+        let db = builder
+            .create(dir.join(DB_FILE))
+            .map_err(redb::Error::from)?;
+        init_layout(&db)?;
+        let db = Arc::new(db);
+
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer = {
+            let (db, counters) = (db.clone(), counters.clone());
+            let max_batch = config.max_batch.max(1);
+            std::thread::Builder::new()
+                .name("storage-writer".into())
+                .spawn(move || writer::run(db, rx, max_batch, counters))?
+        };
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let sweeper = {
+            let weak = tx.downgrade();
+            let (interval, batch) = (config.sweep_interval, config.sweep_batch.max(1));
+            std::thread::Builder::new()
+                .name("storage-sweeper".into())
+                .spawn(move || writer::run_sweeper(weak, stop_rx, interval, batch))?
+        };
+        tracing::info!(path = %dir.display(), "embedded storage opened");
+        Ok(Arc::new(Self {
+            path: dir,
+            db,
+            sender: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            sweeper_stop: Mutex::new(Some(stop_tx)),
+            sweeper: Mutex::new(Some(sweeper)),
+            counters,
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn engine_stats(&self) -> EngineStats {
+        EngineStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            requests: self.counters.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting operations (they fail with [`StorageError::Closed`]), waits for every
+    /// queued write to be committed and answered, and stops the writer and sweeper threads.
+    /// The database file is released once the last handle is dropped.
+    pub async fn close(&self) {
+        let handles = self.begin_shutdown();
+        let _ = tokio::task::spawn_blocking(move || join_all(handles)).await;
+    }
+
+    /// Signals both threads to stop and returns their handles. The sweeper holds only a weak
+    /// sender, so once ours is dropped the writer stops as soon as the queue is drained.
+    fn begin_shutdown(&self) -> Vec<JoinHandle<()>> {
+        self.closed.store(true, Ordering::SeqCst);
+        drop(take(&self.sweeper_stop));
+        drop(take(&self.sender));
+        take(&self.sweeper)
+            .into_iter()
+            .chain(take(&self.writer))
+            .collect()
+    }
+
+    fn sender(&self) -> StorageResult<mpsc::Sender<Request>> {
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StorageError::Closed)
+    }
+
+    async fn write<T>(
+        &self,
+        op: Op,
+        reply: impl FnOnce(oneshot::Sender<StorageResult<T>>) -> Reply,
+    ) -> StorageResult<T> {
+        let tx = self.sender()?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tx.send(Request {
+            op,
+            reply: Some(reply(reply_tx)),
+        })
+        .await
+        .map_err(|_| StorageError::Closed)?;
+        drop(tx);
+        reply_rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Runs `f` on a read snapshot on the blocking pool.
+    async fn with_snapshot<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StorageError::Closed);
+        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = db.begin_read().map_err(backend)?;
+            f(&snapshot)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    #[cfg(test)]
+    pub(crate) fn sender_for_tests(&self) -> mpsc::Sender<Request> {
+        #[allow(clippy::expect_used)]
+        self.sender().expect("store is open")
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Joining blocks briefly: the writer only has the queued writes left to commit.
+        join_all(self.begin_shutdown());
+        tracing::debug!(path = %self.path.display(), "embedded storage closed");
+    }
+}
+
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+fn join_all(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        if h.join().is_err() {
+            tracing::error!("storage thread panicked");
+        }
+    }
+}
+
+/// Creates every table and checks the layout version, so readers never meet a missing table.
+fn init_layout(db: &Database) -> Result<(), EmbeddedError> {
+    let txn = db.begin_write().map_err(redb::Error::from)?;
+    {
+        let mut meta = txn
+            .open_table(codec::STORE_META)
+            .map_err(redb::Error::from)?;
+        let found = meta
+            .get(FORMAT_KEY)
+            .map_err(redb::Error::from)?
+            .map(|v| v.value().first().copied().unwrap_or(0));
+        match found {
+            Some(FORMAT_VERSION) => {}
+            Some(found) => return Err(EmbeddedError::UnsupportedFormat { found }),
+            None => {
+                meta.insert(FORMAT_KEY, &[FORMAT_VERSION][..])
+                    .map_err(redb::Error::from)?;
+            }
+        }
+        for table in [
+            codec::KV,
+            codec::LOG_ENTRIES,
+            codec::LOG_META,
+            codec::LOG_EXPIRY,
+        ] {
+            txn.open_table(table).map_err(redb::Error::from)?;
+        }
+    }
+    txn.commit().map_err(redb::Error::from)?;
+    Ok(())
+}
+
+fn check_key(key: &[u8]) -> StorageResult<()> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(StorageError::InvalidRequest(format!(
+            "key of {} bytes exceeds {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> StorageResult<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(StorageError::InvalidRequest(format!(
+            "value of {} bytes exceeds {MAX_VALUE_LEN}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_partition(partition: &[u8]) -> StorageResult<()> {
+    if partition.is_empty() {
+        return Err(StorageError::InvalidRequest("empty partition name".into()));
+    }
+    check_key(partition)
+}
+
+fn check_txn(txn: &Txn) -> StorageResult<()> {
+    for c in &txn.conditions {
+        match c {
+            Condition::Absent(k) | Condition::Exists(k) | Condition::Equals(k, _) => {
+                check_key(k)?;
+            }
+        }
+    }
+    for m in &txn.mutations {
+        match m {
+            Mutation::Put(k, v) => {
+                check_key(k)?;
+                check_value(v)?;
+            }
+            Mutation::Delete(k) => check_key(k)?,
+        }
+    }
+    Ok(())
+}
+
+/// Whether no key can satisfy both bounds (redb, like `BTreeMap`, must not see such ranges).
+fn is_empty_range(range: &KeyRange) -> bool {
+    use Bound::{Excluded, Included};
+    match (&range.start, &range.end) {
+        (Included(s), Included(e)) => s > e,
+        (Included(s) | Excluded(s), Excluded(e)) | (Excluded(s), Included(e)) => s >= e,
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl KvStore for EmbeddedStore {
+    async fn get(&self, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        check_key(key)?;
+        let key = key.to_vec();
+        self.with_snapshot(move |r| {
+            let table = r.open_table(codec::KV).map_err(backend)?;
+            Ok(table
+                .get(key.as_slice())
+                .map_err(backend)?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        range: KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> StorageResult<Vec<KvPair>> {
+        if limit == 0 || is_empty_range(&range) {
+            return Ok(Vec::new());
+        }
+        self.with_snapshot(move |r| {
+            let table = r.open_table(codec::KV).map_err(backend)?;
+            let bounds = (
+                range.start.as_ref().map(Vec::as_slice),
+                range.end.as_ref().map(Vec::as_slice),
+            );
+            let iter = table.range::<&[u8]>(bounds).map_err(backend)?;
+            let iter: Box<dyn Iterator<Item = _>> = match direction {
+                Direction::Forward => Box::new(iter),
+                Direction::Reverse => Box::new(iter.rev()),
+            };
+            iter.take(limit)
+                .map(|item| {
+                    let (k, v) = item.map_err(backend)?;
+                    Ok(KvPair {
+                        key: k.value().to_vec(),
+                        value: v.value().to_vec(),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn commit(&self, txn: Txn) -> StorageResult<TxnOutcome> {
+        check_txn(&txn)?;
+        if txn.is_empty() {
+            return Ok(TxnOutcome::Committed);
+        }
+        self.write(Op::Commit(txn), Reply::Outcome).await
+    }
+}
+
+#[async_trait]
+impl AppendLog for EmbeddedStore {
+    async fn append(&self, partition: &[u8], entries: Vec<NewEntry>) -> StorageResult<Vec<u64>> {
+        check_partition(partition)?;
+        for e in &entries {
+            check_value(&e.payload)?;
+        }
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(Op::Append(partition.to_vec(), entries), Reply::Seqs)
+            .await
+    }
+
+    async fn read(
+        &self,
+        partition: &[u8],
+        from: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<LogEntry>> {
+        check_partition(partition)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = entry_key(partition, from.max(1));
+        let end = entry_key(partition, u64::MAX);
+        self.with_snapshot(move |r| {
+            let table = r.open_table(codec::LOG_ENTRIES).map_err(backend)?;
+            let now = codec::now_ms();
+            let mut out = Vec::new();
+            for item in table
+                .range::<&[u8]>(start.as_slice()..=end.as_slice())
+                .map_err(backend)?
+            {
+                let (k, v) = item.map_err(backend)?;
+                let e = decode_entry(v.value())?;
+                if e.expires_at_ms <= now {
+                    continue;
+                }
+                let k = k.value();
+                let seq: [u8; 8] = k[k.len() - 8..]
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("log entry key too short".into()))?;
+                out.push(LogEntry {
+                    seq: u64::from_be_bytes(seq),
+                    appended_at_ms: e.appended_at_ms,
+                    expires_at_ms: e.expires_at_ms,
+                    payload: e.payload.to_vec(),
+                });
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, partition: &[u8], seqs: &[u64]) -> StorageResult<()> {
+        check_partition(partition)?;
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.write(Op::Delete(partition.to_vec(), seqs.to_vec()), Reply::Unit)
+            .await
+    }
+
+    async fn delete_through(&self, partition: &[u8], through: u64) -> StorageResult<()> {
+        check_partition(partition)?;
+        if through == 0 {
+            return Ok(());
+        }
+        self.write(Op::DeleteThrough(partition.to_vec(), through), Reply::Unit)
+            .await
+    }
+
+    async fn stats(&self, partition: &[u8]) -> StorageResult<PartitionStats> {
+        check_partition(partition)?;
+        let partition = partition.to_vec();
+        self.with_snapshot(move |r| {
+            let table = r.open_table(codec::LOG_META).map_err(backend)?;
+            let meta = match table.get(partition.as_slice()).map_err(backend)? {
+                Some(v) => decode_meta(v.value())?,
+                None => codec::Meta::default(),
+            };
+            Ok(PartitionStats {
+                len: meta.len,
+                next_seq: meta.next_seq,
+            })
+        })
+        .await
+    }
+}

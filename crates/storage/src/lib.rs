@@ -1,0 +1,33 @@
+//! Guardyn's storage contracts: the traits every storage engine implements, and nothing else.
+//!
+//! Two shapes cover everything the services persist:
+//!
+//! 1. [`KvStore`]: an ordered, transactional key-value store (the shape of TiKV's transactional
+//!    API): point reads, range scans in both directions with limits, and atomic multi-key
+//!    transactions guarded by compare-and-set conditions. Accounts, devices, keys, sessions,
+//!    group state live here.
+//! 2. [`AppendLog`]: a partitioned append log with per-entry TTL (the shape of a ScyllaDB table
+//!    clustered by sequence). Device message queues live here.
+//!
+//! The [`conformance`] module (feature `conformance`) is the one suite every backend must pass
+//! unchanged.
+//!
+//! This crate must not depend on any storage engine, on gRPC, or on any Guardyn service: engines
+//! depend on it, never the reverse.
+
+mod error;
+mod kv;
+mod log;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::{StorageError, StorageResult};
+pub use kv::{Condition, Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
+pub use log::{AppendLog, LogEntry, NewEntry, PartitionStats};
+
+/// Largest key any backend must accept. TiKV allows more, but keys this large are a bug.
+pub const MAX_KEY_LEN: usize = 4 * 1024;
+/// Largest value any backend must accept (TiKV's default raft entry limit is 8 MiB; stay well
+/// below it so a transaction of several such values still fits).
+pub const MAX_VALUE_LEN: usize = 2 * 1024 * 1024;
