@@ -71,9 +71,12 @@ pub struct FieldViolation {
     pub description: String,
 }
 
-/// An error on its way to the client.
+/// An error on its way to the client. Boxed: it travels in every handler's `Result`.
 #[derive(Clone, PartialEq)]
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+#[derive(Clone, PartialEq)]
+struct Inner {
     reason: Reason,
     code: Code,
     message: String,
@@ -86,17 +89,17 @@ pub struct ApiError {
 impl fmt::Debug for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiError")
-            .field("reason", &self.reason)
-            .field("message", &self.message)
-            .field("violations", &self.violations)
-            .field("retry_after", &self.retry_after)
+            .field("reason", &self.0.reason)
+            .field("message", &self.0.message)
+            .field("violations", &self.0.violations)
+            .field("retry_after", &self.0.retry_after)
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason.reason(), self.message)
+        write!(f, "{}: {}", self.0.reason.reason(), self.0.message)
     }
 }
 
@@ -104,7 +107,7 @@ impl std::error::Error for ApiError {}
 
 impl ApiError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             reason,
             code: default_code(reason),
             message: message.into(),
@@ -112,7 +115,7 @@ impl ApiError {
             metadata: HashMap::new(),
             retry_after: None,
             extra: Vec::new(),
-        }
+        }))
     }
 
     /// Invalid input in one field.
@@ -145,7 +148,7 @@ impl ApiError {
     /// (e.g. `INVALID_CREDENTIALS` as PERMISSION_DENIED when an authenticated RPC re-checks a
     /// password).
     pub fn with_code(mut self, code: Code) -> Self {
-        self.code = code;
+        self.0.code = code;
         self
     }
 
@@ -154,7 +157,7 @@ impl ApiError {
         field: impl Into<String>,
         description: impl Into<String>,
     ) -> Self {
-        self.violations.push(FieldViolation {
+        self.0.violations.push(FieldViolation {
             field: field.into(),
             description: description.into(),
         });
@@ -162,18 +165,18 @@ impl ApiError {
     }
 
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), value.into());
+        self.0.metadata.insert(key.into(), value.into());
         self
     }
 
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.0.retry_after = Some(after);
         self
     }
 
     /// Attach a service-specific detail message (e.g. `guardyn.common.v1.DeviceMismatch`).
     pub fn with_detail<M: prost::Name>(mut self, detail: &M) -> Self {
-        self.extra.push(prost_types::Any {
+        self.0.extra.push(prost_types::Any {
             type_url: M::type_url(),
             value: detail.encode_to_vec(),
         });
@@ -181,19 +184,19 @@ impl ApiError {
     }
 
     pub fn reason(&self) -> Reason {
-        self.reason
+        self.0.reason
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     pub fn violations(&self) -> &[FieldViolation] {
-        &self.violations
+        &self.0.violations
     }
 
     pub fn code(&self) -> Code {
-        self.code
+        self.0.code
     }
 }
 
@@ -206,6 +209,7 @@ fn any<M: Message>(type_name: &str, msg: &M) -> prost_types::Any {
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
+        let err = *err.0;
         use tonic_types::pb;
         let code = err.code;
         let mut details = vec![any(

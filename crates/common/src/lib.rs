@@ -6,11 +6,13 @@
 //! implementation: services depend on it, never the reverse.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod mesh;
 pub mod metrics;
 pub mod middleware;
+pub mod ratelimit;
 pub mod server;
 pub mod telemetry;
 

@@ -290,10 +290,9 @@ impl<B: Body<Data = Bytes>> Body for MeteredBody<B> {
                 Some(Ok(frame)) => {
                     if let (Some(trailers), Some(rec)) =
                         (frame.trailers_ref(), this.record.as_mut())
+                        && let Some(code) = grpc_status(trailers)
                     {
-                        if let Some(code) = grpc_status(trailers) {
-                            rec.code = Some(code);
-                        }
+                        rec.code = Some(code);
                     }
                 }
                 Some(Err(_)) => {
@@ -341,7 +340,7 @@ pub async fn serve_metrics(
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 async move {
-                    let response = if req.uri().path() == "/metrics" {
+                    if req.uri().path() == "/metrics" {
                         http::Response::builder()
                             .header(
                                 http::header::CONTENT_TYPE,
@@ -354,8 +353,7 @@ pub async fn serve_metrics(
                             .body(http_body_util::Full::new(Bytes::from_static(
                                 b"not found\n",
                             )))
-                    };
-                    response
+                    }
                 }
             });
         tokio::spawn(async move {

@@ -91,6 +91,117 @@ where
     }
 }
 
+/// Caps the bytes of every request body. Guardyn has no client-streaming RPCs, so one request
+/// is one message and this is the request size limit. Past it the body yields a `Status`
+/// (INVALID_ARGUMENT, reason `PAYLOAD_TOO_LARGE`), which tonic hands to the client as is.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimitLayer {
+    max_bytes: usize,
+}
+
+impl BodyLimitLayer {
+    /// `max_message_bytes` plus the 5-byte gRPC frame header.
+    pub fn new(max_message_bytes: usize) -> Self {
+        Self {
+            max_bytes: max_message_bytes.saturating_add(5),
+        }
+    }
+}
+
+impl<S> Layer<S> for BodyLimitLayer {
+    type Service = BodyLimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyLimitService {
+            inner,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BodyLimitService<S> {
+    inner: S,
+    max_bytes: usize,
+}
+
+impl<S, B> Service<http::Request<B>> for BodyLimitService<S>
+where
+    S: Service<http::Request<LimitedBody<B>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let max = self.max_bytes;
+        self.inner.call(req.map(|inner| LimitedBody {
+            inner,
+            remaining: max,
+            limit: max,
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails once more than its limit has been read.
+    #[derive(Debug)]
+    pub struct LimitedBody<B> {
+        #[pin]
+        inner: B,
+        remaining: usize,
+        limit: usize,
+    }
+}
+
+impl<B> http_body::Body for LimitedBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, bytes::Bytes::len);
+                if len > *this.remaining {
+                    let limit = this.limit.saturating_sub(5);
+                    let status: tonic::Status = ApiError::new(
+                        Reason::PayloadTooLarge,
+                        format!("request message exceeds {limit} bytes"),
+                    )
+                    .with_metadata("limit", limit.to_string())
+                    .into();
+                    return Poll::Ready(Some(Err(Box::new(status))));
+                }
+                *this.remaining -= len;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Settings for [`LimitLayer`].
 #[derive(Clone, Debug)]
 pub struct Limits {

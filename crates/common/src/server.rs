@@ -4,7 +4,7 @@
 //! shutdown.
 //!
 //! Layer order, outermost first: CORS → gRPC-web translation → request id / span → metrics →
-//! deadlines and load shedding → authentication → routes. CORS answers browser preflights before
+//! deadlines and load shedding → request size limit → authentication → routes. CORS answers browser preflights before
 //! anything else; metrics see every call including shed and unauthenticated ones.
 
 use std::convert::Infallible;
@@ -24,7 +24,7 @@ use tower::Service;
 use crate::auth::{AuthLayer, PublicMethods, RevocationList, TokenConfig, TokenVerifier};
 use crate::config::ServerConfig;
 use crate::metrics::{Metrics, MetricsLayer};
-use crate::middleware::{LimitLayer, Limits, RequestIdLayer};
+use crate::middleware::{BodyLimitLayer, LimitLayer, Limits, RequestIdLayer};
 
 /// Handles shared by the server and the services it hosts.
 #[derive(Clone, Debug)]
@@ -262,6 +262,7 @@ pub async fn serve(
         .layer(RequestIdLayer)
         .layer(MetricsLayer::new(ctx.metrics.clone()))
         .layer(LimitLayer::new(limits))
+        .layer(BodyLimitLayer::new(config.max_request_bytes))
         .layer(AuthLayer::new(
             ctx.verifier.clone(),
             services.public.clone(),

@@ -33,7 +33,8 @@ impl NatsServer {
     /// package's `/usr/sbin`.
     pub fn binary() -> Option<PathBuf> {
         if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
-            return Some(PathBuf::from(path));
+            let path = PathBuf::from(path);
+            return path.is_file().then_some(path);
         }
         let path_dirs = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())

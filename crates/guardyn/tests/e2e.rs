@@ -129,12 +129,9 @@ fn http1(addr: std::net::SocketAddr, request: &[u8]) -> String {
 
 #[tokio::test]
 async fn grpc_web_over_http1_with_cors_only_for_configured_origins() {
-    let server = TestServer::start_with(Options {
-        configure: Some(|c| {
-            c.server.cors.allowed_origins = vec!["https://app.example".into()];
-        }),
-        ..Options::default()
-    })
+    let server = TestServer::start_with(Options::configure(|c| {
+        c.server.cors.allowed_origins = vec!["https://app.example".into()];
+    }))
     .await
     .unwrap();
     let addr = server.addr;
@@ -332,4 +329,137 @@ fn sigterm_drains_and_exits_zero() {
         dir.path().join("data").exists(),
         "embedded data dir created"
     );
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_with_payload_too_large() {
+    let server = TestServer::start_with(Options::configure(|c| c.server.max_request_bytes = 1024))
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(server.channel());
+    let err = health
+        .check(HealthCheckRequest {
+            service: "x".repeat(2000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(
+        guardyn_common::error::reason_of(&err).as_deref(),
+        Some("PAYLOAD_TOO_LARGE")
+    );
+    // Within the limit the same call is served.
+    let err = health
+        .check(HealthCheckRequest {
+            service: "x".repeat(900),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate, as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: String,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        for (name, san) in [("server", "localhost"), ("client", "device-1")] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![san.to_owned()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+        Self { dir, ca }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    guardyn_common::server::install_crypto_provider();
+    let pki = Pki::new();
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    let server = TestServer::start_with(Options::configure(move |c| {
+        c.server.tls.enabled = true;
+        c.server.tls.cert_path = cert;
+        c.server.tls.key_path = key;
+        c.server.tls.client_ca_path = ca;
+    }))
+    .await
+    .unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost");
+    let with_cert = Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(tls.clone().identity(Identity::from_pem(
+            pki.read("client.pem"),
+            pki.read("client.key"),
+        )))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = HealthClient::new(with_cert)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    // Without a client certificate the handshake (or the first call) fails.
+    let refused = async {
+        let channel = Endpoint::from_shared(url.clone())?
+            .tls_config(tls.clone())?
+            .connect()
+            .await?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    assert!(refused.is_err(), "a client without certificate was served");
+
+    // Plaintext clients are not served either.
+    let plaintext = async {
+        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{}", server.addr.port()))?
+            .connect()
+            .await?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    assert!(plaintext.is_err());
 }

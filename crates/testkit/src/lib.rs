@@ -31,15 +31,37 @@ pub struct TestServer {
     data_dir: TempDir,
 }
 
+/// A configuration tweak applied before the server starts.
+pub type ConfigureFn = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// How to start a [`TestServer`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Options {
     /// `--service` selection; empty = every service.
     pub services: Vec<String>,
     /// Adjust the configuration (after the test defaults are applied).
-    pub configure: Option<fn(&mut Config)>,
+    pub configure: Option<ConfigureFn>,
     /// Serve the metrics endpoint on a free port.
     pub metrics: bool,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("services", &self.services)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Default options with a configuration tweak.
+    pub fn configure(f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        Self {
+            configure: Some(Box::new(f)),
+            ..Self::default()
+        }
+    }
 }
 
 impl TestServer {
@@ -59,6 +81,7 @@ impl TestServer {
         if let Some(f) = options.configure {
             f(&mut config);
         }
+        let tls = config.server.tls.enabled;
         let listener = tokio::net::TcpListener::bind(config.server.addr()).await?;
         let addr = listener.local_addr()?;
         let metrics_listener = if config.metrics.enabled {
@@ -85,11 +108,18 @@ impl TestServer {
             .await
         });
 
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .context("connecting to the test server")?;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(5));
+        // A TLS server needs the test's own client configuration: hand out a lazy plaintext
+        // channel the test will not use.
+        let channel = if tls {
+            endpoint.connect_lazy()
+        } else {
+            endpoint
+                .connect()
+                .await
+                .context("connecting to the test server")?
+        };
         Ok(Self {
             addr,
             metrics_addr,

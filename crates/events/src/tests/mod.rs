@@ -384,3 +384,50 @@ async fn publish_cost_with_10k_subscriptions() {
     // The trie delivered to the matching subscriber (and the user.4242.inbox slot).
     assert_eq!(next_event(&mut target).await.0, "user.4242.inbox");
 }
+
+#[tokio::test]
+async fn unreachable_nats_is_reported_as_unavailable() {
+    // A port nobody listens on: bind, remember, release.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nats = crate::NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        connect_timeout: Duration::from_secs(1),
+        ..crate::NatsConfig::default()
+    };
+    let err = crate::NatsBus::connect(crate::EventsConfig::default(), nats)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EventError::Unavailable(_)), "{err}");
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_payload_bytes() {
+    let h = harness::InProcess::new().await;
+    let bus = h.bus();
+    let mut sub = bus.subscribe("secret").await.unwrap();
+    bus.publish("secret", Bytes::from_static(b"ciphertext-XYZ"))
+        .await
+        .unwrap();
+    let delivery = timeout(PATIENCE, sub.next()).await.unwrap().unwrap();
+    let shown = format!("{delivery:?}");
+    assert!(
+        !shown.contains("XYZ") && !shown.contains("88, 89, 90"),
+        "{shown}"
+    );
+    assert!(shown.contains("payload_len: 14"), "{shown}");
+
+    bus.enqueue("q", Bytes::from_static(b"ciphertext-XYZ"))
+        .await
+        .unwrap();
+    let mut jobs = bus.consume("q").await.unwrap();
+    let job = next_job(&mut jobs).await;
+    let shown = format!("{job:?}");
+    assert!(
+        !shown.contains("XYZ") && shown.contains("payload_len: 14"),
+        "{shown}"
+    );
+}

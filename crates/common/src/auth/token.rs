@@ -1,60 +1,18 @@
-//! Bearer-token authentication shared by every service.
-//!
-//! The auth service issues short-lived access tokens: JWTs signed with Ed25519 (`alg: EdDSA`)
-//! with a `kid` header so signing keys can rotate. Every other service verifies them locally
-//! with the published public keys ([`TokenVerifier`]) and never calls auth per request.
-//! [`AuthLayer`] runs the check in front of every handler and hands the caller's
-//! [`AuthContext`] to it through the request extensions.
-//!
-//! Revocation: a revoked session's tokens must stop working everywhere within seconds, long
-//! before they expire. [`RevocationList`] holds revoked session ids (fed from the event bus by
-//! whoever owns that subscription) and the verifier consults it on every request.
+//! Signing and verifying access tokens, and the revocation list.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use tower::{Layer, Service};
 use zeroize::Zeroizing;
 
-use crate::config::{ConfigError, Validate, key};
+use super::{AuthContext, TokenConfig, unix_now};
 use crate::error::{ApiError, Reason};
-
-/// Who is calling: the verified claims of the access token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthContext {
-    pub account_id: String,
-    /// libsignal-style device id, 1..=127.
-    pub device_id: u32,
-    pub session_id: String,
-    pub roles: Vec<String>,
-    /// Unix seconds.
-    pub expires_at: u64,
-}
-
-impl AuthContext {
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
-    }
-}
-
-/// The handler-side accessor: the caller of an authenticated RPC.
-///
-/// [`AuthLayer`] guarantees the context is present on every non-public method; its absence
-/// means the method was declared public, so callers of this on such a method get
-/// `UNAUTHENTICATED`.
-pub fn caller<T>(request: &tonic::Request<T>) -> Result<&AuthContext, ApiError> {
-    request
-        .extensions()
-        .get::<AuthContext>()
-        .ok_or_else(|| ApiError::unauthenticated("missing bearer token"))
-}
 
 /// JWT claims. Field names follow RFC 7519 where one exists.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,64 +29,6 @@ struct Claims {
     roles: Vec<String>,
     iat: u64,
     exp: u64,
-}
-
-/// Token settings shared by issuer and verifiers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TokenConfig {
-    pub issuer: String,
-    pub audience: String,
-    /// Clock skew tolerated when checking `exp`.
-    pub leeway_secs: u64,
-    /// Public keys accepted in addition to those the auth service publishes (for verifiers in
-    /// processes that cannot reach auth at start-up, and for key rotation by hand).
-    pub static_keys: Vec<StaticKey>,
-}
-
-impl Default for TokenConfig {
-    fn default() -> Self {
-        Self {
-            issuer: "guardyn".to_owned(),
-            audience: "guardyn".to_owned(),
-            leeway_secs: 5,
-            static_keys: Vec::new(),
-        }
-    }
-}
-
-/// A verification key written in the config file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticKey {
-    pub kid: String,
-    /// Base64url (no padding) Ed25519 public key, as in a JWK's `x`.
-    pub x: String,
-}
-
-impl Validate for TokenConfig {
-    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.issuer.is_empty() {
-            return Err(ConfigError::new(key(prefix, "issuer"), "must not be empty"));
-        }
-        if self.audience.is_empty() {
-            return Err(ConfigError::new(
-                key(prefix, "audience"),
-                "must not be empty",
-            ));
-        }
-        if self.leeway_secs > 300 {
-            return Err(ConfigError::new(
-                key(prefix, "leeway_secs"),
-                "must be at most 300",
-            ));
-        }
-        for k in &self.static_keys {
-            VerificationKey::from_jwk_x(&k.kid, &k.x)
-                .map_err(|e| ConfigError::new(key(prefix, "static_keys"), e.to_string()))?;
-        }
-        Ok(())
-    }
 }
 
 /// Why a verification key could not be used.
@@ -207,13 +107,6 @@ impl RevocationList {
         let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
         map.contains_key(session_id)
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Verifies access tokens against the current key set.
@@ -403,142 +296,13 @@ impl TokenSigner {
     }
 }
 
-/// Extract the bearer token from request headers.
-fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::unauthenticated("malformed authorization header"))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| ApiError::unauthenticated("authorization must be `Bearer <token>`"))?;
-    Ok(Some(token.trim()))
-}
-
-/// Which gRPC methods can be called without a token. Everything else requires one.
-#[derive(Clone, Debug, Default)]
-pub struct PublicMethods {
-    paths: HashSet<String>,
-    services: HashSet<String>,
-}
-
-impl PublicMethods {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// One public method, as `/package.Service/Method`.
-    pub fn method(mut self, path: impl Into<String>) -> Self {
-        self.paths.insert(path.into());
-        self
-    }
-
-    /// A whole public service (health, reflection), as `package.Service`.
-    pub fn service(mut self, name: impl Into<String>) -> Self {
-        self.services.insert(name.into());
-        self
-    }
-
-    pub fn extend(&mut self, other: &PublicMethods) {
-        self.paths.extend(other.paths.iter().cloned());
-        self.services.extend(other.services.iter().cloned());
-    }
-
-    fn is_public(&self, path: &str) -> bool {
-        if self.paths.contains(path) {
-            return true;
-        }
-        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        self.services.contains(service)
-    }
-}
-
-/// Tower layer: verifies the bearer token of every non-public call and inserts the
-/// [`AuthContext`] into the request extensions. A present but invalid token is refused even on
-/// public methods, so a client learns its token is bad at once.
-#[derive(Clone, Debug)]
-pub struct AuthLayer {
-    verifier: TokenVerifier,
-    public: Arc<PublicMethods>,
-}
-
-impl AuthLayer {
-    pub fn new(verifier: TokenVerifier, public: PublicMethods) -> Self {
-        Self {
-            verifier,
-            public: Arc::new(public),
-        }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            verifier: self.verifier.clone(),
-            public: self.public.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct AuthService<S> {
-    inner: S,
-    verifier: TokenVerifier,
-    public: Arc<PublicMethods>,
-}
-
-impl<S, B, RB> Service<http::Request<B>> for AuthService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-    RB: Default + Send + 'static,
-{
-    type Response = http::Response<RB>;
-    type Error = S::Error;
-    type Future = futures::future::Either<
-        S::Future,
-        futures::future::Ready<Result<http::Response<RB>, S::Error>>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let public = self.public.is_public(req.uri().path());
-        let outcome = match bearer(req.headers()) {
-            Ok(Some(token)) => self.verifier.verify(token).map(Some),
-            Ok(None) if public => Ok(None),
-            Ok(None) => Err(ApiError::unauthenticated("missing bearer token")),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(ctx) => {
-                if let Some(ctx) = ctx {
-                    tracing::Span::current().record("account", ctx.account_id.as_str());
-                    req.extensions_mut().insert(ctx);
-                }
-                futures::future::Either::Left(self.inner.call(req))
-            }
-            Err(err) => {
-                let status: tonic::Status = err.into();
-                futures::future::Either::Right(futures::future::ready(Ok(status.into_http())))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::auth::StaticKey;
+    use crate::config::Validate as _;
 
     fn grant() -> TokenGrant {
         TokenGrant {
@@ -651,72 +415,5 @@ mod tests {
             bad.validate("tokens").unwrap_err().key,
             "tokens.static_keys"
         );
-    }
-
-    #[tokio::test]
-    async fn the_layer_refuses_missing_and_bad_tokens_and_hands_over_the_caller() {
-        use tower::ServiceExt as _;
-        let cfg = TokenConfig::default();
-        let signer = TokenSigner::generate("k1", &cfg);
-        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
-        verifier.add_keys([signer.verification_key()]);
-        let inner = tower::service_fn(|req: http::Request<()>| async move {
-            let who = req
-                .extensions()
-                .get::<AuthContext>()
-                .map(|c| format!("{}/{}", c.account_id, c.device_id))
-                .unwrap_or_else(|| "anonymous".into());
-            Ok::<_, std::convert::Infallible>(http::Response::new(who))
-        });
-        let svc =
-            AuthLayer::new(verifier, PublicMethods::new().method("/a.Auth/Login")).layer(inner);
-        let call = |path: &str, auth: Option<String>| {
-            let mut req = http::Request::post(path);
-            if let Some(a) = auth {
-                req = req.header("authorization", a);
-            }
-            svc.clone().oneshot(req.body(()).unwrap())
-        };
-        let code = |r: &http::Response<String>| {
-            r.headers()
-                .get("grpc-status")
-                .map(|v| v.to_str().unwrap().to_owned())
-        };
-
-        let r = call("/a.Auth/Logout", None).await.unwrap();
-        assert_eq!(code(&r).as_deref(), Some("16"), "UNAUTHENTICATED");
-        let r = call("/a.Auth/Logout", Some("Basic xyz".into()))
-            .await
-            .unwrap();
-        assert_eq!(code(&r).as_deref(), Some("16"));
-        let r = call("/a.Auth/Logout", Some("Bearer garbage".into()))
-            .await
-            .unwrap();
-        assert_eq!(code(&r).as_deref(), Some("16"));
-
-        let token = signer.sign(&grant()).unwrap();
-        let r = call("/a.Auth/Logout", Some(format!("Bearer {token}")))
-            .await
-            .unwrap();
-        assert_eq!(code(&r), None);
-        assert_eq!(r.body(), "acc-1/2");
-
-        let r = call("/a.Auth/Login", None).await.unwrap();
-        assert_eq!(r.body(), "anonymous");
-        // A bad token is refused even on a public method.
-        let r = call("/a.Auth/Login", Some("Bearer garbage".into()))
-            .await
-            .unwrap();
-        assert_eq!(code(&r).as_deref(), Some("16"));
-    }
-
-    #[test]
-    fn public_methods_match_paths_and_services() {
-        let p = PublicMethods::new()
-            .service("grpc.health.v1.Health")
-            .method("/guardyn.auth.v1.AuthService/Login");
-        assert!(p.is_public("/grpc.health.v1.Health/Check"));
-        assert!(p.is_public("/guardyn.auth.v1.AuthService/Login"));
-        assert!(!p.is_public("/guardyn.auth.v1.AuthService/Logout"));
     }
 }

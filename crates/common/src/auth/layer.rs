@@ -1,0 +1,228 @@
+//! The tower layer that authenticates every call before a handler runs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::{Layer, Service};
+
+use super::TokenVerifier;
+use crate::error::ApiError;
+
+/// Extract the bearer token from request headers.
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("malformed authorization header"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthenticated("authorization must be `Bearer <token>`"))?;
+    Ok(Some(token.trim()))
+}
+
+/// Which gRPC methods can be called without a token. Everything else requires one.
+#[derive(Clone, Debug, Default)]
+pub struct PublicMethods {
+    paths: HashSet<String>,
+    services: HashSet<String>,
+}
+
+impl PublicMethods {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One public method, as `/package.Service/Method`.
+    pub fn method(mut self, path: impl Into<String>) -> Self {
+        self.paths.insert(path.into());
+        self
+    }
+
+    /// A whole public service (health, reflection), as `package.Service`.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.services.insert(name.into());
+        self
+    }
+
+    pub fn extend(&mut self, other: &PublicMethods) {
+        self.paths.extend(other.paths.iter().cloned());
+        self.services.extend(other.services.iter().cloned());
+    }
+
+    fn is_public(&self, path: &str) -> bool {
+        if self.paths.contains(path) {
+            return true;
+        }
+        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        self.services.contains(service)
+    }
+}
+
+/// Tower layer: verifies the bearer token of every non-public call and inserts the
+/// [`AuthContext`] into the request extensions. A present but invalid token is refused even on
+/// public methods, so a client learns its token is bad at once.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    verifier: TokenVerifier,
+    public: Arc<PublicMethods>,
+}
+
+impl AuthLayer {
+    pub fn new(verifier: TokenVerifier, public: PublicMethods) -> Self {
+        Self {
+            verifier,
+            public: Arc::new(public),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+            public: self.public.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: TokenVerifier,
+    public: Arc<PublicMethods>,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        S::Future,
+        futures::future::Ready<Result<http::Response<RB>, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let public = self.public.is_public(req.uri().path());
+        let outcome = match bearer(req.headers()) {
+            Ok(Some(token)) => self.verifier.verify(token).map(Some),
+            Ok(None) if public => Ok(None),
+            Ok(None) => Err(ApiError::unauthenticated("missing bearer token")),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(ctx) => {
+                if let Some(ctx) = ctx {
+                    tracing::Span::current().record("account", ctx.account_id.as_str());
+                    req.extensions_mut().insert(ctx);
+                }
+                futures::future::Either::Left(self.inner.call(req))
+            }
+            Err(err) => {
+                let status: tonic::Status = err.into();
+                futures::future::Either::Right(futures::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::{AuthContext, RevocationList, TokenConfig, TokenGrant, TokenSigner};
+
+    fn grant() -> TokenGrant {
+        TokenGrant {
+            account_id: "acc-1".into(),
+            device_id: 2,
+            session_id: "sess-1".into(),
+            roles: vec!["user".into()],
+            ttl: Duration::from_secs(900),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_layer_refuses_missing_and_bad_tokens_and_hands_over_the_caller() {
+        use tower::ServiceExt as _;
+        let cfg = TokenConfig::default();
+        let signer = TokenSigner::generate("k1", &cfg);
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        verifier.add_keys([signer.verification_key()]);
+        let inner = tower::service_fn(|req: http::Request<()>| async move {
+            let who = req
+                .extensions()
+                .get::<AuthContext>()
+                .map(|c| format!("{}/{}", c.account_id, c.device_id))
+                .unwrap_or_else(|| "anonymous".into());
+            Ok::<_, std::convert::Infallible>(http::Response::new(who))
+        });
+        let svc =
+            AuthLayer::new(verifier, PublicMethods::new().method("/a.Auth/Login")).layer(inner);
+        let call = |path: &str, auth: Option<String>| {
+            let mut req = http::Request::post(path);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            svc.clone().oneshot(req.body(()).unwrap())
+        };
+        let code = |r: &http::Response<String>| {
+            r.headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+
+        let r = call("/a.Auth/Logout", None).await.unwrap();
+        assert_eq!(code(&r).as_deref(), Some("16"), "UNAUTHENTICATED");
+        let r = call("/a.Auth/Logout", Some("Basic xyz".into()))
+            .await
+            .unwrap();
+        assert_eq!(code(&r).as_deref(), Some("16"));
+        let r = call("/a.Auth/Logout", Some("Bearer garbage".into()))
+            .await
+            .unwrap();
+        assert_eq!(code(&r).as_deref(), Some("16"));
+
+        let token = signer.sign(&grant()).unwrap();
+        let r = call("/a.Auth/Logout", Some(format!("Bearer {token}")))
+            .await
+            .unwrap();
+        assert_eq!(code(&r), None);
+        assert_eq!(r.body(), "acc-1/2");
+
+        let r = call("/a.Auth/Login", None).await.unwrap();
+        assert_eq!(r.body(), "anonymous");
+        // A bad token is refused even on a public method.
+        let r = call("/a.Auth/Login", Some("Bearer garbage".into()))
+            .await
+            .unwrap();
+        assert_eq!(code(&r).as_deref(), Some("16"));
+    }
+
+    #[test]
+    fn public_methods_match_paths_and_services() {
+        let p = PublicMethods::new()
+            .service("grpc.health.v1.Health")
+            .method("/guardyn.auth.v1.AuthService/Login");
+        assert!(p.is_public("/grpc.health.v1.Health/Check"));
+        assert!(p.is_public("/guardyn.auth.v1.AuthService/Login"));
+        assert!(!p.is_public("/guardyn.auth.v1.AuthService/Logout"));
+    }
+}
