@@ -59,7 +59,14 @@
 //!
 //! ## MLS
 //!
-//! <!-- MLS section: to be written by the MLS half's author. -->
+//! Groups use MLS (RFC 9420) through `openmls`, ciphersuite
+//! `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`: confidentiality, authenticity, forward
+//! secrecy and post-compromise security for members; handshake messages travel as
+//! PublicMessage so the server can order commits by epoch and follow membership, which means
+//! the server sees group ids, epochs and who adds or removes whom. The server-side helpers
+//! (`mls::server`) never touch group secrets: they parse messages and fully validate uploaded
+//! KeyPackages, but do not verify PublicMessage signatures (members do). The full guarantees and
+//! limits are in the [`mls`] module docs.
 
 mod codec;
 mod error;

@@ -31,6 +31,17 @@ pub(crate) enum Op {
     Hold(Arc<std::sync::Barrier>),
 }
 
+impl Op {
+    /// The barrier of a test hold; always `None` outside tests.
+    fn hold(&self) -> Option<Arc<std::sync::Barrier>> {
+        #[cfg(test)]
+        if let Self::Hold(barrier) = self {
+            return Some(barrier.clone());
+        }
+        None
+    }
+}
+
 /// Where the result of an [`Op`] goes.
 pub(crate) enum Reply {
     Outcome(oneshot::Sender<StorageResult<TxnOutcome>>),
@@ -99,14 +110,29 @@ pub(crate) fn run(
     counters: Arc<Counters>,
 ) {
     while let Some(first) = rx.blocking_recv() {
+        if let Some(hold) = first.op.hold() {
+            hold.wait();
+            continue;
+        }
         let mut batch = vec![first];
+        let mut hold = None;
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(req) => batch.push(req),
+                Ok(req) => {
+                    // A hold ends the batch so that what is queued after it stays queued.
+                    if let Some(h) = req.op.hold() {
+                        hold = Some(h);
+                        break;
+                    }
+                    batch.push(req);
+                }
                 Err(_) => break,
             }
         }
         process(&db, batch, &counters);
+        if let Some(hold) = hold {
+            hold.wait();
+        }
     }
     tracing::debug!("storage writer stopped");
 }
@@ -119,11 +145,6 @@ struct Tables<'txn> {
 }
 
 fn process(db: &Database, batch: Vec<Request>, counters: &Counters) {
-    #[cfg(test)]
-    let batch = hold_if_asked(batch);
-    if batch.is_empty() {
-        return;
-    }
     let count = batch.len() as u64;
     let (ops, replies): (Vec<Op>, Vec<Option<Reply>>) =
         batch.into_iter().map(|r| (r.op, r.reply)).unzip();
@@ -148,20 +169,6 @@ fn process(db: &Database, batch: Vec<Request>, counters: &Counters) {
             }
         }
     }
-}
-
-#[cfg(test)]
-fn hold_if_asked(batch: Vec<Request>) -> Vec<Request> {
-    batch
-        .into_iter()
-        .filter(|r| match &r.op {
-            Op::Hold(barrier) => {
-                barrier.wait();
-                false
-            }
-            _ => true,
-        })
-        .collect()
 }
 
 /// Applies every op in one engine transaction and commits it once (one fsync). Returns each
