@@ -32,8 +32,6 @@ const REDACTED: &[&str] = &[
     ".guardyn.auth.v1.RegenerateRecoveryCodesResponse",
     ".guardyn.messaging.v1.Envelope",
     ".guardyn.messaging.v1.DeliveredEnvelope",
-    ".guardyn.messaging.v1.SetUnidentifiedAccessRequest",
-    ".guardyn.messaging.v1.SendSealedMessageRequest",
     ".guardyn.messaging.v1.SendCommitRequest",
     ".guardyn.messaging.v1.SendProposalRequest",
     ".guardyn.messaging.v1.SendGroupMessageRequest",
@@ -81,8 +79,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // enable tonic's `transport` feature, so no `connect` constructors.
         .build_transport(false)
         .skip_debug(REDACTED.iter().copied())
-        .compile_fds(fds)?;
+        .compile_fds_with_config(fds, prost_config())?;
     Ok(())
+}
+
+/// prost settings: `prost::Name` on every message, so messages can travel as `Any` (status
+/// details such as `DeviceMismatch`) with their canonical type URL.
+fn prost_config() -> prost_build::Config {
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    config.type_name_domain(["."], "type.googleapis.com");
+    config
 }
 
 fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::watch;
+
 /// The current time.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> SystemTime;
@@ -16,6 +18,15 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0)
+    }
+
+    /// For clocks that move in jumps (tests): a receiver marked changed every time the clock
+    /// is moved. Timer loops that compute deadlines from [`Clock::now`] wait on it as well as on
+    /// the runtime timer for their next deadline, so moving the clock fires due timers at once
+    /// instead of after a real sleep. `None` (the default) for clocks that move with real time,
+    /// where the runtime timer alone is enough.
+    fn jumps(&self) -> Option<watch::Receiver<()>> {
+        None
     }
 }
 
@@ -29,10 +40,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to (tests).
+/// A clock that moves only when told to (tests). Clones share the same time; every
+/// [`ManualClock::advance`] wakes the waiters of [`Clock::jumps`].
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     ms: Arc<AtomicU64>,
+    jumped: Arc<watch::Sender<()>>,
 }
 
 impl ManualClock {
@@ -40,6 +53,7 @@ impl ManualClock {
     pub fn new() -> Self {
         Self {
             ms: Arc::new(AtomicU64::new(SystemClock.now_ms())),
+            jumped: Arc::new(watch::Sender::new(())),
         }
     }
 
@@ -48,6 +62,8 @@ impl ManualClock {
             u64::try_from(by.as_millis()).unwrap_or(u64::MAX),
             Ordering::SeqCst,
         );
+        // Marks every receiver changed; having none is fine.
+        self.jumped.send_replace(());
     }
 }
 
@@ -60,6 +76,10 @@ impl Default for ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.ms.load(Ordering::SeqCst))
+    }
+
+    fn jumps(&self) -> Option<watch::Receiver<()>> {
+        Some(self.jumped.subscribe())
     }
 }
 
@@ -77,5 +97,18 @@ mod tests {
         assert_eq!(c.now_ms(), t0);
         c.advance(Duration::from_secs(90));
         assert_eq!(c.now_ms(), t0 + 90_000);
+    }
+
+    #[test]
+    fn advancing_a_manual_clock_wakes_its_jump_waiters() {
+        let c = ManualClock::new();
+        let mut rx = c
+            .jumps()
+            .unwrap_or_else(|| panic!("manual clocks report jumps"));
+        assert!(!rx.has_changed().unwrap_or(true));
+        c.clone().advance(Duration::from_secs(1));
+        assert!(rx.has_changed().unwrap_or(false));
+        rx.mark_unchanged();
+        assert!(SystemClock.jumps().is_none());
     }
 }

@@ -244,6 +244,24 @@ impl KeySource for RemoteKeySource {
     }
 }
 
+/// One current device of an account, as the device directory reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// Device id, 1..=127.
+    pub device_id: u32,
+    /// The device's libsignal registration id; changes when the device re-registers.
+    pub registration_id: u32,
+}
+
+/// The accounts' current devices, owned by the auth service. Messaging checks every envelope
+/// set against it. Implemented in-process by auth (or remotely over the mesh).
+#[async_trait]
+pub trait DeviceDirectory: Send + Sync + fmt::Debug + 'static {
+    /// The account's current devices (id, registration id); `Ok(None)` when the account does
+    /// not exist.
+    async fn devices(&self, account_id: &str) -> Result<Option<Vec<DeviceEntry>>, MeshError>;
+}
+
 /// Keep `verifier` supplied with the keys `source` publishes: once now, then every
 /// `every`, until `shutdown`. Failures are logged and retried at the next tick; keys already
 /// known stay valid meanwhile.

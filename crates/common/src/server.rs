@@ -275,7 +275,12 @@ pub async fn serve(
     }
     let router = builder.layer(stack).add_routes(services.routes.routes());
 
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small request/response frames on long-lived HTTP/2 connections: without TCP_NODELAY,
+    // Nagle's algorithm and the peer's delayed ACK add ~40 ms to a send that shares a
+    // connection with a busy stream. Keepalive finds dead peers of idle streams.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let shutdown = ctx.shutdown.clone();
     let health = ctx.health.clone();
     let names = services.names.clone();

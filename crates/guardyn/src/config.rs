@@ -23,6 +23,9 @@ pub struct Config {
     pub mesh: MeshConfig,
     pub storage: StorageConfig,
     pub events: EventsSection,
+    pub auth: guardyn_auth::AuthConfig,
+    pub presence: guardyn_presence::PresenceConfig,
+    pub messaging: guardyn_messaging::MessagingConfig,
 }
 
 impl Validate for Config {
@@ -33,7 +36,10 @@ impl Validate for Config {
         self.tokens.validate(&key(prefix, "tokens"))?;
         self.mesh.validate(&key(prefix, "mesh"))?;
         self.storage.validate(&key(prefix, "storage"))?;
-        self.events.validate(&key(prefix, "events"))
+        self.auth.validate(&key(prefix, "auth"))?;
+        self.presence.validate(&key(prefix, "presence"))?;
+        self.events.validate(&key(prefix, "events"))?;
+        self.messaging.validate(&key(prefix, "messaging"))
     }
 }
 

@@ -3,4 +3,6 @@
 //! tests (through `guardyn-testkit`) start exactly what the binary starts.
 
 pub mod app;
+pub mod bench;
+pub mod client;
 pub mod config;

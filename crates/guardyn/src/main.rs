@@ -31,10 +31,20 @@ enum Command {
     },
     /// Print the effective configuration as TOML and exit.
     Config,
+    /// Drive a running server with SDK clients and print throughput and latency.
+    Bench(guardyn::bench::BenchArgs),
+    #[command(flatten)]
+    Client(guardyn::client::ClientCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Client commands do not read the server configuration.
+    let command = match cli.command {
+        Command::Bench(args) => return run_client(guardyn::bench::run(args)),
+        Command::Client(command) => return run_client(guardyn::client::run(command)),
+        other => other,
+    };
     let config: Config = match guardyn_common::config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -42,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command {
+    match command {
         Command::Config => match toml::to_string(&config) {
             Ok(s) => {
                 #[allow(clippy::print_stdout)]
@@ -56,6 +66,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        // Handled above, before the configuration is loaded.
+        Command::Bench(_) | Command::Client(_) => ExitCode::SUCCESS,
         Command::Serve { services } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -78,7 +90,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a client-side command on a fresh runtime.
+fn run_client(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn serve(config: Config, selected: Vec<String>) -> anyhow::Result<()> {
+    let signal = shutdown_signal()?;
     guardyn::app::check_selection(&selected).map_err(anyhow::Error::msg)?;
     let _telemetry = guardyn_common::telemetry::init(&config.observability)?;
     let listener = tokio::net::TcpListener::bind(config.server.addr())
@@ -94,36 +128,31 @@ async fn serve(config: Config, selected: Vec<String>) -> anyhow::Result<()> {
         None
     };
     let app = App::build(config).await?;
-    let services = app.services(&selected)?;
+    let services = app.services(&selected).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         metrics = ?metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
         services = ?services.names(),
         "guardyn serving"
     );
-    app.serve(listener, metrics_listener, services, shutdown_signal())
+    app.serve(listener, metrics_listener, services, signal)
         .await
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or SIGINT. The handlers are installed here, before the server reports SERVING, so
+/// a signal that arrives at any moment after start-up drains instead of killing the process.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send> {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -122,14 +122,6 @@ redacted_debug!(messaging::v1 => DeliveredEnvelope {
     group_id, mls_kind, epoch;
     content
 });
-redacted_debug!(messaging::v1 => SetUnidentifiedAccessRequest {
-    allow_unrestricted;
-    unidentified_access_key
-});
-redacted_debug!(messaging::v1 => SendSealedMessageRequest {
-    destination_account_id, client_message_id, envelopes, urgent, online_only;
-    unidentified_access_key
-});
 redacted_debug!(messaging::v1 => SendCommitRequest {
     group_id, epoch, welcome_recipients;
     commit, welcome, group_info

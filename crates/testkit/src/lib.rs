@@ -4,17 +4,25 @@
 //!
 //! Test-only crate: nothing in production may depend on it.
 
+pub mod interop;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use guardyn::app::App;
 use guardyn::config::Config;
+use std::sync::Arc;
+
 use guardyn_common::auth::{TokenConfig, TokenGrant, TokenSigner};
+use guardyn_common::clock::SharedClock;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
+
+/// A real `nats-server` on a free loopback port (skips or fails per the CI rule).
+pub use guardyn_events::testing::NatsServer;
 
 /// A running server. Dropping it stops the server without waiting; [`TestServer::stop`] waits
 /// for the graceful shutdown.
@@ -27,6 +35,8 @@ pub struct TestServer {
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     signer: TokenSigner,
     hosted: Vec<String>,
+    store: Arc<guardyn_storage_embedded::EmbeddedStore>,
+    bus: Arc<dyn guardyn_events::EventBus>,
     // Kept last so the directory outlives the server task's handles.
     data_dir: TempDir,
 }
@@ -43,6 +53,14 @@ pub struct Options {
     pub configure: Option<ConfigureFn>,
     /// Serve the metrics endpoint on a free port.
     pub metrics: bool,
+    /// The server's clock; a `ManualClock` lets tests move time.
+    pub clock: Option<SharedClock>,
+    /// The device directory messaging checks sends against ([`App::device_directory`]); a
+    /// test double until auth provides it in-process.
+    pub directory: Option<Arc<dyn guardyn_common::mesh::DeviceDirectory>>,
+    /// Serve from this existing data directory instead of a fresh temporary one, so a test can
+    /// restart a server on the data a previous one left (the previous one must be stopped).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Options {
@@ -75,7 +93,9 @@ impl TestServer {
         let mut config = Config::default();
         config.server.port = 0;
         config.server.shutdown_grace_ms = 2_000;
-        config.storage.data_dir = data_dir.path().join("data");
+        config.storage.data_dir = options
+            .data_dir
+            .unwrap_or_else(|| data_dir.path().join("data"));
         config.metrics.port = 0;
         config.metrics.enabled = options.metrics;
         if let Some(f) = options.configure {
@@ -95,9 +115,17 @@ impl TestServer {
             .transpose()?;
 
         let signer = TokenSigner::generate("testkit", &config.tokens);
-        let app = App::build(config).await?;
+        let clock = options
+            .clock
+            .unwrap_or_else(|| Arc::new(guardyn_common::clock::SystemClock));
+        let mut app = App::build_with_clock(config, clock).await?;
+        if options.directory.is_some() {
+            app.device_directory = options.directory;
+        }
+        let store = app.store.clone();
+        let bus = app.bus.clone();
         app.ctx.verifier.add_keys([signer.verification_key()]);
-        let services = app.services(&options.services)?;
+        let services = app.services(&options.services).await?;
         let hosted = services.names().iter().map(|s| (*s).to_owned()).collect();
         let signal = CancellationToken::new();
         let stop = signal.clone();
@@ -128,6 +156,8 @@ impl TestServer {
             handle: Some(handle),
             signer,
             hosted,
+            store,
+            bus,
             data_dir,
         })
     }
@@ -140,6 +170,16 @@ impl TestServer {
     /// A channel to the server, for any generated client.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// The server's storage, for tests that inspect what was persisted.
+    pub fn store(&self) -> Arc<guardyn_storage_embedded::EmbeddedStore> {
+        self.store.clone()
+    }
+
+    /// The server's event bus, to observe or inject events.
+    pub fn bus(&self) -> Arc<dyn guardyn_events::EventBus> {
+        self.bus.clone()
     }
 
     pub fn data_dir(&self) -> &std::path::Path {

@@ -1,0 +1,355 @@
+//! `guardyn bench`: a load generator that drives a running server with SDK clients.
+//!
+//! Phases (all bounded by `--messages` and `--max-secs`):
+//! 1. 1:1: `pairs` senders each send `messages` end-to-end-encrypted messages to their own
+//!    receiver; latency is measured from just before `Client::send` to the moment the
+//!    receiver's Listen pump hands out the decrypted message (same process, same clock).
+//! 2. Echo baseline: the same clients (same channels, same auth/refresh path) call
+//!    MessagingService.Echo `messages` times each with a payload of the same size.
+//! 3. Group fan-out: one member sends `group_rounds` messages to a group of `group_size`
+//!    devices; each round is timed until every other member received it.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use guardyn_sdk::{Client, ClientConfig, Event, Storage, connect};
+use tokio::sync::mpsc;
+
+/// `guardyn bench` options.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Server URL (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Sender/receiver pairs (clients = 2 x pairs).
+    #[arg(long, default_value_t = 8)]
+    pub pairs: usize,
+    /// Messages per sender (and echo calls per client).
+    #[arg(long, default_value_t = 200)]
+    pub messages: usize,
+    /// Message body size in bytes (at least 8).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// HTTP/2 connections shared by the clients.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Group size (members including the sender; at most 2 x pairs).
+    #[arg(long, default_value_t = 8)]
+    pub group_size: usize,
+    /// Group messages sent (one at a time).
+    #[arg(long, default_value_t = 20)]
+    pub group_rounds: usize,
+    /// Stop sending after this many seconds per phase.
+    #[arg(long, default_value_t = 60)]
+    pub max_secs: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Stats {
+    count: usize,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>, secs: f64) -> Self {
+        samples.sort();
+        let pct = |q: f64| -> f64 {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1000.0
+        };
+        Self {
+            count: samples.len(),
+            secs,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            p999_ms: pct(0.999),
+            max_ms: pct(1.0),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.count as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "count": self.count, "seconds": self.secs, "per_second": self.rate(),
+            "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "p999_ms": self.p999_ms, "max_ms": self.max_ms,
+        })
+    }
+}
+
+fn loopback(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    rest.starts_with("127.") || rest.starts_with("localhost") || rest.starts_with("[::1]")
+}
+
+/// Received (tag, send offset) notes from the receivers' pumps.
+type Note = (u64, Duration);
+
+fn stamp(base: Instant, tag: u64, size: usize) -> Vec<u8> {
+    let mut body = vec![0u8; size.max(16)];
+    body[..8].copy_from_slice(&tag.to_be_bytes());
+    let at = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    body[8..16].copy_from_slice(&at.to_be_bytes());
+    body
+}
+
+fn unstamp(base: Instant, body: &[u8]) -> Option<Note> {
+    let tag = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let at = u64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
+    Some((tag, base.elapsed().saturating_sub(Duration::from_nanos(at))))
+}
+
+/// Runs the benchmark and prints the results.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !loopback(&args.server) {
+        anyhow::bail!("bench only drives a loopback server (got {})", args.server);
+    }
+    let pairs = args.pairs.max(1);
+    let group_size = args.group_size.clamp(2, pairs * 2);
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(connect(&args.server).await?);
+    }
+    let config = ClientConfig {
+        device_name: "bench".into(),
+        prekey_batch: 10,
+        prekey_low_water: 2,
+        key_package_batch: 5,
+        max_attempts: 5,
+    };
+    let run_id = std::process::id();
+    eprintln!("registering {} clients...", pairs * 2);
+    let mut clients = Vec::new();
+    for i in 0..pairs * 2 {
+        let channel = channels[i % channels.len()].clone();
+        let name = format!("bench{run_id}x{i}");
+        clients.push(
+            Client::register(
+                channel,
+                Storage::Memory,
+                config.clone(),
+                &name,
+                "bench password 0123456789",
+            )
+            .await?,
+        );
+    }
+    let (senders, receivers) = clients.split_at(pairs);
+    let base = Instant::now();
+    let deadline = Duration::from_secs(args.max_secs);
+
+    // Warm-up: establish every session, so the figures measure steady-state messaging.
+    for (s, r) in senders.iter().zip(receivers) {
+        s.send(r.account_id(), b"warm-up").await?;
+        r.sync().await?;
+    }
+
+    // 1:1 phase.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Note>();
+    let mut inboxes = Vec::new();
+    for r in receivers {
+        let mut inbox = r.listen().await?;
+        let tx = tx.clone();
+        inboxes.push(tokio::spawn(async move {
+            while let Some(e) = inbox.next().await {
+                if let Event::Message(m) | Event::GroupMessage { message: m, .. } = e
+                    && let Some(note) = unstamp(base, &m.body)
+                {
+                    let _ = tx.send(note);
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (s, r) in senders
+        .iter()
+        .cloned()
+        .zip(receivers.iter().map(|r| r.account_id().to_owned()))
+    {
+        let (n, size) = (args.messages, args.size);
+        tasks.push(tokio::spawn(async move {
+            let mut calls = Vec::with_capacity(n);
+            for i in 0..n {
+                if start.elapsed() > deadline {
+                    break;
+                }
+                let t = Instant::now();
+                s.send(&r, &stamp(base, i as u64, size)).await?;
+                calls.push(t.elapsed());
+            }
+            Ok::<Vec<Duration>, guardyn_sdk::SdkError>(calls)
+        }));
+    }
+    let mut send_calls = Vec::new();
+    for t in tasks {
+        send_calls.extend(t.await??);
+    }
+    let total = send_calls.len();
+    let send_secs = start.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(total);
+    while latencies.len() < total {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some((_, d))) => latencies.push(d),
+            _ => break,
+        }
+    }
+    let one_to_one = Stats::of(latencies, start.elapsed().as_secs_f64());
+    let send_call = Stats::of(send_calls, send_secs);
+    let lost = total - one_to_one.count;
+    for i in inboxes {
+        i.abort();
+    }
+
+    // Echo baseline over the same clients and channels.
+    let payload = vec![7u8; args.size.max(16)];
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in senders {
+        let s = s.clone();
+        let (n, payload) = (args.messages, payload.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(n);
+            for _ in 0..n {
+                if start.elapsed() > deadline {
+                    break;
+                }
+                let t = Instant::now();
+                s.echo(&payload).await?;
+                samples.push(t.elapsed());
+            }
+            Ok::<Vec<Duration>, guardyn_sdk::SdkError>(samples)
+        }));
+    }
+    let mut samples = Vec::new();
+    for t in tasks {
+        samples.extend(t.await??);
+    }
+    let echo = Stats::of(samples, start.elapsed().as_secs_f64());
+
+    // Group fan-out.
+    let members = &clients[..group_size];
+    let owner = &members[0];
+    let group = owner.create_group().await?;
+    let others: Vec<&str> = members[1..].iter().map(Client::account_id).collect();
+    owner.add_to_group(&group, &others).await?;
+    let (gtx, mut grx) = mpsc::unbounded_channel::<Note>();
+    let mut pumps = Vec::new();
+    for m in &members[1..] {
+        m.sync().await?;
+        let mut inbox = m.listen().await?;
+        let tx = gtx.clone();
+        pumps.push(tokio::spawn(async move {
+            while let Some(e) = inbox.next().await {
+                if let Event::GroupMessage { message, .. } = e
+                    && let Some(note) = unstamp(base, &message.body)
+                {
+                    let _ = tx.send(note);
+                }
+            }
+        }));
+    }
+    let mut rounds = Vec::new();
+    let start = Instant::now();
+    for round in 0..args.group_rounds as u64 {
+        if start.elapsed() > deadline {
+            break;
+        }
+        let t = Instant::now();
+        owner
+            .send_group(&group, &stamp(base, round, args.size))
+            .await?;
+        let mut got = 0;
+        while got < group_size - 1 {
+            match tokio::time::timeout(Duration::from_secs(10), grx.recv()).await {
+                Ok(Some((tag, _))) if tag == round => got += 1,
+                Ok(Some(_)) => {}
+                _ => anyhow::bail!(
+                    "group round {round}: only {got} of {} members received",
+                    group_size - 1
+                ),
+            }
+        }
+        rounds.push(t.elapsed());
+    }
+    let fanout = Stats::of(rounds, start.elapsed().as_secs_f64());
+    for p in pumps {
+        p.abort();
+    }
+
+    let ratio = if echo.rate() > 0.0 {
+        one_to_one.rate() / echo.rate()
+    } else {
+        0.0
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "clients": pairs * 2, "pairs": pairs, "connections": channels.len(), "body_bytes": args.size,
+            "one_to_one": one_to_one.json(), "lost": lost,
+            "send_call": send_call.json(),
+            "echo": echo.json(),
+            "messaging_to_echo_throughput_ratio": ratio,
+            "group": { "size": group_size, "fanout": fanout.json() },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "clients {} ({} pairs), connections {}, body {} B",
+            pairs * 2,
+            pairs,
+            channels.len(),
+            args.size
+        );
+        println!(
+            "{:<30} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "phase", "count", "per_sec", "p50_ms", "p99_ms", "p99.9_ms", "max_ms"
+        );
+        for (name, s) in [
+            ("1:1 send->delivery", &one_to_one),
+            ("1:1 send call (encrypt+RPC)", &send_call),
+            ("echo (unary baseline)", &echo),
+        ] {
+            println!(
+                "{name:<30} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                s.count,
+                s.rate(),
+                s.p50_ms,
+                s.p99_ms,
+                s.p999_ms,
+                s.max_ms
+            );
+        }
+        let gname = format!("group fan-out (G={group_size})");
+        println!(
+            "{gname:<30} {:>8} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            fanout.count,
+            fanout.rate(),
+            fanout.p50_ms,
+            fanout.p99_ms,
+            fanout.p999_ms,
+            fanout.max_ms
+        );
+        println!("messaging/echo throughput ratio: {ratio:.3}; lost: {lost}");
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The SDK's single error type.
+
+use guardyn_proto::guardyn::common::v1::ErrorReason;
+
+/// Everything an SDK call can fail with. Messages never contain keys, tokens, passwords or
+/// message contents.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    /// The server answered with an error status. `reason` is the Guardyn `ErrorReason`
+    /// (e.g. `DEVICE_MISMATCH`), when the server sent one.
+    #[error("server error {code:?} ({reason}): {message}", reason = reason.map(ErrorReason::reason).unwrap_or("no reason"))]
+    Server {
+        /// gRPC status code.
+        code: tonic::Code,
+        /// Guardyn error reason from the `google.rpc.ErrorInfo` detail.
+        reason: Option<ErrorReason>,
+        /// The server's message.
+        message: String,
+    },
+    /// Could not connect to the server.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The login needs a second factor; call `Client::complete_mfa` with the ticket.
+    #[error("the account has two-factor authentication: a TOTP or recovery code is needed")]
+    MfaRequired,
+    /// A cryptographic operation failed (bad signature, undecryptable message, ...).
+    #[error("crypto: {0}")]
+    Crypto(#[from] guardyn_crypto::Error),
+    /// An MLS operation failed.
+    #[error("mls: {0}")]
+    Mls(#[from] guardyn_crypto::mls::MlsError),
+    /// Reading or writing the state file failed.
+    #[error("state file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The state file could not be opened with the given passphrase or key (or was modified).
+    #[error("state file: wrong passphrase/key or corrupted file")]
+    StateLocked,
+    /// A stored or received structure is malformed.
+    #[error("malformed {what}: {reason}")]
+    Format {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The server sent something that violates the API contract.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// A retry loop (device mismatch, stale epoch) did not converge.
+    #[error("gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: Box<SdkError>,
+    },
+    /// The client is not signed in (no tokens), or the state belongs to another device.
+    #[error("not signed in: {0}")]
+    NotSignedIn(&'static str),
+    /// Unknown group id.
+    #[error("unknown group")]
+    UnknownGroup,
+    /// The request is not valid (caught before contacting the server).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A wait (for an epoch, for an event) timed out.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+impl SdkError {
+    /// The Guardyn error reason, for server errors.
+    pub fn reason(&self) -> Option<ErrorReason> {
+        match self {
+            Self::Server { reason, .. } => *reason,
+            Self::RetriesExhausted { last, .. } => last.reason(),
+            _ => None,
+        }
+    }
+
+    /// The gRPC code, for server errors.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Server { code, .. } => Some(*code),
+            Self::RetriesExhausted { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for SdkError {
+    fn from(status: tonic::Status) -> Self {
+        use tonic_types::StatusExt;
+        let reason = status
+            .get_details_error_info()
+            .and_then(|info| ErrorReason::from_reason(&info.reason));
+        Self::Server {
+            code: status.code(),
+            reason,
+            message: status.message().to_owned(),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! What a client hands to the application when envelopes and notices arrive.
+
+/// One device of one account.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address {
+    /// Account id (UUID string).
+    pub account_id: String,
+    /// Device id within the account.
+    pub device_id: u32,
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.account_id, self.device_id)
+    }
+}
+
+/// A decrypted message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The authenticated sending device.
+    pub sender: Address,
+    /// Sender-chosen id (a UUID), stable across retries.
+    pub message_id: String,
+    /// Sender's clock when the message was written (Unix milliseconds).
+    pub sent_at_ms: u64,
+    /// The message body.
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("sender", &self.sender)
+            .field("message_id", &self.message_id)
+            .field("sent_at_ms", &self.sent_at_ms)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// Something that happened to this device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A 1:1 message to this account.
+    Message(Message),
+    /// A copy of a message another device of this account sent to `destination`.
+    SentByOtherDevice {
+        /// Where our other device sent it.
+        destination: String,
+        /// The message (sender = our other device).
+        message: Message,
+    },
+    /// An MLS application message.
+    GroupMessage {
+        /// MLS group id.
+        group_id: Vec<u8>,
+        /// The message; `sender` is the member's credential identity.
+        message: Message,
+    },
+    /// This device was added to a group (Welcome processed).
+    GroupJoined {
+        /// MLS group id.
+        group_id: Vec<u8>,
+    },
+    /// A commit changed a group.
+    GroupChanged {
+        /// MLS group id.
+        group_id: Vec<u8>,
+        /// Epoch after the commit.
+        epoch: u64,
+        /// Devices the commit added.
+        added: Vec<Address>,
+        /// Number of members removed.
+        removed: usize,
+        /// This device was removed; the group is no longer usable.
+        self_removed: bool,
+    },
+    /// A device was linked to this account.
+    DeviceLinked {
+        /// The new device id.
+        device_id: u32,
+    },
+    /// A device was removed from this account.
+    DeviceRemoved {
+        /// The removed device id.
+        device_id: u32,
+    },
+    /// The backlog queued while this device was offline has been delivered.
+    CaughtUp,
+    /// An envelope could not be decrypted or parsed; it was acknowledged and dropped.
+    Undecryptable {
+        /// Sending device, when known.
+        sender: Option<Address>,
+        /// Why (no secrets).
+        reason: String,
+    },
+    /// The Listen stream ended (replaced by another Listen, session revoked, server gone).
+    StreamEnded {
+        /// Why.
+        reason: String,
+    },
+}

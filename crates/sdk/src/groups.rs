@@ -1,0 +1,423 @@
+//! MLS groups over GroupService: create, add/remove members (claim KeyPackages, commit,
+//! welcome), application messages, and STALE_EPOCH recovery (process the winning commit,
+//! then retry).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use guardyn_crypto::mls::{CommitBundle, Group, MlsClient, Received};
+use guardyn_proto::guardyn::auth::v1 as auth;
+use guardyn_proto::guardyn::auth::v1::key_directory_service_client::KeyDirectoryServiceClient;
+use guardyn_proto::guardyn::common::v1::{DeviceAddress, ErrorReason};
+use guardyn_proto::guardyn::messaging::v1 as msg;
+use guardyn_proto::guardyn::messaging::v1::group_service_client::GroupServiceClient;
+use rand::Rng as _;
+
+use crate::client::{Client, Inner};
+use crate::content::{Content, Kind};
+use crate::error::SdkError;
+use crate::events::{Address, Event, Message};
+use crate::messages::now_ms;
+use crate::state::State;
+
+/// How long a retry waits for the Listen stream to bring a group up to the server's epoch.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn parse_identity(identity: &[u8]) -> Option<Address> {
+    let s = std::str::from_utf8(identity).ok()?;
+    let (account, device) = s.rsplit_once('.')?;
+    Some(Address {
+        account_id: account.to_owned(),
+        device_id: device.parse().ok()?,
+    })
+}
+
+fn stale_epoch(e: &SdkError) -> bool {
+    e.reason() == Some(ErrorReason::StaleEpoch)
+}
+
+fn parts<'a>(
+    st: &'a mut State,
+    group_id: &[u8],
+) -> Result<(&'a MlsClient, &'a mut Group), SdkError> {
+    let mls = st
+        .mls
+        .as_ref()
+        .ok_or(SdkError::NotSignedIn("no MLS client"))?;
+    let group = st.groups.get_mut(group_id).ok_or(SdkError::UnknownGroup)?;
+    Ok((mls, group))
+}
+
+impl Inner {
+    /// Processes an MLS envelope (welcome, commit, proposal or application message).
+    pub(crate) fn open_mls(
+        &self,
+        st: &mut State,
+        env: &msg::DeliveredEnvelope,
+    ) -> Result<Option<Event>, SdkError> {
+        if env.mls_kind == msg::MlsMessageKind::Welcome as i32 {
+            let mls = st
+                .mls
+                .as_ref()
+                .ok_or(SdkError::NotSignedIn("no MLS client"))?;
+            let group = Group::join_from_welcome(mls, &env.content)?;
+            let group_id = group.group_id().to_vec();
+            st.groups.insert(group_id.clone(), group);
+            return Ok(Some(Event::GroupJoined { group_id }));
+        }
+        let group_id = env
+            .group_id
+            .clone()
+            .ok_or_else(|| SdkError::Protocol("MLS envelope without group id".into()))?;
+        let (mls, group) = parts(st, &group_id)?;
+        Ok(match group.process_message(mls, &env.content)? {
+            Received::Application {
+                sender_identity,
+                plaintext,
+                ..
+            } => {
+                let sender = parse_identity(&sender_identity).ok_or_else(|| {
+                    SdkError::Protocol("group sender identity is not <account>.<device>".into())
+                })?;
+                let content = Content::decode(&plaintext)?;
+                if content.kind != Kind::Group {
+                    return Err(SdkError::Protocol("1:1 content in a group message".into()));
+                }
+                Some(Event::GroupMessage {
+                    group_id,
+                    message: Message {
+                        sender,
+                        message_id: content.message_id,
+                        sent_at_ms: content.sent_at_ms,
+                        body: content.body,
+                    },
+                })
+            }
+            Received::Commit(summary) => {
+                if summary.self_removed {
+                    st.groups.remove(&group_id);
+                }
+                Some(Event::GroupChanged {
+                    group_id,
+                    epoch: summary.epoch,
+                    added: summary
+                        .added
+                        .iter()
+                        .filter_map(|i| parse_identity(i))
+                        .collect(),
+                    removed: summary.removed.len(),
+                    self_removed: summary.self_removed,
+                })
+            }
+            Received::Proposal { .. } | Received::OwnMessage => None,
+        })
+    }
+
+    /// Brings `group_id` to at least `epoch` by processing queued traffic: waits for the
+    /// running Listen pump, or drains the queue itself when none runs.
+    async fn catch_up(&self, client: &Client, group_id: &[u8], epoch: u64) -> Result<(), SdkError> {
+        let reached = |st: &State| {
+            st.groups
+                .get(group_id)
+                .is_none_or(|g| g.epoch() >= epoch || !g.is_active())
+        };
+        if self.pump_active.load(Ordering::SeqCst) {
+            let mut changed = self.changed.subscribe();
+            let wait = async {
+                loop {
+                    if reached(&*self.state.lock().await) {
+                        return;
+                    }
+                    if changed.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            return tokio::time::timeout(CATCH_UP_TIMEOUT, wait)
+                .await
+                .map_err(|_| SdkError::Timeout("the group's new epoch"));
+        }
+        let events = client.sync().await?;
+        if let Ok(mut stash) = self.stash.lock() {
+            stash.extend(events);
+        }
+        Ok(())
+    }
+
+    fn current_epoch_of(status: &tonic::Status) -> Option<u64> {
+        use prost::Message as _;
+        let decoded = tonic_types::pb::Status::decode(status.details()).ok()?;
+        decoded
+            .details
+            .iter()
+            .find(|a| a.type_url.ends_with("StaleEpoch"))
+            .and_then(|a| {
+                guardyn_proto::guardyn::common::v1::StaleEpoch::decode(a.value.as_slice()).ok()
+            })
+            .map(|s| s.current_epoch)
+    }
+}
+
+impl Client {
+    /// Creates a group with this device as its only member; returns the group id.
+    pub async fn create_group(&self) -> Result<Vec<u8>, SdkError> {
+        let mut group_id = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut group_id);
+        let mut st = self.inner.state.lock().await;
+        let mls = st
+            .mls
+            .as_ref()
+            .ok_or(SdkError::NotSignedIn("no MLS client"))?;
+        let group = Group::create(mls, &group_id)?;
+        let group_info = group.export_group_info(mls)?;
+        st.groups.insert(group_id.clone(), group);
+        self.inner.persist(&mut st)?;
+        let req = msg::CreateGroupRequest {
+            group_id: group_id.clone(),
+            group_info,
+        };
+        let created = self
+            .inner
+            .call(req, |ch, r| async move {
+                GroupServiceClient::new(ch).create_group(r).await
+            })
+            .await;
+        if let Err(status) = created {
+            st.groups.remove(&group_id);
+            return Err(status.into());
+        }
+        Ok(group_id)
+    }
+
+    /// Group ids this device is a member of.
+    pub async fn groups(&self) -> Vec<Vec<u8>> {
+        self.inner
+            .state
+            .lock()
+            .await
+            .groups
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Current members of a group (from the local MLS tree) and its epoch.
+    pub async fn group_members(&self, group_id: &[u8]) -> Result<(u64, Vec<Address>), SdkError> {
+        let st = self.inner.state.lock().await;
+        let group = st.groups.get(group_id).ok_or(SdkError::UnknownGroup)?;
+        Ok((
+            group.epoch(),
+            group
+                .members()
+                .iter()
+                .filter_map(|m| parse_identity(&m.identity))
+                .collect(),
+        ))
+    }
+
+    /// Adds every device of each account (our own other devices included when our account is
+    /// listed) to the group. Returns the new epoch.
+    pub async fn add_to_group(&self, group_id: &[u8], accounts: &[&str]) -> Result<u64, SdkError> {
+        let mut key_packages = Vec::new();
+        for account in accounts {
+            let resp = self
+                .inner
+                .call(
+                    auth::ClaimKeyPackagesRequest {
+                        account_id: (*account).to_owned(),
+                        device_ids: Vec::new(),
+                    },
+                    |ch, r| async move {
+                        KeyDirectoryServiceClient::new(ch)
+                            .claim_key_packages(r)
+                            .await
+                    },
+                )
+                .await?;
+            for kp in resp.key_packages {
+                key_packages.push((
+                    DeviceAddress {
+                        account_id: (*account).to_owned(),
+                        device_id: kp.device_id,
+                    },
+                    kp.key_package,
+                ));
+            }
+        }
+        if key_packages.is_empty() {
+            return Err(SdkError::Invalid(
+                "none of these accounts has a device with a KeyPackage".into(),
+            ));
+        }
+        let recipients: Vec<DeviceAddress> = key_packages.iter().map(|(a, _)| a.clone()).collect();
+        self.commit(group_id, recipients, |group, mls| {
+            let kps: Vec<&[u8]> = key_packages.iter().map(|(_, kp)| kp.as_slice()).collect();
+            group.add_members(mls, &kps)
+        })
+        .await
+    }
+
+    /// Removes every device of `account` from the group. Returns the new epoch.
+    pub async fn remove_from_group(&self, group_id: &[u8], account: &str) -> Result<u64, SdkError> {
+        let prefix = format!("{account}.");
+        self.commit(group_id, Vec::new(), |group, mls| {
+            let leaves: Vec<u32> = group
+                .members()
+                .iter()
+                .filter(|m| m.identity.starts_with(prefix.as_bytes()))
+                .map(|m| m.leaf_index)
+                .collect();
+            if leaves.is_empty() {
+                return Err(guardyn_crypto::mls::MlsError::UnknownMember(0));
+            }
+            group.remove_members(mls, &leaves)
+        })
+        .await
+    }
+
+    /// Creates a commit with `make`, submits it, and merges it once accepted; on STALE_EPOCH
+    /// drops it, processes the winning commit and tries again.
+    async fn commit<F>(
+        &self,
+        group_id: &[u8],
+        welcome_recipients: Vec<DeviceAddress>,
+        make: F,
+    ) -> Result<u64, SdkError>
+    where
+        F: Fn(&mut Group, &MlsClient) -> Result<CommitBundle, guardyn_crypto::mls::MlsError>,
+    {
+        let mut last = None;
+        for _ in 0..self.inner.config.max_attempts {
+            // The state stays locked until the server answered, so the Listen pump cannot
+            // process a competing commit while ours is pending.
+            let mut st = self.inner.state.lock().await;
+            let (epoch, bundle) = {
+                let (mls, group) = parts(&mut st, group_id)?;
+                let epoch = group.epoch();
+                (epoch, make(group, mls)?)
+            };
+            let req = msg::SendCommitRequest {
+                group_id: group_id.to_vec(),
+                epoch,
+                commit: bundle.commit,
+                welcome: bundle.welcome,
+                welcome_recipients: if bundle_has_welcome(&welcome_recipients) {
+                    welcome_recipients.clone()
+                } else {
+                    Vec::new()
+                },
+                group_info: bundle.group_info.unwrap_or_default(),
+            };
+            let result = self
+                .inner
+                .call(req, |ch, r| async move {
+                    GroupServiceClient::new(ch).send_commit(r).await
+                })
+                .await;
+            let (mls, group) = parts(&mut st, group_id)?;
+            match result {
+                Ok(resp) => {
+                    group.merge_pending_commit(mls)?;
+                    self.inner.persist(&mut st)?;
+                    return Ok(resp.epoch);
+                }
+                Err(status) => {
+                    group.discard_pending_commit(mls)?;
+                    self.inner.persist_if_dirty(&mut st)?;
+                    drop(st);
+                    let current = Inner::current_epoch_of(&status);
+                    let err = SdkError::from(status);
+                    if !stale_epoch(&err) {
+                        return Err(err);
+                    }
+                    self.inner
+                        .catch_up(self, group_id, current.unwrap_or(epoch + 1))
+                        .await?;
+                    last = Some(err);
+                }
+            }
+        }
+        Err(SdkError::RetriesExhausted {
+            attempts: self.inner.config.max_attempts,
+            last: Box::new(last.unwrap_or(SdkError::Protocol("no attempt made".into()))),
+        })
+    }
+
+    /// Sends an application message to the group; returns its message id.
+    pub async fn send_group(&self, group_id: &[u8], body: &[u8]) -> Result<String, SdkError> {
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let mut last = None;
+        for _ in 0..self.inner.config.max_attempts {
+            let (epoch, message) = {
+                let mut st = self.inner.state.lock().await;
+                let content = Content {
+                    kind: Kind::Group,
+                    message_id: message_id.clone(),
+                    sent_at_ms: now_ms(),
+                    registration_id: st.registration_id,
+                    body: body.to_vec(),
+                };
+                let (mls, group) = parts(&mut st, group_id)?;
+                let epoch = group.epoch();
+                let message = group.encrypt(mls, &content.encode())?;
+                self.inner.persist(&mut st)?;
+                (epoch, message)
+            };
+            let req = msg::SendGroupMessageRequest {
+                group_id: group_id.to_vec(),
+                epoch,
+                client_message_id: message_id.clone(),
+                message,
+                urgent: true,
+            };
+            match self
+                .inner
+                .call(req, |ch, r| async move {
+                    GroupServiceClient::new(ch).send_group_message(r).await
+                })
+                .await
+            {
+                Ok(_) => return Ok(message_id),
+                Err(status) => {
+                    let current = Inner::current_epoch_of(&status);
+                    let err = SdkError::from(status);
+                    if !stale_epoch(&err) {
+                        return Err(err);
+                    }
+                    self.inner
+                        .catch_up(self, group_id, current.unwrap_or(epoch + 1))
+                        .await?;
+                    last = Some(err);
+                }
+            }
+        }
+        Err(SdkError::RetriesExhausted {
+            attempts: self.inner.config.max_attempts,
+            last: Box::new(last.unwrap_or(SdkError::Protocol("no attempt made".into()))),
+        })
+    }
+}
+
+fn bundle_has_welcome(recipients: &[DeviceAddress]) -> bool {
+    !recipients.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn member_identities_parse_as_device_addresses() {
+        assert_eq!(
+            parse_identity(b"0b0c5c8e-7c4b-4c1e-9a34-1d5b0d3b8f11.2"),
+            Some(Address {
+                account_id: "0b0c5c8e-7c4b-4c1e-9a34-1d5b0d3b8f11".into(),
+                device_id: 2
+            })
+        );
+        assert_eq!(parse_identity(b"no-device"), None);
+        assert_eq!(parse_identity(b"acct.x"), None);
+    }
+}

@@ -1,0 +1,65 @@
+//! Guardyn client SDK: a device's side of the Guardyn API.
+//!
+//! This crate owns the client: account enrolment ([`Client::register`], [`Client::link`],
+//! [`Client::login`] with an optional second factor), session tokens (an expired access token
+//! is refreshed once and the call retried), prekey and MLS KeyPackage replenishment,
+//! end-to-end-encrypted 1:1 messages (one X3DH/PQXDH + Double Ratchet session per peer
+//! device, via `guardyn-crypto`), MLS groups through GroupService, and the device's state
+//! file. It talks to the server only through the public gRPC contracts (`guardyn-proto`) and
+//! must not depend on any server crate (services, storage, common).
+//!
+//! # Delivery
+//!
+//! * [`Client::send`] encrypts once per destination device — an initial (prekey) message for
+//!   a session that the peer has not answered yet, a ratchet message otherwise — plus a sync
+//!   copy for this account's other devices. On `FAILED_PRECONDITION / DEVICE_MISMATCH` it
+//!   drops sessions of extra and stale devices, fetches bundles for missing ones, re-encrypts
+//!   and resends with the same client message id (idempotent on the server).
+//! * [`Client::listen`] runs the Listen stream: envelopes are decrypted, the state is saved,
+//!   events are handed out ([`Inbox::next`]) and then acknowledged. [`Client::sync`] does the
+//!   same for the queued backlog only.
+//! * Groups: [`Client::create_group`], [`Client::add_to_group`],
+//!   [`Client::remove_from_group`], [`Client::send_group`]. A commit or message rejected with
+//!   `ABORTED / STALE_EPOCH` is retried after the winning commit has been processed.
+//!
+//! # State at rest
+//!
+//! With [`Storage::File`] the whole device state (identity key, prekeys, sessions, MLS key
+//! store, tokens) is one file, versioned and sealed with AES-256-GCM under a key derived from
+//! a passphrase (Argon2id, 19 MiB, 2 passes) or from a caller-held 32-byte key (HKDF-SHA256).
+//! Every save writes a temporary file, syncs it and renames it over the old one. The state is
+//! saved before anything that depends on it leaves the device (new prekeys before upload,
+//! advanced ratchets before SendMessage, processed envelopes before Ack), so a restarted
+//! client continues its sessions. See `store.rs` and `state.rs` for the formats.
+//!
+//! # Message format
+//!
+//! The plaintext inside every ciphertext is a small versioned structure (see `content.rs`):
+//! version, kind (direct / sync copy / group), sender-chosen message id, sender timestamp,
+//! sender registration id, body.
+
+mod account;
+mod client;
+mod codec;
+mod content;
+mod enrol;
+mod error;
+mod events;
+mod groups;
+mod keys;
+mod listen;
+mod messages;
+mod state;
+mod store;
+
+pub use account::{KeyCounts, TotpEnrollment};
+pub use client::{Client, ClientConfig, connect};
+pub use content::CONTENT_VERSION;
+pub use enrol::{LoginOutcome, SecondFactor};
+pub use error::SdkError;
+pub use events::{Address, Event, Message};
+pub use listen::Inbox;
+pub use messages::SentMessage;
+pub use state::STATE_VERSION;
+pub use store::{STATE_FILE_VERSION, StateKey, Storage};
+pub use tonic::transport::Channel;

@@ -1,0 +1,319 @@
+//! The receive side: a Listen stream pump that decrypts envelopes, saves the state, hands
+//! events to the application and acknowledges.
+//!
+//! Ordering per batch: process (under the state lock) → save state → emit events → Ack.
+//! A crash before the save redelivers and re-processes; a crash after it redelivers, and the
+//! envelope is recognised by its queue position (`last_server_id`) and only acknowledged.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt as _};
+use guardyn_proto::guardyn::messaging::v1 as msg;
+use guardyn_proto::guardyn::messaging::v1::messaging_service_client::MessagingServiceClient;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::client::{Client, Inner};
+use crate::error::SdkError;
+use crate::events::{Address, Event};
+use crate::state::State;
+
+/// Acknowledge at least this often while a backlog streams in (the server pauses after
+/// `max_in_flight`, default 256, unacknowledged envelopes).
+const ACK_BATCH: usize = 64;
+
+/// Live events of a client. Dropping it closes the Listen stream.
+pub struct Inbox {
+    rx: mpsc::Receiver<Event>,
+    task: JoinHandle<()>,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox").finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// The next event; `None` once the stream ended and every event was handed out.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event, or `None` after `timeout`.
+    pub async fn next_timeout(&mut self, timeout: Duration) -> Option<Event> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.inner.pump_active.store(false, Ordering::SeqCst);
+    }
+}
+
+enum Sink<'a> {
+    Channel(mpsc::Sender<Event>),
+    Collect(&'a mut Vec<Event>),
+}
+
+impl Sink<'_> {
+    async fn emit(&mut self, events: Vec<Event>) -> bool {
+        match self {
+            Self::Channel(tx) => {
+                for e in events {
+                    if tx.send(e).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+            Self::Collect(v) => {
+                v.extend(events);
+                true
+            }
+        }
+    }
+}
+
+struct Batch {
+    acks: Vec<u64>,
+    events: Vec<Event>,
+}
+
+impl Inner {
+    fn handle_envelope(&self, st: &mut State, env: &msg::DeliveredEnvelope) -> Option<Event> {
+        if env.server_id != 0 && env.server_id <= st.last_server_id {
+            return None;
+        }
+        let result = if env.r#type == msg::EnvelopeType::Mls as i32 {
+            self.open_mls(st, env)
+        } else {
+            self.open_envelope(st, env)
+        };
+        if env.server_id != 0 {
+            st.last_server_id = env.server_id;
+        }
+        match result {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, server_id = env.server_id, "dropping an envelope");
+                Some(Event::Undecryptable {
+                    sender: env.sender_account_id.clone().zip(env.sender_device_id).map(
+                        |(account_id, device_id)| Address {
+                            account_id,
+                            device_id,
+                        },
+                    ),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    async fn handle_notice(self: &Arc<Self>, notice: msg::ServerNotice) -> (Option<Event>, bool) {
+        use msg::server_notice::Notice;
+        match notice.notice {
+            Some(Notice::DeviceLinked(d)) => {
+                let mut st = self.state.lock().await;
+                if let Some(own) = &mut st.own_devices {
+                    own.insert(d.device_id);
+                }
+                (
+                    Some(Event::DeviceLinked {
+                        device_id: d.device_id,
+                    }),
+                    false,
+                )
+            }
+            Some(Notice::DeviceRemoved(d)) => {
+                let mut st = self.state.lock().await;
+                if let Some(own) = &mut st.own_devices {
+                    own.remove(&d.device_id);
+                }
+                let key = (st.account_id.clone(), d.device_id);
+                st.peers.remove(&key);
+                let ended = d.device_id == self.device_id;
+                (
+                    Some(Event::DeviceRemoved {
+                        device_id: d.device_id,
+                    }),
+                    ended,
+                )
+            }
+            Some(Notice::PrekeysLow(_)) => {
+                let client = Client {
+                    inner: Arc::clone(self),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = client.top_up_keys().await {
+                        tracing::warn!(error = %e, "replenishing prekeys failed");
+                    }
+                });
+                (None, false)
+            }
+            Some(Notice::SessionRevoked(_)) => (
+                Some(Event::StreamEnded {
+                    reason: "session revoked".into(),
+                }),
+                true,
+            ),
+            Some(Notice::StreamReplaced(_)) => (
+                Some(Event::StreamEnded {
+                    reason: "another Listen for this device replaced this one".into(),
+                }),
+                true,
+            ),
+            None => (None, false),
+        }
+    }
+
+    async fn flush(&self, batch: &mut Batch, sink: &mut Sink<'_>) -> Result<bool, SdkError> {
+        if !batch.acks.is_empty() {
+            let mut st = self.state.lock().await;
+            self.persist(&mut st)?;
+        }
+        let open = sink.emit(std::mem::take(&mut batch.events)).await;
+        self.changed.send_modify(|n| *n += 1);
+        if !batch.acks.is_empty() {
+            let ids = std::mem::take(&mut batch.acks);
+            self.call(
+                msg::AckRequest {
+                    server_ids: ids,
+                    up_to_server_id: 0,
+                },
+                |ch, r| async move { MessagingServiceClient::new(ch).ack(r).await },
+            )
+            .await?;
+        }
+        Ok(open)
+    }
+
+    /// Runs a Listen stream until it ends (or, with `until_caught_up`, until the backlog is
+    /// processed).
+    async fn pump(
+        self: &Arc<Self>,
+        mut stream: tonic::Streaming<msg::ListenResponse>,
+        mut sink: Sink<'_>,
+        until_caught_up: bool,
+    ) -> Result<(), SdkError> {
+        let mut batch = Batch {
+            acks: Vec::new(),
+            events: Vec::new(),
+        };
+        loop {
+            let next = match stream.next().now_or_never() {
+                Some(item) => item,
+                None => {
+                    if !self.flush(&mut batch, &mut sink).await? {
+                        return Ok(());
+                    }
+                    stream.next().await
+                }
+            };
+            let mut ended = false;
+            match next {
+                None => {
+                    batch.events.push(Event::StreamEnded {
+                        reason: "the server closed the stream".into(),
+                    });
+                    ended = true;
+                }
+                Some(Err(status)) => {
+                    batch.events.push(Event::StreamEnded {
+                        reason: format!("stream error: {}", SdkError::from(status)),
+                    });
+                    ended = true;
+                }
+                Some(Ok(resp)) => match resp.item {
+                    Some(msg::listen_response::Item::Envelope(env)) => {
+                        let mut st = self.state.lock().await;
+                        if let Some(ev) = self.handle_envelope(&mut st, &env) {
+                            batch.events.push(ev);
+                        }
+                        if env.server_id != 0 {
+                            batch.acks.push(env.server_id);
+                        }
+                    }
+                    Some(msg::listen_response::Item::QueueEmpty(_)) => {
+                        batch.events.push(Event::CaughtUp);
+                        ended = until_caught_up;
+                    }
+                    Some(msg::listen_response::Item::Notice(n)) => {
+                        let (ev, end) = self.handle_notice(n).await;
+                        batch.events.extend(ev);
+                        ended = end;
+                    }
+                    Some(msg::listen_response::Item::Keepalive(_)) | None => {}
+                },
+            }
+            if ended || batch.acks.len() >= ACK_BATCH {
+                let open = self.flush(&mut batch, &mut sink).await?;
+                if ended || !open {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Opens the Listen stream and processes it in a background task until the returned
+    /// [`Inbox`] is dropped. Only one Listen per device is served: opening another one (here
+    /// or elsewhere) ends this one with [`Event::StreamEnded`].
+    pub async fn listen(&self) -> Result<Inbox, SdkError> {
+        let stream = self.inner.open_listen().await?;
+        let (tx, rx) = mpsc::channel(1024);
+        let stashed: Vec<Event> = self
+            .inner
+            .stash
+            .lock()
+            .map(|mut s| s.drain(..).collect())
+            .unwrap_or_default();
+        for e in stashed {
+            let _ = tx.try_send(e);
+        }
+        self.inner.pump_active.store(true, Ordering::SeqCst);
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::spawn(async move {
+            let error_tx = tx.clone();
+            if let Err(e) = inner.pump(stream, Sink::Channel(tx), false).await {
+                let _ = error_tx
+                    .send(Event::StreamEnded {
+                        reason: e.to_string(),
+                    })
+                    .await;
+            }
+            inner.pump_active.store(false, Ordering::SeqCst);
+        });
+        Ok(Inbox {
+            rx,
+            task,
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Processes everything queued for this device and returns the events (plus any stashed
+    /// by earlier retries). Do not call it while an [`Inbox`] is open: it would replace that
+    /// stream.
+    pub async fn sync(&self) -> Result<Vec<Event>, SdkError> {
+        let mut events: Vec<Event> = self
+            .inner
+            .stash
+            .lock()
+            .map(|mut s| s.drain(..).collect())
+            .unwrap_or_default();
+        let stream = self.inner.open_listen().await?;
+        self.inner
+            .pump(stream, Sink::Collect(&mut events), true)
+            .await?;
+        Ok(events)
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: several SDK clients against the real server (testkit).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod e2e {
+    pub mod groups;
+    pub mod one_to_one;
+    pub mod support;
+}

@@ -1,0 +1,106 @@
+//! MLS groups through GroupService.
+
+use guardyn_sdk::{Client, Event};
+
+use super::support::*;
+
+fn group_bodies(events: &[Event], group: &[u8]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::GroupMessage { group_id, message } if group_id == group => {
+                Some(String::from_utf8(message.body.clone()).unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn joined(client: &Client, group: &[u8]) {
+    let events = client.sync().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::GroupJoined { group_id } if group_id == group)),
+        "no welcome in {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn group_of_three_with_messages_and_a_commit_race() {
+    let server = server().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let dave = register(&server, "dave").await;
+
+    let group = alice.create_group().await.unwrap();
+    alice
+        .add_to_group(&group, &[bob.account_id(), carol.account_id()])
+        .await
+        .unwrap();
+    joined(&bob, &group).await;
+    joined(&carol, &group).await;
+    let (_, members) = alice.group_members(&group).await.unwrap();
+    assert_eq!(members.len(), 3);
+
+    alice.send_group(&group, b"hi all").await.unwrap();
+    bob.send_group(&group, b"hi from bob").await.unwrap();
+    assert_eq!(
+        group_bodies(&carol.sync().await.unwrap(), &group),
+        vec!["hi all", "hi from bob"]
+    );
+    assert_eq!(
+        group_bodies(&alice.sync().await.unwrap(), &group),
+        vec!["hi from bob"]
+    );
+    assert_eq!(
+        group_bodies(&bob.sync().await.unwrap(), &group),
+        vec!["hi all"]
+    );
+
+    // Alice removes Carol while Bob adds Dave, both at the same epoch: one commit wins, the
+    // other gets STALE_EPOCH, catches up and retries on the new epoch.
+    let dave_account = [dave.account_id()];
+    let (removed, added) = tokio::join!(
+        alice.remove_from_group(&group, carol.account_id()),
+        bob.add_to_group(&group, &dave_account),
+    );
+    removed.unwrap();
+    added.unwrap();
+    joined(&dave, &group).await;
+    let carol_events = carol.sync().await.unwrap();
+    assert!(
+        carol_events.iter().any(|e| matches!(
+            e,
+            Event::GroupChanged {
+                self_removed: true,
+                ..
+            }
+        )),
+        "carol learns she was removed: {carol_events:?}"
+    );
+
+    // Everybody converged on the same epoch and membership.
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    let (ea, ma) = alice.group_members(&group).await.unwrap();
+    let (eb, mb) = bob.group_members(&group).await.unwrap();
+    let (ed, md) = dave.group_members(&group).await.unwrap();
+    assert_eq!((ea, &ma), (eb, &mb));
+    assert_eq!((ea, &ma), (ed, &md));
+    let accounts: Vec<&str> = ma.iter().map(|a| a.account_id.as_str()).collect();
+    assert!(accounts.contains(&dave.account_id()));
+    assert!(!accounts.contains(&carol.account_id()));
+
+    dave.send_group(&group, b"dave here").await.unwrap();
+    assert_eq!(
+        group_bodies(&alice.sync().await.unwrap(), &group),
+        vec!["dave here"]
+    );
+    assert_eq!(
+        group_bodies(&bob.sync().await.unwrap(), &group),
+        vec!["dave here"]
+    );
+    assert!(group_bodies(&carol.sync().await.unwrap(), &group).is_empty());
+}

@@ -1,0 +1,402 @@
+//! Accounts: register, login (with the MFA step), password change, deletion.
+
+use std::net::IpAddr;
+
+use guardyn_proto::guardyn::auth::v1::AccountDeletedEvent;
+use guardyn_storage::{Txn, TxnOutcome};
+use zeroize::Zeroizing;
+
+use crate::audit::AuditKind;
+use crate::core::{Auth, IssuedTokens, day, subjects};
+use crate::error::{AuthError, AuthResult};
+use crate::limits::{self, take};
+use crate::model::{Account, Device, MfaTicket, SessionState};
+use crate::prekeys::{PreKeyUpload, add_upload, check_identity_key, validate_upload};
+use crate::secrets;
+use crate::store;
+
+/// A device joining an account (Register, LinkDevice), validated at the edge.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    pub name: String,
+    pub registration_id: u32,
+    pub identity_key: Vec<u8>,
+    pub prekeys: PreKeyUpload,
+}
+
+impl NewDevice {
+    /// Key checks that need the identity key; `prefix` is the request path (`device.`).
+    pub fn validate(&self, prefix: &str) -> AuthResult<()> {
+        check_identity_key(&self.identity_key, &format!("{prefix}identity_key"))?;
+        validate_upload(&self.identity_key, &self.prekeys, prefix)
+    }
+
+    pub fn record(&self, now_ms: u64) -> Device {
+        Device {
+            name: self.name.clone(),
+            registration_id: self.registration_id,
+            identity_key: self.identity_key.clone(),
+            created_ms: now_ms,
+            last_seen_ms: day(now_ms),
+            session_id: None,
+        }
+    }
+}
+
+/// The second factor of an RPC.
+#[derive(Clone)]
+pub enum SecondFactor {
+    Totp(Zeroizing<String>),
+    Recovery(Zeroizing<String>),
+}
+
+impl std::fmt::Debug for SecondFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Totp(_) => f.write_str("Totp(..)"),
+            Self::Recovery(_) => f.write_str("Recovery(..)"),
+        }
+    }
+}
+
+/// Outcome of the first login factor.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    Tokens(IssuedTokens),
+    Mfa {
+        ticket: Zeroizing<String>,
+        expires_ms: u64,
+    },
+}
+
+impl Auth {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        device: NewDevice,
+        addr: IpAddr,
+    ) -> AuthResult<(String, IssuedTokens)> {
+        take(&self.limits.register_per_address, &addr)?;
+        let name = secrets::normalize_username(username)?;
+        secrets::check_password_policy(password, self.config.password_min_length)?;
+        device.validate("device.")?;
+        let hash = self.hash_password(password).await?;
+        let acc = uuid::Uuid::new_v4().to_string();
+        let now = self.now_ms();
+        let account = Account {
+            username: name.clone(),
+            password: hash,
+            created_ms: now,
+            next_device_id: 2,
+            totp: None,
+            pending_totp: None,
+            recovery_codes: Vec::new(),
+            link_code: None,
+        };
+        let txn = Txn::new()
+            .require_absent(store::username(&name))
+            .put(store::username(&name), store::encode(&acc)?)
+            .put(store::account(&acc), store::encode(&account)?)
+            .put(store::device(&acc, 1), store::encode(&device.record(now))?);
+        let (txn, _) = add_upload(txn, &acc, 1, &device.prekeys)?;
+        if !store::commit(&*self.kv, txn).await? {
+            return Err(AuthError::UsernameTaken);
+        }
+        self.audit(
+            AuditKind::AccountRegistered,
+            &acc,
+            Some(1),
+            format!("from {addr}"),
+        )
+        .await?;
+        let tokens = self.start_session(&acc, 1).await?;
+        Ok((acc, tokens))
+    }
+
+    async fn account_by_name(&self, name: &str) -> AuthResult<Option<(String, Account, Vec<u8>)>> {
+        let Some((acc, _)) = store::get::<String>(&*self.kv, &store::username(name)).await? else {
+            return Ok(None);
+        };
+        Ok(store::get::<Account>(&*self.kv, &store::account(&acc))
+            .await?
+            .map(|(a, raw)| (acc, a, raw)))
+    }
+
+    pub async fn account(&self, acc: &str) -> AuthResult<(Account, Vec<u8>)> {
+        store::get::<Account>(&*self.kv, &store::account(acc))
+            .await?
+            .ok_or(AuthError::DeviceRemoved)
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device_id: u32,
+        addr: IpAddr,
+    ) -> AuthResult<(String, LoginOutcome)> {
+        take(&self.limits.login_per_address, &addr)?;
+        // Malformed names are checked like unknown ones: same error, same work.
+        let name =
+            secrets::normalize_username(username).unwrap_or_else(|_| username.to_lowercase());
+        take(&self.limits.login_per_account, &name)?;
+        let now = self.now_ms();
+        limits::check_lockout(&*self.kv, &name, now).await?;
+        let found = self.account_by_name(&name).await?;
+        let (acc, account, ok) = match found {
+            Some((acc, account, _)) => {
+                let ok = self
+                    .check_password(password, account.password.clone())
+                    .await?;
+                let has_device = (1..=127).contains(&device_id)
+                    && self
+                        .kv
+                        .get(&store::device(&acc, device_id))
+                        .await?
+                        .is_some();
+                (acc, Some(account), ok && has_device)
+            }
+            None => {
+                let _ = self
+                    .check_password(password, self.dummy_hash.clone())
+                    .await?;
+                (String::new(), None, false)
+            }
+        };
+        let Some(account) = account.filter(|_| ok) else {
+            limits::record_failure(&*self.kv, &self.config.lockout, &name, now).await?;
+            self.audit(
+                AuditKind::LoginFailed,
+                &acc,
+                (!acc.is_empty()).then_some(device_id),
+                format!("from {addr}"),
+            )
+            .await?;
+            return Err(AuthError::InvalidCredentials {
+                authenticated: false,
+            });
+        };
+        limits::clear_failures(&*self.kv, &name).await?;
+        if account.totp.is_some() {
+            let ticket = secrets::random_token();
+            let expires_ms = now + self.config.mfa_ticket_ttl_secs * 1000;
+            let record = MfaTicket {
+                account_id: acc.clone(),
+                device_id,
+                expires_ms,
+                attempts_left: 5,
+            };
+            let key = store::mfa_ticket(&secrets::sha256(ticket.as_bytes()));
+            self.kv.put(&key, &store::encode(&record)?).await?;
+            return Ok((acc, LoginOutcome::Mfa { ticket, expires_ms }));
+        }
+        let tokens = self.start_session(&acc, device_id).await?;
+        self.audit(
+            AuditKind::LoginSucceeded,
+            &acc,
+            Some(device_id),
+            format!("from {addr}"),
+        )
+        .await?;
+        Ok((acc, LoginOutcome::Tokens(tokens)))
+    }
+
+    /// CompleteMfaLogin. Returns the tokens and the recovery codes left.
+    pub async fn complete_mfa_login(
+        &self,
+        ticket: &str,
+        factor: SecondFactor,
+        addr: IpAddr,
+    ) -> AuthResult<(IssuedTokens, u32)> {
+        take(&self.limits.login_per_address, &addr)?;
+        let key = store::mfa_ticket(&secrets::sha256(ticket.as_bytes()));
+        let now = self.now_ms();
+        let Some((t, raw)) = store::get::<MfaTicket>(&*self.kv, &key).await? else {
+            return Err(AuthError::CodeExpired);
+        };
+        if t.expires_ms <= now || t.attempts_left == 0 {
+            self.kv.delete(&key).await?;
+            return Err(AuthError::CodeExpired);
+        }
+        take(&self.limits.totp_per_account, &t.account_id)?;
+        match self.consume_second_factor(&t.account_id, &factor).await {
+            Ok(()) => {}
+            Err(AuthError::InvalidCode { .. }) => {
+                let mut left = t.clone();
+                left.attempts_left -= 1;
+                let txn = if left.attempts_left == 0 {
+                    Txn::new()
+                        .require_equals(key.clone(), raw)
+                        .delete(key.clone())
+                } else {
+                    Txn::new()
+                        .require_equals(key.clone(), raw)
+                        .put(key.clone(), store::encode(&left)?)
+                };
+                let _ = store::commit(&*self.kv, txn).await?;
+                self.audit(
+                    AuditKind::MfaLoginFailed,
+                    &t.account_id,
+                    Some(t.device_id),
+                    format!("from {addr}"),
+                )
+                .await?;
+                return Err(AuthError::InvalidCode {
+                    code: tonic::Code::Unauthenticated,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        // Single use: only the caller that deletes the ticket signs in.
+        let txn = Txn::new().require_exists(key.clone()).delete(key);
+        if !store::commit(&*self.kv, txn).await? {
+            return Err(AuthError::CodeExpired);
+        }
+        let tokens = self.start_session(&t.account_id, t.device_id).await?;
+        self.audit(
+            AuditKind::LoginSucceeded,
+            &t.account_id,
+            Some(t.device_id),
+            format!("mfa from {addr}"),
+        )
+        .await?;
+        let (account, _) = self.account(&t.account_id).await?;
+        Ok((
+            tokens,
+            u32::try_from(account.recovery_codes.len()).unwrap_or(0),
+        ))
+    }
+
+    pub async fn logout(&self, acc: &str, sid: &str, all: bool) -> AuthResult<u32> {
+        if all {
+            return self.revoke_account_sessions(acc, None).await;
+        }
+        Ok(u32::from(
+            self.revoke_session(sid, SessionState::Revoked).await?,
+        ))
+    }
+
+    /// Check the password of an authenticated caller (rate limited per account).
+    pub async fn recheck_password(&self, acc: &str, password: &str) -> AuthResult<Account> {
+        take(&self.limits.password_per_account, &acc.to_owned())?;
+        let (account, _) = self.account(acc).await?;
+        if !self
+            .check_password(password, account.password.clone())
+            .await?
+        {
+            return Err(AuthError::InvalidCredentials {
+                authenticated: true,
+            });
+        }
+        Ok(account)
+    }
+
+    pub async fn change_password(
+        &self,
+        acc: &str,
+        sid: &str,
+        old: &str,
+        new: &str,
+    ) -> AuthResult<u32> {
+        self.recheck_password(acc, old).await?;
+        secrets::check_password_policy(new, self.config.password_min_length).map_err(|_| {
+            AuthError::WeakPassword {
+                min: self.config.password_min_length,
+            }
+        })?;
+        let hash = self.hash_password(new).await?;
+        let key = store::account(acc);
+        loop {
+            let (mut account, raw) = self.account(acc).await?;
+            account.password = hash.clone();
+            let txn = Txn::new()
+                .require_equals(key.clone(), raw)
+                .put(key.clone(), store::encode(&account)?);
+            if store::commit(&*self.kv, txn).await? {
+                break;
+            }
+        }
+        let n = self.revoke_account_sessions(acc, Some(sid)).await?;
+        self.audit(
+            AuditKind::PasswordChanged,
+            acc,
+            None,
+            format!("revoked {n} sessions"),
+        )
+        .await?;
+        Ok(n)
+    }
+
+    pub async fn delete_account(
+        &self,
+        acc: &str,
+        password: &str,
+        factor: Option<SecondFactor>,
+    ) -> AuthResult<()> {
+        let account = self.recheck_password(acc, password).await?;
+        if account.totp.is_some() {
+            let factor = factor.ok_or(AuthError::MfaRequired)?;
+            take(&self.limits.totp_per_account, &acc.to_owned())?;
+            self.consume_second_factor(acc, &factor)
+                .await
+                .map_err(|e| match e {
+                    AuthError::InvalidCode { .. } => AuthError::InvalidCode {
+                        code: tonic::Code::PermissionDenied,
+                    },
+                    other => other,
+                })?;
+        }
+        // The account and its name go first (atomically): from here on nobody can sign in.
+        loop {
+            let (account, raw) = self.account(acc).await?;
+            let mut txn = Txn::new()
+                .require_equals(store::account(acc), raw)
+                .delete(store::account(acc))
+                .delete(store::username(&account.username));
+            if let Some(h) = account.link_code {
+                txn = txn.delete(store::link_code(&h));
+            }
+            if let TxnOutcome::Committed = self.kv.commit(txn).await? {
+                break;
+            }
+        }
+        let devices = self.devices(acc).await?;
+        for (sid, s) in self.account_sessions(acc).await? {
+            if s.state == SessionState::Live {
+                self.revoke_session(&sid, SessionState::DeviceRemoved)
+                    .await?;
+            }
+            self.kv.delete(&store::session(&sid)).await?;
+            self.kv.delete(&store::account_session(acc, &sid)).await?;
+        }
+        for prefix in [
+            store::devices(acc),
+            store::account_prekeys(acc),
+            store::account_key_packages(acc),
+        ] {
+            self.delete_prefix(&prefix).await?;
+        }
+        self.publish(
+            subjects::ACCOUNT_DELETED,
+            &AccountDeletedEvent {
+                account_id: acc.to_owned(),
+                device_ids: devices.iter().map(|(id, _)| *id).collect(),
+            },
+        )
+        .await;
+        self.audit(AuditKind::AccountDeleted, acc, None, "").await?;
+        Ok(())
+    }
+
+    pub async fn delete_prefix(&self, prefix: &[u8]) -> AuthResult<()> {
+        loop {
+            let batch = store::scan_prefix(&*self.kv, prefix, 256).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let txn = batch.into_iter().fold(Txn::new(), |t, p| t.delete(p.key));
+            let _ = self.kv.commit(txn).await?;
+        }
+    }
+}

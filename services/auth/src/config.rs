@@ -1,0 +1,240 @@
+//! `[auth]` configuration.
+
+use std::path::PathBuf;
+
+use guardyn_common::config::{ConfigError, Validate, key};
+use guardyn_common::ratelimit::RateLimit;
+use serde::{Deserialize, Serialize};
+
+/// Settings of the auth service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// File holding the 32-byte master key that seals TOTP secrets and token-signing seeds at
+    /// rest. Empty: `<storage.data_dir>/auth-master.key`, generated on first start. A file set
+    /// here must exist (it is never generated: a new key would orphan every sealed secret).
+    pub master_key_file: PathBuf,
+    /// Lifetime of access tokens.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token (each refresh issues one with a fresh lifetime).
+    pub refresh_token_ttl_secs: u64,
+    /// A new token-signing key is generated when the newest one is older than this; the
+    /// previous key stays published until the tokens it signed expired.
+    pub signing_key_rotation_secs: u64,
+    /// How long callers may cache GetVerificationKeys.
+    pub verification_keys_cache_secs: u64,
+    /// Minimum password length in bytes (the maximum is 1024).
+    pub password_min_length: usize,
+    pub argon2: Argon2Config,
+    /// Devices per account (1..=127).
+    pub max_devices: u32,
+    /// Lifetime of a device link code (at most 300).
+    pub link_code_ttl_secs: u64,
+    /// Lifetime of the MFA ticket returned by Login.
+    pub mfa_ticket_ttl_secs: u64,
+    /// A pending TOTP enrolment expires after this.
+    pub totp_enrollment_ttl_secs: u64,
+    /// `auth.prekeys.low` is published when a device's one-time prekeys (EC or KEM) or
+    /// KeyPackages fall below this.
+    pub prekey_low_threshold: u32,
+    /// Stored one-time keys per kind and device (EC prekeys, KEM prekeys, KeyPackages).
+    pub max_stored_prekeys: u32,
+    pub lockout: LockoutConfig,
+    pub limits: AuthLimits,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            master_key_file: PathBuf::new(),
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            signing_key_rotation_secs: 30 * 24 * 3600,
+            verification_keys_cache_secs: 300,
+            password_min_length: 12,
+            argon2: Argon2Config::default(),
+            max_devices: 6,
+            link_code_ttl_secs: 300,
+            mfa_ticket_ttl_secs: 300,
+            totp_enrollment_ttl_secs: 600,
+            prekey_low_threshold: 10,
+            max_stored_prekeys: 1000,
+            lockout: LockoutConfig::default(),
+            limits: AuthLimits::default(),
+        }
+    }
+}
+
+/// Argon2id cost parameters. Defaults are OWASP's recommendation (m=19456 KiB, t=2, p=1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Exponential lockout after repeated failed logins for one username: after `threshold`
+/// consecutive failures every further failure locks the username for
+/// `base_secs * 2^(failures - threshold)`, capped at `max_secs`. State lives in the KvStore
+/// (`auth/v1/lockout/<username>`), so it holds across restarts and instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockoutConfig {
+    pub threshold: u32,
+    pub base_secs: u64,
+    pub max_secs: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 5,
+            base_secs: 30,
+            max_secs: 3600,
+        }
+    }
+}
+
+/// Token buckets (burst, refill per minute).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthLimits {
+    /// Login, CompleteMfaLogin, RefreshSession and LinkDevice per client address.
+    pub login_per_address: RateLimit,
+    /// Login per username.
+    pub login_per_account: RateLimit,
+    /// Register per client address.
+    pub register_per_address: RateLimit,
+    /// TOTP and recovery-code checks per account.
+    pub totp_per_account: RateLimit,
+    /// Password re-checks (ChangePassword, DeleteAccount, DisableTotp) per account.
+    pub password_per_account: RateLimit,
+    /// GetPreKeyBundle and ClaimKeyPackages per (caller account, target account).
+    pub prekey_fetch_per_target: RateLimit,
+    /// CreateLinkCode per account.
+    pub link_code_per_account: RateLimit,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        Self {
+            login_per_address: RateLimit::new(30, 60),
+            login_per_account: RateLimit::new(10, 10),
+            register_per_address: RateLimit::new(10, 10),
+            totp_per_account: RateLimit::new(10, 10),
+            password_per_account: RateLimit::new(10, 10),
+            prekey_fetch_per_target: RateLimit::new(60, 60),
+            link_code_per_account: RateLimit::new(5, 5),
+        }
+    }
+}
+
+impl Validate for AuthConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, why: &str| Err(ConfigError::new(key(prefix, field), why));
+        if !(60..=86_400).contains(&self.access_token_ttl_secs) {
+            return err("access_token_ttl_secs", "must be between 60 and 86400");
+        }
+        if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
+            return err(
+                "refresh_token_ttl_secs",
+                "must be at least access_token_ttl_secs",
+            );
+        }
+        if self.signing_key_rotation_secs < 3600 {
+            return err("signing_key_rotation_secs", "must be at least 3600");
+        }
+        if self.verification_keys_cache_secs == 0 {
+            return err("verification_keys_cache_secs", "must be at least 1");
+        }
+        if !(8..=128).contains(&self.password_min_length) {
+            return err("password_min_length", "must be between 8 and 128");
+        }
+        let a = &self.argon2;
+        if argon2::Params::new(a.memory_kib, a.iterations, a.parallelism, Some(32)).is_err() {
+            return err(
+                "argon2",
+                "invalid Argon2 parameters (memory_kib >= 8 * parallelism, iterations >= 1)",
+            );
+        }
+        if !(1..=127).contains(&self.max_devices) {
+            return err("max_devices", "must be between 1 and 127");
+        }
+        if !(10..=300).contains(&self.link_code_ttl_secs) {
+            return err("link_code_ttl_secs", "must be between 10 and 300");
+        }
+        if !(10..=900).contains(&self.mfa_ticket_ttl_secs) {
+            return err("mfa_ticket_ttl_secs", "must be between 10 and 900");
+        }
+        if !(60..=3600).contains(&self.totp_enrollment_ttl_secs) {
+            return err("totp_enrollment_ttl_secs", "must be between 60 and 3600");
+        }
+        if !(1..=10_000).contains(&self.max_stored_prekeys) {
+            return err("max_stored_prekeys", "must be between 1 and 10000");
+        }
+        if self.prekey_low_threshold > self.max_stored_prekeys {
+            return err("prekey_low_threshold", "must be at most max_stored_prekeys");
+        }
+        let l = &self.lockout;
+        if l.threshold == 0 || l.base_secs == 0 || l.max_secs < l.base_secs {
+            return err(
+                "lockout",
+                "threshold and base_secs must be at least 1 and max_secs >= base_secs",
+            );
+        }
+        let limits = key(prefix, "limits");
+        let lim = &self.limits;
+        for (name, limit) in [
+            ("login_per_address", &lim.login_per_address),
+            ("login_per_account", &lim.login_per_account),
+            ("register_per_address", &lim.register_per_address),
+            ("totp_per_account", &lim.totp_per_account),
+            ("password_per_account", &lim.password_per_account),
+            ("prekey_fetch_per_target", &lim.prekey_fetch_per_target),
+            ("link_code_per_account", &lim.link_code_per_account),
+        ] {
+            limit.validate(&key(&limits, name))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_values_name_their_key() {
+        AuthConfig::default().validate("auth").unwrap();
+        let bad = AuthConfig {
+            link_code_ttl_secs: 301,
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            bad.validate("auth").unwrap_err().key,
+            "auth.link_code_ttl_secs"
+        );
+        let mut bad = AuthConfig::default();
+        bad.limits.login_per_address = RateLimit::new(0, 1);
+        assert_eq!(
+            bad.validate("auth").unwrap_err().key,
+            "auth.limits.login_per_address"
+        );
+        let mut bad = AuthConfig::default();
+        bad.argon2.iterations = 0;
+        assert_eq!(bad.validate("auth").unwrap_err().key, "auth.argon2");
+    }
+}

@@ -1,0 +1,387 @@
+//! The service core shared by every RPC: handles, time, events, audit, and sessions.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use guardyn_common::auth::{TokenGrant, TokenVerifier};
+use guardyn_common::clock::SharedClock;
+use guardyn_crypto::mls::KeyPackagePolicy;
+use guardyn_events::EventBus;
+use guardyn_proto::guardyn::auth::v1::SessionRevokedEvent;
+use guardyn_storage::{KvStore, Txn};
+use prost::Message;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditKind, AuditLog};
+use crate::config::AuthConfig;
+use crate::error::{AuthError, AuthResult};
+use crate::limits::Limiters;
+use crate::model::{Device, PasswordHash, Session, SessionState};
+use crate::sealing::MasterKey;
+use crate::secrets;
+use crate::signing::KeyStore;
+use crate::store;
+
+/// Event subjects this service publishes.
+pub mod subjects {
+    pub const SESSION_REVOKED: &str = "auth.session.revoked";
+    pub const ACCOUNT_DELETED: &str = "auth.account.deleted";
+    pub const DEVICE_LINKED: &str = "auth.device.linked";
+    pub const DEVICE_REMOVED: &str = "auth.device.removed";
+    pub const PREKEYS_LOW: &str = "auth.prekeys.low";
+}
+
+/// Consumed refresh-token hashes remembered per session for theft detection.
+const USED_HASHES_KEPT: usize = 32;
+
+/// Tokens of a new or refreshed session.
+pub struct IssuedTokens {
+    pub access_token: Zeroizing<String>,
+    /// Unix seconds (token clock).
+    pub access_expires_s: u64,
+    pub refresh_token: Zeroizing<String>,
+    pub refresh_expires_ms: u64,
+    pub session_id: String,
+}
+
+impl std::fmt::Debug for IssuedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedTokens")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Auth {
+    pub config: AuthConfig,
+    pub kv: Arc<dyn KvStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub clock: SharedClock,
+    pub verifier: TokenVerifier,
+    pub keys: Arc<KeyStore>,
+    /// Seals the secrets the server must read back (TOTP secrets, signing seeds).
+    pub master: Arc<MasterKey>,
+    pub limits: Limiters,
+    pub audit: AuditLog,
+    /// Hash of a random password, verified against for unknown usernames so that they take
+    /// as long as wrong passwords.
+    pub dummy_hash: PasswordHash,
+    pub kp_policy: KeyPackagePolicy,
+}
+
+/// Unix seconds on the clock `TokenSigner` stamps `iat`/`exp` with (the system clock), so that
+/// expiries we report and revocation windows match the tokens themselves.
+pub fn token_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Run a CPU-heavy closure off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> AuthResult<T> + Send + 'static,
+) -> AuthResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?
+}
+
+impl Auth {
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Publish a live event; failures are logged (live events are at-most-once anyway).
+    pub async fn publish<M: Message>(&self, subject: &str, msg: &M) {
+        if let Err(e) = self
+            .bus
+            .publish(subject, Bytes::from(msg.encode_to_vec()))
+            .await
+        {
+            tracing::warn!(subject, error = %e, "could not publish event");
+        }
+    }
+
+    pub async fn audit(
+        &self,
+        kind: AuditKind,
+        account_id: &str,
+        device_id: Option<u32>,
+        detail: impl Into<String>,
+    ) -> AuthResult<()> {
+        self.audit.append(kind, account_id, device_id, detail).await
+    }
+
+    pub async fn check_password(&self, password: &str, stored: PasswordHash) -> AuthResult<bool> {
+        let password = Zeroizing::new(password.to_owned());
+        blocking(move || secrets::verify_password(&password, &stored)).await
+    }
+
+    pub async fn hash_password(&self, password: &str) -> AuthResult<PasswordHash> {
+        let password = Zeroizing::new(password.to_owned());
+        let params = self.config.argon2.clone();
+        blocking(move || secrets::hash_password(&password, &params)).await
+    }
+
+    fn sign_access(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        sid: &str,
+    ) -> AuthResult<(String, u64)> {
+        let ttl = self.config.access_token_ttl_secs;
+        let token = self.keys.signer().sign(&TokenGrant {
+            account_id: account_id.to_owned(),
+            device_id,
+            session_id: sid.to_owned(),
+            roles: vec!["user".to_owned()],
+            ttl: Duration::from_secs(ttl),
+        })?;
+        Ok((token, token_now_s() + ttl))
+    }
+
+    fn new_refresh(&self, sid: &str) -> (Zeroizing<String>, [u8; 32]) {
+        let token = Zeroizing::new(format!("{sid}.{}", secrets::random_token().as_str()));
+        let hash = secrets::sha256(token.as_bytes());
+        (token, hash)
+    }
+
+    /// Sign a device in: a new session replaces the device's previous one.
+    pub async fn start_session(
+        &self,
+        account_id: &str,
+        device_id: u32,
+    ) -> AuthResult<IssuedTokens> {
+        let dkey = store::device(account_id, device_id);
+        for _ in 0..store::MAX_ATTEMPTS {
+            let Some((mut device, raw)) = store::get::<Device>(&*self.kv, &dkey).await? else {
+                return Err(AuthError::DeviceRemoved);
+            };
+            let now = self.now_ms();
+            let sid = uuid::Uuid::new_v4().to_string();
+            let (refresh, refresh_hash) = self.new_refresh(&sid);
+            let (access, access_exp) = self.sign_access(account_id, device_id, &sid)?;
+            let refresh_expires_ms = now + self.config.refresh_token_ttl_secs * 1000;
+            let session = Session {
+                account_id: account_id.to_owned(),
+                device_id,
+                created_ms: now,
+                last_refreshed_ms: now,
+                refresh_hash,
+                refresh_expires_ms,
+                used_hashes: Vec::new(),
+                access_exp_max_s: access_exp,
+                state: SessionState::Live,
+            };
+            let previous = device.session_id.replace(sid.clone());
+            device.last_seen_ms = day(now);
+            let txn = Txn::new()
+                .require_equals(dkey.clone(), raw)
+                .put(dkey.clone(), store::encode(&device)?)
+                .put(store::session(&sid), store::encode(&session)?)
+                .put(
+                    store::account_session(account_id, &sid),
+                    vec![store::VERSION],
+                );
+            if store::commit(&*self.kv, txn).await? {
+                if let Some(prev) = previous {
+                    self.revoke_session(&prev, SessionState::Revoked).await?;
+                }
+                return Ok(IssuedTokens {
+                    access_token: Zeroizing::new(access),
+                    access_expires_s: access_exp,
+                    refresh_token: refresh,
+                    refresh_expires_ms,
+                    session_id: sid,
+                });
+            }
+        }
+        Err(AuthError::Contention)
+    }
+
+    /// Exchange a refresh token for a new pair (rotation with reuse detection).
+    pub async fn refresh(&self, token: &str) -> AuthResult<IssuedTokens> {
+        let sid = token
+            .split_once('.')
+            .map(|(sid, _)| sid)
+            .filter(|sid| sid.len() == 36 && token.len() <= 128)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let presented = secrets::sha256(token.as_bytes());
+        let skey = store::session(sid);
+        for _ in 0..store::MAX_ATTEMPTS {
+            let Some((mut s, raw)) = store::get::<Session>(&*self.kv, &skey).await? else {
+                return Err(AuthError::InvalidRefreshToken);
+            };
+            match s.state {
+                SessionState::Live => {}
+                SessionState::Revoked => return Err(AuthError::SessionRevoked),
+                SessionState::DeviceRemoved => return Err(AuthError::DeviceRemoved),
+            }
+            let now = self.now_ms();
+            if !bool::from(s.refresh_hash.ct_eq(&presented)) {
+                if s.used_hashes
+                    .iter()
+                    .any(|h| bool::from(h.ct_eq(&presented)))
+                {
+                    // A consumed token came back: whoever holds it may have stolen it.
+                    self.revoke_session(sid, SessionState::Revoked).await?;
+                    self.audit(
+                        AuditKind::RefreshTokenReused,
+                        &s.account_id,
+                        Some(s.device_id),
+                        format!("session {sid}"),
+                    )
+                    .await?;
+                    return Err(AuthError::SessionRevoked);
+                }
+                return Err(AuthError::InvalidRefreshToken);
+            }
+            if s.refresh_expires_ms <= now {
+                return Err(AuthError::InvalidRefreshToken);
+            }
+            let dkey = store::device(&s.account_id, s.device_id);
+            let Some((mut device, draw)) = store::get::<Device>(&*self.kv, &dkey).await? else {
+                return Err(AuthError::DeviceRemoved);
+            };
+            let (refresh, refresh_hash) = self.new_refresh(sid);
+            let (access, access_exp) = self.sign_access(&s.account_id, s.device_id, sid)?;
+            s.used_hashes.push(s.refresh_hash);
+            if s.used_hashes.len() > USED_HASHES_KEPT {
+                s.used_hashes.remove(0);
+            }
+            s.refresh_hash = refresh_hash;
+            s.refresh_expires_ms = now + self.config.refresh_token_ttl_secs * 1000;
+            s.last_refreshed_ms = now;
+            s.access_exp_max_s = s.access_exp_max_s.max(access_exp);
+            let mut txn = Txn::new()
+                .require_equals(skey.clone(), raw)
+                .put(skey.clone(), store::encode(&s)?);
+            if device.last_seen_ms != day(now) {
+                device.last_seen_ms = day(now);
+                txn = txn
+                    .require_equals(dkey.clone(), draw)
+                    .put(dkey.clone(), store::encode(&device)?);
+            }
+            if store::commit(&*self.kv, txn).await? {
+                return Ok(IssuedTokens {
+                    access_token: Zeroizing::new(access),
+                    access_expires_s: access_exp,
+                    refresh_token: refresh,
+                    refresh_expires_ms: s.refresh_expires_ms,
+                    session_id: sid.to_owned(),
+                });
+            }
+        }
+        Err(AuthError::Contention)
+    }
+
+    /// End a live session: mark it, refuse its tokens in this process at once, tell every
+    /// other process through `auth.session.revoked`. `false` when it was not live.
+    pub async fn revoke_session(&self, sid: &str, state: SessionState) -> AuthResult<bool> {
+        let skey = store::session(sid);
+        let session = loop {
+            let Some((mut s, raw)) = store::get::<Session>(&*self.kv, &skey).await? else {
+                return Ok(false);
+            };
+            if s.state != SessionState::Live {
+                return Ok(false);
+            }
+            s.state = state;
+            let txn = Txn::new()
+                .require_equals(skey.clone(), raw)
+                .put(skey.clone(), store::encode(&s)?);
+            if store::commit(&*self.kv, txn).await? {
+                break s;
+            }
+        };
+        // Entries outlive every token of the session, with the verifier's leeway.
+        let until = session.access_exp_max_s + 60;
+        self.verifier.revocations().revoke(sid, until);
+        self.publish(
+            subjects::SESSION_REVOKED,
+            &SessionRevokedEvent {
+                session_id: sid.to_owned(),
+                account_id: session.account_id.clone(),
+                device_id: session.device_id,
+                tokens_valid_until: until,
+            },
+        )
+        .await;
+        self.clear_device_session(&session.account_id, session.device_id, sid)
+            .await?;
+        self.audit(
+            AuditKind::SessionRevoked,
+            &session.account_id,
+            Some(session.device_id),
+            format!("session {sid} {state:?}"),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn clear_device_session(&self, acc: &str, dev: u32, sid: &str) -> AuthResult<()> {
+        let dkey = store::device(acc, dev);
+        for _ in 0..store::MAX_ATTEMPTS {
+            let Some((mut d, raw)) = store::get::<Device>(&*self.kv, &dkey).await? else {
+                return Ok(());
+            };
+            if d.session_id.as_deref() != Some(sid) {
+                return Ok(());
+            }
+            d.session_id = None;
+            let txn = Txn::new()
+                .require_equals(dkey.clone(), raw)
+                .put(dkey.clone(), store::encode(&d)?);
+            if store::commit(&*self.kv, txn).await? {
+                return Ok(());
+            }
+        }
+        Err(AuthError::Contention)
+    }
+
+    /// Every session (any state) of an account: `(session id, record)`.
+    pub async fn account_sessions(&self, acc: &str) -> AuthResult<Vec<(String, Session)>> {
+        let prefix = store::account_sessions(acc);
+        let mut out = Vec::new();
+        for pair in store::scan_prefix(&*self.kv, &prefix, usize::MAX).await? {
+            let sid = String::from_utf8_lossy(&pair.key[prefix.len()..]).into_owned();
+            if let Some((s, _)) = store::get::<Session>(&*self.kv, &store::session(&sid)).await? {
+                out.push((sid, s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revoke every live session of an account except `keep`. Returns how many.
+    pub async fn revoke_account_sessions(&self, acc: &str, keep: Option<&str>) -> AuthResult<u32> {
+        let mut n = 0;
+        for (sid, s) in self.account_sessions(acc).await? {
+            if s.state == SessionState::Live
+                && Some(sid.as_str()) != keep
+                && self.revoke_session(&sid, SessionState::Revoked).await?
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub async fn devices(&self, acc: &str) -> AuthResult<Vec<(u32, Device)>> {
+        let mut out = Vec::new();
+        for pair in store::scan_prefix(&*self.kv, &store::devices(acc), 256).await? {
+            let id = pair.key.last().copied().map(u32::from).unwrap_or(0);
+            out.push((id, store::decode::<Device>(&pair.value)?));
+        }
+        Ok(out)
+    }
+}
+
+/// Coarsen a time to the start of its UTC day (privacy of last-seen times).
+pub fn day(ms: u64) -> u64 {
+    ms - ms % 86_400_000
+}

@@ -1,0 +1,43 @@
+//! The in-process [`DeviceDirectory`] seam: messaging checks envelope sets against the
+//! accounts' current devices.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use guardyn_common::mesh::{DeviceDirectory, DeviceEntry, MeshError};
+
+use crate::core::Auth;
+use crate::store;
+
+/// Auth's device list, served in-process.
+#[derive(Clone, Debug)]
+pub struct AuthDirectory(pub(crate) Arc<Auth>);
+
+#[async_trait]
+impl DeviceDirectory for AuthDirectory {
+    async fn devices(&self, account_id: &str) -> Result<Option<Vec<DeviceEntry>>, MeshError> {
+        let unavailable = |e: crate::AuthError| {
+            MeshError::Call(tonic::Status::unavailable(format!("device directory: {e}")))
+        };
+        if self
+            .0
+            .kv
+            .get(&store::account(account_id))
+            .await
+            .map_err(|e| unavailable(e.into()))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let devices = self.0.devices(account_id).await.map_err(unavailable)?;
+        Ok(Some(
+            devices
+                .into_iter()
+                .map(|(device_id, d)| DeviceEntry {
+                    device_id,
+                    registration_id: d.registration_id,
+                })
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,228 @@
+//! AuthService handlers.
+
+use std::sync::Arc;
+
+use guardyn_common::caller;
+use guardyn_proto::guardyn::auth::v1 as pb;
+use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthService;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, addr, tokens, ts_ms};
+use crate::accounts::LoginOutcome;
+use crate::core::Auth;
+use crate::error::AuthError;
+use crate::model::SessionState;
+
+/// The AuthService implementation.
+#[derive(Clone, Debug)]
+pub struct AuthApi(pub Arc<Auth>);
+
+type Res<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Res<pb::RegisterResponse> {
+        let ip = addr(&request);
+        let r = request.into_inner();
+        let device = convert::new_device(r.device, "device")?;
+        let (account_id, t) = self
+            .0
+            .register(&r.username, &r.password, device, ip)
+            .await?;
+        Ok(Response::new(pb::RegisterResponse {
+            account_id,
+            device_id: 1,
+            tokens: Some(tokens(t)),
+        }))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Res<pb::LoginResponse> {
+        let ip = addr(&request);
+        let r = request.into_inner();
+        let (account_id, outcome) = self
+            .0
+            .login(&r.username, &r.password, r.device_id, ip)
+            .await?;
+        let outcome = match outcome {
+            LoginOutcome::Tokens(t) => pb::login_response::Outcome::Tokens(tokens(t)),
+            LoginOutcome::Mfa { ticket, expires_ms } => {
+                pb::login_response::Outcome::MfaChallenge(pb::MfaChallenge {
+                    mfa_ticket: ticket.to_string(),
+                    expires_at: Some(ts_ms(expires_ms)),
+                })
+            }
+        };
+        Ok(Response::new(pb::LoginResponse {
+            outcome: Some(outcome),
+            account_id,
+        }))
+    }
+
+    async fn complete_mfa_login(
+        &self,
+        request: Request<pb::CompleteMfaLoginRequest>,
+    ) -> Res<pb::CompleteMfaLoginResponse> {
+        let ip = addr(&request);
+        let r = request.into_inner();
+        convert::required(&r.mfa_ticket, "mfa_ticket")?;
+        let factor = match r.code {
+            Some(pb::complete_mfa_login_request::Code::TotpCode(c)) => convert::factor_totp(c),
+            Some(pb::complete_mfa_login_request::Code::RecoveryCode(c)) => {
+                convert::factor_recovery(c)
+            }
+            None => {
+                return Err(AuthError::field("code", "a TOTP or recovery code is required").into());
+            }
+        };
+        let (t, remaining) = self.0.complete_mfa_login(&r.mfa_ticket, factor, ip).await?;
+        Ok(Response::new(pb::CompleteMfaLoginResponse {
+            tokens: Some(tokens(t)),
+            remaining_recovery_codes: remaining,
+        }))
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<pb::RefreshSessionRequest>,
+    ) -> Res<pb::RefreshSessionResponse> {
+        let ip = addr(&request);
+        crate::limits::take(&self.0.limits.login_per_address, &ip)?;
+        let r = request.into_inner();
+        let t = self.0.refresh(&r.refresh_token).await?;
+        Ok(Response::new(pb::RefreshSessionResponse {
+            tokens: Some(tokens(t)),
+        }))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Res<pb::LogoutResponse> {
+        let c = caller(&request)?.clone();
+        let n = self
+            .0
+            .logout(&c.account_id, &c.session_id, request.get_ref().all_sessions)
+            .await?;
+        Ok(Response::new(pb::LogoutResponse {
+            revoked_sessions: n,
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Res<pb::ChangePasswordResponse> {
+        let c = caller(&request)?.clone();
+        let r = request.into_inner();
+        let n = self
+            .0
+            .change_password(
+                &c.account_id,
+                &c.session_id,
+                &r.old_password,
+                &r.new_password,
+            )
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {
+            revoked_sessions: n,
+        }))
+    }
+
+    async fn delete_account(
+        &self,
+        request: Request<pb::DeleteAccountRequest>,
+    ) -> Res<pb::DeleteAccountResponse> {
+        let c = caller(&request)?.clone();
+        let r = request.into_inner();
+        let factor = r.second_factor.map(|f| match f {
+            pb::delete_account_request::SecondFactor::TotpCode(c) => convert::factor_totp(c),
+            pb::delete_account_request::SecondFactor::RecoveryCode(c) => {
+                convert::factor_recovery(c)
+            }
+        });
+        self.0
+            .delete_account(&c.account_id, &r.password, factor)
+            .await?;
+        Ok(Response::new(pb::DeleteAccountResponse {}))
+    }
+
+    async fn get_verification_keys(
+        &self,
+        _request: Request<pb::GetVerificationKeysRequest>,
+    ) -> Res<pb::GetVerificationKeysResponse> {
+        let keys = self
+            .0
+            .keys
+            .published()
+            .into_iter()
+            .map(|k| pb::VerificationKey {
+                kid: k.key.kid.clone(),
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                alg: "EdDSA".into(),
+                public_key: k.key.public_key.to_vec(),
+                not_before: Some(ts_ms(k.not_before_ms)),
+                expires_at: k.expires_ms.map(ts_ms),
+            })
+            .collect();
+        Ok(Response::new(pb::GetVerificationKeysResponse {
+            keys,
+            cache_ttl: Some(prost_types::Duration {
+                seconds: i64::try_from(self.0.config.verification_keys_cache_secs).unwrap_or(300),
+                nanos: 0,
+            }),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Res<pb::ListSessionsResponse> {
+        let c = caller(&request)?.clone();
+        let now = self.0.now_ms();
+        let mut sessions: Vec<(u64, pb::Session)> = self
+            .0
+            .account_sessions(&c.account_id)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.state == SessionState::Live && s.refresh_expires_ms > now)
+            .map(|(sid, s)| {
+                let last = s.last_refreshed_ms - s.last_refreshed_ms % 3_600_000;
+                (
+                    s.last_refreshed_ms,
+                    pb::Session {
+                        current: sid == c.session_id,
+                        session_id: sid,
+                        device_id: s.device_id,
+                        created_at: Some(ts_ms(s.created_ms)),
+                        last_refreshed_at: Some(ts_ms(last)),
+                        expires_at: Some(ts_ms(s.refresh_expires_ms)),
+                    },
+                )
+            })
+            .collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.0));
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.into_iter().map(|(_, s)| s).collect(),
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Res<pb::RevokeSessionResponse> {
+        let c = caller(&request)?.clone();
+        let sid = convert::account_id(&request.get_ref().session_id, "session_id")?;
+        let not_found = AuthError::NotFound {
+            resource: "session",
+        };
+        // Another account's session is indistinguishable from a missing one.
+        let owned = self
+            .0
+            .account_sessions(&c.account_id)
+            .await?
+            .into_iter()
+            .any(|(s, rec)| s == sid && rec.state == SessionState::Live);
+        if !owned || !self.0.revoke_session(&sid, SessionState::Revoked).await? {
+            return Err(not_found.into());
+        }
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+}

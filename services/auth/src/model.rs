@@ -1,0 +1,177 @@
+//! Persisted records (encoded by [`crate::store`]). Times are Unix milliseconds of the
+//! injected clock unless named `_s` (Unix seconds of the token clock).
+//!
+//! Secrets held here (password hashes, sealed TOTP secrets and signing seeds, refresh-token and
+//! code hashes) never show in `Debug` output. TOTP secrets and signing seeds are stored sealed
+//! with the master key ([`crate::sealing`]), never in clear.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An Argon2id password hash with its parameters, so parameters can change without
+/// invalidating stored hashes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordHash {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub salt: [u8; 16],
+    pub hash: [u8; 32],
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totp {
+    /// The TOTP secret sealed for `Purpose::Totp(account id)`.
+    pub sealed_secret: Vec<u8>,
+    pub enabled_ms: u64,
+    /// Highest TOTP time step accepted so far: a code is accepted at most once.
+    pub last_step: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTotp {
+    /// Sealed like [`Totp::sealed_secret`]; moved there on confirmation.
+    pub sealed_secret: Vec<u8>,
+    pub expires_ms: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub username: String,
+    pub password: PasswordHash,
+    pub created_ms: u64,
+    /// Next device id to hand out; ids are never reused while the account exists.
+    pub next_device_id: u32,
+    pub totp: Option<Totp>,
+    pub pending_totp: Option<PendingTotp>,
+    /// SHA-256 of each unused recovery code.
+    pub recovery_codes: Vec<[u8; 32]>,
+    /// Hash of the account's current unused link code (a new one invalidates it).
+    pub link_code: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("username", &self.username)
+            .field("totp_enabled", &self.totp.is_some())
+            .field("recovery_codes", &self.recovery_codes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub name: String,
+    pub registration_id: u32,
+    pub identity_key: Vec<u8>,
+    pub created_ms: u64,
+    /// Coarsened to the day.
+    pub last_seen_ms: u64,
+    /// The device's live session, if any (at most one per device).
+    pub session_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionState {
+    Live,
+    Revoked,
+    DeviceRemoved,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub account_id: String,
+    pub device_id: u32,
+    pub created_ms: u64,
+    pub last_refreshed_ms: u64,
+    /// SHA-256 of the current refresh token.
+    pub refresh_hash: [u8; 32],
+    pub refresh_expires_ms: u64,
+    /// Hashes of consumed refresh tokens (most recent last, bounded): presenting one of them
+    /// again is token theft and revokes the session.
+    pub used_hashes: Vec<[u8; 32]>,
+    /// Latest `exp` (Unix seconds) of any access token issued for the session.
+    pub access_exp_max_s: u64,
+    pub state: SessionState,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("account_id", &self.account_id)
+            .field("device_id", &self.device_id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkCode {
+    pub account_id: String,
+    pub created_by: u32,
+    pub expires_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaTicket {
+    pub account_id: String,
+    pub device_id: u32,
+    pub expires_ms: u64,
+    pub attempts_left: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lockout {
+    pub failures: u32,
+    pub locked_until_ms: u64,
+}
+
+/// A stored public prekey (signed EC, KEM or one-time EC; `signature` empty for the latter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPreKey {
+    pub key_id: u32,
+    pub public_key: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// A stored KeyPackage, as uploaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKeyPackage {
+    pub bytes: Vec<u8>,
+    pub not_after: u64,
+}
+
+/// One token-signing key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    /// The Ed25519 seed sealed for `Purpose::SigningKey(kid)`.
+    pub sealed_seed: Vec<u8>,
+    pub created_ms: u64,
+    /// When a newer key took over; tokens it signed stay valid until they expire.
+    pub retired_ms: Option<u64>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("created_ms", &self.created_ms)
+            .field("retired_ms", &self.retired_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The signing key set, newest last.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeys {
+    pub keys: Vec<SigningKey>,
+}

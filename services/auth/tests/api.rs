@@ -1,0 +1,15 @@
+//! The auth service through its gRPC API, on the real server (testkit).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api {
+    pub mod accounts;
+    pub mod devices;
+    pub mod events;
+    pub mod helpers;
+    pub mod keys;
+    pub mod libsignal;
+    pub mod mfa;
+    pub mod secrets_at_rest;
+    pub mod sessions;
+}

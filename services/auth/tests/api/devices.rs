@@ -1,0 +1,235 @@
+//! Device linking, listing, renaming, removal, limits and authorization.
+
+use std::time::Duration;
+
+use guardyn_proto::guardyn::auth::v1 as pb;
+use tonic::Code;
+
+use super::helpers::*;
+use super::sessions::link;
+
+#[tokio::test]
+async fn a_linked_device_joins_with_a_single_use_code() {
+    let env = start().await;
+    let a = env.register("alice", 0).await;
+    let code = env
+        .devices()
+        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(code.link_code.len() >= 22 && code.link_code.len() <= 64);
+    let ik = guardyn_crypto::IdentityKeyPair::generate();
+    let linked = env
+        .devices()
+        .link_device(pb::LinkDeviceRequest {
+            link_code: code.link_code.clone(),
+            device: Some(new_device("laptop", &ik, 1)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(linked.device_id, 2);
+    let t = linked.tokens.unwrap();
+    let list = env
+        .devices()
+        .list_devices(authed(pb::ListDevicesRequest {}, &t.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    assert_eq!(
+        list.iter().map(|d| d.device_id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(list[1].current && !list[0].current);
+    // Single use.
+    let err = env
+        .devices()
+        .link_device(pb::LinkDeviceRequest {
+            link_code: code.link_code,
+            device: Some(new_device("tablet", &ik, 0)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(reason(&err), "CODE_EXPIRED");
+    // Expired after its lifetime; a new code replaces the previous one.
+    let old = env
+        .devices()
+        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
+        .await
+        .unwrap()
+        .into_inner()
+        .link_code;
+    let newer = env
+        .devices()
+        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
+        .await
+        .unwrap()
+        .into_inner()
+        .link_code;
+    let link_with = |code: String| {
+        let mut c = env.devices();
+        let d = new_device("tablet", &ik, 0);
+        async move {
+            c.link_device(pb::LinkDeviceRequest {
+                link_code: code,
+                device: Some(d),
+            })
+            .await
+        }
+    };
+    assert_eq!(reason(&link_with(old).await.unwrap_err()), "CODE_EXPIRED");
+    env.clock.advance(Duration::from_secs(301));
+    assert_eq!(reason(&link_with(newer).await.unwrap_err()), "CODE_EXPIRED");
+    // Bad keys on the new device are refused with the field.
+    let code = env
+        .devices()
+        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
+        .await
+        .unwrap()
+        .into_inner()
+        .link_code;
+    let mut bad = new_device("tablet", &ik, 0);
+    bad.signed_prekey = Some(signed_prekey(
+        &guardyn_crypto::IdentityKeyPair::generate(),
+        3,
+    ));
+    let err = env
+        .devices()
+        .link_device(pb::LinkDeviceRequest {
+            link_code: code,
+            device: Some(bad),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INVALID_SIGNATURE");
+}
+
+#[tokio::test]
+async fn the_device_limit_is_enforced() {
+    let env = start_with(|c| c.auth.max_devices = 2).await;
+    let a = env.register("bob", 0).await;
+    link(&env, &a, 0).await;
+    let err = env
+        .devices()
+        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&err), "DEVICE_LIMIT_REACHED");
+}
+
+#[tokio::test]
+async fn rename_and_remove_stay_within_the_account() {
+    let env = start().await;
+    let a = env.register("carol", 0).await;
+    let (dev2, laptop, _) = link(&env, &a, 2).await;
+    let mallory = env.register("mallory", 0).await;
+
+    let renamed = env
+        .devices()
+        .rename_device(authed(
+            pb::RenameDeviceRequest {
+                device_id: dev2,
+                name: "work laptop".into(),
+            },
+            a.token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .device
+        .unwrap();
+    assert_eq!(renamed.name, "work laptop");
+    let err = env
+        .devices()
+        .rename_device(authed(
+            pb::RenameDeviceRequest {
+                device_id: dev2,
+                name: "".into(),
+            },
+            a.token(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INVALID_ARGUMENT");
+
+    // Mallory addresses device 2 of her own account: it does not exist; carol's is untouched.
+    for err in [
+        env.devices()
+            .rename_device(authed(
+                pb::RenameDeviceRequest {
+                    device_id: dev2,
+                    name: "pwned".into(),
+                },
+                mallory.token(),
+            ))
+            .await
+            .unwrap_err(),
+        env.devices()
+            .remove_device(authed(
+                pb::RemoveDeviceRequest { device_id: dev2 },
+                mallory.token(),
+            ))
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.code(), Code::NotFound);
+    }
+    env.devices()
+        .list_devices(authed(pb::ListDevicesRequest {}, &laptop.access_token))
+        .await
+        .unwrap();
+
+    // Removing device 2 revokes its session and deletes its keys.
+    env.devices()
+        .remove_device(authed(
+            pb::RemoveDeviceRequest { device_id: dev2 },
+            a.token(),
+        ))
+        .await
+        .unwrap();
+    let err = env
+        .devices()
+        .list_devices(authed(pb::ListDevicesRequest {}, &laptop.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = env
+        .auth()
+        .refresh_session(pb::RefreshSessionRequest {
+            refresh_token: laptop.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "DEVICE_REMOVED");
+    let err = env
+        .keys()
+        .get_pre_key_bundle(authed(
+            pb::GetPreKeyBundleRequest {
+                account_id: a.account_id.clone(),
+                device_id: dev2,
+            },
+            mallory.token(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(
+        reason(&env.login("carol", dev2).await.unwrap_err()),
+        "INVALID_CREDENTIALS"
+    );
+    // The last device cannot go.
+    let err = env
+        .devices()
+        .remove_device(authed(pb::RemoveDeviceRequest { device_id: 1 }, a.token()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "LAST_DEVICE");
+    // Device ids are not reused.
+    let (dev3, _, _) = link(&env, &a, 0).await;
+    assert_eq!(dev3, 3);
+}

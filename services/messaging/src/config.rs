@@ -1,0 +1,113 @@
+//! `[messaging]` configuration.
+
+use guardyn_common::config::{ConfigError, Validate, key};
+use serde::{Deserialize, Serialize};
+
+/// Limits and timings of the messaging service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// Largest ciphertext of one envelope, in bytes.
+    pub max_envelope_bytes: usize,
+    /// Most envelopes (destination devices) in one SendMessage.
+    pub max_devices_per_send: usize,
+    /// Most envelopes queued for one device; sends beyond it fail with QUOTA_EXCEEDED.
+    pub max_queue_len: u64,
+    /// Envelopes a Listen stream sends before it waits for acknowledgements.
+    pub max_in_flight: usize,
+    /// How long a queued envelope (and a stored group message) is kept, in seconds.
+    pub retention_secs: u64,
+    /// How long a client message id is remembered for idempotent retries, in seconds.
+    pub idempotency_secs: u64,
+    /// A Listen stream sends a keepalive after this many seconds of silence.
+    pub keepalive_secs: u64,
+    /// Largest Echo payload, in bytes.
+    pub max_echo_bytes: usize,
+    /// Largest MLS commit, proposal, GroupInfo or application message, in bytes.
+    pub max_mls_message_bytes: usize,
+    /// Largest MLS Welcome, in bytes.
+    pub max_welcome_bytes: usize,
+    /// Most member devices of one group.
+    pub max_group_members: usize,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            max_envelope_bytes: 256 * 1024,
+            max_devices_per_send: 127,
+            max_queue_len: 10_000,
+            max_in_flight: 256,
+            retention_secs: 30 * 24 * 60 * 60,
+            idempotency_secs: 24 * 60 * 60,
+            keepalive_secs: 30,
+            max_echo_bytes: 64 * 1024,
+            max_mls_message_bytes: 256 * 1024,
+            max_welcome_bytes: 1024 * 1024,
+            max_group_members: 10_000,
+        }
+    }
+}
+
+impl Validate for MessagingConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let positive: [(&str, u64); 11] = [
+            ("max_envelope_bytes", self.max_envelope_bytes as u64),
+            ("max_devices_per_send", self.max_devices_per_send as u64),
+            ("max_queue_len", self.max_queue_len),
+            ("max_in_flight", self.max_in_flight as u64),
+            ("retention_secs", self.retention_secs),
+            ("idempotency_secs", self.idempotency_secs),
+            ("keepalive_secs", self.keepalive_secs),
+            ("max_echo_bytes", self.max_echo_bytes as u64),
+            ("max_mls_message_bytes", self.max_mls_message_bytes as u64),
+            ("max_welcome_bytes", self.max_welcome_bytes as u64),
+            ("max_group_members", self.max_group_members as u64),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(key(prefix, field), "must be at least 1"));
+            }
+        }
+        // Storage values are capped at 2 MiB (guardyn_storage::MAX_VALUE_LEN); leave room for
+        // the envelope header.
+        for (field, value) in [
+            ("max_envelope_bytes", self.max_envelope_bytes),
+            ("max_mls_message_bytes", self.max_mls_message_bytes),
+            ("max_welcome_bytes", self.max_welcome_bytes),
+        ] {
+            if value > 1024 * 1024 {
+                return Err(ConfigError::new(
+                    key(prefix, field),
+                    "must be at most 1 MiB",
+                ));
+            }
+        }
+        if self.max_devices_per_send > 127 {
+            return Err(ConfigError::new(
+                key(prefix, "max_devices_per_send"),
+                "must be at most 127 (device ids are 1..127)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_zero_is_named() {
+        MessagingConfig::default().validate("messaging").unwrap();
+        let c = MessagingConfig {
+            max_in_flight: 0,
+            ..MessagingConfig::default()
+        };
+        assert_eq!(
+            c.validate("messaging").unwrap_err().key,
+            "messaging.max_in_flight"
+        );
+    }
+}

@@ -1,0 +1,661 @@
+//! `GroupService`: the MLS delivery service (RFC 9420 / RFC 9750).
+//!
+//! Invariants: the group record changes only by compare-and-set on its stored bytes, so exactly
+//! one commit per epoch wins; membership changes come only from accepted commits (plus the
+//! `left` mark of LeaveGroup); every fanned-out MLS message is stored once in the group log and
+//! referenced from each recipient device's queue; an accepted commit's fan-out is written to
+//! the outbox in the same transaction as the compare-and-set ([`crate::outbox`]).
+
+mod mls;
+pub(crate) mod state;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use guardyn_common::caller;
+use guardyn_crypto::mls::{ContentKind, MessageKind, ParsedBody, SenderInfo};
+use guardyn_proto::guardyn::messaging::v1::{
+    CreateGroupRequest, CreateGroupResponse, GetGroupInfoRequest, GetGroupInfoResponse,
+    GetGroupRequest, GetGroupResponse, Group, LeaveGroupRequest, LeaveGroupResponse,
+    MlsMessageKind, SendCommitRequest, SendCommitResponse, SendGroupMessageRequest,
+    SendGroupMessageResponse, SendProposalRequest, SendProposalResponse,
+    group_service_server::GroupService,
+};
+use guardyn_storage::{Direction, KeyRange, Txn};
+use tonic::{Request, Response, Status};
+
+use self::state::{Effect, GroupState, Member, decode_effect, encode_effect};
+use crate::Core;
+use crate::error::MessagingError;
+use crate::messaging::check_client_message_id;
+use crate::outbox::{FanOut, Kind};
+use crate::store::{self, IdempotencyRecord};
+
+/// Largest LeaveGroup proposal.
+const MAX_LEAVE_PROPOSAL: usize = 64 * 1024;
+
+/// The GroupService implementation.
+#[derive(Debug, Clone)]
+pub struct GroupSvc {
+    pub(crate) core: Arc<Core>,
+}
+
+fn check_group_id(id: &[u8]) -> Result<(), MessagingError> {
+    if !(16..=64).contains(&id.len()) {
+        return Err(MessagingError::invalid("group_id", "must be 16..64 bytes"));
+    }
+    Ok(())
+}
+
+fn check_size(field: &str, b: &[u8], max: usize) -> Result<(), MessagingError> {
+    if b.is_empty() {
+        return Err(MessagingError::invalid(field, "must not be empty"));
+    }
+    if b.len() > max {
+        return Err(MessagingError::too_large(
+            field,
+            format!("at most {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A loaded group with the exact bytes it was read as (the compare-and-set witness).
+struct Loaded {
+    raw: Vec<u8>,
+    state: GroupState,
+}
+
+impl Core {
+    async fn load_group(&self, group_id: &[u8]) -> Result<Loaded, MessagingError> {
+        let raw = self
+            .kv
+            .get(&store::group_key(group_id))
+            .await?
+            .ok_or(MessagingError::GroupNotFound)?;
+        let state = GroupState::decode(&raw)?;
+        Ok(Loaded { raw, state })
+    }
+
+    async fn create_group(
+        &self,
+        account: &str,
+        device: u32,
+        r: CreateGroupRequest,
+    ) -> Result<GroupState, MessagingError> {
+        check_group_id(&r.group_id)?;
+        check_size("group_info", &r.group_info, self.cfg.max_mls_message_bytes)?;
+        let gi = mls::parse(
+            "group_info",
+            &r.group_info,
+            &r.group_id,
+            MessageKind::GroupInfo,
+            None,
+        )?;
+        if gi.epoch != Some(0) {
+            return Err(MessagingError::mls("group_info", "must be for epoch 0"));
+        }
+        let now = self.clock.now_ms();
+        let state = GroupState {
+            epoch: 0,
+            created_ms: now,
+            updated_ms: now,
+            leaves: vec![Some(Member::new(account, device))],
+            group_info: r.group_info,
+        };
+        let key = store::group_key(&r.group_id);
+        let outcome = self
+            .kv
+            .commit(
+                Txn::new()
+                    .require_absent(key.clone())
+                    .put(key, state.encode()),
+            )
+            .await?;
+        if !outcome.is_committed() {
+            return Err(MessagingError::GroupExists);
+        }
+        Ok(state)
+    }
+
+    /// Effects of a commit's proposals (by value and by reference).
+    async fn commit_effects(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+        committer_leaf: Option<u32>,
+        body: &ParsedBody,
+    ) -> Result<Vec<Effect>, MessagingError> {
+        let ParsedBody::Commit(info) = body else {
+            return Err(MessagingError::mls("commit", "not a commit"));
+        };
+        let mut effects = Vec::new();
+        for p in &info.proposals {
+            effects.push(mls::effect("commit", p, committer_leaf)?);
+        }
+        for r in &info.proposal_refs {
+            let stored = self
+                .kv
+                .get(&store::proposal_key(group_id, epoch, r))
+                .await?
+                .ok_or_else(|| {
+                    MessagingError::mls("commit", "references a proposal the server did not relay")
+                })?;
+            effects.push(decode_effect(&stored)?);
+        }
+        Ok(effects)
+    }
+
+    async fn send_commit(
+        &self,
+        account: &str,
+        device: u32,
+        r: SendCommitRequest,
+    ) -> Result<SendCommitResponse, MessagingError> {
+        check_group_id(&r.group_id)?;
+        check_size("commit", &r.commit, self.cfg.max_mls_message_bytes)?;
+        check_size("group_info", &r.group_info, self.cfg.max_mls_message_bytes)?;
+        if let Some(w) = &r.welcome {
+            check_size("welcome", w, self.cfg.max_welcome_bytes)?;
+        }
+        let commit = mls::parse(
+            "commit",
+            &r.commit,
+            &r.group_id,
+            MessageKind::PublicMessage,
+            Some(ContentKind::Commit),
+        )?;
+        if commit.epoch != Some(r.epoch) {
+            return Err(MessagingError::mls(
+                "commit",
+                "epoch differs from the request's epoch",
+            ));
+        }
+        let gi = mls::parse(
+            "group_info",
+            &r.group_info,
+            &r.group_id,
+            MessageKind::GroupInfo,
+            None,
+        )?;
+        if gi.epoch != Some(r.epoch + 1) {
+            return Err(MessagingError::mls(
+                "group_info",
+                "must be for the commit's new epoch",
+            ));
+        }
+        let welcome_recipients: BTreeSet<(String, u32)> = r
+            .welcome_recipients
+            .iter()
+            .map(|a| (a.account_id.clone(), a.device_id))
+            .collect();
+        if let Some(w) = &r.welcome {
+            mls::parse("welcome", w, &r.group_id, MessageKind::Welcome, None)?;
+        }
+
+        loop {
+            let loaded = self.load_group(&r.group_id).await?;
+            let g = &loaded.state;
+            let caller_leaf = g.leaf_of(account, device);
+            let (committer_leaf, external) = match commit.sender {
+                Some(SenderInfo::Member(leaf)) => {
+                    if caller_leaf != Some(leaf) {
+                        return Err(MessagingError::NotMember);
+                    }
+                    (Some(leaf), false)
+                }
+                Some(SenderInfo::NewMemberCommit) => {
+                    if !g.has_account(account) || caller_leaf.is_some() {
+                        return Err(MessagingError::NotMember);
+                    }
+                    (None, true)
+                }
+                _ => return Err(MessagingError::mls("commit", "unsupported sender")),
+            };
+            if g.epoch != r.epoch {
+                return Err(MessagingError::StaleEpoch { current: g.epoch });
+            }
+            let mut effects = self
+                .commit_effects(&r.group_id, g.epoch, committer_leaf, &commit.body)
+                .await?;
+            let added: BTreeSet<(String, u32)> = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Add(m) => Some((m.account.clone(), m.device)),
+                    _ => None,
+                })
+                .collect();
+            if added != welcome_recipients {
+                return Err(MessagingError::invalid(
+                    "welcome_recipients",
+                    "must equal the devices the commit adds",
+                ));
+            }
+            if added.is_empty() != r.welcome.is_none() {
+                return Err(MessagingError::invalid(
+                    "welcome",
+                    "required exactly when the commit adds members",
+                ));
+            }
+            for (a, d) in &added {
+                if g.leaf_of(a, *d).is_some() {
+                    return Err(MessagingError::invalid(
+                        "commit",
+                        "adds a device that is already a member",
+                    ));
+                }
+                let known = self
+                    .directory
+                    .devices(a)
+                    .await?
+                    .is_some_and(|ds| ds.iter().any(|x| x.device_id == *d));
+                if !known {
+                    return Err(MessagingError::invalid(
+                        "commit",
+                        "adds a device that does not exist",
+                    ));
+                }
+            }
+            if external {
+                effects.push(Effect::Add(Member::new(account, device)));
+            }
+            let now = self.clock.now_ms();
+            let mut next = g.clone();
+            next.apply(&effects);
+            if next.members().count() > self.cfg.max_group_members {
+                return Err(MessagingError::GroupFull {
+                    max: self.cfg.max_group_members,
+                });
+            }
+            next.epoch = g.epoch + 1;
+            next.updated_ms = now;
+            next.group_info = r.group_info.clone();
+            // Every member of the previous epoch except the committer, removed ones included.
+            let recipients: Vec<(String, u32)> = g
+                .members()
+                .filter(|m| !m.is(account, device))
+                .map(|m| (m.account.clone(), m.device))
+                .collect();
+            let sender = (account.to_owned(), device);
+            let mut fan_outs = vec![FanOut {
+                kind: Kind::Commit,
+                group_id: r.group_id.clone(),
+                epoch: g.epoch,
+                accepted_ms: now,
+                sender: sender.clone(),
+                message: r.commit.clone(),
+                recipients,
+            }];
+            if let Some(w) = &r.welcome {
+                fan_outs.push(FanOut {
+                    kind: Kind::Welcome,
+                    group_id: r.group_id.clone(),
+                    epoch: g.epoch,
+                    accepted_ms: now,
+                    sender,
+                    message: w.clone(),
+                    recipients: added.iter().cloned().collect(),
+                });
+            }
+            // The outbox records commit with the epoch change, so a crash after this point
+            // still delivers the commit (outbox.rs).
+            let key = store::group_key(&r.group_id);
+            let txn = fan_outs.iter().fold(
+                Txn::new()
+                    .require_equals(key.clone(), loaded.raw.clone())
+                    .put(key, next.encode()),
+                |t, f| t.put(f.key(), f.encode()),
+            );
+            if !self.kv.commit(txn).await?.is_committed() {
+                // Someone else changed the group: re-read; a new epoch then answers STALE_EPOCH.
+                continue;
+            }
+            for f in &fan_outs {
+                // The commit is accepted whatever happens here: a failed fan-out stays in the
+                // outbox and the recovery sweep completes it.
+                if let Err(e) = self.complete_fan_out(f).await {
+                    tracing::warn!(error = %e, "commit fan-out failed; left to the outbox sweep");
+                    break;
+                }
+            }
+            self.forget_proposals(&r.group_id, g.epoch).await;
+            return Ok(SendCommitResponse {
+                epoch: next.epoch,
+                server_timestamp: Some(store::timestamp(now)),
+            });
+        }
+    }
+
+    async fn forget_proposals(&self, group_id: &[u8], epoch: u64) {
+        let prefix = store::proposal_prefix(group_id, epoch);
+        match self
+            .kv
+            .scan(KeyRange::prefix(&prefix), Direction::Forward, 1000)
+            .await
+        {
+            Ok(pairs) if !pairs.is_empty() => {
+                let txn = pairs
+                    .iter()
+                    .fold(Txn::new(), |t, p| t.delete(p.key.clone()));
+                if let Err(e) = self.kv.commit(txn).await {
+                    tracing::warn!(error = %e, "could not delete old proposals");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not list old proposals"),
+        }
+    }
+
+    /// Relay a proposal; with `leaving`, also mark the caller's leaf as left (it must be a
+    /// proposal removing the caller).
+    #[allow(clippy::too_many_arguments)] // The request's fields, each a plain value.
+    async fn relay_proposal(
+        &self,
+        account: &str,
+        device: u32,
+        group_id: &[u8],
+        epoch: u64,
+        field: &str,
+        proposal: &[u8],
+        leaving: bool,
+    ) -> Result<u64, MessagingError> {
+        let parsed = mls::parse(
+            field,
+            proposal,
+            group_id,
+            MessageKind::PublicMessage,
+            Some(ContentKind::Proposal),
+        )?;
+        if parsed.epoch != Some(epoch) {
+            return Err(MessagingError::mls(
+                field,
+                "epoch differs from the request's epoch",
+            ));
+        }
+        let Some(summary) = mls::proposal_of(&parsed) else {
+            return Err(MessagingError::mls(field, "not a proposal"));
+        };
+        let proposal_ref = mls::proposal_ref(proposal)
+            .ok_or_else(|| MessagingError::mls(field, "not a member's proposal"))?;
+        loop {
+            let loaded = self.load_group(group_id).await?;
+            let g = &loaded.state;
+            let caller_leaf = g
+                .leaf_of(account, device)
+                .ok_or(MessagingError::NotMember)?;
+            if parsed.sender != Some(SenderInfo::Member(caller_leaf)) {
+                return Err(MessagingError::mls(
+                    field,
+                    "sender is not the calling device's leaf",
+                ));
+            }
+            if g.epoch != epoch {
+                return Err(MessagingError::StaleEpoch { current: g.epoch });
+            }
+            let effect = mls::effect(field, summary, Some(caller_leaf))?;
+            if leaving && effect != Effect::Remove(caller_leaf) {
+                return Err(MessagingError::mls(
+                    field,
+                    "must remove the calling device's own leaf",
+                ));
+            }
+            let mut txn = Txn::new()
+                .require_equals(store::group_key(group_id), loaded.raw.clone())
+                .put(
+                    store::proposal_key(group_id, epoch, &proposal_ref),
+                    encode_effect(&effect),
+                );
+            if leaving {
+                let mut next = g.clone();
+                if let Some(Some(m)) = next.leaves.get_mut(caller_leaf as usize) {
+                    m.left = true;
+                }
+                txn = txn.put(store::group_key(group_id), next.encode());
+            }
+            if !self.kv.commit(txn).await?.is_committed() {
+                continue;
+            }
+            let now = self.clock.now_ms();
+            let recipients: Vec<(String, u32)> = g
+                .members()
+                .filter(|m| !m.is(account, device))
+                .map(|m| (m.account.clone(), m.device))
+                .collect();
+            self.fan_out(
+                group_id,
+                proposal,
+                MlsMessageKind::Proposal,
+                Some(epoch),
+                (account, device),
+                false,
+                &recipients,
+                now,
+            )
+            .await?;
+            return Ok(now);
+        }
+    }
+
+    async fn send_group_message(
+        &self,
+        account: &str,
+        device: u32,
+        r: SendGroupMessageRequest,
+    ) -> Result<SendGroupMessageResponse, MessagingError> {
+        check_group_id(&r.group_id)?;
+        check_client_message_id(&r.client_message_id)?;
+        check_size("message", &r.message, self.cfg.max_mls_message_bytes)?;
+        let parsed = mls::parse(
+            "message",
+            &r.message,
+            &r.group_id,
+            MessageKind::PrivateMessage,
+            Some(ContentKind::Application),
+        )?;
+        if parsed.epoch != Some(r.epoch) {
+            return Err(MessagingError::mls(
+                "message",
+                "epoch differs from the request's epoch",
+            ));
+        }
+        let now = self.clock.now_ms();
+        let idem_key = store::idempotency_key(
+            account,
+            device,
+            &format!("g/{}/{}", store::hex(&r.group_id), r.client_message_id),
+        );
+        let previous = self.kv.get(&idem_key).await?;
+        if let Some(raw) = &previous {
+            let rec = IdempotencyRecord::decode(raw)?;
+            if rec.expires_at_ms > now {
+                return Ok(SendGroupMessageResponse {
+                    server_timestamp: Some(store::timestamp(rec.server_timestamp_ms)),
+                    duplicate: true,
+                });
+            }
+        }
+        let g = self.load_group(&r.group_id).await?.state;
+        let leaf = g
+            .leaf_of(account, device)
+            .ok_or(MessagingError::NotMember)?;
+        if g.leaves
+            .get(leaf as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|m| m.left)
+        {
+            return Err(MessagingError::NotMember);
+        }
+        if g.epoch != r.epoch {
+            return Err(MessagingError::StaleEpoch { current: g.epoch });
+        }
+        let recipients: Vec<(String, u32)> = g
+            .members()
+            .filter(|m| !m.is(account, device) && !m.left)
+            .map(|m| (m.account.clone(), m.device))
+            .collect();
+        self.fan_out(
+            &r.group_id,
+            &r.message,
+            MlsMessageKind::Application,
+            Some(r.epoch),
+            (account, device),
+            r.urgent,
+            &recipients,
+            now,
+        )
+        .await?;
+        let record = IdempotencyRecord {
+            pending: false,
+            expires_at_ms: now.saturating_add(self.cfg.idempotency_secs.saturating_mul(1000)),
+            server_timestamp_ms: now,
+            queued: Vec::new(),
+        };
+        let _ = self
+            .kv
+            .commit(
+                Txn::new()
+                    .require_unchanged(idem_key.clone(), previous.as_deref())
+                    .put(idem_key, record.encode()),
+            )
+            .await?;
+        Ok(SendGroupMessageResponse {
+            server_timestamp: Some(store::timestamp(now)),
+            duplicate: false,
+        })
+    }
+}
+
+fn group_proto(group_id: &[u8], g: &GroupState) -> Group {
+    Group {
+        group_id: group_id.to_vec(),
+        epoch: g.epoch,
+        members: g.members().map(Member::address).collect(),
+        created_at: Some(store::timestamp(g.created_ms)),
+        updated_at: Some(store::timestamp(g.updated_ms)),
+    }
+}
+
+#[tonic::async_trait]
+impl GroupService for GroupSvc {
+    async fn create_group(
+        &self,
+        request: Request<CreateGroupRequest>,
+    ) -> Result<Response<CreateGroupResponse>, Status> {
+        let who = caller(&request)?.clone();
+        let r = request.into_inner();
+        let group_id = r.group_id.clone();
+        let g = self
+            .core
+            .create_group(&who.account_id, who.device_id, r)
+            .await?;
+        Ok(Response::new(CreateGroupResponse {
+            group: Some(group_proto(&group_id, &g)),
+        }))
+    }
+
+    async fn get_group(
+        &self,
+        request: Request<GetGroupRequest>,
+    ) -> Result<Response<GetGroupResponse>, Status> {
+        let who = caller(&request)?.clone();
+        let r = request.into_inner();
+        check_group_id(&r.group_id)?;
+        let g = self.core.load_group(&r.group_id).await?.state;
+        if g.leaf_of(&who.account_id, who.device_id).is_none() {
+            return Err(MessagingError::NotMember.into());
+        }
+        Ok(Response::new(GetGroupResponse {
+            group: Some(group_proto(&r.group_id, &g)),
+        }))
+    }
+
+    async fn send_commit(
+        &self,
+        request: Request<SendCommitRequest>,
+    ) -> Result<Response<SendCommitResponse>, Status> {
+        let who = caller(&request)?.clone();
+        let r = self
+            .core
+            .send_commit(&who.account_id, who.device_id, request.into_inner())
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn send_proposal(
+        &self,
+        request: Request<SendProposalRequest>,
+    ) -> Result<Response<SendProposalResponse>, Status> {
+        let who = caller(&request)?.clone();
+        let r = request.into_inner();
+        check_group_id(&r.group_id)?;
+        check_size("proposal", &r.proposal, self.core.cfg.max_mls_message_bytes)?;
+        let now = self
+            .core
+            .relay_proposal(
+                &who.account_id,
+                who.device_id,
+                &r.group_id,
+                r.epoch,
+                "proposal",
+                &r.proposal,
+                false,
+            )
+            .await?;
+        Ok(Response::new(SendProposalResponse {
+            server_timestamp: Some(store::timestamp(now)),
+        }))
+    }
+
+    async fn send_group_message(
+        &self,
+        request: Request<SendGroupMessageRequest>,
+    ) -> Result<Response<SendGroupMessageResponse>, Status> {
+        let who = caller(&request)?.clone();
+        let r = self
+            .core
+            .send_group_message(&who.account_id, who.device_id, request.into_inner())
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_group_info(
+        &self,
+        request: Request<GetGroupInfoRequest>,
+    ) -> Result<Response<GetGroupInfoResponse>, Status> {
+        let who = caller(&request)?.clone();
+        let r = request.into_inner();
+        check_group_id(&r.group_id)?;
+        let g = self.core.load_group(&r.group_id).await?.state;
+        // Members' accounts may fetch it: a newly linked device joins its account's groups by
+        // external commit.
+        if !g.has_account(&who.account_id) {
+            return Err(MessagingError::NotMember.into());
+        }
+        Ok(Response::new(GetGroupInfoResponse {
+            group_info: g.group_info,
+            epoch: g.epoch,
+        }))
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<LeaveGroupRequest>,
+    ) -> Result<Response<LeaveGroupResponse>, Status> {
+        let who = caller(&request)?.clone();
+        let r = request.into_inner();
+        check_group_id(&r.group_id)?;
+        check_size("remove_proposal", &r.remove_proposal, MAX_LEAVE_PROPOSAL)?;
+        self.core
+            .relay_proposal(
+                &who.account_id,
+                who.device_id,
+                &r.group_id,
+                r.epoch,
+                "remove_proposal",
+                &r.remove_proposal,
+                true,
+            )
+            .await?;
+        Ok(Response::new(LeaveGroupResponse {}))
+    }
+}

@@ -1,0 +1,245 @@
+//! The Listen stream: drain the stored queue in order, mark the end of the backlog, then follow
+//! `messaging.mail.<account>.<device>` events, never more than `max_in_flight` envelopes
+//! unacknowledged.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use guardyn_common::{ApiError, Reason};
+use guardyn_events::{Delivery, Subscription};
+use guardyn_proto::guardyn::messaging::v1::{
+    DeliveredEnvelope, Keepalive, ListenResponse, QueueEmpty, ServerNotice, SessionRevoked,
+    StreamReplaced, listen_response::Item, server_notice::Notice,
+};
+use guardyn_storage::LogEntry;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::Core;
+use crate::error::MessagingError;
+use crate::store::{self, MailEvent, QueueEntry};
+use crate::streams::{Close, StreamCtl};
+
+/// Largest batch read from the queue at once.
+const READ_BATCH: usize = 64;
+
+pub(crate) type Tx = mpsc::Sender<Result<ListenResponse, Status>>;
+
+/// One device's stream state.
+pub(crate) struct Listener {
+    pub core: Arc<Core>,
+    pub ctl: Arc<StreamCtl>,
+    pub account: String,
+    pub device: u32,
+    pub sub: Subscription,
+    pub tx: Tx,
+}
+
+enum End {
+    /// The client went away.
+    Gone,
+    Closed(Close),
+    Shutdown,
+    Failed(MessagingError),
+}
+
+impl Listener {
+    pub(crate) async fn run(mut self) {
+        let end = match self.serve().await {
+            Ok(()) => End::Shutdown,
+            Err(e) => e,
+        };
+        self.core
+            .registry
+            .unregister(&self.account, self.device, self.ctl.id);
+        let now = store::timestamp(self.core.clock.now_ms());
+        let notice = |n: Notice| {
+            Ok(ListenResponse {
+                item: Some(Item::Notice(ServerNotice {
+                    occurred_at: Some(now),
+                    notice: Some(n),
+                })),
+            })
+        };
+        let last: Vec<Result<ListenResponse, Status>> = match end {
+            End::Gone => Vec::new(),
+            End::Closed(Close::Replaced) => vec![notice(Notice::StreamReplaced(StreamReplaced {}))],
+            End::Closed(Close::SessionRevoked(session_id)) => vec![
+                notice(Notice::SessionRevoked(SessionRevoked { session_id })),
+                Err(ApiError::new(Reason::SessionRevoked, "the session was revoked").into()),
+            ],
+            End::Closed(Close::DeviceRemoved) => vec![
+                notice(Notice::DeviceRemoved(
+                    guardyn_proto::guardyn::messaging::v1::DeviceRemoved {
+                        device_id: self.device,
+                    },
+                )),
+                Err(ApiError::new(Reason::DeviceRemoved, "the device was removed").into()),
+            ],
+            End::Shutdown => vec![Err(ApiError::new(
+                Reason::Unavailable,
+                "the server is shutting down; reconnect",
+            )
+            .into())],
+            End::Failed(e) => vec![Err(e.into())],
+        };
+        for item in last {
+            if self.tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    async fn send(&self, item: Item) -> Result<(), End> {
+        self.tx
+            .send(Ok(ListenResponse { item: Some(item) }))
+            .await
+            .map_err(|_| End::Gone)
+    }
+
+    async fn serve(&mut self) -> Result<(), End>
+    where
+        Self: Sized,
+    {
+        // An `Ok` never leaves this loop; the signature keeps `?` usable.
+        let partition = store::queue_partition(&self.account, self.device);
+        let window = self.core.cfg.max_in_flight;
+        let keepalive = Duration::from_secs(self.core.cfg.keepalive_secs);
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut sent_upto = 0u64;
+        let mut backlog_done = false;
+        loop {
+            for (at_ms, notice) in self.ctl.take_notices() {
+                self.send(Item::Notice(ServerNotice {
+                    occurred_at: Some(store::timestamp(at_ms)),
+                    notice: Some(notice),
+                }))
+                .await?;
+            }
+            // Forget acknowledged envelopes: what is still stored at or below `sent_upto` is
+            // still in flight.
+            if let Some(&first) = in_flight.front() {
+                let still = self
+                    .core
+                    .log
+                    .read(&partition, first, in_flight.len())
+                    .await
+                    .map_err(|e| End::Failed(e.into()))?;
+                in_flight = still
+                    .iter()
+                    .map(|e| e.seq)
+                    .filter(|s| *s <= sent_upto)
+                    .collect();
+            }
+            let room = window.saturating_sub(in_flight.len());
+            if room > 0 {
+                let want = room.min(READ_BATCH);
+                // One entry more than we may send tells whether the backlog ends here.
+                let mut batch = self
+                    .core
+                    .log
+                    .read(&partition, sent_upto + 1, want + 1)
+                    .await
+                    .map_err(|e| End::Failed(e.into()))?;
+                let more = batch.len() > want;
+                batch.truncate(want);
+                for entry in batch {
+                    sent_upto = entry.seq;
+                    if let Some(env) = self.resolve(&partition, entry).await? {
+                        in_flight.push_back(env.server_id);
+                        self.send(Item::Envelope(env)).await?;
+                    }
+                }
+                if !more && !backlog_done {
+                    backlog_done = true;
+                    self.send(Item::QueueEmpty(QueueEmpty {})).await?;
+                }
+                if more {
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = self.core.shutdown.cancelled() => return Err(End::Shutdown),
+                () = self.ctl.cancel.cancelled() => {
+                    return Err(self.ctl.close_reason().map_or(End::Shutdown, End::Closed));
+                }
+                () = self.ctl.wake.notified() => {}
+                () = self.tx.closed() => return Err(End::Gone),
+                d = self.sub.next() => match d {
+                    Some(Delivery::Event(ev)) => match MailEvent::decode(ev.payload()) {
+                        Ok(MailEvent::OnlineOnly(env)) => self.send(Item::Envelope(env)).await?,
+                        Ok(MailEvent::Stored) => {}
+                        Err(e) => tracing::warn!(error = %e, "ignoring a malformed mail event"),
+                    },
+                    // Missed events only mean "re-read the queue", which the loop does.
+                    Some(Delivery::Lagged { .. }) => {}
+                    None => return Err(End::Shutdown),
+                },
+                () = tokio::time::sleep(keepalive) => {
+                    self.send(Item::Keepalive(Keepalive {})).await?;
+                }
+            }
+        }
+    }
+
+    /// The envelope to deliver for a queue entry; `None` (after deleting the entry) when it
+    /// expired by the service clock or its stored group message is gone.
+    async fn resolve(
+        &self,
+        partition: &[u8],
+        entry: LogEntry,
+    ) -> Result<Option<DeliveredEnvelope>, End> {
+        let fail = |e: MessagingError| End::Failed(e);
+        let seq = entry.seq;
+        let decoded = QueueEntry::decode(&entry.payload).map_err(|e| fail(e.into()))?;
+        let mut env = match decoded {
+            QueueEntry::Inline(env) => env,
+            QueueEntry::GroupRef {
+                seq: gseq,
+                mut envelope,
+            } => {
+                let Some(gid) = envelope.group_id.clone() else {
+                    return Err(fail(crate::store::CorruptRecord("group ref").into()));
+                };
+                let stored = self
+                    .core
+                    .log
+                    .read(&store::group_log(&gid), gseq, 1)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                match stored.first() {
+                    Some(m) if m.seq == gseq => {
+                        envelope.content = store::decode_group_message(&m.payload)
+                            .map_err(|e| fail(e.into()))?
+                            .to_vec();
+                        envelope
+                    }
+                    _ => {
+                        self.drop_entry(partition, seq).await?;
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        // The log's own TTL runs on the storage engine's wall clock; the service clock decides
+        // too, so that expiry is the same everywhere the clock is injected.
+        let accepted = store::timestamp_ms(env.server_timestamp.as_ref());
+        let expires = accepted.saturating_add(self.core.cfg.retention_secs.saturating_mul(1000));
+        if self.core.clock.now_ms() >= expires {
+            self.drop_entry(partition, seq).await?;
+            return Ok(None);
+        }
+        env.server_id = seq;
+        Ok(Some(env))
+    }
+
+    async fn drop_entry(&self, partition: &[u8], seq: u64) -> Result<(), End> {
+        self.core
+            .log
+            .delete(partition, &[seq])
+            .await
+            .map_err(|e| End::Failed(e.into()))
+    }
+}

@@ -1,0 +1,184 @@
+//! Which Listen streams this process holds, and how they are told to stop or re-read.
+//!
+//! One live stream per device: registering a new stream closes the previous one with
+//! [`Close::Replaced`]; other instances learn of the new stream from a
+//! `messaging.listen.<account>.<device>` claim and close theirs the same way.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use guardyn_proto::guardyn::messaging::v1::server_notice::Notice;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Why a stream was closed from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Close {
+    Replaced,
+    SessionRevoked(String),
+    DeviceRemoved,
+}
+
+/// The control handle of one stream.
+#[derive(Debug)]
+pub(crate) struct StreamCtl {
+    pub id: u64,
+    pub session_id: String,
+    pub cancel: CancellationToken,
+    pub reason: Mutex<Option<Close>>,
+    /// Woken when the queue may have changed (acknowledgements on this instance) or a notice
+    /// is waiting.
+    pub wake: Notify,
+    /// Notices to send, with the time they occurred (ms).
+    notices: Mutex<VecDeque<(u64, Notice)>>,
+}
+
+/// Most notices waiting for one stream; a stream that falls further behind loses the oldest
+/// (notices are hints the client can re-learn, see ServerNotice).
+const MAX_PENDING_NOTICES: usize = 32;
+
+impl StreamCtl {
+    fn close(&self, why: Close) {
+        let mut r = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        if r.is_none() {
+            *r = Some(why);
+        }
+        self.cancel.cancel();
+    }
+
+    fn push_notice(&self, at_ms: u64, notice: Notice) {
+        let mut q = self.notices.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.len() >= MAX_PENDING_NOTICES {
+            q.pop_front();
+        }
+        q.push_back((at_ms, notice));
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Take the waiting notices.
+    pub(crate) fn take_notices(&self) -> Vec<(u64, Notice)> {
+        self.notices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect()
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<Close> {
+        self.reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The streams of this process, by (account, device).
+#[derive(Debug)]
+pub(crate) struct Registry {
+    pub instance: [u8; 16],
+    next_id: AtomicU64,
+    streams: Mutex<HashMap<(String, u32), Arc<StreamCtl>>>,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        Self {
+            instance: *uuid::Uuid::new_v4().as_bytes(),
+            next_id: AtomicU64::new(1),
+            streams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Arc<StreamCtl>>> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Register a new stream for the device, closing the previous one.
+    pub(crate) fn register(&self, account: &str, device: u32, session_id: &str) -> Arc<StreamCtl> {
+        let ctl = Arc::new(StreamCtl {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            session_id: session_id.to_owned(),
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+            wake: Notify::new(),
+            notices: Mutex::new(VecDeque::new()),
+        });
+        if let Some(old) = self.map().insert((account.to_owned(), device), ctl.clone()) {
+            old.close(Close::Replaced);
+        }
+        ctl
+    }
+
+    /// Forget a stream that ended (unless a newer one already took its place).
+    pub(crate) fn unregister(&self, account: &str, device: u32, id: u64) {
+        let mut map = self.map();
+        let key = (account.to_owned(), device);
+        if map.get(&key).is_some_and(|c| c.id == id) {
+            map.remove(&key);
+        }
+    }
+
+    /// Another instance opened a stream for the device.
+    pub(crate) fn claimed_elsewhere(&self, account: &str, device: u32) {
+        if let Some(old) = self.map().remove(&(account.to_owned(), device)) {
+            old.close(Close::Replaced);
+        }
+    }
+
+    pub(crate) fn revoke_session(&self, account: &str, device: u32, session_id: &str) {
+        let map = self.map();
+        if let Some(s) = map.get(&(account.to_owned(), device))
+            && s.session_id == session_id
+        {
+            s.close(Close::SessionRevoked(session_id.to_owned()));
+        }
+    }
+
+    /// Whether this process holds the device's stream and it belongs to `session_id`.
+    pub(crate) fn has_session(&self, account: &str, device: u32, session_id: &str) -> bool {
+        self.map()
+            .get(&(account.to_owned(), device))
+            .is_some_and(|s| s.session_id == session_id)
+    }
+
+    /// Queue `notice` on the account's streams held here whose device passes `to`.
+    pub(crate) fn notify(
+        &self,
+        account: &str,
+        to: impl Fn(u32) -> bool,
+        at_ms: u64,
+        notice: &Notice,
+    ) {
+        for ((a, d), s) in self.map().iter() {
+            if a == account && to(*d) {
+                s.push_notice(at_ms, notice.clone());
+            }
+        }
+    }
+
+    pub(crate) fn remove_device(&self, account: &str, device: u32) {
+        if let Some(s) = self.map().get(&(account.to_owned(), device)) {
+            s.close(Close::DeviceRemoved);
+        }
+    }
+
+    pub(crate) fn remove_account(&self, account: &str) {
+        for ((a, _), s) in self.map().iter() {
+            if a == account {
+                s.close(Close::DeviceRemoved);
+            }
+        }
+    }
+
+    pub(crate) fn wake(&self, account: &str, device: u32) {
+        if let Some(s) = self.map().get(&(account.to_owned(), device)) {
+            s.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn is_connected(&self, account: &str, device: u32) -> bool {
+        self.map().contains_key(&(account.to_owned(), device))
+    }
+}

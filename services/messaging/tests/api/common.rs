@@ -1,0 +1,260 @@
+//! Shared helpers: a device directory double (auth's role), server start-up, authenticated
+//! requests and stream reading.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use guardyn_common::clock::ManualClock;
+use guardyn_common::mesh::{DeviceDirectory, DeviceEntry, MeshError};
+use guardyn_proto::guardyn::messaging::v1::{
+    DeliveredEnvelope, Envelope, EnvelopeType, ListenRequest, ListenResponse, SendMessageRequest,
+    group_service_client::GroupServiceClient, listen_response::Item,
+    messaging_service_client::MessagingServiceClient,
+};
+use guardyn_testkit::{Options, TestServer};
+use prost::Message as _;
+use tonic::transport::Channel;
+use tonic::{Request, Status, Streaming};
+
+/// Auth's device directory, played by a map (a test double of the auth service).
+#[derive(Debug, Default)]
+pub struct Directory(Mutex<HashMap<String, Vec<DeviceEntry>>>);
+
+impl Directory {
+    /// Set an account's devices as (device id, registration id).
+    pub fn set(&self, account: &str, devices: &[(u32, u32)]) {
+        self.0.lock().unwrap().insert(
+            account.to_owned(),
+            devices
+                .iter()
+                .map(|&(device_id, registration_id)| DeviceEntry {
+                    device_id,
+                    registration_id,
+                })
+                .collect(),
+        );
+    }
+}
+
+#[async_trait]
+impl DeviceDirectory for Directory {
+    async fn devices(&self, account_id: &str) -> Result<Option<Vec<DeviceEntry>>, MeshError> {
+        Ok(self.0.lock().unwrap().get(account_id).cloned())
+    }
+}
+
+pub struct Env {
+    pub server: TestServer,
+    pub dir: Arc<Directory>,
+    pub clock: ManualClock,
+}
+
+pub fn acct(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(
+        configure: impl FnOnce(&mut guardyn::config::Config) + Send + 'static,
+    ) -> Env {
+        let server = Self::options(Some(Box::new(configure)), None, ManualClock::new());
+        server.await
+    }
+
+    /// A server on an existing data directory (a restart), with the given clock.
+    pub async fn start_on(data_dir: &std::path::Path, clock: ManualClock) -> Env {
+        Self::options(None, Some(data_dir.to_owned()), clock).await
+    }
+
+    async fn options(
+        configure: Option<guardyn_testkit::ConfigureFn>,
+        data_dir: Option<std::path::PathBuf>,
+        clock: ManualClock,
+    ) -> Env {
+        let dir = Arc::new(Directory::default());
+        let server = TestServer::start_with(Options {
+            services: vec!["messaging".into()],
+            configure,
+            clock: Some(Arc::new(clock.clone())),
+            directory: Some(dir.clone()),
+            data_dir,
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        Env { server, dir, clock }
+    }
+
+    pub fn token(&self, account: &str, device: u32) -> String {
+        self.server
+            .token(account, device, &format!("session-{account}-{device}"))
+    }
+
+    pub fn messaging(&self) -> MessagingServiceClient<Channel> {
+        MessagingServiceClient::new(self.server.channel())
+    }
+
+    pub fn groups(&self) -> GroupServiceClient<Channel> {
+        GroupServiceClient::new(self.server.channel())
+    }
+
+    pub async fn listen(&self, account: &str, device: u32) -> Streaming<ListenResponse> {
+        self.messaging()
+            .listen(authed(ListenRequest {}, &self.token(account, device)))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Send one message with one envelope per given (device, registration id); the content is
+    /// `content` with the device id appended.
+    pub async fn send(
+        &self,
+        from: (&str, u32),
+        to: &str,
+        devices: &[(u32, u32)],
+        id: &str,
+        content: &[u8],
+    ) -> Result<guardyn_proto::guardyn::messaging::v1::SendMessageResponse, Status> {
+        let req = send_request(to, devices, id, content, from.0 == to);
+        self.messaging()
+            .send_message(authed(req, &self.token(from.0, from.1)))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+pub fn send_request(
+    to: &str,
+    devices: &[(u32, u32)],
+    id: &str,
+    content: &[u8],
+    sync: bool,
+) -> SendMessageRequest {
+    SendMessageRequest {
+        destination_account_id: to.to_owned(),
+        client_message_id: id.to_owned(),
+        envelopes: devices
+            .iter()
+            .map(|&(d, r)| Envelope {
+                destination_device_id: d,
+                destination_registration_id: r,
+                r#type: EnvelopeType::Ciphertext as i32,
+                content: [content, &[d as u8]].concat(),
+            })
+            .collect(),
+        urgent: false,
+        online_only: false,
+        sync,
+    }
+}
+
+pub fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// The next stream item (fails the test after 10 s without one).
+pub async fn next(stream: &mut Streaming<ListenResponse>) -> Item {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("stream item within 10 s")
+        .expect("stream item")
+        .expect("stream open")
+        .item
+        .expect("item set")
+}
+
+pub async fn next_envelope(stream: &mut Streaming<ListenResponse>) -> DeliveredEnvelope {
+    match next(stream).await {
+        Item::Envelope(e) => e,
+        other => panic!("expected an envelope, got {other:?}"),
+    }
+}
+
+pub async fn expect_queue_empty(stream: &mut Streaming<ListenResponse>) {
+    match next(stream).await {
+        Item::QueueEmpty(_) => {}
+        other => panic!("expected QueueEmpty, got {other:?}"),
+    }
+}
+
+/// Nothing arrives within a short while (used only to show delivery is paused).
+pub async fn expect_quiet(stream: &mut Streaming<ListenResponse>) {
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
+        panic!("expected no item, got {item:?}");
+    }
+}
+
+pub fn reason(status: &Status) -> String {
+    guardyn_common::error::reason_of(status).unwrap_or_default()
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// Decode a typed detail (e.g. DeviceMismatch) from a status.
+pub fn detail<M: prost::Message + Default>(status: &Status, name: &str) -> M {
+    let s = RpcStatus::decode(status.details()).unwrap();
+    let any = s
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with(&format!("/guardyn.common.v1.{name}")))
+        .unwrap_or_else(|| panic!("no {name} detail"));
+    M::decode(any.value.as_slice()).unwrap()
+}
+
+/// The stored queue of a device (AppendLog partition `msg/v1/q/<account>/<device u32>`).
+pub fn queue_partition(account: &str, device: u32) -> Vec<u8> {
+    [
+        format!("msg/v1/q/{account}/").into_bytes(),
+        device.to_be_bytes().to_vec(),
+    ]
+    .concat()
+}
+
+/// How many envelopes are stored in a device's queue.
+pub async fn queued(server: &TestServer, account: &str, device: u32) -> usize {
+    use guardyn_storage::AppendLog as _;
+    server
+        .store()
+        .read(&queue_partition(account, device), 1, 10_000)
+        .await
+        .unwrap()
+        .len()
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<prost_types::Duration>,
+}
+
+/// The `google.rpc.RetryInfo` delay of a status, if any.
+pub fn retry_after(status: &Status) -> Option<Duration> {
+    let s = RpcStatus::decode(status.details()).ok()?;
+    let any = s
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("/google.rpc.RetryInfo"))?;
+    let d = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
+    Some(Duration::new(
+        u64::try_from(d.seconds).ok()?,
+        u32::try_from(d.nanos).ok()?,
+    ))
+}

@@ -1,0 +1,328 @@
+//! The MLS delivery service with genuine openmls messages.
+
+use guardyn_crypto::mls::{Group, MlsClient, Received};
+use guardyn_proto::guardyn::common::v1::{DeviceAddress, StaleEpoch};
+use guardyn_proto::guardyn::messaging::v1::{
+    CreateGroupRequest, DeliveredEnvelope, EnvelopeType, GetGroupInfoRequest, GetGroupRequest,
+    MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
+};
+use guardyn_storage::AppendLog as _;
+use tonic::Code;
+
+use crate::common::*;
+
+pub const GROUP_ID: &[u8] = b"guardyn-test-group-0001";
+
+pub fn client(account: &str, device: u32) -> MlsClient {
+    MlsClient::new(format!("{account}.{device}").as_bytes()).unwrap()
+}
+
+pub fn address(account: &str, device: u32) -> DeviceAddress {
+    DeviceAddress {
+        account_id: account.to_owned(),
+        device_id: device,
+    }
+}
+
+pub async fn create(env: &Env, who: (&str, u32), c: &MlsClient) -> Group {
+    let g = Group::create(c, GROUP_ID).unwrap();
+    env.groups()
+        .create_group(authed(
+            CreateGroupRequest {
+                group_id: GROUP_ID.to_vec(),
+                group_info: g.export_group_info(c).unwrap(),
+            },
+            &env.token(who.0, who.1),
+        ))
+        .await
+        .unwrap();
+    g
+}
+
+pub async fn mls_envelope(env: &Env, account: &str, device: u32) -> DeliveredEnvelope {
+    let mut s = env.listen(account, device).await;
+    let e = next_envelope(&mut s).await;
+    assert_eq!(e.r#type, EnvelopeType::Mls as i32);
+    assert_eq!(e.group_id.as_deref(), Some(GROUP_ID));
+    env.messaging()
+        .ack(authed(
+            guardyn_proto::guardyn::messaging::v1::AckRequest {
+                server_ids: vec![e.server_id],
+                up_to_server_id: 0,
+            },
+            &env.token(account, device),
+        ))
+        .await
+        .unwrap();
+    e
+}
+
+#[tokio::test]
+async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
+    let env = Env::start().await;
+    let (a, b, c, d) = (acct(1), acct(2), acct(3), acct(4));
+    for x in [&a, &b, &c, &d] {
+        env.dir.set(x, &[(1, 1)]);
+    }
+    let (ca, cb, cc) = (client(&a, 1), client(&b, 1), client(&c, 1));
+    let mut ga = create(&env, (&a, 1), &ca).await;
+
+    let kps = [
+        cb.create_key_package().unwrap(),
+        cc.create_key_package().unwrap(),
+    ];
+    let bundle = ga
+        .add_members(&ca, &[kps[0].as_slice(), kps[1].as_slice()])
+        .unwrap();
+    let r = env
+        .groups()
+        .send_commit(authed(
+            SendCommitRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 0,
+                commit: bundle.commit.clone(),
+                welcome: bundle.welcome.clone(),
+                welcome_recipients: vec![address(&b, 1), address(&c, 1)],
+                group_info: bundle.group_info.clone().unwrap(),
+            },
+            &env.token(&a, 1),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.epoch, 1);
+    ga.merge_pending_commit(&ca).unwrap();
+
+    let mut members = Vec::new();
+    for (acc, cl) in [(&b, &cb), (&c, &cc)] {
+        let w = mls_envelope(&env, acc, 1).await;
+        assert_eq!(w.mls_kind, MlsMessageKind::Welcome as i32);
+        assert_eq!(
+            Some(&w.content),
+            bundle.welcome.as_ref(),
+            "welcome bytes unchanged"
+        );
+        members.push(Group::join_from_welcome(cl, &w.content).unwrap());
+    }
+    let group = env
+        .groups()
+        .get_group(authed(
+            GetGroupRequest {
+                group_id: GROUP_ID.to_vec(),
+            },
+            &env.token(&b, 1),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!(group.epoch, 1);
+    assert_eq!(group.members.len(), 3);
+
+    // An application message: stored once, referenced per member, bytes out == bytes in.
+    let plaintext = vec![42u8; 40_000];
+    let ct = ga.encrypt(&ca, &plaintext).unwrap();
+    env.groups()
+        .send_group_message(authed(
+            SendGroupMessageRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 1,
+                client_message_id: "g1".into(),
+                message: ct.clone(),
+                urgent: true,
+            },
+            &env.token(&a, 1),
+        ))
+        .await
+        .unwrap();
+    let store = env.server.store();
+    for acc in [&b, &c] {
+        let part = format!("msg/v1/q/{acc}/").into_bytes();
+        let part = [part, 1u32.to_be_bytes().to_vec()].concat();
+        let queued = store.read(&part, 1, 10).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        assert!(
+            queued[0].payload.len() < 1_000,
+            "queues hold references, not copies"
+        );
+    }
+    let hex: String = GROUP_ID.iter().map(|b| format!("{b:02x}")).collect();
+    let stored = store
+        .read(format!("msg/v1/g/{hex}").as_bytes(), 1, 100)
+        .await
+        .unwrap();
+    let big: Vec<_> = stored
+        .iter()
+        .filter(|e| e.payload.len() >= ct.len())
+        .collect();
+    assert_eq!(big.len(), 1, "the ciphertext is stored once");
+    for (i, acc) in [&b, &c].into_iter().enumerate() {
+        let e = mls_envelope(&env, acc, 1).await;
+        assert_eq!(e.content, ct);
+        assert_eq!(e.mls_kind, MlsMessageKind::Application as i32);
+        match members[i]
+            .process_message(if i == 0 { &cb } else { &cc }, &e.content)
+            .unwrap()
+        {
+            Received::Application { plaintext: p, .. } => assert_eq!(p, plaintext),
+            other => panic!("expected application, got {other:?}"),
+        }
+    }
+
+    // Outsiders see nothing and send nothing.
+    let outsider = env.token(&d, 1);
+    let err = env
+        .groups()
+        .get_group(authed(
+            GetGroupRequest {
+                group_id: GROUP_ID.to_vec(),
+            },
+            &outsider,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = env
+        .groups()
+        .get_group_info(authed(
+            GetGroupInfoRequest {
+                group_id: GROUP_ID.to_vec(),
+            },
+            &outsider,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = env
+        .groups()
+        .send_group_message(authed(
+            SendGroupMessageRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 1,
+                client_message_id: "x".into(),
+                message: ct.clone(),
+                urgent: false,
+            },
+            &outsider,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // A member's other device (same account) may fetch the GroupInfo for an external join.
+    let gi = env
+        .groups()
+        .get_group_info(authed(
+            GetGroupInfoRequest {
+                group_id: GROUP_ID.to_vec(),
+            },
+            &env.token(&b, 2),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gi.epoch, 1);
+
+    // B removes C: C receives the commit that removes it and is no longer a member.
+    let c_leaf = ga
+        .members()
+        .into_iter()
+        .find(|m| m.identity == format!("{c}.1").into_bytes())
+        .unwrap()
+        .leaf_index;
+    let gb = &mut members[0];
+    let removal = gb.remove_members(&cb, &[c_leaf]).unwrap();
+    env.groups()
+        .send_commit(authed(
+            SendCommitRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 1,
+                commit: removal.commit.clone(),
+                welcome: None,
+                welcome_recipients: vec![],
+                group_info: removal.group_info.clone().unwrap(),
+            },
+            &env.token(&b, 1),
+        ))
+        .await
+        .unwrap();
+    gb.merge_pending_commit(&cb).unwrap();
+    let e = mls_envelope(&env, &c, 1).await;
+    assert_eq!(e.mls_kind, MlsMessageKind::Commit as i32);
+    match members[1].process_message(&cc, &e.content).unwrap() {
+        Received::Commit(s) => assert!(s.self_removed),
+        other => panic!("expected commit, got {other:?}"),
+    }
+    let e = mls_envelope(&env, &a, 1).await;
+    assert!(matches!(
+        ga.process_message(&ca, &e.content).unwrap(),
+        Received::Commit(_)
+    ));
+    let g = env
+        .groups()
+        .get_group(authed(
+            GetGroupRequest {
+                group_id: GROUP_ID.to_vec(),
+            },
+            &env.token(&a, 1),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!(g.epoch, 2);
+    assert_eq!(g.members.len(), 2);
+    let err = env
+        .groups()
+        .get_group(authed(
+            GetGroupRequest {
+                group_id: GROUP_ID.to_vec(),
+            },
+            &env.token(&c, 1),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn exactly_one_of_eight_concurrent_commits_wins_the_epoch() {
+    let env = Env::start().await;
+    let a = acct(1);
+    env.dir.set(&a, &[(1, 1)]);
+    let ca = client(&a, 1);
+    let _g = create(&env, (&a, 1), &ca).await;
+    // Eight independent copies of the creator's state, each committing a self-update at
+    // epoch 0.
+    let saved = ca.to_bytes().unwrap();
+    let mut requests = Vec::new();
+    for _ in 0..8 {
+        let copy = MlsClient::from_bytes(&saved).unwrap();
+        let mut g = Group::load(&copy, GROUP_ID).unwrap();
+        let b = g.self_update(&copy).unwrap();
+        requests.push(SendCommitRequest {
+            group_id: GROUP_ID.to_vec(),
+            epoch: 0,
+            commit: b.commit,
+            welcome: None,
+            welcome_recipients: vec![],
+            group_info: b.group_info.unwrap(),
+        });
+    }
+    let token = env.token(&a, 1);
+    let calls = requests.into_iter().map(|r| {
+        let mut client = env.groups();
+        let token = token.clone();
+        async move { client.send_commit(authed(r, &token)).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Code::Aborted);
+        assert_eq!(reason(r), "STALE_EPOCH");
+        let s: StaleEpoch = detail(r, "StaleEpoch");
+        assert_eq!(s.current_epoch, 1);
+    }
+}

@@ -1,0 +1,77 @@
+//! Idempotent SendMessage under concurrency and after a crashed attempt.
+
+use std::time::Duration;
+
+use guardyn_storage::KvStore as _;
+use tonic::Code;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn eight_concurrent_identical_sends_store_one_message() {
+    let env = Env::start().await;
+    let (a, b) = (acct(1), acct(2));
+    env.dir.set(&a, &[(1, 100)]);
+    env.dir.set(&b, &[(1, 201), (2, 202)]);
+    let token = env.token(&a, 1);
+    let calls = (0..8).map(|_| {
+        let mut client = env.messaging();
+        let req = send_request(&b, &[(1, 201), (2, 202)], "same-id", b"once", false);
+        let token = token.clone();
+        async move { client.send_message(authed(req, &token)).await }
+    });
+    let responses: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().into_inner())
+        .collect();
+    assert_eq!(responses.iter().filter(|r| !r.duplicate).count(), 1);
+    assert_eq!(responses.iter().filter(|r| r.duplicate).count(), 7);
+    for r in &responses {
+        assert_eq!(
+            r.queued, responses[0].queued,
+            "every answer names the same envelopes"
+        );
+        assert_eq!(r.server_timestamp, responses[0].server_timestamp);
+    }
+    assert_eq!(responses[0].queued.len(), 2);
+    for device in [1, 2] {
+        assert_eq!(queued(&env.server, &b, device).await, 1, "device {device}");
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_sends_reservation_blocks_retries_only_until_its_lease_ends() {
+    let env = Env::start().await;
+    let (a, b) = (acct(1), acct(2));
+    env.dir.set(&a, &[(1, 100)]);
+    env.dir.set(&b, &[(1, 201)]);
+    // A send reserved the id and died before appending anything.
+    use guardyn_common::clock::Clock as _;
+    let (key, value) =
+        guardyn_messaging::testing::pending_send_record(&a, 1, "crashed", env.clock.now_ms());
+    env.server.store().put(&key, &value).await.unwrap();
+
+    let err = env
+        .send((&a, 1), &b, &[(1, 201)], "crashed", b"retry")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+    let s = retry_after(&err);
+    assert!(s.is_some_and(|d| d > Duration::ZERO), "retry hint: {s:?}");
+    assert_eq!(queued(&env.server, &b, 1).await, 0);
+
+    env.clock.advance(Duration::from_secs(31));
+    let r = env
+        .send((&a, 1), &b, &[(1, 201)], "crashed", b"retry")
+        .await
+        .unwrap();
+    assert!(!r.duplicate);
+    let again = env
+        .send((&a, 1), &b, &[(1, 201)], "crashed", b"retry")
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.queued, r.queued);
+    assert_eq!(queued(&env.server, &b, 1).await, 1);
+}

@@ -1,0 +1,384 @@
+//! The presence engine of one instance: the operations behind the RPCs, in domain types.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use guardyn_common::clock::SharedClock;
+use guardyn_events::EventBus;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PresenceConfig;
+use crate::error::PresenceError;
+use crate::events::{AccountEvent, Change, TypingSignal, account_subject, inbox_subject};
+use crate::local::{Heartbeat, LocalTable, TypingTarget};
+use crate::model::{AccountId, InstanceId, Seen, Settings, Status, Visibility};
+use crate::peers::Peers;
+use crate::store::Store;
+use crate::views::{Item, TopicKey, Views, Watcher};
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    pub config: PresenceConfig,
+    pub instance: InstanceId,
+    pub(crate) clock: SharedClock,
+    pub(crate) store: Store,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) local: Mutex<LocalTable>,
+    pub(crate) views: Views,
+    pub(crate) peers: Peers,
+    /// Wakes the expiry driver when a timer was added that may be due before its sleep ends.
+    pub(crate) wake: Notify,
+    pub(crate) shutdown: CancellationToken,
+    /// The source task of every watched topic, with a task id.
+    topic_tasks: Mutex<HashMap<TopicKey, (u64, CancellationToken)>>,
+    /// The open stream of each device on this instance (a new Subscribe replaces it).
+    streams: Mutex<HashMap<(AccountId, u32), (u64, CancellationToken)>>,
+    next_id: AtomicU64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every guarded structure stays consistent between statements; a panic elsewhere must not
+    // take presence down with it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a Subscribe gets: its item channel and the handles that end it.
+#[derive(Debug)]
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Item>,
+    pub broken: CancellationToken,
+    pub replaced: CancellationToken,
+    pub guard: SubscriptionGuard,
+}
+
+/// Unregisters a stream when dropped.
+#[derive(Debug)]
+pub struct SubscriptionGuard {
+    engine: Arc<Engine>,
+    watcher: u64,
+    device: (AccountId, u32),
+    topics: Vec<TopicKey>,
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        for key in &self.topics {
+            self.engine.unwatch(*key, self.watcher);
+        }
+        let mut streams = lock(&self.engine.streams);
+        if streams
+            .get(&self.device)
+            .is_some_and(|(id, _)| *id == self.watcher)
+        {
+            streams.remove(&self.device);
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(
+        config: PresenceConfig,
+        store: Store,
+        bus: Arc<dyn EventBus>,
+        clock: SharedClock,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let instance = uuid::Uuid::new_v4();
+        let now = clock.now_ms();
+        Arc::new(Self {
+            peers: Peers::new(instance, config.instance_lease()),
+            config,
+            instance,
+            clock,
+            store,
+            bus,
+            local: Mutex::new(LocalTable::new(now)),
+            views: Views::default(),
+            wake: Notify::new(),
+            shutdown,
+            topic_tasks: Mutex::default(),
+            streams: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub(crate) async fn publish(&self, account: AccountId, at_ms: u64, change: Change) {
+        let event = AccountEvent {
+            instance: self.instance,
+            at_ms,
+            change,
+        };
+        // Live events are at-most-once by contract; the durable state is already written and
+        // a watcher that missed the event resynchronises on its next subscribe.
+        if let Err(err) = self
+            .bus
+            .publish(&account_subject(account), event.encode())
+            .await
+        {
+            tracing::warn!(%account, error = %err, "presence event not published");
+        }
+    }
+
+    /// A device is alive. Only the first heartbeat of an online period writes and publishes.
+    pub async fn heartbeat(&self, account: AccountId, device: u32) -> Result<(), PresenceError> {
+        let now = self.clock.now_ms();
+        let outcome =
+            lock(&self.local).heartbeat(account, device, now, self.config.device_expiry_ms());
+        if let Heartbeat::CameOnline { generation } = outcome {
+            if let Err(err) = self
+                .store
+                .device_online(account, self.instance, device, generation)
+                .await
+            {
+                lock(&self.local).forget_device(account, device, generation);
+                return Err(err);
+            }
+            self.wake.notify_one();
+            self.publish(account, now, Change::DeviceOnline { device, generation })
+                .await;
+        }
+        Ok(())
+    }
+
+    pub async fn set_status(
+        &self,
+        account: AccountId,
+        status: Status,
+        custom_text: String,
+    ) -> Result<(), PresenceError> {
+        let text = custom_text.clone();
+        self.store
+            .update_settings(account, move |s| {
+                s.status = status;
+                s.custom_text.clone_from(&text);
+            })
+            .await?;
+        let now = self.clock.now_ms();
+        self.publish(
+            account,
+            now,
+            Change::Status {
+                status,
+                custom_text,
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// `allow_list` replaces the stored list only when given (ALLOW_LIST).
+    pub async fn set_visibility(
+        &self,
+        account: AccountId,
+        visibility: Visibility,
+        allow_list: Option<Vec<AccountId>>,
+    ) -> Result<(), PresenceError> {
+        let settings = self
+            .store
+            .update_settings(account, move |s| {
+                if let Some(list) = &allow_list {
+                    s.allow_list.clone_from(list);
+                }
+                s.visibility = match &visibility {
+                    Visibility::AllowList(_) => {
+                        Visibility::AllowList(s.allow_list.iter().copied().collect())
+                    }
+                    other => other.clone(),
+                };
+            })
+            .await?;
+        let now = self.clock.now_ms();
+        self.publish(
+            account,
+            now,
+            Change::Visibility {
+                visibility: settings.visibility,
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    pub async fn settings(&self, account: AccountId) -> Result<Settings, PresenceError> {
+        self.store.settings(account).await
+    }
+
+    /// Start or stop a typing indicator; published only, never stored.
+    pub async fn set_typing(&self, sender: AccountId, target: TypingTarget, typing: bool) {
+        let now = self.clock.now_ms();
+        let expires_ms = if typing {
+            let at = lock(&self.local).start_typing(
+                sender,
+                target.clone(),
+                now,
+                self.config.typing_ttl_ms(),
+            );
+            self.wake.notify_one();
+            at
+        } else {
+            if !lock(&self.local).stop_typing(sender, target.clone()) {
+                // Nothing was announced (or it already expired and was withdrawn).
+                return;
+            }
+            now
+        };
+        self.announce_typing(sender, target, typing, now, expires_ms)
+            .await;
+    }
+
+    pub(crate) async fn announce_typing(
+        &self,
+        sender: AccountId,
+        target: TypingTarget,
+        typing: bool,
+        now: u64,
+        expires_ms: u64,
+    ) {
+        match target {
+            TypingTarget::Peer(peer) => {
+                let signal = TypingSignal {
+                    sender,
+                    typing,
+                    expires_ms,
+                };
+                if let Err(err) = self
+                    .bus
+                    .publish(&inbox_subject(peer), signal.encode())
+                    .await
+                {
+                    tracing::warn!(error = %err, "typing indicator not published");
+                }
+            }
+            TypingTarget::Group(group) => {
+                self.publish(
+                    sender,
+                    now,
+                    Change::GroupTyping {
+                        group,
+                        typing,
+                        expires_ms,
+                    },
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Presence of `accounts` as `viewer` sees it: from the live view when this instance
+    /// watches the account, from storage otherwise.
+    pub async fn presence(
+        self: &Arc<Self>,
+        viewer: AccountId,
+        accounts: &[AccountId],
+    ) -> Result<Vec<Seen>, PresenceError> {
+        let mut out = Vec::with_capacity(accounts.len());
+        for &account in accounts {
+            let view = match self.views.view(account) {
+                Some(v) => v,
+                None => self.load(account).await?,
+            };
+            out.push(view.seen_by(account, viewer));
+        }
+        Ok(out)
+    }
+
+    /// Read an account from storage; device entries of dead instances are cleaned up on the
+    /// side.
+    pub(crate) async fn load(
+        self: &Arc<Self>,
+        account: AccountId,
+    ) -> Result<crate::model::AccountView, PresenceError> {
+        let (view, dead) = self.store.load(account, |i| self.peers.alive(i)).await?;
+        for d in dead {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let now = engine.clock.now_ms();
+                if let Err(err) = engine
+                    .store
+                    .drop_instance(account, d.instance, now, |i| engine.peers.alive(i))
+                    .await
+                {
+                    tracing::warn!(%account, error = %err, "stale presence entries not removed");
+                }
+            });
+        }
+        Ok(view)
+    }
+
+    /// Open a Subscribe stream for `viewer`'s device watching `accounts` (deduplicated).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        viewer: AccountId,
+        device: u32,
+        accounts: &[AccountId],
+    ) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut topics: Vec<TopicKey> = accounts.iter().map(|a| TopicKey::Account(*a)).collect();
+        topics.push(TopicKey::Inbox(viewer));
+        let (tx, rx) = mpsc::channel(topics.len() + 256);
+        let watcher = Arc::new(Watcher::new(id, viewer, tx, topics.len()));
+        let replaced = CancellationToken::new();
+        if let Some((_, old)) = lock(&self.streams).insert((viewer, device), (id, replaced.clone()))
+        {
+            old.cancel();
+        }
+        for key in &topics {
+            self.watch(*key, &watcher);
+        }
+        Subscription {
+            rx,
+            broken: watcher.broken.clone(),
+            replaced,
+            guard: SubscriptionGuard {
+                engine: self.clone(),
+                watcher: id,
+                device: (viewer, device),
+                topics,
+            },
+        }
+    }
+
+    fn watch(self: &Arc<Self>, key: TopicKey, watcher: &Arc<Watcher>) {
+        let mut tasks = lock(&self.topic_tasks);
+        if self.views.watch(key, watcher) {
+            let task_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let cancel = self.shutdown.child_token();
+            tasks.insert(key, (task_id, cancel.clone()));
+            tokio::spawn(crate::tasks::run_topic(self.clone(), key, task_id, cancel));
+        }
+    }
+
+    fn unwatch(&self, key: TopicKey, watcher: u64) {
+        let mut tasks = lock(&self.topic_tasks);
+        if self.views.unwatch(key, watcher)
+            && let Some((_, cancel)) = tasks.remove(&key)
+        {
+            cancel.cancel();
+        }
+    }
+
+    /// A topic's source failed: end its watchers, unless a newer task already replaced it.
+    pub(crate) fn topic_failed(&self, key: TopicKey, task_id: u64) {
+        let mut tasks = lock(&self.topic_tasks);
+        if tasks.get(&key).is_some_and(|(id, _)| *id == task_id) {
+            tasks.remove(&key);
+            self.views.fail(key);
+        }
+    }
+
+    /// End the open Subscribe stream of a device on this instance (it ends OK, as when
+    /// replaced: a removed device or deleted account has nothing to resubscribe for).
+    pub(crate) fn end_stream(&self, account: AccountId, device: u32) {
+        if let Some((_, cancel)) = lock(&self.streams).remove(&(account, device)) {
+            cancel.cancel();
+        }
+    }
+
+    /// Devices online on this instance (metrics, benchmark).
+    pub fn local_devices(&self) -> usize {
+        lock(&self.local).online_devices()
+    }
+}
