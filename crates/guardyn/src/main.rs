@@ -1,4 +1,4 @@
-//! `guardyn`: the Guardyn server (and, as they land, client subcommands).
+//! `guardyn`: the Guardyn server, its client subcommands and the load generator.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

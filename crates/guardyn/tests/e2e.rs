@@ -115,6 +115,28 @@ async fn grpcurl_lists_services_over_reflection_v1alpha() {
     .unwrap();
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains("SERVING"), "{body}");
+
+    // Error details decode through reflection: a call without a token shows its reason.
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("grpcurl")
+            .args([
+                "-plaintext",
+                "-d",
+                r#"{"payload":"aGk="}"#,
+                &addr,
+                "guardyn.messaging.v1.MessagingService/Echo",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("Unauthenticated"), "{text}");
+    assert!(text.contains(r#""reason":"UNAUTHENTICATED""#), "{text}");
 }
 
 /// A raw HTTP/1.1 exchange, as a browser's gRPC-web client would do it.
