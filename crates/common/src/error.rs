@@ -54,7 +54,7 @@ pub fn default_code(reason: Reason) -> Code {
         | R::MfaAlreadyEnabled
         | R::MfaNotEnabled
         | R::LastDevice => Code::FailedPrecondition,
-        R::StaleEpoch => Code::Aborted,
+        R::StaleEpoch | R::SendInProgress => Code::Aborted,
         R::RateLimited | R::QuotaExceeded | R::DeviceLimitReached | R::Overloaded => {
             Code::ResourceExhausted
         }

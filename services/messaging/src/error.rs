@@ -114,10 +114,9 @@ impl From<MessagingError> for ApiError {
             // Same id, same device, the first attempt still running (or crashed less than a
             // lease ago): retrying after the hint returns its result.
             E::SendInProgress { retry_after_ms } => ApiError::new(
-                Reason::Unavailable,
+                Reason::SendInProgress,
                 "a send with this client message id is still in progress; retry",
             )
-            .with_code(tonic::Code::Aborted)
             .with_retry_after(std::time::Duration::from_millis(retry_after_ms)),
             E::Directory(err) => {
                 tracing::warn!(error = %err, "device directory call failed");

@@ -14,6 +14,7 @@ mod devices;
 mod error;
 mod events;
 mod groups;
+mod idempotency;
 mod listen;
 mod messaging;
 mod outbox;
@@ -70,8 +71,8 @@ pub(crate) struct Core {
     pub shutdown: CancellationToken,
 }
 
-/// Build MessagingService and GroupService, start their event subscriptions and the commit
-/// outbox recovery (which completes fan-outs a previous process left unfinished), and add them
+/// Build MessagingService and GroupService, start their event subscriptions and the outbox
+/// recovery (which completes fan-outs a previous process left unfinished), and add them
 /// to `set`.
 pub async fn register(
     config: &MessagingConfig,
@@ -107,6 +108,8 @@ pub async fn register(
 /// can reproduce a crash between two writes. Not part of the service's API.
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::messaging::pending_send_record;
-    pub use crate::outbox::commit_record;
+    pub use crate::idempotency::pending_send_record;
+    pub use crate::outbox::record::testing::{
+        commit_record, group_message_record, proposal_record,
+    };
 }

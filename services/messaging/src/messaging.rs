@@ -18,18 +18,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::MessagingError;
+use crate::idempotency::Claim;
 use crate::listen::Listener;
 use crate::store::{self, IdempotencyRecord, MailEvent, QueueEntry};
 use crate::{Core, devices};
 
 /// Most ids one Ack may list.
 const MAX_ACK_IDS: usize = 1000;
-/// How long a client message id reservation holds (by the service clock) before a send that
-/// crashed mid-way stops blocking retries.
-const RESERVATION_LEASE_MS: u64 = 30_000;
-/// How long a duplicate waits for the send holding the reservation to finish.
-const RESERVATION_WAIT: Duration = Duration::from_secs(2);
-const RESERVATION_POLL: Duration = Duration::from_millis(20);
 
 /// The MessagingService implementation.
 #[derive(Debug, Clone)]
@@ -167,79 +162,28 @@ impl Core {
         }
         let idem_key = store::idempotency_key(account, device, &send.client_message_id);
         let reservation = match self.reserve(&idem_key).await? {
-            Claim::Replay(r) => return Ok(r),
+            Claim::Replay(r) => return Ok(replay(&r)),
             Claim::Reserved(bytes) => bytes,
         };
-        let result = self.deliver(account, device, send, now).await;
-        let (txn, response) = match result {
+        match self.deliver(account, device, send, now).await {
             Ok(queued) => {
-                let record = IdempotencyRecord {
-                    pending: false,
-                    expires_at_ms: now
-                        .saturating_add(self.cfg.idempotency_secs.saturating_mul(1000)),
-                    server_timestamp_ms: now,
-                    queued,
-                };
-                let mut response = replay(&record);
-                response.duplicate = false;
+                let record = self.completed(now, queued);
                 let txn = Txn::new()
                     .require_equals(idem_key.clone(), reservation)
                     .put(idem_key, record.encode());
-                (txn, Ok(response))
-            }
-            // Nothing was stored (or, after a storage failure, possibly part of it): free the
-            // id so that a retry is not refused for the length of the lease.
-            Err(e) => (
-                Txn::new()
-                    .require_equals(idem_key.clone(), reservation)
-                    .delete(idem_key),
-                Err(e),
-            ),
-        };
-        if !self.kv.commit(txn).await?.is_committed() {
-            // Our lease expired and another send took the id over; our result stands.
-            tracing::debug!("idempotency reservation was taken over");
-        }
-        response
-    }
-
-    /// Reserve the client message id (or find its result). A reservation held by a send in
-    /// progress is waited for up to [`RESERVATION_WAIT`].
-    async fn reserve(&self, key: &[u8]) -> Result<Claim, MessagingError> {
-        let deadline = tokio::time::Instant::now() + RESERVATION_WAIT;
-        loop {
-            let now = self.clock.now_ms();
-            let current = self.kv.get(key).await?;
-            if let Some(raw) = &current {
-                let rec = IdempotencyRecord::decode(raw)?;
-                if rec.expires_at_ms > now {
-                    if !rec.pending {
-                        return Ok(Claim::Replay(replay(&rec)));
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(MessagingError::SendInProgress {
-                            retry_after_ms: rec.expires_at_ms - now,
-                        });
-                    }
-                    tokio::time::sleep(RESERVATION_POLL).await;
-                    continue;
+                if !self.kv.commit(txn).await?.is_committed() {
+                    // Our lease expired and another send took the id over; our result stands.
+                    tracing::debug!("idempotency reservation was taken over");
                 }
+                let mut response = replay(&record);
+                response.duplicate = false;
+                Ok(response)
             }
-            // Absent, expired, or a reservation whose sender crashed (lease over): take it.
-            let reservation = IdempotencyRecord {
-                pending: true,
-                expires_at_ms: now.saturating_add(RESERVATION_LEASE_MS),
-                server_timestamp_ms: now,
-                queued: Vec::new(),
+            // Nothing was stored (or, after a storage failure, possibly part of it).
+            Err(e) => {
+                self.release(idem_key, reservation).await?;
+                Err(e)
             }
-            .encode();
-            let txn = Txn::new()
-                .require_unchanged(key.to_vec(), current.as_deref())
-                .put(key.to_vec(), reservation.clone());
-            if self.kv.commit(txn).await?.is_committed() {
-                return Ok(Claim::Reserved(reservation));
-            }
-            // A concurrent send changed it first: look again.
         }
     }
 
@@ -403,14 +347,6 @@ impl Core {
     }
 }
 
-/// Outcome of reserving a client message id.
-enum Claim {
-    /// The id was already used: the original result.
-    Replay(SendMessageResponse),
-    /// Reserved; the stored reservation bytes (the compare-and-set witness for completing it).
-    Reserved(Vec<u8>),
-}
-
 fn envelope(
     account: &str,
     device: u32,
@@ -429,27 +365,6 @@ fn envelope(
         urgent,
         ..Default::default()
     }
-}
-
-/// Test support: the key and value of a SendMessage reservation taken at `now_ms`, as a send
-/// that crashed before completing it leaves behind.
-#[doc(hidden)]
-pub fn pending_send_record(
-    account: &str,
-    device: u32,
-    client_message_id: &str,
-    now_ms: u64,
-) -> (Vec<u8>, Vec<u8>) {
-    let rec = IdempotencyRecord {
-        pending: true,
-        expires_at_ms: now_ms.saturating_add(RESERVATION_LEASE_MS),
-        server_timestamp_ms: now_ms,
-        queued: Vec::new(),
-    };
-    (
-        store::idempotency_key(account, device, client_message_id),
-        rec.encode(),
-    )
 }
 
 fn replay(rec: &IdempotencyRecord) -> SendMessageResponse {

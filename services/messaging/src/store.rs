@@ -9,9 +9,12 @@
 //! - KV `msg/v1/group/<hex group id>`: the group record ([`crate::groups::state`]).
 //! - KV `msg/v1/group/<hex group id>/p/<epoch u64>/<hex proposal ref>`: a relayed proposal's
 //!   membership effect, used to resolve commits that reference it.
-//! - KV `msg/v1/idem/<account>/<device u32>/<client message id>`: idempotency record.
-//! - KV `msg/v1/ob/<hex group id>/<epoch u64>/<kind u8>`: an accepted commit's (or its
-//!   Welcome's) pending fan-out ([`crate::outbox`]); `msg/v1/obp/<same suffix>` its progress.
+//! - KV `msg/v1/idem/<account>/<device u32>/<client message id>`: idempotency record
+//!   (SendGroupMessage's id is `g/<hex group id>/<client message id>`).
+//! - KV `msg/v1/ob/<hex group id>/<epoch u64>/<kind u8>[/<hex tag>]`: a pending group fan-out
+//!   (kind `A` application message, `P` proposal, `c` commit, `w` Welcome; the tag tells apart
+//!   an epoch's proposals and application messages) ([`crate::outbox`]);
+//!   `msg/v1/obp/<same suffix>` its progress.
 //!
 //! Bus subjects: `messaging.mail.<account>.<device>` (`[1][0]` = stored mail, `[1][1][DeliveredEnvelope]`
 //! = online-only envelope), `messaging.listen.<account>.<device>` (`[1][instance uuid][stream id u64]`).
@@ -73,6 +76,17 @@ pub(crate) fn idempotency_key(account: &str, device: u32, client_message_id: &st
     k.push(b'/');
     k.extend_from_slice(client_message_id.as_bytes());
     k
+}
+
+/// The idempotency key of a SendGroupMessage (client message ids are per group).
+pub(crate) fn group_idempotency_key(
+    account: &str,
+    device: u32,
+    group_id: &[u8],
+    client_message_id: &str,
+) -> Vec<u8> {
+    let id = format!("g/{}/{client_message_id}", hex(group_id));
+    idempotency_key(account, device, &id)
 }
 
 pub(crate) const OUTBOX_PREFIX: &[u8] = b"msg/v1/ob/";

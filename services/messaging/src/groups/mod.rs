@@ -3,29 +3,31 @@
 //! Invariants: the group record changes only by compare-and-set on its stored bytes, so exactly
 //! one commit per epoch wins; membership changes come only from accepted commits (plus the
 //! `left` mark of LeaveGroup); every fanned-out MLS message is stored once in the group log and
-//! referenced from each recipient device's queue; an accepted commit's fan-out is written to
-//! the outbox in the same transaction as the compare-and-set ([`crate::outbox`]).
+//! referenced from each recipient device's queue; an accepted commit's or relayed proposal's
+//! fan-out is written to the outbox in the same transaction as the compare-and-set, an
+//! application message's with the completion of its client message id ([`crate::outbox`]).
 
 mod grpc;
 mod mls;
+mod relay;
 pub(crate) mod state;
+
+pub(crate) use self::mls::proposal_ref;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use guardyn_crypto::mls::{ContentKind, MessageKind, ParsedBody, SenderInfo};
 use guardyn_proto::guardyn::messaging::v1::{
-    CreateGroupRequest, MlsMessageKind, SendCommitRequest, SendCommitResponse,
-    SendGroupMessageRequest, SendGroupMessageResponse,
+    CreateGroupRequest, SendCommitRequest, SendCommitResponse,
 };
 use guardyn_storage::{Direction, KeyRange, Txn};
 
-use self::state::{Effect, GroupState, Member, decode_effect, encode_effect};
+use self::state::{Effect, GroupState, Member, decode_effect};
 use crate::Core;
 use crate::error::MessagingError;
-use crate::messaging::check_client_message_id;
 use crate::outbox::{FanOut, Kind};
-use crate::store::{self, IdempotencyRecord};
+use crate::store;
 
 /// Largest LeaveGroup proposal.
 const MAX_LEAVE_PROPOSAL: usize = 64 * 1024;
@@ -281,6 +283,8 @@ impl Core {
                 sender: sender.clone(),
                 message: r.commit.clone(),
                 recipients,
+                urgent: false,
+                tag: Vec::new(),
             }];
             if let Some(w) = &r.welcome {
                 fan_outs.push(FanOut {
@@ -291,10 +295,13 @@ impl Core {
                     sender,
                     message: w.clone(),
                     recipients: added.iter().cloned().collect(),
+                    // A new member's first message: worth waking the device for.
+                    urgent: true,
+                    tag: Vec::new(),
                 });
             }
             // The outbox records commit with the epoch change, so a crash after this point
-            // still delivers the commit (outbox.rs).
+            // still delivers the commit (crate::outbox).
             let key = store::group_key(&r.group_id);
             let txn = fan_outs.iter().fold(
                 Txn::new()
@@ -306,14 +313,8 @@ impl Core {
                 // Someone else changed the group: re-read; a new epoch then answers STALE_EPOCH.
                 continue;
             }
-            for f in &fan_outs {
-                // The commit is accepted whatever happens here: a failed fan-out stays in the
-                // outbox and the recovery sweep completes it.
-                if let Err(e) = self.complete_fan_out(f).await {
-                    tracing::warn!(error = %e, "commit fan-out failed; left to the outbox sweep");
-                    break;
-                }
-            }
+            self.complete_pending_proposals(&r.group_id, g.epoch).await;
+            self.deliver_or_defer(&fan_outs).await;
             self.forget_proposals(&r.group_id, g.epoch).await;
             return Ok(SendCommitResponse {
                 epoch: next.epoch,
@@ -340,183 +341,5 @@ impl Core {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not list old proposals"),
         }
-    }
-
-    /// Relay a proposal; with `leaving`, also mark the caller's leaf as left (it must be a
-    /// proposal removing the caller).
-    #[allow(clippy::too_many_arguments)] // The request's fields, each a plain value.
-    async fn relay_proposal(
-        &self,
-        account: &str,
-        device: u32,
-        group_id: &[u8],
-        epoch: u64,
-        field: &str,
-        proposal: &[u8],
-        leaving: bool,
-    ) -> Result<u64, MessagingError> {
-        let parsed = mls::parse(
-            field,
-            proposal,
-            group_id,
-            MessageKind::PublicMessage,
-            Some(ContentKind::Proposal),
-        )?;
-        if parsed.epoch != Some(epoch) {
-            return Err(MessagingError::mls(
-                field,
-                "epoch differs from the request's epoch",
-            ));
-        }
-        let Some(summary) = mls::proposal_of(&parsed) else {
-            return Err(MessagingError::mls(field, "not a proposal"));
-        };
-        let proposal_ref = mls::proposal_ref(proposal)
-            .ok_or_else(|| MessagingError::mls(field, "not a member's proposal"))?;
-        loop {
-            let loaded = self.load_group(group_id).await?;
-            let g = &loaded.state;
-            let caller_leaf = g
-                .leaf_of(account, device)
-                .ok_or(MessagingError::NotMember)?;
-            if parsed.sender != Some(SenderInfo::Member(caller_leaf)) {
-                return Err(MessagingError::mls(
-                    field,
-                    "sender is not the calling device's leaf",
-                ));
-            }
-            if g.epoch != epoch {
-                return Err(MessagingError::StaleEpoch { current: g.epoch });
-            }
-            let effect = mls::effect(field, summary, Some(caller_leaf))?;
-            if leaving && effect != Effect::Remove(caller_leaf) {
-                return Err(MessagingError::mls(
-                    field,
-                    "must remove the calling device's own leaf",
-                ));
-            }
-            let mut txn = Txn::new()
-                .require_equals(store::group_key(group_id), loaded.raw.clone())
-                .put(
-                    store::proposal_key(group_id, epoch, &proposal_ref),
-                    encode_effect(&effect),
-                );
-            if leaving {
-                let mut next = g.clone();
-                if let Some(Some(m)) = next.leaves.get_mut(caller_leaf as usize) {
-                    m.left = true;
-                }
-                txn = txn.put(store::group_key(group_id), next.encode());
-            }
-            if !self.kv.commit(txn).await?.is_committed() {
-                continue;
-            }
-            let now = self.clock.now_ms();
-            let recipients: Vec<(String, u32)> = g
-                .members()
-                .filter(|m| !m.is(account, device))
-                .map(|m| (m.account.clone(), m.device))
-                .collect();
-            self.fan_out(
-                group_id,
-                proposal,
-                MlsMessageKind::Proposal,
-                Some(epoch),
-                (account, device),
-                false,
-                &recipients,
-                now,
-            )
-            .await?;
-            return Ok(now);
-        }
-    }
-
-    async fn send_group_message(
-        &self,
-        account: &str,
-        device: u32,
-        r: SendGroupMessageRequest,
-    ) -> Result<SendGroupMessageResponse, MessagingError> {
-        check_group_id(&r.group_id)?;
-        check_client_message_id(&r.client_message_id)?;
-        check_size("message", &r.message, self.cfg.max_mls_message_bytes)?;
-        let parsed = mls::parse(
-            "message",
-            &r.message,
-            &r.group_id,
-            MessageKind::PrivateMessage,
-            Some(ContentKind::Application),
-        )?;
-        if parsed.epoch != Some(r.epoch) {
-            return Err(MessagingError::mls(
-                "message",
-                "epoch differs from the request's epoch",
-            ));
-        }
-        let now = self.clock.now_ms();
-        let idem_key = store::idempotency_key(
-            account,
-            device,
-            &format!("g/{}/{}", store::hex(&r.group_id), r.client_message_id),
-        );
-        let previous = self.kv.get(&idem_key).await?;
-        if let Some(raw) = &previous {
-            let rec = IdempotencyRecord::decode(raw)?;
-            if rec.expires_at_ms > now {
-                return Ok(SendGroupMessageResponse {
-                    server_timestamp: Some(store::timestamp(rec.server_timestamp_ms)),
-                    duplicate: true,
-                });
-            }
-        }
-        let g = self.load_group(&r.group_id).await?.state;
-        let leaf = g
-            .leaf_of(account, device)
-            .ok_or(MessagingError::NotMember)?;
-        if g.leaves
-            .get(leaf as usize)
-            .and_then(Option::as_ref)
-            .is_some_and(|m| m.left)
-        {
-            return Err(MessagingError::NotMember);
-        }
-        if g.epoch != r.epoch {
-            return Err(MessagingError::StaleEpoch { current: g.epoch });
-        }
-        let recipients: Vec<(String, u32)> = g
-            .members()
-            .filter(|m| !m.is(account, device) && !m.left)
-            .map(|m| (m.account.clone(), m.device))
-            .collect();
-        self.fan_out(
-            &r.group_id,
-            &r.message,
-            MlsMessageKind::Application,
-            Some(r.epoch),
-            (account, device),
-            r.urgent,
-            &recipients,
-            now,
-        )
-        .await?;
-        let record = IdempotencyRecord {
-            pending: false,
-            expires_at_ms: now.saturating_add(self.cfg.idempotency_secs.saturating_mul(1000)),
-            server_timestamp_ms: now,
-            queued: Vec::new(),
-        };
-        let _ = self
-            .kv
-            .commit(
-                Txn::new()
-                    .require_unchanged(idem_key.clone(), previous.as_deref())
-                    .put(idem_key, record.encode()),
-            )
-            .await?;
-        Ok(SendGroupMessageResponse {
-            server_timestamp: Some(store::timestamp(now)),
-            duplicate: false,
-        })
     }
 }

@@ -57,6 +57,35 @@ pub async fn mls_envelope(env: &Env, account: &str, device: u32) -> DeliveredEnv
     e
 }
 
+/// A (creator) and B, each with one device, in a group at epoch 1: their MLS clients and
+/// group states. B's Welcome is read and acknowledged.
+pub async fn group_of_two(env: &Env, a: &str, b: &str) -> ([MlsClient; 2], [Group; 2]) {
+    env.dir.set(a, &[(1, 1)]);
+    env.dir.set(b, &[(1, 1)]);
+    let (ca, cb) = (client(a, 1), client(b, 1));
+    let mut ga = create(env, (a, 1), &ca).await;
+    let bundle = ga
+        .add_members(&ca, &[cb.create_key_package().unwrap().as_slice()])
+        .unwrap();
+    env.groups()
+        .send_commit(authed(
+            SendCommitRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 0,
+                commit: bundle.commit.clone(),
+                welcome: bundle.welcome.clone(),
+                welcome_recipients: vec![address(b, 1)],
+                group_info: bundle.group_info.clone().unwrap(),
+            },
+            &env.token(a, 1),
+        ))
+        .await
+        .unwrap();
+    ga.merge_pending_commit(&ca).unwrap();
+    let gb = Group::join_from_welcome(&cb, &mls_envelope(env, b, 1).await.content).unwrap();
+    ([ca, cb], [ga, gb])
+}
+
 #[tokio::test]
 async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
     let env = Env::start().await;

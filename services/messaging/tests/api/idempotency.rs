@@ -57,6 +57,10 @@ async fn a_crashed_sends_reservation_blocks_retries_only_until_its_lease_ends() 
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
+    assert_eq!(
+        guardyn_common::error::reason_of(&err).as_deref(),
+        Some("SEND_IN_PROGRESS")
+    );
     let s = retry_after(&err);
     assert!(s.is_some_and(|d| d > Duration::ZERO), "retry hint: {s:?}");
     assert_eq!(queued(&env.server, &b, 1).await, 0);
@@ -74,4 +78,50 @@ async fn a_crashed_sends_reservation_blocks_retries_only_until_its_lease_ends() 
     assert!(again.duplicate);
     assert_eq!(again.queued, r.queued);
     assert_eq!(queued(&env.server, &b, 1).await, 1);
+}
+
+#[tokio::test]
+async fn eight_concurrent_identical_group_messages_store_one_message() {
+    use guardyn_proto::guardyn::messaging::v1::SendGroupMessageRequest;
+    use guardyn_storage::AppendLog as _;
+
+    use crate::groups::{GROUP_ID, group_of_two};
+
+    let env = Env::start().await;
+    let (a, b) = (acct(1), acct(2));
+    let ([ca, _], [mut ga, _]) = group_of_two(&env, &a, &b).await;
+    let request = SendGroupMessageRequest {
+        group_id: GROUP_ID.to_vec(),
+        epoch: 1,
+        client_message_id: "same-id".into(),
+        message: ga.encrypt(&ca, b"once").unwrap(),
+        urgent: false,
+    };
+    let token = env.token(&a, 1);
+    let calls = (0..8).map(|_| {
+        let mut client = env.groups();
+        let req = request.clone();
+        let token = token.clone();
+        async move { client.send_group_message(authed(req, &token)).await }
+    });
+    let responses: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().into_inner())
+        .collect();
+    assert_eq!(responses.iter().filter(|r| !r.duplicate).count(), 1);
+    assert_eq!(responses.iter().filter(|r| r.duplicate).count(), 7);
+    for r in &responses {
+        assert_eq!(r.server_timestamp, responses[0].server_timestamp);
+    }
+    assert_eq!(queued(&env.server, &b, 1).await, 1);
+    let hex: String = GROUP_ID.iter().map(|x| format!("{x:02x}")).collect();
+    let group_log = env
+        .server
+        .store()
+        .read(format!("msg/v1/g/{hex}").as_bytes(), 1, 100)
+        .await
+        .unwrap();
+    // The Welcome that added B (the commit had no one to go to), then the message once.
+    assert_eq!(group_log.len(), 2);
 }

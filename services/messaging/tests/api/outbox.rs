@@ -1,17 +1,24 @@
-//! An accepted commit is delivered even when the process died between the compare-and-set
-//! and the fan-out: the outbox record written with the epoch change is completed at start-up.
+//! Accepted group messages are delivered even when the process died between accepting them
+//! and their fan-out: the outbox record written with the acceptance (the commit's or the
+//! proposal's compare-and-set, the application message's idempotency record) is completed at
+//! start-up.
 
 use std::time::Duration;
 
 use guardyn_common::clock::{Clock as _, ManualClock};
 use guardyn_crypto::mls::{Group, Received};
 use guardyn_proto::guardyn::messaging::v1::{
-    MlsMessageKind, SendCommitRequest, listen_response::Item,
+    DeliveredEnvelope, ListenResponse, MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
+    SendProposalRequest, listen_response::Item,
 };
 use guardyn_storage::{AppendLog as _, Direction, KeyRange, KvStore as _};
 
 use crate::common::*;
-use crate::groups::{GROUP_ID, address, client, create, mls_envelope};
+use crate::groups::{GROUP_ID, address, client, create, group_of_two, mls_envelope};
+use crate::proposals::{commit, group_of_three};
+
+/// Past the sweep's grace period for records that may still be in progress elsewhere.
+const AFTER_GRACE: Duration = Duration::from_secs(60);
 
 async fn outbox_records(env: &Env) -> usize {
     env.server
@@ -35,6 +42,46 @@ async fn restart(dir: &std::path::Path, clock: ManualClock) -> Env {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("could not reopen the data directory");
+}
+
+/// Stop `env` (its state as a crash left it), move the clock by `pause` and start a new server
+/// on the same data directory with `accounts` (one device each) in the directory.
+async fn crash_and_restart(
+    env: Env,
+    dir: &std::path::Path,
+    clock: &ManualClock,
+    pause: Duration,
+    accounts: &[&str],
+) -> Env {
+    let Env { server, .. } = env;
+    server.stop().await.unwrap();
+    clock.advance(pause);
+    let env = restart(dir, clock.clone()).await;
+    for a in accounts {
+        env.dir.set(a, &[(1, 1)]);
+    }
+    env
+}
+
+/// The first envelope on the stream (a QueueEmpty may come first if recovery is still busy).
+async fn first_envelope(s: &mut tonic::Streaming<ListenResponse>) -> DeliveredEnvelope {
+    loop {
+        match next(s).await {
+            Item::Envelope(e) => return e,
+            Item::QueueEmpty(_) => {}
+            other => panic!("expected an envelope, got {other:?}"),
+        }
+    }
+}
+
+async fn wait_for_empty_outbox(env: &Env) {
+    for _ in 0..200 {
+        if outbox_records(env).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the completed outbox record was not deleted");
 }
 
 #[tokio::test]
@@ -101,23 +148,10 @@ async fn a_commit_whose_fan_out_was_cut_short_reaches_members_after_a_restart() 
     );
     store.put(&key, &value).await.unwrap();
     drop(store);
-    let Env { server, .. } = env;
-    server.stop().await.unwrap();
 
-    // The restarted server completes the record (it is older than the sweep's grace period
-    // for fan-outs that may still be running elsewhere).
-    clock.advance(Duration::from_secs(60));
-    let env = restart(data.path(), clock).await;
-    env.dir.set(&a, &[(1, 1)]);
-    env.dir.set(&b, &[(1, 1)]);
-    let mut s = env.listen(&b, 1).await;
-    let e = loop {
-        match next(&mut s).await {
-            Item::Envelope(e) => break e,
-            Item::QueueEmpty(_) => {}
-            other => panic!("expected the commit, got {other:?}"),
-        }
-    };
+    // The restarted server completes the record.
+    let env = crash_and_restart(env, data.path(), &clock, AFTER_GRACE, &[&a, &b]).await;
+    let e = first_envelope(&mut env.listen(&b, 1).await).await;
     assert_eq!(e.mls_kind, MlsMessageKind::Commit as i32);
     assert_eq!(e.epoch, Some(1));
     assert_eq!(e.sender_account_id.as_deref(), Some(a.as_str()));
@@ -125,11 +159,186 @@ async fn a_commit_whose_fan_out_was_cut_short_reaches_members_after_a_restart() 
         Received::Commit(summary) => assert_eq!(summary.epoch, 2),
         other => panic!("expected a commit, got {other:?}"),
     }
-    for _ in 0..200 {
-        if outbox_records(&env).await == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    wait_for_empty_outbox(&env).await;
+}
+
+#[tokio::test]
+async fn a_relayed_proposal_whose_fan_out_was_cut_short_reaches_members_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let env = Env::start_on(data.path(), clock.clone()).await;
+    let (a, b) = (acct(1), acct(2));
+    let ([ca, cb], [mut ga, mut gb]) = group_of_two(&env, &a, &b).await;
+
+    // B's proposal is accepted ...
+    let proposal = gb.propose_self_update(&cb).unwrap();
+    env.groups()
+        .send_proposal(authed(
+            SendProposalRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 1,
+                proposal: proposal.clone(),
+            },
+            &env.token(&b, 1),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outbox_records(&env).await, 0);
+    // ... and the process dies right after the transaction that stored its effect: A's queue
+    // never got it, the outbox record written in that transaction is still there.
+    let store = env.server.store();
+    store
+        .delete_through(&queue_partition(&a, 1), u64::MAX)
+        .await
+        .unwrap();
+    let (key, value) = guardyn_messaging::testing::proposal_record(
+        GROUP_ID,
+        1,
+        (&b, 1),
+        &proposal,
+        &[(a.clone(), 1)],
+        clock.now_ms(),
+    );
+    store.put(&key, &value).await.unwrap();
+    drop(store);
+
+    let env = crash_and_restart(env, data.path(), &clock, AFTER_GRACE, &[&a, &b]).await;
+    let e = first_envelope(&mut env.listen(&a, 1).await).await;
+    assert_eq!(e.mls_kind, MlsMessageKind::Proposal as i32);
+    assert_eq!(e.epoch, Some(1));
+    assert_eq!(e.sender_account_id.as_deref(), Some(b.as_str()));
+    assert!(matches!(
+        ga.process_message(&ca, &e.content).unwrap(),
+        Received::Proposal { .. }
+    ));
+    wait_for_empty_outbox(&env).await;
+}
+
+#[tokio::test]
+async fn a_group_message_whose_fan_out_was_cut_short_reaches_members_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let env = Env::start_on(data.path(), clock.clone()).await;
+    let (a, b) = (acct(1), acct(2));
+    let ([ca, cb], [mut ga, mut gb]) = group_of_two(&env, &a, &b).await;
+
+    // A's message is accepted ...
+    let ct = ga.encrypt(&ca, b"survives a crash").unwrap();
+    let request = SendGroupMessageRequest {
+        group_id: GROUP_ID.to_vec(),
+        epoch: 1,
+        client_message_id: "m-1".into(),
+        message: ct.clone(),
+        urgent: true,
+    };
+    let sent = env
+        .groups()
+        .send_group_message(authed(request.clone(), &env.token(&a, 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!sent.duplicate);
+    // ... and the process dies right after the transaction that completed the client message
+    // id together with the outbox record, before B's queue got a reference.
+    let store = env.server.store();
+    store
+        .delete_through(&queue_partition(&b, 1), u64::MAX)
+        .await
+        .unwrap();
+    let (key, value) = guardyn_messaging::testing::group_message_record(
+        GROUP_ID,
+        1,
+        (&a, 1),
+        "m-1",
+        &ct,
+        true,
+        &[(b.clone(), 1)],
+        clock.now_ms(),
+    );
+    store.put(&key, &value).await.unwrap();
+    drop(store);
+
+    let env = crash_and_restart(env, data.path(), &clock, AFTER_GRACE, &[&a, &b]).await;
+    let e = first_envelope(&mut env.listen(&b, 1).await).await;
+    assert_eq!(e.mls_kind, MlsMessageKind::Application as i32);
+    assert!(e.urgent);
+    match gb.process_message(&cb, &e.content).unwrap() {
+        Received::Application { plaintext, .. } => assert_eq!(plaintext, b"survives a crash"),
+        other => panic!("expected an application message, got {other:?}"),
     }
-    panic!("the completed outbox record was not deleted");
+    wait_for_empty_outbox(&env).await;
+    // A retry after the restart is answered from the id's record, not stored again.
+    let retry = env
+        .groups()
+        .send_group_message(authed(request, &env.token(&a, 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retry.duplicate);
+    assert_eq!(retry.server_timestamp, sent.server_timestamp);
+    assert_eq!(queued(&env.server, &b, 1).await, 1);
+}
+
+#[tokio::test]
+async fn a_left_over_proposal_reaches_members_before_a_commit_that_references_it() {
+    let data = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let env = Env::start_on(data.path(), clock.clone()).await;
+    let (a, b, c) = (acct(1), acct(2), acct(3));
+    let (clients, mut groups) = group_of_three(&env, [&a, &b, &c]).await;
+
+    // B's proposal reached A, then the process died before C's queue got it.
+    let proposal = groups[1].propose_self_update(&clients[1]).unwrap();
+    env.groups()
+        .send_proposal(authed(
+            SendProposalRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 1,
+                proposal: proposal.clone(),
+            },
+            &env.token(&b, 1),
+        ))
+        .await
+        .unwrap();
+    let store = env.server.store();
+    store
+        .delete_through(&queue_partition(&c, 1), u64::MAX)
+        .await
+        .unwrap();
+    let (key, value) = guardyn_messaging::testing::proposal_record(
+        GROUP_ID,
+        1,
+        (&b, 1),
+        &proposal,
+        &[(a.clone(), 1), (c.clone(), 1)],
+        clock.now_ms(),
+    );
+    store.put(&key, &value).await.unwrap();
+    drop(store);
+
+    // Restarted within the sweep's grace period, A commits the proposal by reference.
+    let env = crash_and_restart(env, data.path(), &clock, Duration::ZERO, &[&a, &b, &c]).await;
+    let e = mls_envelope(&env, &a, 1).await;
+    assert_eq!(e.content, proposal);
+    groups[0].process_message(&clients[0], &e.content).unwrap();
+    let bundle = groups[0].commit_pending_proposals(&clients[0]).unwrap();
+    assert_eq!(commit(&env, &a, 1, &bundle, vec![]).await.unwrap(), 2);
+
+    // C gets the proposal first and can apply the commit.
+    let mut s = env.listen(&c, 1).await;
+    let first = next_envelope(&mut s).await;
+    assert_eq!(first.mls_kind, MlsMessageKind::Proposal as i32);
+    groups[2]
+        .process_message(&clients[2], &first.content)
+        .unwrap();
+    let second = next_envelope(&mut s).await;
+    assert_eq!(second.mls_kind, MlsMessageKind::Commit as i32);
+    match groups[2]
+        .process_message(&clients[2], &second.content)
+        .unwrap()
+    {
+        Received::Commit(summary) => assert_eq!(summary.epoch, 2),
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    wait_for_empty_outbox(&env).await;
 }

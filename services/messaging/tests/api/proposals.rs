@@ -12,7 +12,7 @@ use crate::common::*;
 use crate::groups::{GROUP_ID, address, client, create, mls_envelope};
 
 /// A, B and C in a group at epoch 1, each with its openmls state.
-async fn group_of_three(env: &Env, names: [&str; 3]) -> (Vec<MlsClient>, Vec<Group>) {
+pub async fn group_of_three(env: &Env, names: [&str; 3]) -> (Vec<MlsClient>, Vec<Group>) {
     for n in names {
         env.dir.set(n, &[(1, 1)]);
     }
@@ -43,7 +43,7 @@ async fn group_of_three(env: &Env, names: [&str; 3]) -> (Vec<MlsClient>, Vec<Gro
     (clients, groups)
 }
 
-async fn commit(
+pub async fn commit(
     env: &Env,
     who: &str,
     epoch: u64,

@@ -1,16 +1,21 @@
-//! Fan-out of group messages, and the outbox that makes an accepted commit's fan-out survive a
-//! crash.
+//! The outbox: every group fan-out (commits, Welcomes, relayed proposals, application
+//! messages) goes through a record that survives a crash.
 //!
-//! An accepted commit (and its Welcome) is written as an outbox record in the same KvStore
-//! transaction as the group's compare-and-set, so "epoch advanced" and "must be delivered"
-//! become durable together. The handler then fans the record out and deletes it. Records left
-//! behind by a crash (or a failed fan-out) are completed by the recovery task at start-up and
-//! every [`SWEEP_EVERY`] afterwards.
+//! The record is written in the same KvStore transaction as the change that accepts the
+//! message: the group's compare-and-set for a commit or a proposal, the completion of the
+//! client message id's reservation for an application message. So "accepted" and "must be
+//! delivered" become durable together. The handler then fans the record out and deletes it.
+//! Records left behind by a crash (or a failed fan-out) are completed by the recovery task at
+//! start-up and every [`SWEEP_EVERY`] afterwards, in key order (an epoch's proposals and
+//! application messages before its commit; see [`record::Kind`]).
 //!
 //! Delivery is at-least-once: a crash after some queue appends but before the progress or the
 //! deletion is written queues those recipients again. Clients ignore commits for epochs they
-//! already processed (openmls rejects them as wrong-epoch). The progress key makes a resumed
-//! fan-out skip the group-log append and every recipient batch already recorded.
+//! already processed (openmls rejects them as wrong-epoch) and messages they already decrypted.
+//! The progress key makes a resumed fan-out skip the group-log append and every recipient
+//! batch already recorded.
+
+pub(crate) mod record;
 
 use std::collections::HashSet;
 use std::ops::Bound;
@@ -20,11 +25,12 @@ use std::time::Duration;
 use guardyn_proto::guardyn::messaging::v1::{DeliveredEnvelope, EnvelopeType, MlsMessageKind};
 use guardyn_storage::{Direction, KeyRange, NewEntry, Txn};
 
+use self::record::Progress;
+pub(crate) use self::record::{FanOut, Kind, application_tag};
 use crate::Core;
 use crate::error::MessagingError;
-use crate::store::{self, CorruptRecord, QueueEntry, Reader, put_bytes};
+use crate::store::{self, QueueEntry};
 
-const VERSION: u8 = 1;
 /// How often the recovery task looks for left-over records (one empty range scan when none).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Records younger than this (by the service clock) may still be in progress on another
@@ -34,144 +40,6 @@ pub(crate) const GRACE_MS: u64 = 30_000;
 const PROGRESS_BATCH: usize = 64;
 /// Records read per sweep page.
 const SWEEP_PAGE: usize = 64;
-
-/// What the outbox record delivers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Commit,
-    Welcome,
-}
-
-impl Kind {
-    fn byte(self) -> u8 {
-        match self {
-            Self::Commit => b'c',
-            Self::Welcome => b'w',
-        }
-    }
-}
-
-/// One pending fan-out. Format v1: `[1][kind u8][epoch u64][accepted_ms u64][sender device
-/// u32][sender account bytes][group id bytes][MLS message bytes][recipient count u32]` then per
-/// recipient `[device u32][account bytes]` (bytes = u32 length + content).
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct FanOut {
-    pub kind: Kind,
-    pub group_id: Vec<u8>,
-    /// The epoch the commit was sent in (the group moved to `epoch + 1`).
-    pub epoch: u64,
-    pub accepted_ms: u64,
-    pub sender: (String, u32),
-    pub message: Vec<u8>,
-    pub recipients: Vec<(String, u32)>,
-}
-
-impl std::fmt::Debug for FanOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FanOut")
-            .field("kind", &self.kind)
-            .field("epoch", &self.epoch)
-            .field("message_len", &self.message.len())
-            .field("recipients", &self.recipients.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl FanOut {
-    pub(crate) fn key(&self) -> Vec<u8> {
-        store::outbox_key(&self.group_id, self.epoch, self.kind.byte())
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION, self.kind.byte()];
-        out.extend_from_slice(&self.epoch.to_be_bytes());
-        out.extend_from_slice(&self.accepted_ms.to_be_bytes());
-        out.extend_from_slice(&self.sender.1.to_be_bytes());
-        put_bytes(&mut out, self.sender.0.as_bytes());
-        put_bytes(&mut out, &self.group_id);
-        put_bytes(&mut out, &self.message);
-        // At most `max_group_members` recipients (validated config).
-        let n = u32::try_from(self.recipients.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&n.to_be_bytes());
-        for (account, device) in &self.recipients {
-            out.extend_from_slice(&device.to_be_bytes());
-            put_bytes(&mut out, account.as_bytes());
-        }
-        out
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
-        let mut r = Reader(bytes);
-        if r.u8()? != VERSION {
-            return Err(CorruptRecord("outbox record version"));
-        }
-        let kind = match r.u8()? {
-            b'c' => Kind::Commit,
-            b'w' => Kind::Welcome,
-            _ => return Err(CorruptRecord("outbox record kind")),
-        };
-        let epoch = r.u64()?;
-        let accepted_ms = r.u64()?;
-        let device = r.u32()?;
-        let account = utf8(r.bytes()?)?;
-        let group_id = r.bytes()?.to_vec();
-        let message = r.bytes()?.to_vec();
-        let n = r.u32()? as usize;
-        let mut recipients = Vec::with_capacity(n.min(10_000));
-        for _ in 0..n {
-            let d = r.u32()?;
-            recipients.push((utf8(r.bytes()?)?, d));
-        }
-        Ok(Self {
-            kind,
-            group_id,
-            epoch,
-            accepted_ms,
-            sender: (account, device),
-            message,
-            recipients,
-        })
-    }
-
-    fn envelope(&self) -> (MlsMessageKind, Option<u64>, bool) {
-        match self.kind {
-            Kind::Commit => (MlsMessageKind::Commit, Some(self.epoch), false),
-            Kind::Welcome => (MlsMessageKind::Welcome, None, true),
-        }
-    }
-}
-
-fn utf8(b: &[u8]) -> Result<String, CorruptRecord> {
-    String::from_utf8(b.to_vec()).map_err(|_| CorruptRecord("outbox account"))
-}
-
-/// How far a fan-out got: `[1][group log seq u64][recipients done u32]`.
-#[derive(Debug, PartialEq, Eq)]
-struct Progress {
-    group_seq: u64,
-    done: usize,
-}
-
-impl Progress {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        out.extend_from_slice(&self.group_seq.to_be_bytes());
-        let done = u32::try_from(self.done).unwrap_or(u32::MAX);
-        out.extend_from_slice(&done.to_be_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
-        let mut r = Reader(bytes);
-        if r.u8()? != VERSION {
-            return Err(CorruptRecord("outbox progress version"));
-        }
-        Ok(Self {
-            group_seq: r.u64()?,
-            done: r.u32()? as usize,
-        })
-    }
-}
 
 /// Outbox keys this process is fanning out right now (the sweep skips them).
 #[derive(Debug, Default)]
@@ -253,29 +121,7 @@ impl Core {
         Ok(())
     }
 
-    /// Store `mls` once in the group log and queue a reference for each recipient (proposals
-    /// and application messages; commits go through the outbox).
-    #[allow(clippy::too_many_arguments)] // The envelope's fields, each a plain value.
-    pub(crate) async fn fan_out(
-        &self,
-        group_id: &[u8],
-        mls: &[u8],
-        kind: MlsMessageKind,
-        epoch: Option<u64>,
-        sender: (&str, u32),
-        urgent: bool,
-        recipients: &[(String, u32)],
-        now: u64,
-    ) -> Result<(), MessagingError> {
-        if recipients.is_empty() {
-            return Ok(());
-        }
-        let seq = self.store_group_message(group_id, mls).await?;
-        let envelope = group_envelope(group_id, kind, epoch, sender, urgent, now);
-        self.queue_refs(seq, &envelope, recipients).await
-    }
-
-    /// Deliver an outbox record written with the group's compare-and-set, then delete it.
+    /// Deliver an outbox record written with the change that accepted it, then delete it.
     /// Returns `false` when this process is already delivering it.
     pub(crate) async fn complete_fan_out(&self, record: &FanOut) -> Result<bool, MessagingError> {
         let key = record.key();
@@ -297,13 +143,13 @@ impl Core {
                     p
                 }
             };
-            let (kind, epoch, urgent) = record.envelope();
+            let (kind, epoch) = record.envelope_kind();
             let envelope = group_envelope(
                 &record.group_id,
                 kind,
                 epoch,
                 (&record.sender.0, record.sender.1),
-                urgent,
+                record.urgent,
                 record.accepted_ms,
             );
             let rest = record.recipients.get(progress.done..).unwrap_or_default();
@@ -324,6 +170,45 @@ impl Core {
             .commit(Txn::new().delete(key).delete(progress_key))
             .await?;
         Ok(true)
+    }
+
+    /// Fan out records just accepted, in order. The messages are accepted whatever happens
+    /// here: a failed fan-out stays in the outbox and the recovery sweep completes it.
+    pub(crate) async fn deliver_or_defer(&self, records: &[FanOut]) {
+        for r in records {
+            if let Err(e) = self.complete_fan_out(r).await {
+                tracing::warn!(error = %e, kind = ?r.kind, "fan-out failed; left to the outbox sweep");
+                return;
+            }
+        }
+    }
+
+    /// Complete the proposal records of `epoch` still pending (a crash cut their fan-out
+    /// short and the sweep has not reached them yet), so that members get them before the
+    /// commit that ends the epoch and may reference them.
+    pub(crate) async fn complete_pending_proposals(&self, group_id: &[u8], epoch: u64) {
+        let mut prefix = store::outbox_key(group_id, epoch, Kind::Proposal.byte());
+        prefix.push(b'/');
+        let pairs = match self
+            .kv
+            .scan(KeyRange::prefix(&prefix), Direction::Forward, SWEEP_PAGE)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list pending proposals");
+                return;
+            }
+        };
+        for pair in pairs {
+            let done = match FanOut::decode(&pair.value) {
+                Ok(record) => self.complete_fan_out(&record).await.map(|_| ()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "pending proposal left to the outbox sweep");
+            }
+        }
     }
 
     /// Complete every outbox record older than [`GRACE_MS`]; returns how many were done.
@@ -390,7 +275,7 @@ pub(crate) fn spawn_recovery(core: Arc<Core>) {
         loop {
             match core.sweep_outbox().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(records = n, "completed left-over commit fan-outs"),
+                Ok(n) => tracing::info!(records = n, "completed left-over group fan-outs"),
                 Err(e) => tracing::warn!(error = %e, "outbox sweep failed; retrying later"),
             }
             tokio::select! {
@@ -401,53 +286,13 @@ pub(crate) fn spawn_recovery(core: Arc<Core>) {
     });
 }
 
-/// Test support: the outbox record the service writes together with an accepted commit, so
-/// that a test can reproduce "the process died after the compare-and-set".
-#[doc(hidden)]
-pub fn commit_record(
-    group_id: &[u8],
-    epoch: u64,
-    sender: (&str, u32),
-    commit: &[u8],
-    recipients: &[(String, u32)],
-    accepted_ms: u64,
-) -> (Vec<u8>, Vec<u8>) {
-    let r = FanOut {
-        kind: Kind::Commit,
-        group_id: group_id.to_vec(),
-        epoch,
-        accepted_ms,
-        sender: (sender.0.to_owned(), sender.1),
-        message: commit.to_vec(),
-        recipients: recipients.to_vec(),
-    };
-    (r.key(), r.encode())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
-    fn records_round_trip_and_redact() {
-        let r = FanOut {
-            kind: Kind::Welcome,
-            group_id: vec![7; 16],
-            epoch: 4,
-            accepted_ms: 99,
-            sender: ("acct".into(), 2),
-            message: vec![1, 2, 3],
-            recipients: vec![("b".into(), 1), ("c".into(), 9)],
-        };
-        assert_eq!(FanOut::decode(&r.encode()).unwrap(), r);
-        assert!(FanOut::decode(&[2]).is_err());
-        assert!(!format!("{r:?}").contains("[1, 2, 3]"));
-        let p = Progress {
-            group_seq: 5,
-            done: 64,
-        };
-        assert_eq!(Progress::decode(&p.encode()).unwrap(), p);
+    fn a_key_is_claimed_once_until_released() {
         let busy = Busy::default();
         let g = busy.claim(b"k").unwrap();
         assert!(busy.claim(b"k").is_none());

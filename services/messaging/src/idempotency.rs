@@ -1,0 +1,113 @@
+//! Client message id reservations, shared by SendMessage and SendGroupMessage: a send reserves
+//! its id (compare-and-set on the record's bytes) before storing anything, so concurrent
+//! duplicates store once, and completes the record with its result.
+
+use std::time::Duration;
+
+use guardyn_storage::Txn;
+
+use crate::Core;
+use crate::error::MessagingError;
+use crate::store::{self, IdempotencyRecord};
+
+/// How long a client message id reservation holds (by the service clock) before a send that
+/// crashed mid-way stops blocking retries.
+const RESERVATION_LEASE_MS: u64 = 30_000;
+/// How long a duplicate waits for the send holding the reservation to finish.
+const RESERVATION_WAIT: Duration = Duration::from_secs(2);
+const RESERVATION_POLL: Duration = Duration::from_millis(20);
+
+/// Outcome of reserving a client message id.
+pub(crate) enum Claim {
+    /// The id was already used: the original result.
+    Replay(IdempotencyRecord),
+    /// Reserved; the stored reservation bytes (the compare-and-set witness for completing it).
+    Reserved(Vec<u8>),
+}
+
+impl Core {
+    /// Reserve the client message id at `key` (or find its result). A reservation held by a
+    /// send in progress is waited for up to [`RESERVATION_WAIT`].
+    pub(crate) async fn reserve(&self, key: &[u8]) -> Result<Claim, MessagingError> {
+        let deadline = tokio::time::Instant::now() + RESERVATION_WAIT;
+        loop {
+            let now = self.clock.now_ms();
+            let current = self.kv.get(key).await?;
+            if let Some(raw) = &current {
+                let rec = IdempotencyRecord::decode(raw)?;
+                if rec.expires_at_ms > now {
+                    if !rec.pending {
+                        return Ok(Claim::Replay(rec));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(MessagingError::SendInProgress {
+                            retry_after_ms: rec.expires_at_ms - now,
+                        });
+                    }
+                    tokio::time::sleep(RESERVATION_POLL).await;
+                    continue;
+                }
+            }
+            // Absent, expired, or a reservation whose sender crashed (lease over): take it.
+            let reservation = pending_record(now).encode();
+            let txn = Txn::new()
+                .require_unchanged(key.to_vec(), current.as_deref())
+                .put(key.to_vec(), reservation.clone());
+            if self.kv.commit(txn).await?.is_committed() {
+                return Ok(Claim::Reserved(reservation));
+            }
+            // A concurrent send changed it first: look again.
+        }
+    }
+
+    /// The completed record of a send accepted at `now`.
+    pub(crate) fn completed(&self, now: u64, queued: Vec<(u32, u64)>) -> IdempotencyRecord {
+        IdempotencyRecord {
+            pending: false,
+            expires_at_ms: now.saturating_add(self.cfg.idempotency_secs.saturating_mul(1000)),
+            server_timestamp_ms: now,
+            queued,
+        }
+    }
+
+    /// Free a reservation whose send stored nothing, so that a retry is not refused for the
+    /// length of the lease.
+    pub(crate) async fn release(
+        &self,
+        key: Vec<u8>,
+        reservation: Vec<u8>,
+    ) -> Result<(), MessagingError> {
+        let txn = Txn::new()
+            .require_equals(key.clone(), reservation)
+            .delete(key);
+        if !self.kv.commit(txn).await?.is_committed() {
+            // Our lease expired and another send took the id over.
+            tracing::debug!("idempotency reservation was taken over");
+        }
+        Ok(())
+    }
+}
+
+fn pending_record(now_ms: u64) -> IdempotencyRecord {
+    IdempotencyRecord {
+        pending: true,
+        expires_at_ms: now_ms.saturating_add(RESERVATION_LEASE_MS),
+        server_timestamp_ms: now_ms,
+        queued: Vec::new(),
+    }
+}
+
+/// Test support: the key and value of a SendMessage reservation taken at `now_ms`, as a send
+/// that crashed before completing it leaves behind.
+#[doc(hidden)]
+pub fn pending_send_record(
+    account: &str,
+    device: u32,
+    client_message_id: &str,
+    now_ms: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    (
+        store::idempotency_key(account, device, client_message_id),
+        pending_record(now_ms).encode(),
+    )
+}
