@@ -65,7 +65,18 @@ impl Client {
 
     /// How many one-time prekeys and KeyPackages the server still holds for this device.
     pub async fn key_counts(&self) -> Result<KeyCounts, SdkError> {
-        let counts = self
+        let counts = self.server_prekey_counts().await?;
+        let kps = self.server_key_package_count().await?;
+        Ok(KeyCounts {
+            one_time_prekeys: counts.one_time_prekeys,
+            one_time_kem_prekeys: counts.one_time_kem_prekeys,
+            key_packages: kps.one_time_count,
+        })
+    }
+
+    /// The server's prekey counts for this device.
+    pub(crate) async fn server_prekey_counts(&self) -> Result<pb::PreKeyCounts, SdkError> {
+        Ok(self
             .inner
             .call(pb::GetPreKeyCountsRequest {}, |ch, r| async move {
                 KeyDirectoryServiceClient::new(ch)
@@ -74,19 +85,20 @@ impl Client {
             })
             .await?
             .counts
-            .unwrap_or_default();
-        let kps = self
+            .unwrap_or_default())
+    }
+
+    /// The server's KeyPackage count for this device.
+    pub(crate) async fn server_key_package_count(
+        &self,
+    ) -> Result<pb::GetKeyPackageCountResponse, SdkError> {
+        Ok(self
             .inner
             .call(pb::GetKeyPackageCountRequest {}, |ch, r| async move {
                 KeyDirectoryServiceClient::new(ch)
                     .get_key_package_count(r)
                     .await
             })
-            .await?;
-        Ok(KeyCounts {
-            one_time_prekeys: counts.one_time_prekeys,
-            one_time_kem_prekeys: counts.one_time_kem_prekeys,
-            key_packages: kps.one_time_count,
-        })
+            .await?)
     }
 }

@@ -252,16 +252,7 @@ impl Client {
     /// Uploads prekeys when the server's pools run low (also a rotated signed prekey or a
     /// missing last-resort KEM key), then tops up MLS KeyPackages.
     pub async fn top_up_keys(&self) -> Result<(), SdkError> {
-        let counts = self
-            .inner
-            .call(pb::GetPreKeyCountsRequest {}, |ch, r| async move {
-                KeyDirectoryServiceClient::new(ch)
-                    .get_pre_key_counts(r)
-                    .await
-            })
-            .await?
-            .counts
-            .unwrap_or_default();
+        let counts = self.server_prekey_counts().await?;
         let cfg = &self.inner.config;
         let batch = cfg.prekey_batch.min(100);
         let mut req = pb::UploadPreKeysRequest::default();
@@ -299,14 +290,7 @@ impl Client {
     }
 
     async fn top_up_key_packages(&self) -> Result<(), SdkError> {
-        let count = self
-            .inner
-            .call(pb::GetKeyPackageCountRequest {}, |ch, r| async move {
-                KeyDirectoryServiceClient::new(ch)
-                    .get_key_package_count(r)
-                    .await
-            })
-            .await?;
+        let count = self.server_key_package_count().await?;
         let cfg = &self.inner.config;
         let (one_time, last_resort) = {
             let mut st = self.inner.state.lock().await;
