@@ -69,6 +69,14 @@ pub enum SdkError {
 }
 
 impl SdkError {
+    /// The error of a retry loop that ran out of `attempts`, carrying its last failure.
+    pub(crate) fn exhausted(attempts: u32, last: Option<SdkError>) -> Self {
+        Self::RetriesExhausted {
+            attempts,
+            last: Box::new(last.unwrap_or_else(|| Self::Protocol("no attempt made".into()))),
+        }
+    }
+
     /// The Guardyn error reason, for server errors.
     pub fn reason(&self) -> Option<ErrorReason> {
         match self {

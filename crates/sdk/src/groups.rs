@@ -325,22 +325,31 @@ impl Client {
                     group.discard_pending_commit(mls)?;
                     self.inner.persist_if_dirty(&mut st)?;
                     drop(st);
-                    let current = Inner::current_epoch_of(&status);
-                    let err = SdkError::from(status);
-                    if !stale_epoch(&err) {
-                        return Err(err);
-                    }
-                    self.inner
-                        .catch_up(self, group_id, current.unwrap_or(epoch + 1))
-                        .await?;
-                    last = Some(err);
+                    last = Some(self.catch_up_after(group_id, epoch, status).await?);
                 }
             }
         }
-        Err(SdkError::RetriesExhausted {
-            attempts: self.inner.config.max_attempts,
-            last: Box::new(last.unwrap_or(SdkError::Protocol("no attempt made".into()))),
-        })
+        Err(SdkError::exhausted(self.inner.config.max_attempts, last))
+    }
+
+    /// After a refused group call: on STALE_EPOCH, process the group's pending traffic up to the
+    /// server's epoch and hand back the error to remember for the next attempt; any other error
+    /// ends the operation.
+    async fn catch_up_after(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+        status: tonic::Status,
+    ) -> Result<SdkError, SdkError> {
+        let current = Inner::current_epoch_of(&status);
+        let err = SdkError::from(status);
+        if !stale_epoch(&err) {
+            return Err(err);
+        }
+        self.inner
+            .catch_up(self, group_id, current.unwrap_or(epoch + 1))
+            .await?;
+        Ok(err)
     }
 
     /// Sends an application message to the group; returns its message id.
@@ -379,22 +388,11 @@ impl Client {
             {
                 Ok(_) => return Ok(message_id),
                 Err(status) => {
-                    let current = Inner::current_epoch_of(&status);
-                    let err = SdkError::from(status);
-                    if !stale_epoch(&err) {
-                        return Err(err);
-                    }
-                    self.inner
-                        .catch_up(self, group_id, current.unwrap_or(epoch + 1))
-                        .await?;
-                    last = Some(err);
+                    last = Some(self.catch_up_after(group_id, epoch, status).await?);
                 }
             }
         }
-        Err(SdkError::RetriesExhausted {
-            attempts: self.inner.config.max_attempts,
-            last: Box::new(last.unwrap_or(SdkError::Protocol("no attempt made".into()))),
-        })
+        Err(SdkError::exhausted(self.inner.config.max_attempts, last))
     }
 }
 

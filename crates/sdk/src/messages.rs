@@ -294,10 +294,7 @@ impl Inner {
                 }
             }
         }
-        Err(SdkError::RetriesExhausted {
-            attempts: self.config.max_attempts,
-            last: Box::new(last.unwrap_or(SdkError::Protocol("no attempt made".into()))),
-        })
+        Err(SdkError::exhausted(self.config.max_attempts, last))
     }
 
     /// Whether this account has other devices that should get sync copies.
