@@ -200,6 +200,55 @@ impl ApiError {
     }
 }
 
+/// How long a client should wait before retrying after a storage outage.
+const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The one mapping of storage failures, for every service: an outage (unreachable, closed,
+/// failing engine) is `UNAVAILABLE` with a retry hint, since the same request can succeed once
+/// the store is back; a corrupt value or a request the engine refuses is a server bug,
+/// `INTERNAL`. The cause is logged here and never sent.
+impl From<guardyn_storage::StorageError> for ApiError {
+    fn from(err: guardyn_storage::StorageError) -> Self {
+        use guardyn_storage::StorageError as E;
+        match err {
+            E::Unavailable(_) | E::Closed | E::Backend(_) => {
+                tracing::warn!(error = %err, "storage unavailable");
+                Self::new(Reason::Unavailable, "storage unavailable, retry")
+                    .with_retry_after(STORAGE_RETRY_AFTER)
+            }
+            // Corrupt values, refused requests and anything newer are bugs to look at.
+            _ => Self::internal(&err),
+        }
+    }
+}
+
+impl ApiError {
+    /// `DEVICE_MISMATCH` with its `DeviceMismatch` detail: the envelopes of a send do not
+    /// match the destination's current devices.
+    pub fn device_mismatch(missing: Vec<u32>, extra: Vec<u32>, stale: Vec<u32>) -> Self {
+        Self::new(
+            Reason::DeviceMismatch,
+            "the envelopes do not match the destination's current devices",
+        )
+        .with_detail(&guardyn_proto::guardyn::common::v1::DeviceMismatch {
+            missing_devices: missing,
+            extra_devices: extra,
+            stale_devices: stale,
+        })
+    }
+
+    /// `STALE_EPOCH` with its `StaleEpoch` detail: another commit won the group's epoch.
+    pub fn stale_epoch(current: u64) -> Self {
+        Self::new(
+            Reason::StaleEpoch,
+            format!("the group is at epoch {current}"),
+        )
+        .with_detail(&guardyn_proto::guardyn::common::v1::StaleEpoch {
+            current_epoch: current,
+        })
+    }
+}
+
 fn any<M: Message>(type_name: &str, msg: &M) -> prost_types::Any {
     prost_types::Any {
         type_url: format!("type.googleapis.com/{type_name}"),
@@ -344,6 +393,21 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 30);
+    }
+
+    #[test]
+    fn storage_outages_are_retryable_and_corruption_is_internal() {
+        use guardyn_storage::StorageError as E;
+        use tonic_types::StatusExt;
+        for e in [E::Unavailable("x".into()), E::Closed, E::Backend("io".into())] {
+            let status: Status = ApiError::from(e).into();
+            assert_eq!(status.code(), Code::Unavailable);
+            assert_eq!(reason_of(&status).as_deref(), Some("UNAVAILABLE"));
+            assert!(status.get_details_retry_info().is_some());
+        }
+        let status: Status = ApiError::from(E::Corrupt("v9 /secret".into())).into();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! Guardyn service. Feature `testing` adds [`testing::NatsServer`], a throwaway `nats-server`
 //! for tests.
 
+mod bus;
 mod config;
 mod error;
 mod inprocess;
@@ -33,37 +34,16 @@ pub mod testing;
 mod tests;
 mod types;
 
-use std::fmt::Debug;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use guardyn_storage::AppendLog;
 
+pub use bus::EventBus;
 pub use config::{Backend, EventsConfig, NatsAuth, NatsConfig};
 pub use error::EventError;
 pub use inprocess::InProcessBus;
 pub use nats::NatsBus;
 pub use types::{Delivery, Event, Job, JobStream, Subscription};
-
-/// The event bus contract; see the crate docs.
-#[async_trait]
-pub trait EventBus: Send + Sync + Debug + 'static {
-    /// At-most-once fan-out to every current subscriber whose pattern matches `subject`.
-    /// Never waits for subscribers.
-    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), EventError>;
-
-    /// Subscribe to a pattern (`*` matches one token, a final `>` one or more). Events
-    /// published after this returns are delivered; dropping the subscription unsubscribes.
-    async fn subscribe(&self, pattern: &str) -> Result<Subscription, EventError>;
-
-    /// Add a job to a durable queue. `Ok` means the job is stored durably.
-    async fn enqueue(&self, queue: &str, payload: Bytes) -> Result<(), EventError>;
-
-    /// Start consuming a durable queue. Every consumer of a queue (in every process sharing
-    /// the backend) competes for its jobs; each job goes to one consumer at a time.
-    async fn consume(&self, queue: &str) -> Result<JobStream, EventError>;
-}
 
 /// Build the bus selected by `config.backend`. `log` backs the in-process job queues and is
 /// not used by the NATS backend.
@@ -77,14 +57,4 @@ pub async fn connect(
             NatsBus::connect(config.clone(), nats.clone()).await?,
         )),
     }
-}
-
-fn check_payload(payload: &Bytes, max: usize) -> Result<(), EventError> {
-    if payload.len() > max {
-        return Err(EventError::PayloadTooLarge {
-            len: payload.len(),
-            max,
-        });
-    }
-    Ok(())
 }

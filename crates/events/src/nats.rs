@@ -19,9 +19,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 
+use crate::bus::{EventBus, check_payload};
+use crate::config::{EventsConfig, NatsAuth, NatsConfig};
+use crate::error::EventError;
 use crate::subject::{Pattern, validate_queue_name, validate_subject};
-use crate::types::{Event, Job, JobHandle, Subscription, subscriber_channel};
-use crate::{EventBus, EventError, EventsConfig, JobStream, NatsAuth, NatsConfig, check_payload};
+use crate::types::{Event, Job, JobSettle, JobStream, Subscription, subscriber_channel};
 
 const VERSION_HEADER: &str = "Guardyn-Job-Version";
 const JOB_VERSION: &str = "1";
@@ -276,25 +278,24 @@ fn decode(message: jetstream::Message, queue: &Arc<str>) -> Option<Job> {
         queue.clone(),
         payload,
         delivery_count,
-        JobHandle::Nats(Box::new(message)),
+        Box::new(message),
     ))
 }
 
-pub(crate) async fn ack(message: &jetstream::Message) -> Result<(), EventError> {
-    // Double ack: returns once the server has recorded the ack, so `Ok` means "will not be
-    // redelivered" rather than "ack sent".
-    message
-        .double_ack()
-        .await
-        .map_err(|e| EventError::Unavailable(format!("JetStream: cannot ack a job: {e}")))
-}
+/// A JetStream job message settles itself.
+#[async_trait]
+impl JobSettle for jetstream::Message {
+    async fn ack(self: Box<Self>) -> Result<(), EventError> {
+        // Double ack: returns once the server has recorded the ack, so `Ok` means "will not be
+        // redelivered" rather than "ack sent".
+        self.double_ack()
+            .await
+            .map_err(|e| EventError::Unavailable(format!("JetStream: cannot ack a job: {e}")))
+    }
 
-pub(crate) async fn retry_after(
-    message: &jetstream::Message,
-    delay: Duration,
-) -> Result<(), EventError> {
-    message
-        .ack_with(jetstream::AckKind::Nak(Some(delay)))
-        .await
-        .map_err(|e| EventError::Unavailable(format!("JetStream: cannot nak a job: {e}")))
+    async fn retry_after(self: Box<Self>, delay: Duration) -> Result<(), EventError> {
+        self.ack_with(jetstream::AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|e| EventError::Unavailable(format!("JetStream: cannot nak a job: {e}")))
+    }
 }

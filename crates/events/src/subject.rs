@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::EventError;
+use crate::error::EventError;
 
 /// Longest subject or pattern accepted, in bytes.
 pub const MAX_SUBJECT_LEN: usize = 256;

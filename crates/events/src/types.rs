@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use futures::stream::BoxStream;
@@ -13,7 +14,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::EventError;
+use crate::error::EventError;
 use crate::subject::Pattern;
 
 /// A live event. `Debug` prints the payload length only: payloads may be ciphertext.
@@ -123,10 +124,15 @@ impl fmt::Debug for Subscription {
     }
 }
 
-/// How a job is settled; one variant per backend.
-pub(crate) enum JobHandle {
-    InProcess(crate::inprocess::queue::Claim),
-    Nats(Box<async_nats::jetstream::Message>),
+/// How one delivery of a job is settled. Each backend implements it for its own delivery
+/// handle, so [`Job`] does not need to know the backends.
+#[async_trait]
+pub(crate) trait JobSettle: Send + Sync + 'static {
+    /// See [`Job::ack`].
+    async fn ack(self: Box<Self>) -> Result<(), EventError>;
+
+    /// See [`Job::retry_after`].
+    async fn retry_after(self: Box<Self>, delay: Duration) -> Result<(), EventError>;
 }
 
 /// A job taken from a durable queue. Settle it with [`Job::ack`] or [`Job::retry_after`];
@@ -136,7 +142,7 @@ pub struct Job {
     queue: Arc<str>,
     payload: Bytes,
     delivery_count: u64,
-    handle: JobHandle,
+    settle: Box<dyn JobSettle>,
 }
 
 impl Job {
@@ -144,13 +150,13 @@ impl Job {
         queue: Arc<str>,
         payload: Bytes,
         delivery_count: u64,
-        handle: JobHandle,
+        settle: Box<dyn JobSettle>,
     ) -> Self {
         Self {
             queue,
             payload,
             delivery_count,
-            handle,
+            settle,
         }
     }
 
@@ -173,18 +179,12 @@ impl Job {
     /// An ack that arrives after `ack_wait` is still accepted (the job may meanwhile have been
     /// redelivered to another consumer, whose own ack then does nothing).
     pub async fn ack(self) -> Result<(), EventError> {
-        match self.handle {
-            JobHandle::InProcess(claim) => claim.ack().await,
-            JobHandle::Nats(message) => crate::nats::ack(&message).await,
-        }
+        self.settle.ack().await
     }
 
     /// Give the job back to be delivered again after `delay` (to any consumer).
     pub async fn retry_after(self, delay: Duration) -> Result<(), EventError> {
-        match self.handle {
-            JobHandle::InProcess(claim) => claim.retry_after(delay).await,
-            JobHandle::Nats(message) => crate::nats::retry_after(&message, delay).await,
-        }
+        self.settle.retry_after(delay).await
     }
 }
 

@@ -1,32 +1,45 @@
 //! Assembles the selected services, their storage and event bus into one server.
 //!
-//! Services join [`SERVICES`] as their issues land; nothing is registered that does not work.
+//! Services join [`catalogue`] as their issues land; nothing is registered that does not work.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use guardyn_common::clock::{SharedClock, SystemClock};
+use guardyn_common::events::Payload as _;
+use guardyn_common::events::auth::{SESSION_REVOKED, SessionRevoked};
 use guardyn_common::mesh::{self, RemoteKeySource};
 use guardyn_common::server::{self, ServerContext, ServiceSet};
-use guardyn_storage::AppendLog;
-use guardyn_storage_embedded::EmbeddedStore;
+use guardyn_service::{Handles, RegisterError, Seams, Service};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, StorageBackend};
+use crate::config::Config;
 
-/// Services this build can host, by `--service` name.
+/// Services this build can host, by `--service` name, in registration order (a service that
+/// provides a seam comes before those that take it).
 pub const SERVICES: &[&str] = &["auth", "messaging", "presence"];
+
+/// Every service this build can host, built from its typed configuration, in [`SERVICES`]
+/// order.
+pub fn catalogue(config: &Config) -> Vec<Box<dyn Service>> {
+    vec![
+        Box::new(guardyn_auth::Auth::new(
+            config.auth.clone(),
+            config.tokens.clone(),
+        )),
+        Box::new(guardyn_messaging::Messaging::new(config.messaging.clone())),
+        Box::new(guardyn_presence::Presence::new(config.presence.clone())),
+    ]
+}
 
 /// Check a `--service` selection against [`SERVICES`].
 pub fn check_selection(selected: &[String]) -> Result<(), String> {
     for name in selected {
         if !SERVICES.contains(&name.as_str()) {
-            let available = if SERVICES.is_empty() {
-                "none yet".to_owned()
-            } else {
+            return Err(format!(
+                "unknown service {name:?} (available: {})",
                 SERVICES.join(", ")
-            };
-            return Err(format!("unknown service {name:?} (available: {available})"));
+            ));
         }
     }
     Ok(())
@@ -36,14 +49,9 @@ pub fn check_selection(selected: &[String]) -> Result<(), String> {
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
-    pub ctx: ServerContext,
-    pub store: Arc<EmbeddedStore>,
-    pub bus: Arc<dyn guardyn_events::EventBus>,
-    pub clock: SharedClock,
-    /// The accounts' current devices for messaging. Set by the host (tests inject a double
-    /// through the testkit) until auth provides it in-process; without it messaging refuses to
-    /// start.
-    pub device_directory: Option<Arc<dyn mesh::DeviceDirectory>>,
+    pub handles: Handles,
+    /// Seams provided before any service registers (tests inject a device directory double).
+    pub seams: Seams,
 }
 
 impl App {
@@ -54,20 +62,8 @@ impl App {
 
     /// [`App::build`] with a chosen clock (tests move a manual one).
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
-        let store = match config.storage.backend {
-            StorageBackend::Embedded => {
-                EmbeddedStore::open(&config.storage.data_dir, Default::default())
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "opening embedded storage in {}",
-                            config.storage.data_dir.display()
-                        )
-                    })?
-            }
-        };
-        let log: Arc<dyn AppendLog> = store.clone();
-        let bus = guardyn_events::connect(&config.events.to_events_config(), log)
+        let stores = crate::stores::open(&config.storage).await?;
+        let bus = guardyn_events::connect(&config.events.to_events_config(), stores.log.clone())
             .await
             .context("connecting the event bus")?;
         let ctx = ServerContext::new(&config.tokens);
@@ -81,88 +77,45 @@ impl App {
                 ctx.shutdown.clone(),
             );
         }
-        Ok(Self {
-            config,
-            ctx,
-            store,
+        let handles = Handles {
+            stores,
             bus,
             clock,
-            device_directory: None,
+            ctx,
+            server: config.server.clone(),
+            data_dir: config.storage.data_dir.clone(),
+        };
+        Ok(Self {
+            config,
+            handles,
+            seams: Seams::default(),
         })
     }
 
-    /// The gRPC services for a `--service` selection (empty = all), with whatever background
-    /// tasks they need started.
-    pub async fn services(&self, selected: &[String]) -> anyhow::Result<ServiceSet> {
+    /// Register the services of a `--service` selection (empty = all) in [`SERVICES`] order,
+    /// with whatever background tasks they need started.
+    pub async fn services(&mut self, selected: &[String]) -> anyhow::Result<ServiceSet> {
         check_selection(selected).map_err(anyhow::Error::msg)?;
-        #[allow(unused_variables)] // Used as services land.
-        let wanted = |name: &str| selected.is_empty() || selected.iter().any(|s| s == name);
-        #[allow(unused_mut)]
         let mut set = ServiceSet::new();
-        // One block per service, in SERVICES order.
-        let mut device_directory = self.device_directory.clone();
-        if wanted("auth") {
-            let auth = guardyn_auth::register(
-                &self.config.auth,
-                &self.config.tokens,
-                &self.config.server,
-                guardyn_auth::Deps {
-                    kv: self.store.clone(),
-                    log: self.store.clone(),
-                    bus: self.bus.clone(),
-                    clock: self.clock.clone(),
-                    ctx: self.ctx.clone(),
-                    data_dir: self.config.storage.data_dir.clone(),
-                },
-                &mut set,
-            )
-            .await?;
-            device_directory.get_or_insert(auth.directory);
-        }
-        if wanted("messaging") {
-            // Messaging checks every send against auth's device directory; without one it
-            // cannot work, so it is not served: an explicit `--service messaging` fails, the
-            // implicit "every service" selection leaves it out with an error in the log.
-            match device_directory.clone() {
-                Some(directory) => {
-                    guardyn_messaging::register(
-                        &self.config.messaging,
-                        &self.config.server,
-                        guardyn_messaging::Deps {
-                            kv: self.store.clone(),
-                            log: self.store.clone(),
-                            bus: self.bus.clone(),
-                            clock: self.clock.clone(),
-                            ctx: self.ctx.clone(),
-                            directory,
-                        },
-                        &mut set,
-                    )
-                    .await?;
-                }
-                None if selected.is_empty() => tracing::error!(
-                    "messaging is not served: no device directory (auth is not hosted here)"
-                ),
-                None => anyhow::bail!(
-                    "messaging needs the auth service's device directory: host auth in this \
-                     process; refusing to start without it"
-                ),
+        for service in catalogue(&self.config) {
+            let name = service.name();
+            if !selected.is_empty() && !selected.iter().any(|s| s == name) {
+                continue;
             }
-        }
-        if wanted("presence") {
-            guardyn_presence::register(
-                &self.config.presence,
-                &self.config.server,
-                guardyn_presence::Deps {
-                    kv: self.store.clone(),
-                    log: self.store.clone(),
-                    bus: self.bus.clone(),
-                    clock: self.clock.clone(),
-                    ctx: self.ctx.clone(),
-                },
-                &mut set,
-            )
-            .await?;
+            match service
+                .register(&self.handles, &mut self.seams, &mut set)
+                .await
+            {
+                Ok(()) => {
+                    set.allow_public(&service.public_methods());
+                }
+                // The implicit "every service" selection leaves out a service whose seam no
+                // hosted service provides (logged); an explicit selection refuses to start.
+                Err(e @ RegisterError::MissingSeam { .. }) if selected.is_empty() => {
+                    tracing::error!(error = %e, "{name} is not served");
+                }
+                Err(e) => return Err(e).context(format!("starting {name}")),
+            }
         }
         Ok(set)
     }
@@ -175,23 +128,18 @@ impl App {
         services: ServiceSet,
         signal: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
+        let ctx = &self.handles.ctx;
         if let Some(l) = metrics_listener {
             tokio::spawn(guardyn_common::metrics::serve_metrics(
                 l,
-                self.ctx.metrics.clone(),
-                self.ctx.shutdown.clone(),
+                ctx.metrics.clone(),
+                ctx.shutdown.clone(),
             ));
         }
-        let result = server::serve(
-            &self.config.server,
-            listener,
-            self.ctx.clone(),
-            services,
-            signal,
-        )
-        .await;
-        self.ctx.shutdown.cancel();
-        self.store.close().await;
+        let result =
+            server::serve(&self.config.server, listener, ctx.clone(), services, signal).await;
+        ctx.shutdown.cancel();
+        self.handles.stores.close().await;
         result.context("gRPC server")
     }
 }
@@ -203,11 +151,9 @@ async fn spawn_revocation_listener(
     bus: Arc<dyn guardyn_events::EventBus>,
     ctx: ServerContext,
 ) -> anyhow::Result<()> {
-    use guardyn_proto::guardyn::auth::v1::SessionRevokedEvent;
-    use prost::Message as _;
     use tokio_stream::StreamExt as _;
     let mut sub = bus
-        .subscribe(guardyn_auth::subjects::SESSION_REVOKED)
+        .subscribe(SESSION_REVOKED)
         .await
         .context("subscribing to session revocations")?;
     tokio::spawn(async move {
@@ -218,7 +164,7 @@ async fn spawn_revocation_listener(
             };
             match delivery {
                 Some(guardyn_events::Delivery::Event(event)) => {
-                    match SessionRevokedEvent::decode(event.payload().clone()) {
+                    match SessionRevoked::decode(event.payload()) {
                         Ok(r) => ctx
                             .verifier
                             .revocations()

@@ -46,7 +46,7 @@ impl Validate for Config {
 /// Storage engines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StorageBackend {
+pub enum StorageEngine {
     /// Single node, zero set-up: one data directory.
     #[default]
     Embedded,
@@ -55,7 +55,7 @@ pub enum StorageBackend {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    pub backend: StorageBackend,
+    pub engine: StorageEngine,
     /// Directory of the embedded engine; created when missing.
     pub data_dir: PathBuf,
 }
@@ -63,7 +63,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
-            backend: StorageBackend::Embedded,
+            engine: StorageEngine::Embedded,
             data_dir: PathBuf::from("./data"),
         }
     }

@@ -6,3 +6,4 @@ pub mod app;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod stores;

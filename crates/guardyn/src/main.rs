@@ -41,8 +41,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Client commands do not read the server configuration.
     let command = match cli.command {
-        Command::Bench(args) => return run_client(guardyn::bench::run(args)),
-        Command::Client(command) => return run_client(guardyn::client::run(command)),
+        Command::Bench(args) => return run(guardyn::bench::run(args)),
+        Command::Client(command) => return run(guardyn::client::run(command)),
         other => other,
     };
     let config: Config = match guardyn_common::config::load(cli.config.as_deref()) {
@@ -53,56 +53,28 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Config => match toml::to_string(&config) {
-            Ok(s) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    print!("{s}");
-                }
-                ExitCode::SUCCESS
+        Command::Config => run(async move {
+            let s = toml::to_string(&config)?;
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{s}");
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+            Ok(())
+        }),
+        Command::Serve { services } => run(serve(config, services)),
         // Handled above, before the configuration is loaded.
         Command::Bench(_) | Command::Client(_) => ExitCode::SUCCESS,
-        Command::Serve { services } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config, services)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
     }
 }
 
-/// Runs a client-side command on a fresh runtime.
-fn run_client(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// Run `task` on a fresh multi-threaded runtime; its error becomes one line and exit code 1.
+fn run(task: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(task) {
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(task));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -115,19 +87,17 @@ async fn serve(config: Config, selected: Vec<String>) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     guardyn::app::check_selection(&selected).map_err(anyhow::Error::msg)?;
     let _telemetry = guardyn_common::telemetry::init(&config.observability)?;
-    let listener = tokio::net::TcpListener::bind(config.server.addr())
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.server.addr()))?;
-    let metrics_listener = if config.metrics.enabled {
-        Some(
-            tokio::net::TcpListener::bind(config.metrics.addr())
-                .await
-                .map_err(|e| anyhow::anyhow!("binding metrics {}: {e}", config.metrics.addr()))?,
-        )
-    } else {
-        None
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
     };
-    let app = App::build(config).await?;
+    let listener = bind(config.server.addr()).await?;
+    let metrics_listener = match config.metrics.enabled {
+        true => Some(bind(config.metrics.addr()).await?),
+        false => None,
+    };
+    let mut app = App::build(config).await?;
     let services = app.services(&selected).await?;
     tracing::info!(
         addr = %listener.local_addr()?,

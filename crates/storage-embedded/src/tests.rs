@@ -4,7 +4,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use guardyn_storage::conformance::{self, Harness};
+use guardyn_storage::conformance::{KvHarness, LogHarness};
 use guardyn_storage::{AppendLog, KvStore, NewEntry, StorageError, Txn, TxnOutcome};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -12,26 +12,45 @@ use tokio::sync::oneshot;
 use crate::writer::{Op, Reply, Request};
 use crate::{EmbeddedConfig, EmbeddedError, EmbeddedStore};
 
+/// Conformance harness: one temporary data directory per test, reopened by every `open_*`.
 struct Embedded {
     dir: TempDir,
 }
 
-#[async_trait]
-impl Harness for Embedded {
-    async fn open(&self) -> (Arc<dyn KvStore>, Arc<dyn AppendLog>) {
-        let store = EmbeddedStore::open(self.dir.path(), EmbeddedConfig::default())
+impl Embedded {
+    fn new() -> Self {
+        Self {
+            dir: TempDir::new().unwrap(),
+        }
+    }
+
+    async fn open(&self) -> Arc<EmbeddedStore> {
+        EmbeddedStore::open(self.dir.path(), EmbeddedConfig::default())
             .await
-            .expect("open embedded store");
-        (store.clone(), store)
+            .expect("open embedded store")
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn passes_the_conformance_suite() {
-    let h = Embedded {
-        dir: TempDir::new().unwrap(),
-    };
-    conformance::run_all(&h).await;
+#[async_trait]
+impl KvHarness for Embedded {
+    async fn open_kv(&self) -> Arc<dyn KvStore> {
+        self.open().await
+    }
+}
+
+#[async_trait]
+impl LogHarness for Embedded {
+    async fn open_log(&self) -> Arc<dyn AppendLog> {
+        self.open().await
+    }
+}
+
+mod kv_conformance {
+    guardyn_storage::kv_conformance_suite!(super::Embedded::new());
+}
+
+mod log_conformance {
+    guardyn_storage::log_conformance_suite!(super::Embedded::new());
 }
 
 fn entry(payload: &[u8], ttl: Duration) -> NewEntry {

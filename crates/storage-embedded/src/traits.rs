@@ -221,3 +221,10 @@ impl AppendLog for EmbeddedStore {
         .await
     }
 }
+
+#[async_trait]
+impl guardyn_storage::Close for EmbeddedStore {
+    async fn close(&self) {
+        EmbeddedStore::close(self).await;
+    }
+}

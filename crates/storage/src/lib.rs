@@ -10,7 +10,12 @@
 //!    clustered by sequence). Device message queues live here.
 //!
 //! The [`conformance`] module (feature `conformance`) is the one suite every backend must pass
-//! unchanged.
+//! unchanged. An engine enables the feature in its dev-dependencies, implements
+//! `conformance::KvHarness` and/or `conformance::LogHarness` (reopen its stores) in its tests,
+//! and runs the whole suite with one line per store:
+//! `guardyn_storage::kv_conformance_suite!(MyHarness::new());` and
+//! `guardyn_storage::log_conformance_suite!(MyHarness::new());`. Each expands to one tokio test
+//! per case with a fresh harness, so a failing case never hides the others.
 //!
 //! This crate must not depend on any storage engine, on gRPC, or on any Guardyn service: engines
 //! depend on it, never the reverse.
@@ -18,6 +23,8 @@
 mod error;
 mod kv;
 mod log;
+pub mod record;
+mod stores;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -25,6 +32,8 @@ pub mod conformance;
 pub use error::{StorageError, StorageResult};
 pub use kv::{Condition, Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
 pub use log::{AppendLog, LogEntry, NewEntry, PartitionStats};
+pub use record::Record;
+pub use stores::{Close, Stores};
 
 /// Largest key any backend must accept. TiKV allows more, but keys this large are a bug.
 pub const MAX_KEY_LEN: usize = 4 * 1024;

@@ -35,7 +35,7 @@ pub struct TestServer {
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     signer: TokenSigner,
     hosted: Vec<String>,
-    store: Arc<guardyn_storage_embedded::EmbeddedStore>,
+    stores: guardyn_storage::Stores,
     bus: Arc<dyn guardyn_events::EventBus>,
     // Kept last so the directory outlives the server task's handles.
     data_dir: TempDir,
@@ -120,11 +120,14 @@ impl TestServer {
             .unwrap_or_else(|| Arc::new(guardyn_common::clock::SystemClock));
         let mut app = App::build_with_clock(config, clock).await?;
         if options.directory.is_some() {
-            app.device_directory = options.directory;
+            app.seams.device_directory = options.directory;
         }
-        let store = app.store.clone();
-        let bus = app.bus.clone();
-        app.ctx.verifier.add_keys([signer.verification_key()]);
+        let stores = app.handles.stores.clone();
+        let bus = app.handles.bus.clone();
+        app.handles
+            .ctx
+            .verifier
+            .add_keys([signer.verification_key()]);
         let services = app.services(&options.services).await?;
         let hosted = services.names().iter().map(|s| (*s).to_owned()).collect();
         let signal = CancellationToken::new();
@@ -156,7 +159,7 @@ impl TestServer {
             handle: Some(handle),
             signer,
             hosted,
-            store,
+            stores,
             bus,
             data_dir,
         })
@@ -172,9 +175,19 @@ impl TestServer {
         self.channel.clone()
     }
 
-    /// The server's storage, for tests that inspect what was persisted.
-    pub fn store(&self) -> Arc<guardyn_storage_embedded::EmbeddedStore> {
-        self.store.clone()
+    /// The server's key-value store, for tests that inspect or plant what is persisted.
+    pub fn kv(&self) -> Arc<dyn guardyn_storage::KvStore> {
+        self.stores.kv.clone()
+    }
+
+    /// The server's storage handle.
+    pub fn stores(&self) -> guardyn_storage::Stores {
+        self.stores.clone()
+    }
+
+    /// The server's append log.
+    pub fn log(&self) -> Arc<dyn guardyn_storage::AppendLog> {
+        self.stores.log.clone()
     }
 
     /// The server's event bus, to observe or inject events.

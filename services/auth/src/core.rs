@@ -24,14 +24,8 @@ use crate::secrets;
 use crate::signing::KeyStore;
 use crate::store;
 
-/// Event subjects this service publishes.
-pub mod subjects {
-    pub const SESSION_REVOKED: &str = "auth.session.revoked";
-    pub const ACCOUNT_DELETED: &str = "auth.account.deleted";
-    pub const DEVICE_LINKED: &str = "auth.device.linked";
-    pub const DEVICE_REMOVED: &str = "auth.device.removed";
-    pub const PREKEYS_LOW: &str = "auth.prekeys.low";
-}
+/// Event subjects this service publishes (shared with their subscribers).
+pub use guardyn_common::events::auth as subjects;
 
 /// Consumed refresh-token hashes remembered per session for theft detection.
 const USED_HASHES_KEPT: usize = 32;

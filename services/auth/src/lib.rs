@@ -31,66 +31,95 @@ mod secrets;
 pub mod signing;
 pub mod store;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use guardyn_common::auth::{PublicMethods, TokenConfig};
-use guardyn_common::clock::SharedClock;
-use guardyn_common::config::ServerConfig;
 use guardyn_common::server::{ServerContext, ServiceSet};
 use guardyn_crypto::mls::KeyPackagePolicy;
-use guardyn_events::EventBus;
-use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthServiceServer;
-use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceServiceServer;
-use guardyn_proto::guardyn::auth::v1::key_directory_service_server::KeyDirectoryServiceServer;
-use guardyn_proto::guardyn::auth::v1::mfa_service_server::MfaServiceServer;
-use guardyn_storage::{AppendLog, KvStore};
+use guardyn_service::{Handles, RegisterError, Seams, Service};
 
 pub use crate::config::{Argon2Config, AuthConfig, AuthLimits, LockoutConfig};
-pub use crate::core::subjects;
 pub use crate::directory::AuthDirectory;
 pub use crate::error::AuthError;
 pub use crate::mfa::totp_code;
 pub use crate::signing::KeyStore;
 
-/// What the service needs from the process.
+/// The auth service's registration: built from its configuration, registered into a process
+/// with [`Service::register`]. Provides the device directory seam.
 #[derive(Clone, Debug)]
-pub struct Deps {
-    pub kv: Arc<dyn KvStore>,
-    /// Not used yet (audit entries live in the KvStore); kept so the wiring matches every
-    /// service.
-    pub log: Arc<dyn AppendLog>,
-    pub bus: Arc<dyn EventBus>,
-    pub clock: SharedClock,
-    pub ctx: ServerContext,
-    /// The storage data directory: home of the default master key file.
-    pub data_dir: PathBuf,
+pub struct Auth {
+    config: AuthConfig,
+    tokens: TokenConfig,
+}
+
+impl Auth {
+    pub fn new(config: AuthConfig, tokens: TokenConfig) -> Self {
+        Self { config, tokens }
+    }
 }
 
 /// How often the signing key set is checked for rotation.
 const KEY_CHECK_EVERY: Duration = Duration::from_secs(600);
 
-/// Load (or on first start create) the master key, build the services, install the signing
-/// keys into this process's verifier, start the key rotation task and add the tonic servers to
-/// `set`. Fails when the master key is missing (explicitly configured) or does not open the
-/// stored signing keys.
-pub async fn register(
+#[async_trait::async_trait]
+impl Service for Auth {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+
+    fn public_methods(&self) -> PublicMethods {
+        let mut public = PublicMethods::new();
+        for m in [
+            "Register",
+            "Login",
+            "CompleteMfaLogin",
+            "RefreshSession",
+            "GetVerificationKeys",
+        ] {
+            public = public.method(format!("/guardyn.auth.v1.AuthService/{m}"));
+        }
+        public.method("/guardyn.auth.v1.DeviceService/LinkDevice")
+    }
+
+    /// Load (or on first start create) the master key, build the services, install the
+    /// signing keys into this process's verifier, start the key rotation task, provide the
+    /// device directory and add the tonic servers to `set`. Fails when the master key is
+    /// missing (explicitly configured) or does not open the stored signing keys.
+    async fn register(
+        &self,
+        handles: &Handles,
+        seams: &mut Seams,
+        set: &mut ServiceSet,
+    ) -> Result<(), RegisterError> {
+        let core = build(&self.config, &self.tokens, handles)
+            .await
+            .map_err(|e| RegisterError::failed("auth", e))?;
+        let max = handles.server.max_request_bytes;
+        set.add(grpc::auth_server(core.clone()).max_decoding_message_size(max));
+        set.add(grpc::device_server(core.clone()).max_decoding_message_size(max));
+        set.add(grpc::mfa_server(core.clone()).max_decoding_message_size(max));
+        set.add(grpc::keys_server(core.clone()).max_decoding_message_size(max));
+        seams.device_directory = Some(Arc::new(AuthDirectory(core)));
+        Ok(())
+    }
+}
+
+async fn build(
     config: &AuthConfig,
     tokens: &TokenConfig,
-    server: &ServerConfig,
-    deps: Deps,
-    set: &mut ServiceSet,
-) -> Result<Registered, AuthError> {
+    handles: &Handles,
+) -> Result<Arc<core::Auth>, AuthError> {
     let key_file = config.master_key_file.clone();
-    let data_dir = deps.data_dir.clone();
+    let data_dir = handles.data_dir.clone();
+    let kv = handles.stores.kv.clone();
     let master = Arc::new(
         core::blocking(move || sealing::MasterKey::load_or_create(&key_file, &data_dir)).await?,
     );
     let keys = Arc::new(
         KeyStore::open(
-            deps.kv.clone(),
-            deps.clock.clone(),
+            kv.clone(),
+            handles.clock.clone(),
             master.clone(),
             tokens.clone(),
             config.signing_key_rotation_secs,
@@ -98,8 +127,8 @@ pub async fn register(
         )
         .await?,
     );
-    keys.install(&deps.ctx.verifier);
-    spawn_rotation(keys.clone(), deps.ctx.clone());
+    keys.install(&handles.ctx.verifier);
+    spawn_rotation(keys.clone(), handles.ctx.clone());
 
     let dummy_params = config.argon2.clone();
     let dummy_hash = core::blocking(move || {
@@ -107,52 +136,19 @@ pub async fn register(
         secrets::hash_password(&password, &dummy_params)
     })
     .await?;
-    let auth = Arc::new(core::Auth {
+    Ok(Arc::new(core::Auth {
         config: config.clone(),
-        kv: deps.kv.clone(),
-        bus: deps.bus.clone(),
-        clock: deps.clock.clone(),
-        verifier: deps.ctx.verifier.clone(),
-        keys: keys.clone(),
+        kv: kv.clone(),
+        bus: handles.bus.clone(),
+        clock: handles.clock.clone(),
+        verifier: handles.ctx.verifier.clone(),
+        keys,
         master,
         limits: limits::Limiters::new(&config.limits),
-        audit: audit::AuditLog::new(deps.kv.clone(), deps.clock.clone()),
+        audit: audit::AuditLog::new(kv, handles.clock.clone()),
         dummy_hash,
         kp_policy: KeyPackagePolicy::default(),
-    });
-
-    let max = server.max_request_bytes;
-    set.add(AuthServiceServer::new(grpc::AuthApi(auth.clone())).max_decoding_message_size(max));
-    set.add(DeviceServiceServer::new(grpc::DeviceApi(auth.clone())).max_decoding_message_size(max));
-    set.add(MfaServiceServer::new(grpc::MfaApi(auth.clone())).max_decoding_message_size(max));
-    set.add(
-        KeyDirectoryServiceServer::new(grpc::KeysApi(auth.clone())).max_decoding_message_size(max),
-    );
-    let mut public = PublicMethods::new();
-    for m in [
-        "Register",
-        "Login",
-        "CompleteMfaLogin",
-        "RefreshSession",
-        "GetVerificationKeys",
-    ] {
-        public = public.method(format!("/guardyn.auth.v1.AuthService/{m}"));
-    }
-    public = public.method("/guardyn.auth.v1.DeviceService/LinkDevice");
-    set.allow_public(&public);
-    Ok(Registered {
-        keys,
-        directory: Arc::new(AuthDirectory(auth)),
-    })
-}
-
-/// Handles the process gets back from [`register`]: the in-process seams.
-#[derive(Clone, Debug)]
-pub struct Registered {
-    /// Token verification keys ([`guardyn_common::mesh::KeySource`]).
-    pub keys: Arc<KeyStore>,
-    /// The accounts' devices ([`guardyn_common::mesh::DeviceDirectory`]).
-    pub directory: Arc<AuthDirectory>,
+    }))
 }
 
 fn spawn_rotation(keys: Arc<KeyStore>, ctx: ServerContext) {

@@ -24,12 +24,12 @@ mod streams;
 use std::sync::Arc;
 
 use guardyn_common::clock::SharedClock;
-use guardyn_common::config::ServerConfig;
 use guardyn_common::mesh::DeviceDirectory;
-use guardyn_common::server::{ServerContext, ServiceSet};
+use guardyn_common::server::ServiceSet;
 use guardyn_events::EventBus;
 use guardyn_proto::guardyn::messaging::v1::group_service_server::GroupServiceServer;
 use guardyn_proto::guardyn::messaging::v1::messaging_service_server::MessagingServiceServer;
+use guardyn_service::{Handles, RegisterError, Seams, Service};
 use guardyn_storage::{AppendLog, KvStore};
 use tokio_util::sync::CancellationToken;
 
@@ -38,23 +38,16 @@ pub use error::MessagingError;
 pub use groups::GroupSvc;
 pub use messaging::MessagingSvc;
 
-/// What the messaging service needs from its host process.
-#[derive(Debug)]
-pub struct Deps {
-    pub kv: Arc<dyn KvStore>,
-    pub log: Arc<dyn AppendLog>,
-    pub bus: Arc<dyn EventBus>,
-    pub clock: SharedClock,
-    pub ctx: ServerContext,
-    /// The accounts' current devices (auth).
-    pub directory: Arc<dyn DeviceDirectory>,
+/// The messaging service's registration. Needs the device directory seam (auth).
+#[derive(Clone, Debug)]
+pub struct Messaging {
+    config: MessagingConfig,
 }
 
-/// Failure to start the messaging service.
-#[derive(Debug, thiserror::Error)]
-pub enum RegisterError {
-    #[error("subscribing to events: {0}")]
-    Events(#[from] guardyn_events::EventError),
+impl Messaging {
+    pub fn new(config: MessagingConfig) -> Self {
+        Self { config }
+    }
 }
 
 /// State shared by both gRPC services and the background tasks.
@@ -71,37 +64,51 @@ pub(crate) struct Core {
     pub shutdown: CancellationToken,
 }
 
-/// Build MessagingService and GroupService, start their event subscriptions and the outbox
-/// recovery (which completes fan-outs a previous process left unfinished), and add them
-/// to `set`.
-pub async fn register(
-    config: &MessagingConfig,
-    server: &ServerConfig,
-    deps: Deps,
-    set: &mut ServiceSet,
-) -> Result<(), RegisterError> {
-    let core = Arc::new(Core {
-        cfg: config.clone(),
-        kv: deps.kv,
-        log: deps.log,
-        bus: deps.bus,
-        clock: deps.clock,
-        directory: deps.directory,
-        registry: streams::Registry::new(),
-        outbox_busy: outbox::Busy::default(),
-        shutdown: deps.ctx.shutdown.clone(),
-    });
-    events::spawn(core.clone()).await?;
-    outbox::spawn_recovery(core.clone());
-    set.add(
-        MessagingServiceServer::new(MessagingSvc { core: core.clone() })
-            .max_decoding_message_size(server.max_request_bytes),
-    );
-    set.add(
-        GroupServiceServer::new(GroupSvc { core })
-            .max_decoding_message_size(server.max_request_bytes),
-    );
-    Ok(())
+#[async_trait::async_trait]
+impl Service for Messaging {
+    fn name(&self) -> &'static str {
+        "messaging"
+    }
+
+    /// Build MessagingService and GroupService, start their event subscriptions and the
+    /// outbox recovery (which completes fan-outs a previous process left unfinished), and add
+    /// them to `set`.
+    async fn register(
+        &self,
+        handles: &Handles,
+        seams: &mut Seams,
+        set: &mut ServiceSet,
+    ) -> Result<(), RegisterError> {
+        let directory = seams
+            .device_directory
+            .clone()
+            .ok_or(RegisterError::MissingSeam {
+                service: "messaging",
+                seam: "the auth service's device directory",
+            })?;
+        let core = Arc::new(Core {
+            cfg: self.config.clone(),
+            kv: handles.stores.kv.clone(),
+            log: handles.stores.log.clone(),
+            bus: handles.bus.clone(),
+            clock: handles.clock.clone(),
+            directory,
+            registry: streams::Registry::new(),
+            outbox_busy: outbox::Busy::default(),
+            shutdown: handles.ctx.shutdown.clone(),
+        });
+        events::spawn(core.clone())
+            .await
+            .map_err(|e| RegisterError::failed("messaging", e))?;
+        outbox::spawn_recovery(core.clone());
+        let max = handles.server.max_request_bytes;
+        set.add(
+            MessagingServiceServer::new(MessagingSvc { core: core.clone() })
+                .max_decoding_message_size(max),
+        );
+        set.add(GroupServiceServer::new(GroupSvc { core }).max_decoding_message_size(max));
+        Ok(())
+    }
 }
 
 /// Test support: records in the exact formats the service persists, so that integration tests

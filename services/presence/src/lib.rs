@@ -60,53 +60,59 @@ mod tasks;
 pub mod views;
 pub mod wheel;
 
-use std::sync::Arc;
-
-use guardyn_common::clock::SharedClock;
-use guardyn_common::config::ServerConfig;
-use guardyn_common::server::{ServerContext, ServiceSet};
-use guardyn_events::EventBus;
+use guardyn_common::server::ServiceSet;
 use guardyn_proto::guardyn::presence::v1::presence_service_server::PresenceServiceServer;
-use guardyn_storage::{AppendLog, KvStore};
+use guardyn_service::{Handles, RegisterError, Seams, Service};
 
 pub use config::PresenceConfig;
 pub use engine::Engine;
 pub use error::PresenceError;
 pub use service::PresenceApi;
 
-/// What the service needs from the process.
-#[derive(Debug)]
-pub struct Deps {
-    pub kv: Arc<dyn KvStore>,
-    /// Unused by presence (nothing is queued); part of the common service shape.
-    pub log: Arc<dyn AppendLog>,
-    pub bus: Arc<dyn EventBus>,
-    pub clock: SharedClock,
-    pub ctx: ServerContext,
+/// The presence service's registration.
+#[derive(Clone, Debug)]
+pub struct Presence {
+    config: PresenceConfig,
 }
 
-/// Build the engine, start its background tasks (they stop with `deps.ctx.shutdown`) and add
-/// the gRPC service to `set`.
-pub async fn register(
-    config: &PresenceConfig,
-    server: &ServerConfig,
-    deps: Deps,
-    set: &mut ServiceSet,
-) -> Result<(), PresenceError> {
-    let auth_events = auth_events::subscribe(&*deps.bus).await?;
-    let engine = Engine::new(
-        config.clone(),
-        store::Store::new(deps.kv),
-        deps.bus,
-        deps.clock,
-        deps.ctx.shutdown.clone(),
-    );
-    tokio::spawn(tasks::run_expiry(engine.clone()));
-    tokio::spawn(tasks::run_beacons(engine.clone()));
-    tokio::spawn(auth_events::run(engine.clone(), auth_events));
-    set.add(
-        PresenceServiceServer::new(PresenceApi::new(engine))
-            .max_decoding_message_size(server.max_request_bytes),
-    );
-    Ok(())
+impl Presence {
+    pub fn new(config: PresenceConfig) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for Presence {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+
+    /// Build the engine, start its background tasks (they stop at shutdown) and add the gRPC
+    /// service to `set`.
+    async fn register(
+        &self,
+        handles: &Handles,
+        _seams: &mut Seams,
+        set: &mut ServiceSet,
+    ) -> Result<(), RegisterError> {
+        let failed = |e: PresenceError| RegisterError::failed("presence", e);
+        let auth_events = auth_events::subscribe(&*handles.bus)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let engine = Engine::new(
+            self.config.clone(),
+            store::Store::new(handles.stores.kv.clone()),
+            handles.bus.clone(),
+            handles.clock.clone(),
+            handles.ctx.shutdown.clone(),
+        );
+        tokio::spawn(tasks::run_expiry(engine.clone()));
+        tokio::spawn(tasks::run_beacons(engine.clone()));
+        tokio::spawn(auth_events::run(engine.clone(), auth_events));
+        set.add(
+            PresenceServiceServer::new(PresenceApi::new(engine))
+                .max_decoding_message_size(handles.server.max_request_bytes),
+        );
+        Ok(())
+    }
 }

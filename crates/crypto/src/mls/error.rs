@@ -9,7 +9,7 @@ use openmls::prelude::{
 };
 use openmls_rust_crypto::MemoryStorageError;
 
-use super::MessageKind;
+use super::message_kind::MessageKind;
 
 type S = MemoryStorageError;
 

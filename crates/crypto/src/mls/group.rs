@@ -11,16 +11,18 @@
 use std::fmt;
 
 use openmls::prelude::{
-    BasicCredential, Credential, GroupId, LeafNodeIndex, LeafNodeParameters, MlsGroup,
-    MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, ProcessedMessageContent, ProtocolMessage,
-    StagedCommit, StagedWelcome, tls_codec::Deserialize as _, tls_codec::Serialize as _,
+    GroupId, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsMessageBodyIn, MlsMessageIn,
+    MlsMessageOut, ProcessedMessageContent, ProtocolMessage, StagedCommit, StagedWelcome,
+    tls_codec::Deserialize as _, tls_codec::Serialize as _,
 };
 use openmls_traits::OpenMlsProvider as _;
 
 use super::{
     client::{MlsClient, capabilities, join_config},
     error::MlsError,
-    server::{MessageKind, SenderInfo},
+    identity::identity_of,
+    message_kind::MessageKind,
+    server::SenderInfo,
 };
 
 /// A group as seen by one member. The state lives in the member's key store
@@ -446,10 +448,4 @@ fn bundle(
         welcome: welcome.map(|w| w.tls_serialize_detached()).transpose()?,
         group_info: group_info.map(|g| g.tls_serialize_detached()).transpose()?,
     })
-}
-
-pub(crate) fn identity_of(credential: &Credential) -> Option<Vec<u8>> {
-    BasicCredential::try_from(credential.clone())
-        .ok()
-        .map(|c| c.identity().to_vec())
 }

@@ -36,16 +36,19 @@
 pub mod client;
 pub mod error;
 pub mod group;
+mod identity;
+mod message_kind;
 pub mod provider;
 pub mod server;
 
 pub use client::{DEFAULT_CIPHERSUITE, MlsClient};
 pub use error::MlsError;
 pub use group::{CommitBundle, CommitSummary, Group, MemberInfo, Received};
+pub use message_kind::MessageKind;
 pub use provider::MlsProvider;
 pub use server::{
-    CommitInfo, ContentKind, KeyPackagePolicy, KeyPackageSummary, MessageKind, ParsedBody,
-    ParsedMessage, ProposalSummary, SenderInfo, parse_message, validate_key_package,
+    CommitInfo, ContentKind, KeyPackagePolicy, KeyPackageSummary, ParsedBody, ParsedMessage,
+    ProposalSummary, SenderInfo, parse_message, validate_key_package,
 };
 
 #[cfg(test)]

@@ -26,34 +26,8 @@ use openmls::treesync::errors::LifetimeError;
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::crypto::OpenMlsCrypto;
 
-use super::{client::DEFAULT_CIPHERSUITE, error::MlsError, group::identity_of};
-
-/// The `wire_format` of an `MLSMessage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKind {
-    /// Signed, unencrypted handshake message.
-    PublicMessage,
-    /// Encrypted message (application, or handshake under other policies).
-    PrivateMessage,
-    /// Welcome for new members.
-    Welcome,
-    /// Signed GroupInfo (external joins).
-    GroupInfo,
-    /// KeyPackage.
-    KeyPackage,
-}
-
-impl MessageKind {
-    pub(crate) fn of(body: &MlsMessageBodyIn) -> Self {
-        match body {
-            MlsMessageBodyIn::PublicMessage(_) => Self::PublicMessage,
-            MlsMessageBodyIn::PrivateMessage(_) => Self::PrivateMessage,
-            MlsMessageBodyIn::Welcome(_) => Self::Welcome,
-            MlsMessageBodyIn::GroupInfo(_) => Self::GroupInfo,
-            MlsMessageBodyIn::KeyPackage(_) => Self::KeyPackage,
-        }
-    }
-}
+pub use super::message_kind::MessageKind;
+use super::{client::DEFAULT_CIPHERSUITE, error::MlsError, identity::identity_of};
 
 /// Content type of a PublicMessage / PrivateMessage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Single-node implementation: live fan-out inside the process, jobs in an [`AppendLog`].
 
-pub(crate) mod queue;
+mod queue;
 mod registry;
 
 use std::collections::HashMap;
@@ -12,9 +12,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use guardyn_storage::AppendLog;
 
+use crate::bus::{EventBus, check_payload};
+use crate::config::EventsConfig;
+use crate::error::EventError;
 use crate::subject::{Pattern, validate_queue_name, validate_subject};
-use crate::types::{Event, Subscription, subscriber_channel};
-use crate::{EventBus, EventError, EventsConfig, JobStream, check_payload};
+use crate::types::{Event, JobStream, Subscription, subscriber_channel};
 use queue::Queue;
 use registry::Trie;
 

@@ -13,14 +13,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use guardyn_storage::{AppendLog, NewEntry};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
-use crate::types::{Job, JobHandle};
-use crate::{EventError, JobStream};
+use crate::error::EventError;
+use crate::types::{Job, JobSettle, JobStream};
 
 const ENTRY_V1: u8 = 1;
 /// Entries read per log round trip while looking for a free job.
@@ -175,7 +176,7 @@ impl Queue {
                     self.name.clone(),
                     Bytes::copy_from_slice(payload),
                     handed.deliveries,
-                    JobHandle::InProcess(claim),
+                    Box::new(claim),
                 )));
             }
             match page.last() {
@@ -202,21 +203,22 @@ impl fmt::Debug for Queue {
 }
 
 /// One delivery of one job.
-pub(crate) struct Claim {
+struct Claim {
     queue: Arc<Queue>,
     seq: u64,
     token: u64,
 }
 
-impl Claim {
-    pub(crate) async fn ack(self) -> Result<(), EventError> {
+#[async_trait]
+impl JobSettle for Claim {
+    async fn ack(self: Box<Self>) -> Result<(), EventError> {
         let queue = &self.queue;
         queue.log.delete(&queue.partition, &[self.seq]).await?;
         queue.state.lock().await.handed_out.remove(&self.seq);
         Ok(())
     }
 
-    pub(crate) async fn retry_after(self, delay: Duration) -> Result<(), EventError> {
+    async fn retry_after(self: Box<Self>, delay: Duration) -> Result<(), EventError> {
         let queue = &self.queue;
         {
             let mut state = queue.state.lock().await;

@@ -7,10 +7,15 @@ use guardyn_storage::AppendLog;
 
 use guardyn_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 
-use super::{ACK_WAIT, BUFFER};
 use crate::testing::NatsServer;
 use crate::{Backend, EventBus, EventsConfig, InProcessBus, NatsBus, NatsConfig};
 
+/// `ack_wait` of every test bus.
+pub(super) const ACK_WAIT: Duration = Duration::from_secs(1);
+/// `subscriber_buffer` of every test bus.
+pub(super) const BUFFER: usize = 16;
+/// Generous bound for something that should happen "now"; only reached when a test fails.
+pub(super) const PATIENCE: Duration = Duration::from_secs(10);
 pub(super) const MAX_PAYLOAD: usize = 64 * 1024;
 
 fn config() -> EventsConfig {
@@ -31,7 +36,7 @@ pub(super) trait Harness: Send {
 
     /// Subscription changes reach a NATS server asynchronously; poll until they did.
     async fn wait_for_subscription_count(&self, expected: usize) {
-        let deadline = Instant::now() + super::PATIENCE;
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let count = self.subscription_count().await;
             if count == expected {

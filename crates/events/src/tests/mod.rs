@@ -12,14 +12,7 @@ use futures::StreamExt;
 use tokio::time::timeout;
 
 use crate::{Delivery, EventError, Job, JobStream, Subscription};
-use harness::Harness;
-
-/// `ack_wait` of every test bus.
-const ACK_WAIT: Duration = Duration::from_secs(1);
-/// `subscriber_buffer` of every test bus.
-const BUFFER: usize = 16;
-/// Generous bound for something that should happen "now"; only reached when a test fails.
-const PATIENCE: Duration = Duration::from_secs(10);
+use harness::{ACK_WAIT, BUFFER, Harness, PATIENCE};
 
 async fn next_event(sub: &mut Subscription) -> (String, Bytes) {
     match timeout(PATIENCE, sub.next())

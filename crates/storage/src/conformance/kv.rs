@@ -1,4 +1,4 @@
-//! Cases for [`crate::KvStore`].
+//! Cases for [`crate::KvStore`], durability across reopen included.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -6,11 +6,11 @@ use std::sync::Arc;
 use futures::future::join_all;
 use tokio::sync::Barrier;
 
-use super::{Harness, assert_invalid, k, keys, ns};
+use super::{KvHarness, assert_invalid, k, keys, ns};
 use crate::{Direction, KeyRange, MAX_KEY_LEN, MAX_VALUE_LEN, Txn, TxnOutcome};
 
-pub async fn kv_get_put_delete<H: Harness>(h: &H) {
-    let (kv, _) = h.open().await;
+pub async fn kv_get_put_delete<H: KvHarness + ?Sized>(h: &H) {
+    let kv = h.open_kv().await;
     let p = ns("get_put_delete");
     let a = k(&p, b"a");
     assert_eq!(kv.get(&a).await.unwrap(), None, "fresh key must be absent");
@@ -34,8 +34,8 @@ pub async fn kv_get_put_delete<H: Harness>(h: &H) {
     kv.delete(&k(&p, b"never")).await.unwrap();
 }
 
-pub async fn kv_bytewise_ordering<H: Harness>(h: &H) {
-    let (kv, _) = h.open().await;
+pub async fn kv_bytewise_ordering<H: KvHarness + ?Sized>(h: &H) {
+    let kv = h.open_kv().await;
     let p = ns("ordering");
     let suffixes: [&[u8]; 10] = [
         b"",
@@ -84,8 +84,8 @@ pub async fn kv_bytewise_ordering<H: Harness>(h: &H) {
     assert_eq!(keys(&ff), expected[7..].to_vec(), "prefix ending in 0xFF");
 }
 
-pub async fn kv_range_bounds<H: Harness>(h: &H) {
-    let (kv, _) = h.open().await;
+pub async fn kv_range_bounds<H: KvHarness + ?Sized>(h: &H) {
+    let kv = h.open_kv().await;
     let p = ns("range");
     for c in b'a'..=b'j' {
         kv.put(&k(&p, &[c]), &[c]).await.unwrap();
@@ -215,8 +215,8 @@ pub async fn kv_range_bounds<H: Harness>(h: &H) {
     assert!(missing.is_empty(), "prefix with no keys");
 }
 
-pub async fn kv_size_limits<H: Harness>(h: &H) {
-    let (kv, _) = h.open().await;
+pub async fn kv_size_limits<H: KvHarness + ?Sized>(h: &H) {
+    let kv = h.open_kv().await;
     let p = ns("limits");
     let mut big_key = k(&p, b"");
     big_key.resize(MAX_KEY_LEN, b'k');
@@ -261,8 +261,8 @@ pub async fn kv_size_limits<H: Harness>(h: &H) {
     assert_eq!(kv.get(&vk2).await.unwrap(), None);
 }
 
-pub async fn txn_all_or_nothing<H: Harness>(h: &H) {
-    let (kv, _) = h.open().await;
+pub async fn txn_all_or_nothing<H: KvHarness + ?Sized>(h: &H) {
+    let kv = h.open_kv().await;
     let p = ns("atomic");
     let (a, b, c) = (k(&p, b"a"), k(&p, b"b"), k(&p, b"c"));
     kv.put(&a, b"1").await.unwrap();
@@ -326,8 +326,8 @@ pub async fn txn_all_or_nothing<H: Harness>(h: &H) {
     assert_eq!(kv.get(&c).await.unwrap().as_deref(), Some(&b"3"[..]));
 }
 
-pub async fn txn_condition_semantics<H: Harness>(h: &H) {
-    let (kv, _) = h.open().await;
+pub async fn txn_condition_semantics<H: KvHarness + ?Sized>(h: &H) {
+    let kv = h.open_kv().await;
     let p = ns("conditions");
     let (present, empty, missing) = (k(&p, b"present"), k(&p, b"empty"), k(&p, b"missing"));
     kv.put(&present, b"v").await.unwrap();
@@ -442,8 +442,8 @@ pub async fn txn_condition_semantics<H: Harness>(h: &H) {
     .await;
 }
 
-pub async fn txn_later_mutation_wins<H: Harness>(h: &H) {
-    let (kv, _) = h.open().await;
+pub async fn txn_later_mutation_wins<H: KvHarness + ?Sized>(h: &H) {
+    let kv = h.open_kv().await;
     let p = ns("order");
     let (a, b, c) = (k(&p, b"a"), k(&p, b"b"), k(&p, b"c"));
     kv.put(&c, b"old").await.unwrap();
@@ -468,9 +468,9 @@ pub async fn txn_later_mutation_wins<H: Harness>(h: &H) {
     );
 }
 
-pub async fn txn_cas_race_has_one_winner<H: Harness>(h: &H) {
+pub async fn txn_cas_race_has_one_winner<H: KvHarness + ?Sized>(h: &H) {
     const TASKS: usize = 16;
-    let (kv, _) = h.open().await;
+    let kv = h.open_kv().await;
     let key = k(&ns("cas_race"), b"owner");
     kv.put(&key, b"nobody").await.unwrap();
     let barrier = Arc::new(Barrier::new(TASKS));
@@ -517,10 +517,10 @@ pub async fn txn_cas_race_has_one_winner<H: Harness>(h: &H) {
     );
 }
 
-pub async fn txn_optimistic_counter<H: Harness>(h: &H) {
+pub async fn txn_optimistic_counter<H: KvHarness + ?Sized>(h: &H) {
     const TASKS: u64 = 8;
     const INCREMENTS: u64 = 25;
-    let (kv, _) = h.open().await;
+    let kv = h.open_kv().await;
     let key = k(&ns("counter"), b"n");
     let tasks = (0..TASKS).map(|_| {
         let (kv, key) = (kv.clone(), key.clone());
@@ -550,4 +550,37 @@ pub async fn txn_optimistic_counter<H: Harness>(h: &H) {
         TASKS * INCREMENTS,
         "optimistic increments were lost or duplicated"
     );
+}
+
+/// Drops every handle and reopens: every acknowledged put and delete, including those of
+/// concurrent writers (so batched commits are covered too), must survive.
+pub async fn kv_durability_across_reopen<H: KvHarness + ?Sized>(h: &H) {
+    let p = ns("kv_durable");
+    {
+        let kv = h.open_kv().await;
+        // Concurrent writers, so batched commits are covered too.
+        let writes = (0..32u32).map(|i| {
+            let (kv, key) = (kv.clone(), k(&p, &i.to_be_bytes()));
+            tokio::spawn(async move { kv.put(&key, &i.to_le_bytes()).await.unwrap() })
+        });
+        for r in join_all(writes).await {
+            r.unwrap();
+        }
+        kv.delete(&k(&p, &0u32.to_be_bytes())).await.unwrap();
+    }
+    let kv = h.open_kv().await;
+    let all = kv
+        .scan(KeyRange::prefix(&p), Direction::Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.len(),
+        31,
+        "every acknowledged put (and the delete) must survive reopen"
+    );
+    for (n, pair) in all.iter().enumerate() {
+        let i = u32::try_from(n + 1).unwrap();
+        assert_eq!(pair.key, k(&p, &i.to_be_bytes()));
+        assert_eq!(pair.value, i.to_le_bytes(), "value of key {i} after reopen");
+    }
 }

@@ -1,9 +1,57 @@
 //! The conformance suite every backend must pass unchanged.
 //!
-//! A backend's tests implement [`Harness`] and call [`run_all`] (or single cases). Every case
-//! opens the stores itself and works under its own key prefix / partition names, made unique
-//! per run, so the suite can run against a shared cluster without cleaning it first. Cases that
-//! check durability drop every handle they got from [`Harness::open`] and open again.
+//! The suite is split in two, so an engine that provides only one of the stores can still run
+//! its half:
+//!
+//! - KV cases (`kv_*`, `txn_*`, `kv_durability_across_reopen`) need a [`KvHarness`];
+//! - log cases (`log_*`, `log_durability_across_reopen`) need a [`LogHarness`].
+//!
+//! # Running the suite from an engine
+//!
+//! Implement the harness traits in the engine's tests and invoke
+//! [`kv_conformance_suite!`](crate::kv_conformance_suite) and
+//! [`log_conformance_suite!`](crate::log_conformance_suite) once each, with an expression that
+//! builds a harness. Each macro expands to one
+//! `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]` function per case, named after
+//! the case, so a failing case never hides the others and `cargo test <case>` runs one case.
+//! The expression is evaluated afresh inside every test (it may `.await`), so a harness can own
+//! per-test state such as a temporary directory. The calling crate needs `tokio` with the
+//! `macros` and `rt-multi-thread` features among its dev-dependencies.
+//!
+//! ```rust,ignore
+//! struct Embedded { dir: tempfile::TempDir }
+//!
+//! #[async_trait::async_trait]
+//! impl KvHarness for Embedded {
+//!     async fn open_kv(&self) -> Arc<dyn KvStore> { /* open the store in self.dir */ }
+//! }
+//! #[async_trait::async_trait]
+//! impl LogHarness for Embedded {
+//!     async fn open_log(&self) -> Arc<dyn AppendLog> { /* open the store in self.dir */ }
+//! }
+//!
+//! mod kv_conformance {
+//!     guardyn_storage::kv_conformance_suite!(super::Embedded::new());
+//! }
+//! mod log_conformance {
+//!     guardyn_storage::log_conformance_suite!(super::Embedded::new());
+//! }
+//! ```
+//!
+//! Attributes written after the expression are put on every generated test, e.g. a cluster
+//! backend that needs a running cluster:
+//! `kv_conformance_suite!(Tikv::from_env(), #[ignore = "needs GUARDYN_TIKV_URL"])`.
+//!
+//! The list of cases lives only in those two macros: a case added there runs for every engine.
+//! Each case is also a public `async fn` taking `&impl KvHarness` / `&impl LogHarness`, for
+//! engines that want to call one directly.
+//!
+//! # Isolation and durability
+//!
+//! Every case opens the stores itself and works under its own key prefix / partition names,
+//! made unique per case and per run, so the cases can run concurrently against one shared
+//! cluster database without cleaning it first. The durability cases drop every handle they got
+//! from the harness and open again: the new handles must see every acknowledged write.
 //!
 //! Failures panic with a message naming the broken contract: this is test code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -22,34 +70,93 @@ pub use log::*;
 
 use crate::{AppendLog, KvStore, NewEntry, StorageError};
 
-/// What a backend's test provides: a way to (re)open its stores.
+/// What a backend's test provides to run the KV cases: a way to (re)open its [`KvStore`].
 #[async_trait]
-pub trait Harness: Send + Sync {
-    /// Open the stores. May be called again after every handle from the previous call was
-    /// dropped; the new handles must see everything acknowledged through the old ones (embedded:
-    /// same data directory; cluster: same namespace).
-    async fn open(&self) -> (Arc<dyn KvStore>, Arc<dyn AppendLog>);
+pub trait KvHarness: Send + Sync {
+    /// Open the store. May be called again after every handle from the previous call was
+    /// dropped; the new handle must see everything acknowledged through the old ones (embedded:
+    /// same data directory; cluster: same database).
+    async fn open_kv(&self) -> Arc<dyn KvStore>;
 }
 
-/// Every case, in an order that keeps reopen cases last.
-pub async fn run_all<H: Harness>(h: &H) {
-    kv_get_put_delete(h).await;
-    kv_bytewise_ordering(h).await;
-    kv_range_bounds(h).await;
-    kv_size_limits(h).await;
-    txn_all_or_nothing(h).await;
-    txn_condition_semantics(h).await;
-    txn_later_mutation_wins(h).await;
-    txn_cas_race_has_one_winner(h).await;
-    txn_optimistic_counter(h).await;
-    log_sequences(h).await;
-    log_concurrent_appends(h).await;
-    log_read_cursor(h).await;
-    log_delete(h).await;
-    log_partition_isolation(h).await;
-    log_invalid_requests(h).await;
-    log_ttl_expiry(h).await;
-    durability_across_reopen(h).await;
+/// What a backend's test provides to run the log cases: a way to (re)open its [`AppendLog`].
+#[async_trait]
+pub trait LogHarness: Send + Sync {
+    /// Open the log. May be called again after every handle from the previous call was
+    /// dropped; the new handle must see everything acknowledged through the old ones (embedded:
+    /// same data directory; cluster: same keyspace).
+    async fn open_log(&self) -> Arc<dyn AppendLog>;
+}
+
+/// Generates one test per [`KvStore`] conformance case, each with a fresh harness.
+///
+/// `kv_conformance_suite!(harness_expr $(, #[attr])*)`: `harness_expr` must evaluate to a value
+/// implementing [`conformance::KvHarness`](crate::conformance::KvHarness); it is evaluated once
+/// per generated test, inside the test's async body (so it may `.await`). Attributes after it
+/// (e.g. `#[ignore = "needs a cluster"]`) are applied to every generated test. Each test is
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn <case>()`, so the
+/// caller needs `tokio` (features `macros`, `rt-multi-thread`) as a dev-dependency. Invoke it
+/// at most once per module (the tests are named after the cases).
+///
+/// This is the single list of KV cases: add a case here and every engine runs it.
+#[macro_export]
+macro_rules! kv_conformance_suite {
+    ($harness:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__conformance_tests! {
+            [$(#[$attr])*] ($harness)
+            kv_get_put_delete,
+            kv_bytewise_ordering,
+            kv_range_bounds,
+            kv_size_limits,
+            txn_all_or_nothing,
+            txn_condition_semantics,
+            txn_later_mutation_wins,
+            txn_cas_race_has_one_winner,
+            txn_optimistic_counter,
+            kv_durability_across_reopen,
+        }
+    };
+}
+
+/// Generates one test per [`AppendLog`] conformance case, each with a fresh harness.
+///
+/// `log_conformance_suite!(harness_expr $(, #[attr])*)`: `harness_expr` must evaluate to a value
+/// implementing [`conformance::LogHarness`](crate::conformance::LogHarness); otherwise as
+/// [`kv_conformance_suite!`](crate::kv_conformance_suite). The generated test names do not
+/// collide with the KV ones, so both macros may share a module.
+///
+/// This is the single list of log cases: add a case here and every engine runs it.
+#[macro_export]
+macro_rules! log_conformance_suite {
+    ($harness:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__conformance_tests! {
+            [$(#[$attr])*] ($harness)
+            log_sequences,
+            log_concurrent_appends,
+            log_read_cursor,
+            log_delete,
+            log_partition_isolation,
+            log_invalid_requests,
+            log_ttl_expiry,
+            log_durability_across_reopen,
+        }
+    };
+}
+
+/// Implementation detail of the suite macros: emits one test per case, one case at a time.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ([$(#[$attr:meta])*] ($harness:expr) $(,)?) => {};
+    ([$(#[$attr:meta])*] ($harness:expr) $case:ident $(, $rest:ident)* $(,)?) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        $(#[$attr])*
+        async fn $case() {
+            let harness = $harness;
+            $crate::conformance::$case(&harness).await;
+        }
+        $crate::__conformance_tests! { [$(#[$attr])*] ($harness) $($rest),* }
+    };
 }
 
 /// A prefix unique to this case and this run (process id, start time and a counter).

@@ -10,3 +10,28 @@ pub use auth::AuthApi;
 pub use devices::DeviceApi;
 pub use keys::KeysApi;
 pub use mfa::MfaApi;
+
+use std::sync::Arc;
+
+use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthServiceServer;
+use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceServiceServer;
+use guardyn_proto::guardyn::auth::v1::key_directory_service_server::KeyDirectoryServiceServer;
+use guardyn_proto::guardyn::auth::v1::mfa_service_server::MfaServiceServer;
+
+use crate::core::Auth;
+
+pub(crate) fn auth_server(core: Arc<Auth>) -> AuthServiceServer<AuthApi> {
+    AuthServiceServer::new(AuthApi(core))
+}
+
+pub(crate) fn device_server(core: Arc<Auth>) -> DeviceServiceServer<DeviceApi> {
+    DeviceServiceServer::new(DeviceApi(core))
+}
+
+pub(crate) fn mfa_server(core: Arc<Auth>) -> MfaServiceServer<MfaApi> {
+    MfaServiceServer::new(MfaApi(core))
+}
+
+pub(crate) fn keys_server(core: Arc<Auth>) -> KeyDirectoryServiceServer<KeysApi> {
+    KeyDirectoryServiceServer::new(KeysApi(core))
+}

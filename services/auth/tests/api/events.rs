@@ -242,7 +242,7 @@ async fn a_revocation_event_from_the_bus_alone_stops_the_sessions_tokens() {
     env.server
         .bus()
         .publish(
-            guardyn_auth::subjects::SESSION_REVOKED,
+            guardyn_common::events::auth::SESSION_REVOKED,
             Bytes::from(event.encode_to_vec()),
         )
         .await

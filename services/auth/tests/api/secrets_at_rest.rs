@@ -16,7 +16,7 @@ use super::mfa::{challenge, complete};
 
 /// Every `(key, value)` the auth service stored.
 async fn auth_records(env: &Env) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let kv: Arc<dyn KvStore> = env.server.store();
+    let kv: Arc<dyn KvStore> = env.server.kv();
     kv.scan(
         KeyRange::prefix(b"auth/v1/"),
         Direction::Forward,

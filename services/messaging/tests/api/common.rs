@@ -230,9 +230,8 @@ pub fn queue_partition(account: &str, device: u32) -> Vec<u8> {
 
 /// How many envelopes are stored in a device's queue.
 pub async fn queued(server: &TestServer, account: &str, device: u32) -> usize {
-    use guardyn_storage::AppendLog as _;
     server
-        .store()
+        .log()
         .read(&queue_partition(account, device), 1, 10_000)
         .await
         .unwrap()

@@ -14,7 +14,7 @@ use guardyn_proto::guardyn::messaging::v1::{
     DeviceLinked, DeviceRemoved, ListenRequest, ListenResponse, listen_response::Item,
     server_notice::Notice,
 };
-use guardyn_storage::{Direction, KeyRange, KvStore as _};
+use guardyn_storage::{Direction, KeyRange};
 use guardyn_testkit::{Options, TestServer};
 use prost::Message as _;
 use tonic::{Code, Streaming};
@@ -280,7 +280,7 @@ async fn deleting_an_account_purges_its_queues_and_idempotency_records() {
     let idem_prefix = format!("msg/v1/idem/{}/", alice.account).into_bytes();
     let idem_records = || async {
         server
-            .store()
+            .kv()
             .scan(KeyRange::prefix(&idem_prefix), Direction::Forward, 10)
             .await
             .unwrap()

@@ -6,7 +6,6 @@ use guardyn_proto::guardyn::messaging::v1::{
     CreateGroupRequest, DeliveredEnvelope, EnvelopeType, GetGroupInfoRequest, GetGroupRequest,
     MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
 };
-use guardyn_storage::AppendLog as _;
 use tonic::Code;
 
 use crate::common::*;
@@ -165,11 +164,11 @@ async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
         ))
         .await
         .unwrap();
-    let store = env.server.store();
+    let store = env.server.stores();
     for acc in [&b, &c] {
         let part = format!("msg/v1/q/{acc}/").into_bytes();
         let part = [part, 1u32.to_be_bytes().to_vec()].concat();
-        let queued = store.read(&part, 1, 10).await.unwrap();
+        let queued = store.log.read(&part, 1, 10).await.unwrap();
         assert_eq!(queued.len(), 1);
         assert!(
             queued[0].payload.len() < 1_000,
@@ -178,7 +177,7 @@ async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
     }
     let hex: String = GROUP_ID.iter().map(|b| format!("{b:02x}")).collect();
     let stored = store
-        .read(format!("msg/v1/g/{hex}").as_bytes(), 1, 100)
+        .log.read(format!("msg/v1/g/{hex}").as_bytes(), 1, 100)
         .await
         .unwrap();
     let big: Vec<_> = stored

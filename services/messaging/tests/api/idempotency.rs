@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use guardyn_storage::KvStore as _;
 use tonic::Code;
 
 use crate::common::*;
@@ -50,7 +49,7 @@ async fn a_crashed_sends_reservation_blocks_retries_only_until_its_lease_ends() 
     use guardyn_common::clock::Clock as _;
     let (key, value) =
         guardyn_messaging::testing::pending_send_record(&a, 1, "crashed", env.clock.now_ms());
-    env.server.store().put(&key, &value).await.unwrap();
+    env.server.kv().put(&key, &value).await.unwrap();
 
     let err = env
         .send((&a, 1), &b, &[(1, 201)], "crashed", b"retry")
@@ -83,7 +82,6 @@ async fn a_crashed_sends_reservation_blocks_retries_only_until_its_lease_ends() 
 #[tokio::test]
 async fn eight_concurrent_identical_group_messages_store_one_message() {
     use guardyn_proto::guardyn::messaging::v1::SendGroupMessageRequest;
-    use guardyn_storage::AppendLog as _;
 
     use crate::groups::{GROUP_ID, group_of_two};
 
@@ -118,7 +116,7 @@ async fn eight_concurrent_identical_group_messages_store_one_message() {
     let hex: String = GROUP_ID.iter().map(|x| format!("{x:02x}")).collect();
     let group_log = env
         .server
-        .store()
+        .log()
         .read(format!("msg/v1/g/{hex}").as_bytes(), 1, 100)
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use guardyn_proto::guardyn::messaging::v1::{
     DeliveredEnvelope, ListenResponse, MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
     SendProposalRequest, listen_response::Item,
 };
-use guardyn_storage::{AppendLog as _, Direction, KeyRange, KvStore as _};
+use guardyn_storage::{Direction, KeyRange};
 
 use crate::common::*;
 use crate::groups::{GROUP_ID, address, client, create, group_of_two, mls_envelope};
@@ -22,7 +22,7 @@ const AFTER_GRACE: Duration = Duration::from_secs(60);
 
 async fn outbox_records(env: &Env) -> usize {
     env.server
-        .store()
+        .kv()
         .scan(KeyRange::prefix(b"msg/v1/ob"), Direction::Forward, 10)
         .await
         .unwrap()
@@ -133,9 +133,9 @@ async fn a_commit_whose_fan_out_was_cut_short_reaches_members_after_a_restart() 
     ga.merge_pending_commit(&ca).unwrap();
     // ... and the process dies right after the compare-and-set: B's queue never got the
     // commit, the outbox record written in the same transaction is still there.
-    let store = env.server.store();
+    let store = env.server.stores();
     store
-        .delete_through(&queue_partition(&b, 1), u64::MAX)
+        .log.delete_through(&queue_partition(&b, 1), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::commit_record(
@@ -146,7 +146,7 @@ async fn a_commit_whose_fan_out_was_cut_short_reaches_members_after_a_restart() 
         &[(b.clone(), 1)],
         clock.now_ms(),
     );
-    store.put(&key, &value).await.unwrap();
+    store.kv.put(&key, &value).await.unwrap();
     drop(store);
 
     // The restarted server completes the record.
@@ -186,9 +186,9 @@ async fn a_relayed_proposal_whose_fan_out_was_cut_short_reaches_members_after_a_
     assert_eq!(outbox_records(&env).await, 0);
     // ... and the process dies right after the transaction that stored its effect: A's queue
     // never got it, the outbox record written in that transaction is still there.
-    let store = env.server.store();
+    let store = env.server.stores();
     store
-        .delete_through(&queue_partition(&a, 1), u64::MAX)
+        .log.delete_through(&queue_partition(&a, 1), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::proposal_record(
@@ -199,7 +199,7 @@ async fn a_relayed_proposal_whose_fan_out_was_cut_short_reaches_members_after_a_
         &[(a.clone(), 1)],
         clock.now_ms(),
     );
-    store.put(&key, &value).await.unwrap();
+    store.kv.put(&key, &value).await.unwrap();
     drop(store);
 
     let env = crash_and_restart(env, data.path(), &clock, AFTER_GRACE, &[&a, &b]).await;
@@ -240,9 +240,9 @@ async fn a_group_message_whose_fan_out_was_cut_short_reaches_members_after_a_res
     assert!(!sent.duplicate);
     // ... and the process dies right after the transaction that completed the client message
     // id together with the outbox record, before B's queue got a reference.
-    let store = env.server.store();
+    let store = env.server.stores();
     store
-        .delete_through(&queue_partition(&b, 1), u64::MAX)
+        .log.delete_through(&queue_partition(&b, 1), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::group_message_record(
@@ -255,7 +255,7 @@ async fn a_group_message_whose_fan_out_was_cut_short_reaches_members_after_a_res
         &[(b.clone(), 1)],
         clock.now_ms(),
     );
-    store.put(&key, &value).await.unwrap();
+    store.kv.put(&key, &value).await.unwrap();
     drop(store);
 
     let env = crash_and_restart(env, data.path(), &clock, AFTER_GRACE, &[&a, &b]).await;
@@ -300,9 +300,9 @@ async fn a_left_over_proposal_reaches_members_before_a_commit_that_references_it
         ))
         .await
         .unwrap();
-    let store = env.server.store();
+    let store = env.server.stores();
     store
-        .delete_through(&queue_partition(&c, 1), u64::MAX)
+        .log.delete_through(&queue_partition(&c, 1), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::proposal_record(
@@ -313,7 +313,7 @@ async fn a_left_over_proposal_reaches_members_before_a_commit_that_references_it
         &[(a.clone(), 1), (c.clone(), 1)],
         clock.now_ms(),
     );
-    store.put(&key, &value).await.unwrap();
+    store.kv.put(&key, &value).await.unwrap();
     drop(store);
 
     // Restarted within the sweep's grace period, A commits the proposal by reference.

@@ -9,7 +9,7 @@ use guardyn_proto::guardyn::presence::v1::{
     GetVisibilityRequest, LastSeenVisibility, PresenceState, PresenceStatus, SetStatusRequest,
     SetVisibilityRequest, SubscribeResponse,
 };
-use guardyn_storage::{Direction, KeyRange, KvStore as _};
+use guardyn_storage::{Direction, KeyRange};
 use guardyn_testkit::TestServer;
 use prost::Message as _;
 
@@ -42,7 +42,7 @@ async fn stored_keys(server: &TestServer, account: &str) -> usize {
     prefix.extend_from_slice(uuid::Uuid::parse_str(account).unwrap().as_bytes());
     prefix.push(b'/');
     server
-        .store()
+        .kv()
         .scan(KeyRange::prefix(&prefix), Direction::Forward, 100)
         .await
         .unwrap()

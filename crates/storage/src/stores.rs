@@ -1,0 +1,58 @@
+//! The storage handle every service is built from.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{AppendLog, KvStore};
+
+/// Release an engine's resources at shutdown (flush, stop background threads).
+#[async_trait]
+pub trait Close: Send + Sync {
+    async fn close(&self);
+}
+
+/// The process's stores, chosen once from configuration (`storage.engine`) and handed to every
+/// service, the event bus and the testkit: nothing above this handle names a concrete engine.
+/// Room is left for a blob store next to them.
+#[derive(Clone)]
+pub struct Stores {
+    /// Accounts, devices, keys, sessions, group state.
+    pub kv: Arc<dyn KvStore>,
+    /// Device queues, group logs, single-node job queues.
+    pub log: Arc<dyn AppendLog>,
+    closers: Vec<Arc<dyn Close>>,
+}
+
+impl Stores {
+    pub fn new(kv: Arc<dyn KvStore>, log: Arc<dyn AppendLog>) -> Self {
+        Self {
+            kv,
+            log,
+            closers: Vec::new(),
+        }
+    }
+
+    /// Also close `engine` when [`Self::close`] runs.
+    pub fn closing(mut self, engine: Arc<dyn Close>) -> Self {
+        self.closers.push(engine);
+        self
+    }
+
+    /// Close every engine behind the handle (once the server stopped using it).
+    pub async fn close(&self) {
+        for c in &self.closers {
+            c.close().await;
+        }
+    }
+}
+
+impl fmt::Debug for Stores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stores")
+            .field("kv", &self.kv)
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
