@@ -127,7 +127,7 @@ where
         match outcome {
             Ok(ctx) => {
                 if let Some(ctx) = ctx {
-                    tracing::Span::current().record("account", ctx.account_id.as_str());
+                    tracing::Span::current().record("account", ctx.account_id.to_string());
                     req.extensions_mut().insert(ctx);
                 }
                 futures::future::Either::Left(self.inner.call(req))
@@ -151,7 +151,7 @@ mod tests {
 
     fn grant() -> TokenGrant {
         TokenGrant {
-            account_id: "acc-1".into(),
+            account_id: "00000000-0000-4000-8000-000000000001".into(),
             device_id: 2,
             session_id: "sess-1".into(),
             roles: vec!["user".into()],
@@ -205,7 +205,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(code(&r), None);
-        assert_eq!(r.body(), "acc-1/2");
+        assert_eq!(r.body(), "00000000-0000-4000-8000-000000000001/2");
 
         let r = call("/a.Auth/Login", None).await.unwrap();
         assert_eq!(r.body(), "anonymous");

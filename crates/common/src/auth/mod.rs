@@ -26,9 +26,8 @@ pub use token::{
 /// Who is calling: the verified claims of the access token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthContext {
-    pub account_id: String,
-    /// libsignal-style device id, 1..=127.
-    pub device_id: u32,
+    pub account_id: crate::ids::AccountId,
+    pub device_id: crate::ids::DeviceId,
     pub session_id: String,
     pub roles: Vec<String>,
     /// Unix seconds.

@@ -194,12 +194,16 @@ impl TokenVerifier {
         if self.revoked.is_revoked(&claims.sid) {
             return Err(ApiError::new(Reason::SessionRevoked, "session was revoked"));
         }
-        if !(1..=127).contains(&claims.did) {
+        // Only auth signs tokens, so malformed ids mean a forged or foreign token.
+        let (Some(account_id), Some(device_id)) = (
+            crate::ids::AccountId::parse(&claims.sub),
+            crate::ids::DeviceId::new(claims.did),
+        ) else {
             return Err(bad());
-        }
+        };
         Ok(AuthContext {
-            account_id: claims.sub,
-            device_id: claims.did,
+            account_id,
+            device_id,
             session_id: claims.sid,
             roles: claims.roles,
             expires_at: claims.exp,
@@ -304,9 +308,11 @@ mod tests {
     use crate::auth::StaticKey;
     use crate::config::Validate as _;
 
+    const ACCOUNT: &str = "00000000-0000-4000-8000-000000000001";
+
     fn grant() -> TokenGrant {
         TokenGrant {
-            account_id: "acc-1".into(),
+            account_id: ACCOUNT.into(),
             device_id: 2,
             session_id: "sess-1".into(),
             roles: vec!["user".into()],
@@ -322,8 +328,8 @@ mod tests {
         verifier.add_keys([signer.verification_key()]);
         let token = signer.sign(&grant()).unwrap();
         let ctx = verifier.verify(&token).unwrap();
-        assert_eq!(ctx.account_id, "acc-1");
-        assert_eq!(ctx.device_id, 2);
+        assert_eq!(ctx.account_id.to_string(), ACCOUNT);
+        assert_eq!(ctx.device_id.get(), 2);
         assert_eq!(ctx.session_id, "sess-1");
         assert!(ctx.has_role("user"));
     }
@@ -345,7 +351,9 @@ mod tests {
         let token = signer.sign(&grant()).unwrap();
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let claims = URL_SAFE_NO_PAD.decode(&parts[1]).unwrap();
-        let tampered = String::from_utf8(claims).unwrap().replace("acc-1", "acc-2");
+        let tampered = String::from_utf8(claims)
+            .unwrap()
+            .replace(ACCOUNT, "00000000-0000-4000-8000-000000000002");
         parts[1] = URL_SAFE_NO_PAD.encode(tampered);
         assert!(verifier.verify(&parts.join(".")).is_err());
 
