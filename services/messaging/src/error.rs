@@ -1,11 +1,11 @@
 //! The service's failures and their one mapping to API errors.
 
+use guardyn_common::events::DecodeError;
 use guardyn_common::mesh::MeshError;
 use guardyn_common::{ApiError, Reason};
-use guardyn_proto::guardyn::common::v1::DeviceMismatch;
 use guardyn_storage::StorageError;
 
-use crate::store::CorruptRecord;
+use crate::devices::DeviceMismatch;
 
 /// Why a messaging request failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum MessagingError {
     #[error("stale epoch; the group is at epoch {current}")]
     StaleEpoch { current: u64 },
     #[error("queue of device {device} is full")]
-    QueueFull { device: u32 },
+    QueueFull { device: guardyn_common::DeviceId },
     #[error("group is full ({max} member devices)")]
     GroupFull { max: usize },
     #[error("a send with this client message id is still in progress")]
@@ -38,8 +38,8 @@ pub enum MessagingError {
     Directory(#[from] MeshError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
-    #[error(transparent)]
-    Corrupt(#[from] CorruptRecord),
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] DecodeError),
     #[error("event bus: {0}")]
     Events(#[from] guardyn_events::EventError),
 }
@@ -87,22 +87,8 @@ impl From<MessagingError> for ApiError {
             E::NotMember => {
                 ApiError::permission_denied("the calling device is not a member of the group")
             }
-            E::DeviceMismatch(d) => ApiError::new(
-                Reason::DeviceMismatch,
-                "the envelopes do not match the destination's current devices",
-            )
-            .with_detail(&guardyn_proto::guardyn::common::v1::DeviceMismatch {
-                missing_devices: d.missing_devices,
-                extra_devices: d.extra_devices,
-                stale_devices: d.stale_devices,
-            }),
-            E::StaleEpoch { current } => ApiError::new(
-                Reason::StaleEpoch,
-                format!("the group is at epoch {current}"),
-            )
-            .with_detail(&guardyn_proto::guardyn::common::v1::StaleEpoch {
-                current_epoch: current,
-            }),
+            E::DeviceMismatch(d) => ApiError::device_mismatch(d.missing, d.extra, d.stale),
+            E::StaleEpoch { current } => ApiError::stale_epoch(current),
             E::QueueFull { device } => ApiError::new(
                 Reason::QuotaExceeded,
                 format!("the queue of destination device {device} is full"),
@@ -122,7 +108,7 @@ impl From<MessagingError> for ApiError {
                 tracing::warn!(error = %err, "device directory call failed");
                 ApiError::new(Reason::Unavailable, "device directory unavailable")
             }
-            E::Storage(ref err) => ApiError::internal(err),
+            E::Storage(err) => ApiError::from(err),
             E::Corrupt(ref err) => ApiError::internal(err),
             E::Events(ref err) => ApiError::internal(err),
         }

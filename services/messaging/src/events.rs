@@ -7,82 +7,79 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use guardyn_events::{Delivery, EventError};
-use guardyn_proto::guardyn::auth::v1::{
-    AccountDeletedEvent, DeviceLinkedEvent, DeviceRemovedEvent, PreKeysLowEvent,
-    SessionRevokedEvent,
+use guardyn_common::events::Payload;
+use guardyn_common::events::auth::{
+    ACCOUNT_DELETED, AccountDeleted, DEVICE_LINKED, DEVICE_REMOVED, DeviceLinked, DeviceRemoved,
+    PREKEYS_LOW, PreKeysLow, SESSION_REVOKED, SessionRevoked,
 };
-use guardyn_proto::guardyn::messaging::v1::server_notice::Notice;
-use guardyn_proto::guardyn::messaging::v1::{DeviceLinked, DeviceRemoved, PreKeysLow};
+use guardyn_common::events::messaging::{LISTEN_ALL, ListenClaim, parse_listen_subject};
+use guardyn_common::{AccountId, DeviceId};
+use guardyn_events::{Delivery, EventError};
 use guardyn_storage::{Direction, KeyRange, Txn};
-use prost::Message as _;
 
-use crate::Core;
-use crate::store::{self, ListenClaim};
+use crate::core::Core;
+use crate::store;
+use crate::streams::Notice;
+
+/// The payload of an event delivery, or `None` (logged) when it is a lag marker or does not
+/// decode.
+fn payload<P: Payload>(d: Delivery) -> Option<P> {
+    match d {
+        Delivery::Event(ev) => match P::decode(ev.payload()) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                tracing::warn!(error = %err, "ignoring a malformed event");
+                None
+            }
+        },
+        // Notices are hints and stream closes are re-checked by the token layer; nothing to
+        // resynchronise.
+        Delivery::Lagged { .. } => None,
+    }
+}
 
 /// Start the subscriptions; they end when the server shuts down.
 pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
-    let mut revoked = core.bus.subscribe("auth.session.revoked").await?;
-    let mut removed = core.bus.subscribe("auth.device.removed").await?;
-    let mut deleted = core.bus.subscribe("auth.account.deleted").await?;
-    let mut linked = core.bus.subscribe("auth.device.linked").await?;
-    let mut prekeys = core.bus.subscribe("auth.prekeys.low").await?;
-    let mut claims = core.bus.subscribe("messaging.listen.>").await?;
+    let mut revoked = core.bus.subscribe(SESSION_REVOKED).await?;
+    let mut removed = core.bus.subscribe(DEVICE_REMOVED).await?;
+    let mut deleted = core.bus.subscribe(ACCOUNT_DELETED).await?;
+    let mut linked = core.bus.subscribe(DEVICE_LINKED).await?;
+    let mut prekeys = core.bus.subscribe(PREKEYS_LOW).await?;
+    let mut claims = core.bus.subscribe(LISTEN_ALL).await?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = core.shutdown.cancelled() => return,
-                Some(d) = revoked.next() => if let Delivery::Event(ev) = d {
-                    match SessionRevokedEvent::decode(ev.payload().as_ref()) {
-                        Ok(e) => on_revoked(&core, &e).await,
-                        Err(err) => tracing::warn!(error = %err, "malformed auth.session.revoked"),
-                    }
+                Some(d) = revoked.next() => if let Some(e) = payload::<SessionRevoked>(d) {
+                    on_revoked(&core, &e).await;
                 },
-                Some(d) = removed.next() => if let Delivery::Event(ev) = d {
-                    match DeviceRemovedEvent::decode(ev.payload().as_ref()) {
-                        Ok(e) => {
-                            core.registry.remove_device(&e.account_id, e.device_id);
-                            let notice = Notice::DeviceRemoved(DeviceRemoved { device_id: e.device_id });
-                            let now = core.clock.now_ms();
-                            core.registry.notify(&e.account_id, |d| d != e.device_id, now, &notice);
-                            purge_queue(&core, &e.account_id, e.device_id).await;
-                        }
-                        Err(err) => tracing::warn!(error = %err, "malformed auth.device.removed"),
-                    }
+                Some(d) = removed.next() => if let Some(e) = payload::<DeviceRemoved>(d) {
+                    core.registry.remove_device(e.account, e.device);
+                    let notice = Notice::DeviceRemoved { device: e.device };
+                    let now = core.clock.now_ms();
+                    core.registry.notify(e.account, |d| d != e.device, now, &notice);
+                    purge_queue(&core, e.account, e.device).await;
                 },
-                Some(d) = deleted.next() => if let Delivery::Event(ev) = d {
-                    match AccountDeletedEvent::decode(ev.payload().as_ref()) {
-                        Ok(e) => purge_account(&core, &e).await,
-                        Err(err) => tracing::warn!(error = %err, "malformed auth.account.deleted"),
-                    }
+                Some(d) = deleted.next() => if let Some(e) = payload::<AccountDeleted>(d) {
+                    purge_account(&core, &e).await;
                 },
-                Some(d) = linked.next() => if let Delivery::Event(ev) = d {
-                    match DeviceLinkedEvent::decode(ev.payload().as_ref()) {
-                        Ok(e) => {
-                            let notice = Notice::DeviceLinked(DeviceLinked {
-                                device_id: e.device_id,
-                                name: e.device_name,
-                            });
-                            let now = core.clock.now_ms();
-                            core.registry.notify(&e.account_id, |d| d != e.device_id, now, &notice);
-                        }
-                        Err(err) => tracing::warn!(error = %err, "malformed auth.device.linked"),
-                    }
+                Some(d) = linked.next() => if let Some(e) = payload::<DeviceLinked>(d) {
+                    let notice = Notice::DeviceLinked {
+                        device: e.device,
+                        name: e.device_name,
+                    };
+                    let now = core.clock.now_ms();
+                    core.registry.notify(e.account, |d| d != e.device, now, &notice);
                 },
-                Some(d) = prekeys.next() => if let Delivery::Event(ev) = d {
-                    match PreKeysLowEvent::decode(ev.payload().as_ref()) {
-                        Ok(e) => {
-                            let notice = Notice::PrekeysLow(PreKeysLow {
-                                one_time_prekeys: e.one_time_prekeys,
-                                one_time_kem_prekeys: e.one_time_kem_prekeys,
-                                has_last_resort_kem_prekey: e.has_last_resort_kem_prekey,
-                                key_packages: e.key_packages,
-                            });
-                            let now = core.clock.now_ms();
-                            core.registry.notify(&e.account_id, |d| d == e.device_id, now, &notice);
-                        }
-                        Err(err) => tracing::warn!(error = %err, "malformed auth.prekeys.low"),
-                    }
+                Some(d) = prekeys.next() => if let Some(e) = payload::<PreKeysLow>(d) {
+                    let notice = Notice::PreKeysLow {
+                        one_time_prekeys: e.one_time_prekeys,
+                        one_time_kem_prekeys: e.one_time_kem_prekeys,
+                        has_last_resort_kem_prekey: e.has_last_resort_kem_prekey,
+                        key_packages: e.key_packages,
+                    };
+                    let now = core.clock.now_ms();
+                    core.registry.notify(e.account, |d| d == e.device, now, &notice);
                 },
                 Some(d) = claims.next() => if let Delivery::Event(ev) = d {
                     on_claim(&core, ev.subject(), ev.payload());
@@ -97,15 +94,15 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
 /// Close the session's stream. Auth deletes a removed device (and a deleted account) before it
 /// revokes its sessions, so a revocation whose device is gone from the directory is a removal:
 /// the stream then ends with DeviceRemoved, whichever of the two events arrives first.
-async fn on_revoked(core: &Core, e: &SessionRevokedEvent) {
+async fn on_revoked(core: &Core, e: &SessionRevoked) {
     if !core
         .registry
-        .has_session(&e.account_id, e.device_id, &e.session_id)
+        .has_session(e.account, e.device, &e.session_id)
     {
         return;
     }
-    let removed = match core.directory.devices(&e.account_id).await {
-        Ok(Some(devices)) => !devices.iter().any(|d| d.device_id == e.device_id),
+    let removed = match core.directory.devices(&e.account.to_string()).await {
+        Ok(Some(devices)) => !devices.iter().any(|d| d.device_id == e.device.get()),
         Ok(None) => true,
         Err(err) => {
             tracing::warn!(error = %err, "device directory unavailable; closing as revoked");
@@ -113,10 +110,10 @@ async fn on_revoked(core: &Core, e: &SessionRevokedEvent) {
         }
     };
     if removed {
-        core.registry.remove_device(&e.account_id, e.device_id);
+        core.registry.remove_device(e.account, e.device);
     } else {
         core.registry
-            .revoke_session(&e.account_id, e.device_id, &e.session_id);
+            .revoke_session(e.account, e.device, &e.session_id);
     }
 }
 
@@ -128,18 +125,12 @@ fn on_claim(core: &Core, subject: &str, payload: &[u8]) {
     if claim.instance == core.registry.instance {
         return;
     }
-    // messaging.listen.<account>.<device>
-    let mut parts = subject.rsplitn(2, '.');
-    let device = parts.next().and_then(|d| d.parse::<u32>().ok());
-    let account = parts
-        .next()
-        .and_then(|p| p.strip_prefix("messaging.listen."));
-    if let (Some(account), Some(device)) = (account, device) {
+    if let Some((account, device)) = parse_listen_subject(subject) {
         core.registry.claimed_elsewhere(account, device);
     }
 }
 
-async fn purge_queue(core: &Core, account: &str, device: u32) {
+async fn purge_queue(core: &Core, account: AccountId, device: DeviceId) {
     if let Err(e) = core
         .log
         .delete_through(&store::queue_partition(account, device), u64::MAX)
@@ -149,17 +140,17 @@ async fn purge_queue(core: &Core, account: &str, device: u32) {
     }
 }
 
-async fn purge_account(core: &Core, e: &AccountDeletedEvent) {
-    core.registry.remove_account(&e.account_id);
-    let devices: Vec<u32> = if e.device_ids.is_empty() {
-        (1..=127).collect()
+async fn purge_account(core: &Core, e: &AccountDeleted) {
+    core.registry.remove_account(e.account);
+    let devices: Vec<DeviceId> = if e.devices.is_empty() {
+        DeviceId::all().collect()
     } else {
-        e.device_ids.clone()
+        e.devices.clone()
     };
     for d in devices {
-        purge_queue(core, &e.account_id, d).await;
+        purge_queue(core, e.account, d).await;
     }
-    let prefix = store::idempotency_prefix(&e.account_id);
+    let prefix = store::idempotency_prefix(e.account);
     loop {
         let batch = match core
             .kv

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use guardyn_common::{AccountId, DeviceId};
 use guardyn_storage::Txn;
+use guardyn_storage::record::{decode, encode};
 
-use crate::Core;
+use crate::core::Core;
 use crate::error::MessagingError;
 use crate::store::{self, IdempotencyRecord};
 
@@ -34,7 +36,7 @@ impl Core {
             let now = self.clock.now_ms();
             let current = self.kv.get(key).await?;
             if let Some(raw) = &current {
-                let rec = IdempotencyRecord::decode(raw)?;
+                let rec: IdempotencyRecord = decode(raw)?;
                 if rec.expires_at_ms > now {
                     if !rec.pending {
                         return Ok(Claim::Replay(rec));
@@ -49,7 +51,7 @@ impl Core {
                 }
             }
             // Absent, expired, or a reservation whose sender crashed (lease over): take it.
-            let reservation = pending_record(now).encode();
+            let reservation = encode(&pending_record(now));
             let txn = Txn::new()
                 .require_unchanged(key.to_vec(), current.as_deref())
                 .put(key.to_vec(), reservation.clone());
@@ -61,7 +63,7 @@ impl Core {
     }
 
     /// The completed record of a send accepted at `now`.
-    pub(crate) fn completed(&self, now: u64, queued: Vec<(u32, u64)>) -> IdempotencyRecord {
+    pub(crate) fn completed(&self, now: u64, queued: Vec<(DeviceId, u64)>) -> IdempotencyRecord {
         IdempotencyRecord {
             pending: false,
             expires_at_ms: now.saturating_add(self.cfg.idempotency_secs.saturating_mul(1000)),
@@ -101,13 +103,13 @@ fn pending_record(now_ms: u64) -> IdempotencyRecord {
 /// that crashed before completing it leaves behind.
 #[doc(hidden)]
 pub fn pending_send_record(
-    account: &str,
-    device: u32,
+    account: AccountId,
+    device: DeviceId,
     client_message_id: &str,
     now_ms: u64,
 ) -> (Vec<u8>, Vec<u8>) {
     (
         store::idempotency_key(account, device, client_message_id),
-        pending_record(now_ms).encode(),
+        encode(&pending_record(now_ms)),
     )
 }

@@ -10,10 +10,12 @@
 //! auth's bus events.
 
 mod config;
+mod core;
 mod devices;
 mod error;
 mod events;
 mod groups;
+mod grpc;
 mod idempotency;
 mod listen;
 mod messaging;
@@ -23,20 +25,14 @@ mod streams;
 
 use std::sync::Arc;
 
-use guardyn_common::clock::SharedClock;
-use guardyn_common::mesh::DeviceDirectory;
 use guardyn_common::server::ServiceSet;
-use guardyn_events::EventBus;
-use guardyn_proto::guardyn::messaging::v1::group_service_server::GroupServiceServer;
-use guardyn_proto::guardyn::messaging::v1::messaging_service_server::MessagingServiceServer;
 use guardyn_service::{Handles, RegisterError, Seams, Service};
-use guardyn_storage::{AppendLog, KvStore};
-use tokio_util::sync::CancellationToken;
+
+use crate::core::Core;
 
 pub use config::MessagingConfig;
 pub use error::MessagingError;
-pub use groups::GroupSvc;
-pub use messaging::MessagingSvc;
+pub use grpc::{GroupApi, MessagingApi};
 
 /// The messaging service's registration. Needs the device directory seam (auth).
 #[derive(Clone, Debug)]
@@ -48,20 +44,6 @@ impl Messaging {
     pub fn new(config: MessagingConfig) -> Self {
         Self { config }
     }
-}
-
-/// State shared by both gRPC services and the background tasks.
-#[derive(Debug)]
-pub(crate) struct Core {
-    pub cfg: MessagingConfig,
-    pub kv: Arc<dyn KvStore>,
-    pub log: Arc<dyn AppendLog>,
-    pub bus: Arc<dyn EventBus>,
-    pub clock: SharedClock,
-    pub directory: Arc<dyn DeviceDirectory>,
-    pub registry: streams::Registry,
-    pub outbox_busy: outbox::Busy,
-    pub shutdown: CancellationToken,
 }
 
 #[async_trait::async_trait]
@@ -94,7 +76,7 @@ impl Service for Messaging {
             clock: handles.clock.clone(),
             directory,
             registry: streams::Registry::new(),
-            outbox_busy: outbox::Busy::default(),
+            outbox_busy: outbox::busy::Busy::default(),
             shutdown: handles.ctx.shutdown.clone(),
         });
         events::spawn(core.clone())
@@ -102,11 +84,8 @@ impl Service for Messaging {
             .map_err(|e| RegisterError::failed("messaging", e))?;
         outbox::spawn_recovery(core.clone());
         let max = handles.server.max_request_bytes;
-        set.add(
-            MessagingServiceServer::new(MessagingSvc { core: core.clone() })
-                .max_decoding_message_size(max),
-        );
-        set.add(GroupServiceServer::new(GroupSvc { core }).max_decoding_message_size(max));
+        set.add(grpc::messaging_server(core.clone()).max_decoding_message_size(max));
+        set.add(grpc::group_server(core).max_decoding_message_size(max));
         Ok(())
     }
 }

@@ -7,32 +7,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use guardyn_common::{ApiError, Reason};
+use guardyn_common::events::Payload as _;
+use guardyn_common::events::messaging::{Envelope, MailEvent};
+use guardyn_common::{AccountId, ApiError, DeviceId, Reason};
 use guardyn_events::{Delivery, Subscription};
-use guardyn_proto::guardyn::messaging::v1::{
-    DeliveredEnvelope, Keepalive, ListenResponse, QueueEmpty, ServerNotice, SessionRevoked,
-    StreamReplaced, listen_response::Item, server_notice::Notice,
-};
 use guardyn_storage::LogEntry;
+use guardyn_storage::record;
 use tokio::sync::mpsc;
-use tonic::Status;
 
-use crate::Core;
+use crate::core::Core;
 use crate::error::MessagingError;
-use crate::store::{self, MailEvent, QueueEntry};
-use crate::streams::{Close, StreamCtl};
+use crate::store::{self, GroupMessage, QueueEntry};
+use crate::streams::{Close, Notice, StreamCtl};
 
 /// Largest batch read from the queue at once.
 const READ_BATCH: usize = 64;
 
-pub(crate) type Tx = mpsc::Sender<Result<ListenResponse, Status>>;
+/// What a Listen stream sends, in order.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Envelope(Envelope),
+    /// The stored backlog is drained (sent once per stream).
+    QueueEmpty,
+    Keepalive,
+    Notice {
+        at_ms: u64,
+        notice: Notice,
+    },
+}
+
+pub(crate) type Tx = mpsc::Sender<Result<Item, ApiError>>;
 
 /// One device's stream state.
 pub(crate) struct Listener {
     pub core: Arc<Core>,
     pub ctl: Arc<StreamCtl>,
-    pub account: String,
-    pub device: u32,
+    pub account: AccountId,
+    pub device: DeviceId,
     pub sub: Subscription,
     pub tx: Tx,
 }
@@ -53,36 +64,32 @@ impl Listener {
         };
         self.core
             .registry
-            .unregister(&self.account, self.device, self.ctl.id);
-        let now = store::timestamp(self.core.clock.now_ms());
-        let notice = |n: Notice| {
-            Ok(ListenResponse {
-                item: Some(Item::Notice(ServerNotice {
-                    occurred_at: Some(now),
-                    notice: Some(n),
-                })),
-            })
-        };
-        let last: Vec<Result<ListenResponse, Status>> = match end {
+            .unregister(self.account, self.device, self.ctl.id);
+        let at_ms = self.core.clock.now_ms();
+        let notice = |notice: Notice| Ok(Item::Notice { at_ms, notice });
+        let last: Vec<Result<Item, ApiError>> = match end {
             End::Gone => Vec::new(),
-            End::Closed(Close::Replaced) => vec![notice(Notice::StreamReplaced(StreamReplaced {}))],
+            End::Closed(Close::Replaced) => vec![notice(Notice::StreamReplaced)],
             End::Closed(Close::SessionRevoked(session_id)) => vec![
-                notice(Notice::SessionRevoked(SessionRevoked { session_id })),
-                Err(ApiError::new(Reason::SessionRevoked, "the session was revoked").into()),
+                notice(Notice::SessionRevoked { session_id }),
+                Err(ApiError::new(
+                    Reason::SessionRevoked,
+                    "the session was revoked",
+                )),
             ],
             End::Closed(Close::DeviceRemoved) => vec![
-                notice(Notice::DeviceRemoved(
-                    guardyn_proto::guardyn::messaging::v1::DeviceRemoved {
-                        device_id: self.device,
-                    },
+                notice(Notice::DeviceRemoved {
+                    device: self.device,
+                }),
+                Err(ApiError::new(
+                    Reason::DeviceRemoved,
+                    "the device was removed",
                 )),
-                Err(ApiError::new(Reason::DeviceRemoved, "the device was removed").into()),
             ],
             End::Shutdown => vec![Err(ApiError::new(
                 Reason::Unavailable,
                 "the server is shutting down; reconnect",
-            )
-            .into())],
+            ))],
             End::Failed(e) => vec![Err(e.into())],
         };
         for item in last {
@@ -93,10 +100,7 @@ impl Listener {
     }
 
     async fn send(&self, item: Item) -> Result<(), End> {
-        self.tx
-            .send(Ok(ListenResponse { item: Some(item) }))
-            .await
-            .map_err(|_| End::Gone)
+        self.tx.send(Ok(item)).await.map_err(|_| End::Gone)
     }
 
     async fn serve(&mut self) -> Result<(), End>
@@ -104,7 +108,7 @@ impl Listener {
         Self: Sized,
     {
         // An `Ok` never leaves this loop; the signature keeps `?` usable.
-        let partition = store::queue_partition(&self.account, self.device);
+        let partition = store::queue_partition(self.account, self.device);
         let window = self.core.cfg.max_in_flight;
         let keepalive = Duration::from_secs(self.core.cfg.keepalive_secs);
         let mut in_flight: VecDeque<u64> = VecDeque::new();
@@ -112,11 +116,7 @@ impl Listener {
         let mut backlog_done = false;
         loop {
             for (at_ms, notice) in self.ctl.take_notices() {
-                self.send(Item::Notice(ServerNotice {
-                    occurred_at: Some(store::timestamp(at_ms)),
-                    notice: Some(notice),
-                }))
-                .await?;
+                self.send(Item::Notice { at_ms, notice }).await?;
             }
             // Forget acknowledged envelopes: what is still stored at or below `sent_upto` is
             // still in flight.
@@ -154,7 +154,7 @@ impl Listener {
                 }
                 if !more && !backlog_done {
                     backlog_done = true;
-                    self.send(Item::QueueEmpty(QueueEmpty {})).await?;
+                    self.send(Item::QueueEmpty).await?;
                 }
                 if more {
                     continue;
@@ -178,7 +178,7 @@ impl Listener {
                     None => return Err(End::Shutdown),
                 },
                 () = tokio::time::sleep(keepalive) => {
-                    self.send(Item::Keepalive(Keepalive {})).await?;
+                    self.send(Item::Keepalive).await?;
                 }
             }
         }
@@ -186,22 +186,20 @@ impl Listener {
 
     /// The envelope to deliver for a queue entry; `None` (after deleting the entry) when it
     /// expired by the service clock or its stored group message is gone.
-    async fn resolve(
-        &self,
-        partition: &[u8],
-        entry: LogEntry,
-    ) -> Result<Option<DeliveredEnvelope>, End> {
+    async fn resolve(&self, partition: &[u8], entry: LogEntry) -> Result<Option<Envelope>, End> {
         let fail = |e: MessagingError| End::Failed(e);
         let seq = entry.seq;
-        let decoded = QueueEntry::decode(&entry.payload).map_err(|e| fail(e.into()))?;
+        let decoded = record::decode::<QueueEntry>(&entry.payload).map_err(|e| fail(e.into()))?;
         let mut env = match decoded {
             QueueEntry::Inline(env) => env,
             QueueEntry::GroupRef {
                 seq: gseq,
                 mut envelope,
             } => {
-                let Some(gid) = envelope.group_id.clone() else {
-                    return Err(fail(crate::store::CorruptRecord("group ref").into()));
+                let Some(gid) = envelope.group.clone() else {
+                    return Err(fail(
+                        guardyn_storage::StorageError::Corrupt("group ref".into()).into(),
+                    ));
                 };
                 let stored = self
                     .core
@@ -211,9 +209,9 @@ impl Listener {
                     .map_err(|e| fail(e.into()))?;
                 match stored.first() {
                     Some(m) if m.seq == gseq => {
-                        envelope.content = store::decode_group_message(&m.payload)
+                        envelope.content = record::decode::<GroupMessage>(&m.payload)
                             .map_err(|e| fail(e.into()))?
-                            .to_vec();
+                            .0;
                         envelope
                     }
                     _ => {
@@ -225,7 +223,7 @@ impl Listener {
         };
         // The log's own TTL runs on the storage engine's wall clock; the service clock decides
         // too, so that expiry is the same everywhere the clock is injected.
-        let accepted = store::timestamp_ms(env.server_timestamp.as_ref());
+        let accepted = env.server_timestamp_ms;
         let expires = accepted.saturating_add(self.core.cfg.retention_secs.saturating_mul(1000));
         if self.core.clock.now_ms() >= expires {
             self.drop_entry(partition, seq).await?;

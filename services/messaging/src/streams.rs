@@ -8,9 +8,32 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use guardyn_proto::guardyn::messaging::v1::server_notice::Notice;
+use guardyn_common::{AccountId, DeviceId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// Something a device is told on its stream (not queued: a stream opened later does not get
+/// it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    StreamReplaced,
+    SessionRevoked {
+        session_id: String,
+    },
+    DeviceRemoved {
+        device: DeviceId,
+    },
+    DeviceLinked {
+        device: DeviceId,
+        name: String,
+    },
+    PreKeysLow {
+        one_time_prekeys: u32,
+        one_time_kem_prekeys: u32,
+        has_last_resort_kem_prekey: bool,
+        key_packages: u32,
+    },
+}
 
 /// Why a stream was closed from outside.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +102,7 @@ impl StreamCtl {
 pub(crate) struct Registry {
     pub instance: [u8; 16],
     next_id: AtomicU64,
-    streams: Mutex<HashMap<(String, u32), Arc<StreamCtl>>>,
+    streams: Mutex<HashMap<(AccountId, DeviceId), Arc<StreamCtl>>>,
 }
 
 impl Registry {
@@ -91,12 +114,17 @@ impl Registry {
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Arc<StreamCtl>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(AccountId, DeviceId), Arc<StreamCtl>>> {
         self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Register a new stream for the device, closing the previous one.
-    pub(crate) fn register(&self, account: &str, device: u32, session_id: &str) -> Arc<StreamCtl> {
+    pub(crate) fn register(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        session_id: &str,
+    ) -> Arc<StreamCtl> {
         let ctl = Arc::new(StreamCtl {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             session_id: session_id.to_owned(),
@@ -105,31 +133,31 @@ impl Registry {
             wake: Notify::new(),
             notices: Mutex::new(VecDeque::new()),
         });
-        if let Some(old) = self.map().insert((account.to_owned(), device), ctl.clone()) {
+        if let Some(old) = self.map().insert((account, device), ctl.clone()) {
             old.close(Close::Replaced);
         }
         ctl
     }
 
     /// Forget a stream that ended (unless a newer one already took its place).
-    pub(crate) fn unregister(&self, account: &str, device: u32, id: u64) {
+    pub(crate) fn unregister(&self, account: AccountId, device: DeviceId, id: u64) {
         let mut map = self.map();
-        let key = (account.to_owned(), device);
+        let key = (account, device);
         if map.get(&key).is_some_and(|c| c.id == id) {
             map.remove(&key);
         }
     }
 
     /// Another instance opened a stream for the device.
-    pub(crate) fn claimed_elsewhere(&self, account: &str, device: u32) {
-        if let Some(old) = self.map().remove(&(account.to_owned(), device)) {
+    pub(crate) fn claimed_elsewhere(&self, account: AccountId, device: DeviceId) {
+        if let Some(old) = self.map().remove(&(account, device)) {
             old.close(Close::Replaced);
         }
     }
 
-    pub(crate) fn revoke_session(&self, account: &str, device: u32, session_id: &str) {
+    pub(crate) fn revoke_session(&self, account: AccountId, device: DeviceId, session_id: &str) {
         let map = self.map();
-        if let Some(s) = map.get(&(account.to_owned(), device))
+        if let Some(s) = map.get(&(account, device))
             && s.session_id == session_id
         {
             s.close(Close::SessionRevoked(session_id.to_owned()));
@@ -137,48 +165,53 @@ impl Registry {
     }
 
     /// Whether this process holds the device's stream and it belongs to `session_id`.
-    pub(crate) fn has_session(&self, account: &str, device: u32, session_id: &str) -> bool {
+    pub(crate) fn has_session(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        session_id: &str,
+    ) -> bool {
         self.map()
-            .get(&(account.to_owned(), device))
+            .get(&(account, device))
             .is_some_and(|s| s.session_id == session_id)
     }
 
     /// Queue `notice` on the account's streams held here whose device passes `to`.
     pub(crate) fn notify(
         &self,
-        account: &str,
-        to: impl Fn(u32) -> bool,
+        account: AccountId,
+        to: impl Fn(DeviceId) -> bool,
         at_ms: u64,
         notice: &Notice,
     ) {
         for ((a, d), s) in self.map().iter() {
-            if a == account && to(*d) {
+            if *a == account && to(*d) {
                 s.push_notice(at_ms, notice.clone());
             }
         }
     }
 
-    pub(crate) fn remove_device(&self, account: &str, device: u32) {
-        if let Some(s) = self.map().get(&(account.to_owned(), device)) {
+    pub(crate) fn remove_device(&self, account: AccountId, device: DeviceId) {
+        if let Some(s) = self.map().get(&(account, device)) {
             s.close(Close::DeviceRemoved);
         }
     }
 
-    pub(crate) fn remove_account(&self, account: &str) {
+    pub(crate) fn remove_account(&self, account: AccountId) {
         for ((a, _), s) in self.map().iter() {
-            if a == account {
+            if *a == account {
                 s.close(Close::DeviceRemoved);
             }
         }
     }
 
-    pub(crate) fn wake(&self, account: &str, device: u32) {
-        if let Some(s) = self.map().get(&(account.to_owned(), device)) {
+    pub(crate) fn wake(&self, account: AccountId, device: DeviceId) {
+        if let Some(s) = self.map().get(&(account, device)) {
             s.wake.notify_one();
         }
     }
 
-    pub(crate) fn is_connected(&self, account: &str, device: u32) -> bool {
-        self.map().contains_key(&(account.to_owned(), device))
+    pub(crate) fn is_connected(&self, account: AccountId, device: DeviceId) -> bool {
+        self.map().contains_key(&(account, device))
     }
 }

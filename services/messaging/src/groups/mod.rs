@@ -7,45 +7,38 @@
 //! fan-out is written to the outbox in the same transaction as the compare-and-set, an
 //! application message's with the completion of its client message id ([`crate::outbox`]).
 
-mod grpc;
-mod mls;
-mod relay;
+pub(crate) mod mls;
+pub(crate) mod relay;
 pub(crate) mod state;
 
-pub(crate) use self::mls::proposal_ref;
-
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
+use guardyn_common::{AccountId, DeviceId, GroupId};
 use guardyn_crypto::mls::{ContentKind, MessageKind, ParsedBody, SenderInfo};
-use guardyn_proto::guardyn::messaging::v1::{
-    CreateGroupRequest, SendCommitRequest, SendCommitResponse,
-};
+use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{Direction, KeyRange, Txn};
 
-use self::state::{Effect, GroupState, Member, decode_effect};
-use crate::Core;
+use self::state::{Effect, GroupState, Member};
+use crate::core::Core;
 use crate::error::MessagingError;
 use crate::outbox::{FanOut, Kind};
 use crate::store;
 
 /// Largest LeaveGroup proposal.
-const MAX_LEAVE_PROPOSAL: usize = 64 * 1024;
+pub(crate) const MAX_LEAVE_PROPOSAL: usize = 64 * 1024;
 
-/// The GroupService implementation.
-#[derive(Debug, Clone)]
-pub struct GroupSvc {
-    pub(crate) core: Arc<Core>,
+/// A validated SendCommit.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    pub group: GroupId,
+    pub epoch: u64,
+    pub commit: Vec<u8>,
+    pub group_info: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+    pub welcome_recipients: Vec<(AccountId, DeviceId)>,
 }
 
-fn check_group_id(id: &[u8]) -> Result<(), MessagingError> {
-    if !(16..=64).contains(&id.len()) {
-        return Err(MessagingError::invalid("group_id", "must be 16..64 bytes"));
-    }
-    Ok(())
-}
-
-fn check_size(field: &str, b: &[u8], max: usize) -> Result<(), MessagingError> {
+pub(crate) fn check_size(field: &str, b: &[u8], max: usize) -> Result<(), MessagingError> {
     if b.is_empty() {
         return Err(MessagingError::invalid(field, "must not be empty"));
     }
@@ -59,34 +52,34 @@ fn check_size(field: &str, b: &[u8], max: usize) -> Result<(), MessagingError> {
 }
 
 /// A loaded group with the exact bytes it was read as (the compare-and-set witness).
-struct Loaded {
+pub(crate) struct Loaded {
     raw: Vec<u8>,
-    state: GroupState,
+    pub state: GroupState,
 }
 
 impl Core {
-    async fn load_group(&self, group_id: &[u8]) -> Result<Loaded, MessagingError> {
+    pub(crate) async fn load_group(&self, group: &GroupId) -> Result<Loaded, MessagingError> {
         let raw = self
             .kv
-            .get(&store::group_key(group_id))
+            .get(&store::group_key(group))
             .await?
             .ok_or(MessagingError::GroupNotFound)?;
-        let state = GroupState::decode(&raw)?;
+        let state = decode::<GroupState>(&raw)?;
         Ok(Loaded { raw, state })
     }
 
-    async fn create_group(
+    pub(crate) async fn create_group(
         &self,
-        account: &str,
-        device: u32,
-        r: CreateGroupRequest,
+        account: AccountId,
+        device: DeviceId,
+        group: &GroupId,
+        group_info: Vec<u8>,
     ) -> Result<GroupState, MessagingError> {
-        check_group_id(&r.group_id)?;
-        check_size("group_info", &r.group_info, self.cfg.max_mls_message_bytes)?;
+        check_size("group_info", &group_info, self.cfg.max_mls_message_bytes)?;
         let gi = mls::parse(
             "group_info",
-            &r.group_info,
-            &r.group_id,
+            &group_info,
+            group.as_bytes(),
             MessageKind::GroupInfo,
             None,
         )?;
@@ -99,15 +92,15 @@ impl Core {
             created_ms: now,
             updated_ms: now,
             leaves: vec![Some(Member::new(account, device))],
-            group_info: r.group_info,
+            group_info,
         };
-        let key = store::group_key(&r.group_id);
+        let key = store::group_key(group);
         let outcome = self
             .kv
             .commit(
                 Txn::new()
                     .require_absent(key.clone())
-                    .put(key, state.encode()),
+                    .put(key, encode(&state)),
             )
             .await?;
         if !outcome.is_committed() {
@@ -119,7 +112,7 @@ impl Core {
     /// Effects of a commit's proposals (by value and by reference).
     async fn commit_effects(
         &self,
-        group_id: &[u8],
+        group: &GroupId,
         epoch: u64,
         committer_leaf: Option<u32>,
         body: &ParsedBody,
@@ -134,23 +127,24 @@ impl Core {
         for r in &info.proposal_refs {
             let stored = self
                 .kv
-                .get(&store::proposal_key(group_id, epoch, r))
+                .get(&store::proposal_key(group, epoch, r))
                 .await?
                 .ok_or_else(|| {
                     MessagingError::mls("commit", "references a proposal the server did not relay")
                 })?;
-            effects.push(decode_effect(&stored)?);
+            effects.push(decode::<Effect>(&stored)?);
         }
         Ok(effects)
     }
 
-    async fn send_commit(
+    /// Accept a commit for the group's current epoch; returns the new epoch and the accept
+    /// time.
+    pub(crate) async fn send_commit(
         &self,
-        account: &str,
-        device: u32,
-        r: SendCommitRequest,
-    ) -> Result<SendCommitResponse, MessagingError> {
-        check_group_id(&r.group_id)?;
+        account: AccountId,
+        device: DeviceId,
+        r: Commit,
+    ) -> Result<(u64, u64), MessagingError> {
         check_size("commit", &r.commit, self.cfg.max_mls_message_bytes)?;
         check_size("group_info", &r.group_info, self.cfg.max_mls_message_bytes)?;
         if let Some(w) = &r.welcome {
@@ -159,7 +153,7 @@ impl Core {
         let commit = mls::parse(
             "commit",
             &r.commit,
-            &r.group_id,
+            r.group.as_bytes(),
             MessageKind::PublicMessage,
             Some(ContentKind::Commit),
         )?;
@@ -172,7 +166,7 @@ impl Core {
         let gi = mls::parse(
             "group_info",
             &r.group_info,
-            &r.group_id,
+            r.group.as_bytes(),
             MessageKind::GroupInfo,
             None,
         )?;
@@ -182,17 +176,14 @@ impl Core {
                 "must be for the commit's new epoch",
             ));
         }
-        let welcome_recipients: BTreeSet<(String, u32)> = r
-            .welcome_recipients
-            .iter()
-            .map(|a| (a.account_id.clone(), a.device_id))
-            .collect();
+        let welcome_recipients: BTreeSet<(AccountId, DeviceId)> =
+            r.welcome_recipients.iter().copied().collect();
         if let Some(w) = &r.welcome {
-            mls::parse("welcome", w, &r.group_id, MessageKind::Welcome, None)?;
+            mls::parse("welcome", w, r.group.as_bytes(), MessageKind::Welcome, None)?;
         }
 
         loop {
-            let loaded = self.load_group(&r.group_id).await?;
+            let loaded = self.load_group(&r.group).await?;
             let g = &loaded.state;
             let caller_leaf = g.leaf_of(account, device);
             let (committer_leaf, external) = match commit.sender {
@@ -214,12 +205,12 @@ impl Core {
                 return Err(MessagingError::StaleEpoch { current: g.epoch });
             }
             let mut effects = self
-                .commit_effects(&r.group_id, g.epoch, committer_leaf, &commit.body)
+                .commit_effects(&r.group, g.epoch, committer_leaf, &commit.body)
                 .await?;
-            let added: BTreeSet<(String, u32)> = effects
+            let added: BTreeSet<(AccountId, DeviceId)> = effects
                 .iter()
                 .filter_map(|e| match e {
-                    Effect::Add(m) => Some((m.account.clone(), m.device)),
+                    Effect::Add(m) => Some((m.account, m.device)),
                     _ => None,
                 })
                 .collect();
@@ -235,8 +226,8 @@ impl Core {
                     "required exactly when the commit adds members",
                 ));
             }
-            for (a, d) in &added {
-                if g.leaf_of(a, *d).is_some() {
+            for &(a, d) in &added {
+                if g.leaf_of(a, d).is_some() {
                     return Err(MessagingError::invalid(
                         "commit",
                         "adds a device that is already a member",
@@ -244,9 +235,9 @@ impl Core {
                 }
                 let known = self
                     .directory
-                    .devices(a)
+                    .devices(&a.to_string())
                     .await?
-                    .is_some_and(|ds| ds.iter().any(|x| x.device_id == *d));
+                    .is_some_and(|ds| ds.iter().any(|x| x.device_id == d.get()));
                 if !known {
                     return Err(MessagingError::invalid(
                         "commit",
@@ -269,15 +260,15 @@ impl Core {
             next.updated_ms = now;
             next.group_info = r.group_info.clone();
             // Every member of the previous epoch except the committer, removed ones included.
-            let recipients: Vec<(String, u32)> = g
+            let recipients: Vec<(AccountId, DeviceId)> = g
                 .members()
                 .filter(|m| !m.is(account, device))
-                .map(|m| (m.account.clone(), m.device))
+                .map(|m| (m.account, m.device))
                 .collect();
-            let sender = (account.to_owned(), device);
+            let sender = (account, device);
             let mut fan_outs = vec![FanOut {
                 kind: Kind::Commit,
-                group_id: r.group_id.clone(),
+                group_id: r.group.clone(),
                 epoch: g.epoch,
                 accepted_ms: now,
                 sender: sender.clone(),
@@ -289,7 +280,7 @@ impl Core {
             if let Some(w) = &r.welcome {
                 fan_outs.push(FanOut {
                     kind: Kind::Welcome,
-                    group_id: r.group_id.clone(),
+                    group_id: r.group.clone(),
                     epoch: g.epoch,
                     accepted_ms: now,
                     sender,
@@ -302,29 +293,26 @@ impl Core {
             }
             // The outbox records commit with the epoch change, so a crash after this point
             // still delivers the commit (crate::outbox).
-            let key = store::group_key(&r.group_id);
+            let key = store::group_key(&r.group);
             let txn = fan_outs.iter().fold(
                 Txn::new()
                     .require_equals(key.clone(), loaded.raw.clone())
-                    .put(key, next.encode()),
-                |t, f| t.put(f.key(), f.encode()),
+                    .put(key, encode(&next)),
+                |t, f| t.put(f.key(), encode(f)),
             );
             if !self.kv.commit(txn).await?.is_committed() {
                 // Someone else changed the group: re-read; a new epoch then answers STALE_EPOCH.
                 continue;
             }
-            self.complete_pending_proposals(&r.group_id, g.epoch).await;
+            self.complete_pending_proposals(&r.group, g.epoch).await;
             self.deliver_or_defer(&fan_outs).await;
-            self.forget_proposals(&r.group_id, g.epoch).await;
-            return Ok(SendCommitResponse {
-                epoch: next.epoch,
-                server_timestamp: Some(store::timestamp(now)),
-            });
+            self.forget_proposals(&r.group, g.epoch).await;
+            return Ok((next.epoch, now));
         }
     }
 
-    async fn forget_proposals(&self, group_id: &[u8], epoch: u64) {
-        let prefix = store::proposal_prefix(group_id, epoch);
+    async fn forget_proposals(&self, group: &GroupId, epoch: u64) {
+        let prefix = store::proposal_prefix(group, epoch);
         match self
             .kv
             .scan(KeyRange::prefix(&prefix), Direction::Forward, 1000)

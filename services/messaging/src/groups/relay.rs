@@ -2,24 +2,38 @@
 //! Both are accepted together with their outbox record ([`crate::outbox`]), so a crash after
 //! acceptance still delivers them.
 
+use guardyn_common::{AccountId, DeviceId, GroupId};
 use guardyn_crypto::mls::{ContentKind, MessageKind, SenderInfo};
-use guardyn_proto::guardyn::messaging::v1::{SendGroupMessageRequest, SendGroupMessageResponse};
 use guardyn_storage::Txn;
+use guardyn_storage::record::encode;
 
-use super::state::{Effect, GroupState, encode_effect};
-use super::{check_group_id, check_size, mls};
-use crate::Core;
+use super::state::{Effect, GroupState};
+use super::{check_size, mls};
+use crate::core::Core;
 use crate::error::MessagingError;
 use crate::idempotency::Claim;
-use crate::messaging::check_client_message_id;
 use crate::outbox::{FanOut, Kind, application_tag};
 use crate::store;
 
+/// A validated SendGroupMessage.
+#[derive(Debug)]
+pub(crate) struct GroupMessage {
+    pub group: GroupId,
+    pub epoch: u64,
+    pub client_message_id: String,
+    pub message: Vec<u8>,
+    pub urgent: bool,
+}
+
 /// Every member except the sender, with or without the ones that left.
-fn recipients(g: &GroupState, sender: (&str, u32), with_left: bool) -> Vec<(String, u32)> {
+fn recipients(
+    g: &GroupState,
+    sender: (AccountId, DeviceId),
+    with_left: bool,
+) -> Vec<(AccountId, DeviceId)> {
     g.members()
         .filter(|m| !m.is(sender.0, sender.1) && (with_left || !m.left))
-        .map(|m| (m.account.clone(), m.device))
+        .map(|m| (m.account, m.device))
         .collect()
 }
 
@@ -28,11 +42,11 @@ impl Core {
     /// proposal removing the caller). The proposal's effect, the outbox record and the `left`
     /// mark commit together, conditioned on the group record being unchanged.
     #[allow(clippy::too_many_arguments)] // The request's fields, each a plain value.
-    pub(super) async fn relay_proposal(
+    pub(crate) async fn relay_proposal(
         &self,
-        account: &str,
-        device: u32,
-        group_id: &[u8],
+        account: AccountId,
+        device: DeviceId,
+        group: &GroupId,
         epoch: u64,
         field: &str,
         proposal: &[u8],
@@ -41,7 +55,7 @@ impl Core {
         let parsed = mls::parse(
             field,
             proposal,
-            group_id,
+            group.as_bytes(),
             MessageKind::PublicMessage,
             Some(ContentKind::Proposal),
         )?;
@@ -57,7 +71,7 @@ impl Core {
         let proposal_ref = mls::proposal_ref(proposal)
             .ok_or_else(|| MessagingError::mls(field, "not a member's proposal"))?;
         loop {
-            let loaded = self.load_group(group_id).await?;
+            let loaded = self.load_group(group).await?;
             let g = &loaded.state;
             let caller_leaf = g
                 .leaf_of(account, device)
@@ -81,28 +95,28 @@ impl Core {
             let now = self.clock.now_ms();
             let fan_out = FanOut {
                 kind: Kind::Proposal,
-                group_id: group_id.to_vec(),
+                group_id: group.clone(),
                 epoch,
                 accepted_ms: now,
-                sender: (account.to_owned(), device),
+                sender: (account, device),
                 message: proposal.to_vec(),
                 recipients: recipients(g, (account, device), true),
                 urgent: false,
                 tag: proposal_ref.clone(),
             };
             let mut txn = Txn::new()
-                .require_equals(store::group_key(group_id), loaded.raw.clone())
+                .require_equals(store::group_key(group), loaded.raw.clone())
                 .put(
-                    store::proposal_key(group_id, epoch, &proposal_ref),
-                    encode_effect(&effect),
+                    store::proposal_key(group, epoch, &proposal_ref),
+                    encode(&effect),
                 )
-                .put(fan_out.key(), fan_out.encode());
+                .put(fan_out.key(), encode(&fan_out));
             if leaving {
                 let mut next = g.clone();
                 if let Some(Some(m)) = next.leaves.get_mut(caller_leaf as usize) {
                     m.left = true;
                 }
-                txn = txn.put(store::group_key(group_id), next.encode());
+                txn = txn.put(store::group_key(group), encode(&next));
             }
             if !self.kv.commit(txn).await?.is_committed() {
                 continue;
@@ -113,20 +127,19 @@ impl Core {
     }
 
     /// Accept an application message once per client message id: reserve the id, check the
-    /// sender, then complete the id and write the outbox record in one transaction.
-    pub(super) async fn send_group_message(
+    /// sender, then complete the id and write the outbox record in one transaction. Returns
+    /// the accept time and whether this was a duplicate.
+    pub(crate) async fn send_group_message(
         &self,
-        account: &str,
-        device: u32,
-        r: SendGroupMessageRequest,
-    ) -> Result<SendGroupMessageResponse, MessagingError> {
-        check_group_id(&r.group_id)?;
-        check_client_message_id(&r.client_message_id)?;
+        account: AccountId,
+        device: DeviceId,
+        r: GroupMessage,
+    ) -> Result<(u64, bool), MessagingError> {
         check_size("message", &r.message, self.cfg.max_mls_message_bytes)?;
         let parsed = mls::parse(
             "message",
             &r.message,
-            &r.group_id,
+            r.group.as_bytes(),
             MessageKind::PrivateMessage,
             Some(ContentKind::Application),
         )?;
@@ -137,15 +150,10 @@ impl Core {
             ));
         }
         let idem_key =
-            store::group_idempotency_key(account, device, &r.group_id, &r.client_message_id);
+            store::group_idempotency_key(account, device, &r.group, &r.client_message_id);
         loop {
             let reservation = match self.reserve(&idem_key).await? {
-                Claim::Replay(rec) => {
-                    return Ok(SendGroupMessageResponse {
-                        server_timestamp: Some(store::timestamp(rec.server_timestamp_ms)),
-                        duplicate: true,
-                    });
-                }
+                Claim::Replay(rec) => return Ok((rec.server_timestamp_ms, true)),
                 Claim::Reserved(bytes) => bytes,
             };
             let now = self.clock.now_ms();
@@ -161,18 +169,15 @@ impl Core {
             };
             let txn = Txn::new()
                 .require_equals(idem_key.clone(), reservation)
-                .put(idem_key.clone(), self.completed(now, Vec::new()).encode())
-                .put(fan_out.key(), fan_out.encode());
+                .put(idem_key.clone(), encode(&self.completed(now, Vec::new())))
+                .put(fan_out.key(), encode(&fan_out));
             if !self.kv.commit(txn).await?.is_committed() {
                 // Our lease ran out and another send took the id over before we stored
                 // anything: its result (or a fresh reservation) decides.
                 continue;
             }
             self.deliver_or_defer(std::slice::from_ref(&fan_out)).await;
-            return Ok(SendGroupMessageResponse {
-                server_timestamp: Some(store::timestamp(now)),
-                duplicate: false,
-            });
+            return Ok((now, false));
         }
     }
 
@@ -180,13 +185,13 @@ impl Core {
     /// not left.
     async fn group_message_fan_out(
         &self,
-        account: &str,
-        device: u32,
-        r: &SendGroupMessageRequest,
+        account: AccountId,
+        device: DeviceId,
+        r: &GroupMessage,
         idem_key: &[u8],
         now: u64,
     ) -> Result<FanOut, MessagingError> {
-        let g = self.load_group(&r.group_id).await?.state;
+        let g = self.load_group(&r.group).await?.state;
         let leaf = g
             .leaf_of(account, device)
             .ok_or(MessagingError::NotMember)?;
@@ -202,10 +207,10 @@ impl Core {
         }
         Ok(FanOut {
             kind: Kind::Application,
-            group_id: r.group_id.clone(),
+            group_id: r.group.clone(),
             epoch: r.epoch,
             accepted_ms: now,
-            sender: (account.to_owned(), device),
+            sender: (account, device),
             message: r.message.clone(),
             recipients: recipients(&g, (account, device), false),
             urgent: r.urgent,

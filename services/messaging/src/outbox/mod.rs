@@ -15,21 +15,23 @@
 //! The progress key makes a resumed fan-out skip the group-log append and every recipient
 //! batch already recorded.
 
+pub(crate) mod busy;
 pub(crate) mod record;
 
-use std::collections::HashSet;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use guardyn_proto::guardyn::messaging::v1::{DeliveredEnvelope, EnvelopeType, MlsMessageKind};
+use guardyn_common::events::messaging::{Envelope, EnvelopeKind, MlsKind};
+use guardyn_common::{AccountId, DeviceId, GroupId};
+use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{Direction, KeyRange, NewEntry, Txn};
 
 use self::record::Progress;
 pub(crate) use self::record::{FanOut, Kind, application_tag};
-use crate::Core;
+use crate::core::Core;
 use crate::error::MessagingError;
-use crate::store::{self, QueueEntry};
+use crate::store::{self, GroupMessage, QueueEntry};
 
 /// How often the recovery task looks for left-over records (one empty range scan when none).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -41,40 +43,11 @@ const PROGRESS_BATCH: usize = 64;
 /// Records read per sweep page.
 const SWEEP_PAGE: usize = 64;
 
-/// Outbox keys this process is fanning out right now (the sweep skips them).
-#[derive(Debug, Default)]
-pub(crate) struct Busy(Mutex<HashSet<Vec<u8>>>);
-
-struct BusyGuard<'a> {
-    busy: &'a Busy,
-    key: Vec<u8>,
-}
-
-impl Busy {
-    fn claim(&self, key: &[u8]) -> Option<BusyGuard<'_>> {
-        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        set.insert(key.to_vec()).then(|| BusyGuard {
-            busy: self,
-            key: key.to_vec(),
-        })
-    }
-}
-
-impl Drop for BusyGuard<'_> {
-    fn drop(&mut self) {
-        self.busy
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
-    }
-}
-
 impl Core {
     /// Store `mls` once in the group log and return its sequence number.
     async fn store_group_message(
         &self,
-        group_id: &[u8],
+        group_id: &GroupId,
         mls: &[u8],
     ) -> Result<u64, MessagingError> {
         let ttl = Duration::from_secs(self.cfg.retention_secs);
@@ -83,7 +56,7 @@ impl Core {
             .append(
                 &store::group_log(group_id),
                 vec![NewEntry {
-                    payload: store::encode_group_message(mls),
+                    payload: encode(&GroupMessage(mls.to_vec())),
                     ttl,
                 }],
             )
@@ -97,26 +70,25 @@ impl Core {
     async fn queue_refs(
         &self,
         seq: u64,
-        envelope: &DeliveredEnvelope,
-        recipients: &[(String, u32)],
+        envelope: &Envelope,
+        recipients: &[(AccountId, DeviceId)],
     ) -> Result<(), MessagingError> {
         let ttl = Duration::from_secs(self.cfg.retention_secs);
-        let entry = QueueEntry::GroupRef {
+        let entry = encode(&QueueEntry::GroupRef {
             seq,
             envelope: envelope.clone(),
-        }
-        .encode();
-        for (account, device) in recipients {
+        });
+        for &(account, device) in recipients {
             self.log
                 .append(
-                    &store::queue_partition(account, *device),
+                    &store::queue_partition(account, device),
                     vec![NewEntry {
                         payload: entry.clone(),
                         ttl,
                     }],
                 )
                 .await?;
-            self.notify_mail(account, *device).await;
+            self.notify_mail(account, device).await;
         }
         Ok(())
     }
@@ -131,7 +103,7 @@ impl Core {
         let progress_key = store::outbox_progress_key(&key);
         if !record.recipients.is_empty() {
             let mut progress = match self.kv.get(&progress_key).await? {
-                Some(raw) => Progress::decode(&raw)?,
+                Some(raw) => decode::<Progress>(&raw)?,
                 None => {
                     let p = Progress {
                         group_seq: self
@@ -139,7 +111,7 @@ impl Core {
                             .await?,
                         done: 0,
                     };
-                    self.kv.put(&progress_key, &p.encode()).await?;
+                    self.kv.put(&progress_key, &encode(&p)).await?;
                     p
                 }
             };
@@ -148,7 +120,7 @@ impl Core {
                 &record.group_id,
                 kind,
                 epoch,
-                (&record.sender.0, record.sender.1),
+                record.sender,
                 record.urgent,
                 record.accepted_ms,
             );
@@ -160,7 +132,7 @@ impl Core {
                 progress.done += batch.len();
                 // The last batch is followed by the deletion; no progress write needed.
                 if batches.peek().is_some() {
-                    self.kv.put(&progress_key, &progress.encode()).await?;
+                    self.kv.put(&progress_key, &encode(&progress)).await?;
                 }
             }
         }
@@ -186,7 +158,7 @@ impl Core {
     /// Complete the proposal records of `epoch` still pending (a crash cut their fan-out
     /// short and the sweep has not reached them yet), so that members get them before the
     /// commit that ends the epoch and may reference them.
-    pub(crate) async fn complete_pending_proposals(&self, group_id: &[u8], epoch: u64) {
+    pub(crate) async fn complete_pending_proposals(&self, group_id: &GroupId, epoch: u64) {
         let mut prefix = store::outbox_key(group_id, epoch, Kind::Proposal.byte());
         prefix.push(b'/');
         let pairs = match self
@@ -201,7 +173,7 @@ impl Core {
             }
         };
         for pair in pairs {
-            let done = match FanOut::decode(&pair.value) {
+            let done = match decode::<FanOut>(&pair.value) {
                 Ok(record) => self.complete_fan_out(&record).await.map(|_| ()),
                 Err(e) => Err(e.into()),
             };
@@ -226,7 +198,7 @@ impl Core {
             range.start = Bound::Excluded(last.key.clone());
             let now = self.clock.now_ms();
             for pair in &page {
-                let record = match FanOut::decode(&pair.value) {
+                let record = match decode::<FanOut>(&pair.value) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(error = %e, "undecodable outbox record left in place");
@@ -248,28 +220,25 @@ impl Core {
 }
 
 fn group_envelope(
-    group_id: &[u8],
-    kind: MlsMessageKind,
+    group: &GroupId,
+    kind: MlsKind,
     epoch: Option<u64>,
-    sender: (&str, u32),
+    sender: (AccountId, DeviceId),
     urgent: bool,
-    now: u64,
-) -> DeliveredEnvelope {
-    DeliveredEnvelope {
+    accepted_ms: u64,
+) -> Envelope {
+    Envelope {
         server_id: 0,
-        server_timestamp: Some(store::timestamp(now)),
-        sender_account_id: Some(sender.0.to_owned()),
-        sender_device_id: Some(sender.1),
-        r#type: EnvelopeType::Mls as i32,
+        server_timestamp_ms: accepted_ms,
+        sender: Some(sender),
+        kind: EnvelopeKind::Mls(kind),
         content: Vec::new(),
         urgent,
-        group_id: Some(group_id.to_vec()),
-        mls_kind: kind as i32,
+        group: Some(group.clone()),
         epoch,
     }
 }
 
-/// Run the recovery sweep now and every [`SWEEP_EVERY`] until shutdown.
 pub(crate) fn spawn_recovery(core: Arc<Core>) {
     tokio::spawn(async move {
         loop {
@@ -284,19 +253,4 @@ pub(crate) fn spawn_recovery(core: Arc<Core>) {
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn a_key_is_claimed_once_until_released() {
-        let busy = Busy::default();
-        let g = busy.claim(b"k").unwrap();
-        assert!(busy.claim(b"k").is_none());
-        drop(g);
-        assert!(busy.claim(b"k").is_some());
-    }
 }

@@ -1,18 +1,23 @@
 //! The outbox record format: one pending fan-out, and how far it got.
 
-use guardyn_proto::guardyn::messaging::v1::MlsMessageKind;
+use guardyn_common::events::messaging::MlsKind;
+use guardyn_common::{AccountId, DeviceId, GroupId};
+use guardyn_storage::record::{Record, postcard_body};
+use guardyn_storage::{StorageError, StorageResult};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::store::{self, CorruptRecord, Reader, put_bytes};
+use crate::store;
 
-/// v1 (commits and Welcomes only) lacks the trailing urgent flag and tag.
+/// v1 (commits and Welcomes only) lacks the trailing urgent flag and tag; v1 and v2 were
+/// hand-written (see [`legacy`]).
 const V1: u8 = 1;
-const VERSION: u8 = 2;
+const V2: u8 = 2;
 
 /// What the outbox record delivers. The key's kind byte orders an epoch's records in a sweep:
 /// application messages (`A`) and proposals (`P`) sort before the commit (`c`) that ends the
 /// epoch, and its Welcome (`w`) last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Kind {
     Application,
     Proposal,
@@ -30,31 +35,28 @@ impl Kind {
         }
     }
 
-    fn from_byte(b: u8) -> Result<Self, CorruptRecord> {
-        Ok(match b {
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
             b'A' => Self::Application,
             b'P' => Self::Proposal,
             b'c' => Self::Commit,
             b'w' => Self::Welcome,
-            _ => return Err(CorruptRecord("outbox record kind")),
+            _ => return None,
         })
     }
 }
 
-/// One pending fan-out. Format v2: `[2][kind u8][epoch u64][accepted_ms u64][sender device
-/// u32][sender account bytes][group id bytes][MLS message bytes][recipient count u32]`, per
-/// recipient `[device u32][account bytes]`, then `[urgent u8][tag bytes]` (bytes = u32 length
-/// + content). v1 ends after the recipients (tag empty, urgent = Welcome).
-#[derive(Clone, PartialEq, Eq)]
+/// One pending fan-out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FanOut {
     pub kind: Kind,
-    pub group_id: Vec<u8>,
+    pub group_id: GroupId,
     /// The epoch the message was sent in (for a commit, the group moved to `epoch + 1`).
     pub epoch: u64,
     pub accepted_ms: u64,
-    pub sender: (String, u32),
+    pub sender: (AccountId, DeviceId),
     pub message: Vec<u8>,
-    pub recipients: Vec<(String, u32)>,
+    pub recipients: Vec<(AccountId, DeviceId)>,
     pub urgent: bool,
     /// Tells apart the records of one kind in one epoch (proposals, application messages);
     /// empty for commits and Welcomes, which are unique per epoch.
@@ -86,61 +88,95 @@ impl FanOut {
         let mut k = store::outbox_key(&self.group_id, self.epoch, self.kind.byte());
         if !self.tag.is_empty() {
             k.push(b'/');
-            k.extend_from_slice(store::hex(&self.tag).as_bytes());
+            k.extend_from_slice(guardyn_common::ids::hex(&self.tag).as_bytes());
         }
         k
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION, self.kind.byte()];
-        out.extend_from_slice(&self.epoch.to_be_bytes());
-        out.extend_from_slice(&self.accepted_ms.to_be_bytes());
-        out.extend_from_slice(&self.sender.1.to_be_bytes());
-        put_bytes(&mut out, self.sender.0.as_bytes());
-        put_bytes(&mut out, &self.group_id);
-        put_bytes(&mut out, &self.message);
-        // At most `max_group_members` recipients (validated config).
-        let n = u32::try_from(self.recipients.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&n.to_be_bytes());
-        for (account, device) in &self.recipients {
-            out.extend_from_slice(&device.to_be_bytes());
-            put_bytes(&mut out, account.as_bytes());
+    /// The delivered envelope's MLS kind and epoch.
+    pub(crate) fn envelope_kind(&self) -> (MlsKind, Option<u64>) {
+        match self.kind {
+            Kind::Application => (MlsKind::Application, Some(self.epoch)),
+            Kind::Proposal => (MlsKind::Proposal, Some(self.epoch)),
+            Kind::Commit => (MlsKind::Commit, Some(self.epoch)),
+            Kind::Welcome => (MlsKind::Welcome, None),
         }
-        out.push(u8::from(self.urgent));
-        put_bytes(&mut out, &self.tag);
-        out
+    }
+}
+
+impl Record for FanOut {
+    const VERSION: u8 = 3;
+
+    fn decode_version(version: u8, body: &[u8]) -> StorageResult<Self> {
+        match version {
+            Self::VERSION => postcard_body(body),
+            V1 | V2 => legacy::fan_out(version, body)
+                .ok_or_else(|| StorageError::Corrupt("outbox record".into())),
+            v => Err(StorageError::Corrupt(format!("outbox record version {v}"))),
+        }
+    }
+}
+
+/// The hand-written v1/v2 format, still read so records left by an older process are
+/// delivered: `[kind u8][epoch u64][accepted_ms u64][sender device u32][sender account
+/// bytes][group id bytes][MLS message bytes][recipient count u32]`, per recipient `[device
+/// u32][account bytes]`, then (v2) `[urgent u8][tag bytes]` (bytes = u32 length + content).
+mod legacy {
+    use super::*;
+
+    struct Reader<'a>(&'a [u8]);
+
+    impl Reader<'_> {
+        fn take(&mut self, n: usize) -> Option<&[u8]> {
+            let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
+            self.0 = tail;
+            Some(head)
+        }
+        fn u8(&mut self) -> Option<u8> {
+            self.take(1)?.first().copied()
+        }
+        fn u32(&mut self) -> Option<u32> {
+            Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+        }
+        fn u64(&mut self) -> Option<u64> {
+            Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+        }
+        fn bytes(&mut self) -> Option<&[u8]> {
+            let n = self.u32()? as usize;
+            self.take(n)
+        }
+        fn member(&mut self, device: u32) -> Option<(AccountId, DeviceId)> {
+            let account = AccountId::parse(std::str::from_utf8(self.bytes()?).ok()?)?;
+            Some((account, DeviceId::new(device)?))
+        }
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
-        let mut r = Reader(bytes);
-        let version = r.u8()?;
-        if version != V1 && version != VERSION {
-            return Err(CorruptRecord("outbox record version"));
-        }
+    pub(super) fn fan_out(version: u8, body: &[u8]) -> Option<FanOut> {
+        let mut r = Reader(body);
         let kind = Kind::from_byte(r.u8()?)?;
         let epoch = r.u64()?;
         let accepted_ms = r.u64()?;
         let device = r.u32()?;
-        let account = utf8(r.bytes()?)?;
-        let group_id = r.bytes()?.to_vec();
+        let sender = r.member(device)?;
+        let group_id = GroupId::new(r.bytes()?)?;
         let message = r.bytes()?.to_vec();
         let n = r.u32()? as usize;
         let mut recipients = Vec::with_capacity(n.min(10_000));
         for _ in 0..n {
             let d = r.u32()?;
-            recipients.push((utf8(r.bytes()?)?, d));
+            recipients.push(r.member(d)?);
         }
         let (urgent, tag) = if version == V1 {
             (kind == Kind::Welcome, Vec::new())
         } else {
             (r.u8()? != 0, r.bytes()?.to_vec())
         };
-        Ok(Self {
+        Some(FanOut {
             kind,
             group_id,
             epoch,
             accepted_ms,
-            sender: (account, device),
+            sender,
             message,
             recipients,
             urgent,
@@ -148,77 +184,70 @@ impl FanOut {
         })
     }
 
-    /// The delivered envelope's MLS kind and epoch.
-    pub(crate) fn envelope_kind(&self) -> (MlsMessageKind, Option<u64>) {
-        match self.kind {
-            Kind::Application => (MlsMessageKind::Application, Some(self.epoch)),
-            Kind::Proposal => (MlsMessageKind::Proposal, Some(self.epoch)),
-            Kind::Commit => (MlsMessageKind::Commit, Some(self.epoch)),
-            Kind::Welcome => (MlsMessageKind::Welcome, None),
+    /// Test support: the v1 encoding of a commit or Welcome record.
+    #[cfg(test)]
+    pub(super) fn encode_v1(r: &FanOut) -> Vec<u8> {
+        fn put(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(b);
         }
+        let mut out = vec![V1, r.kind.byte()];
+        out.extend_from_slice(&r.epoch.to_be_bytes());
+        out.extend_from_slice(&r.accepted_ms.to_be_bytes());
+        out.extend_from_slice(&r.sender.1.get().to_be_bytes());
+        put(&mut out, r.sender.0.to_string().as_bytes());
+        put(&mut out, r.group_id.as_bytes());
+        put(&mut out, &r.message);
+        out.extend_from_slice(&u32::try_from(r.recipients.len()).unwrap_or(0).to_be_bytes());
+        for (a, d) in &r.recipients {
+            out.extend_from_slice(&d.get().to_be_bytes());
+            put(&mut out, a.to_string().as_bytes());
+        }
+        out
     }
 }
 
-fn utf8(b: &[u8]) -> Result<String, CorruptRecord> {
-    String::from_utf8(b.to_vec()).map_err(|_| CorruptRecord("outbox account"))
-}
-
-/// How far a fan-out got: `[1][group log seq u64][recipients done u32]`.
-#[derive(Debug, PartialEq, Eq)]
+/// How far a fan-out got.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Progress {
     pub group_seq: u64,
     pub done: usize,
 }
 
-const PROGRESS_VERSION: u8 = 1;
-
-impl Progress {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = vec![PROGRESS_VERSION];
-        out.extend_from_slice(&self.group_seq.to_be_bytes());
-        let done = u32::try_from(self.done).unwrap_or(u32::MAX);
-        out.extend_from_slice(&done.to_be_bytes());
-        out
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
-        let mut r = Reader(bytes);
-        if r.u8()? != PROGRESS_VERSION {
-            return Err(CorruptRecord("outbox progress version"));
-        }
-        Ok(Self {
-            group_seq: r.u64()?,
-            done: r.u32()? as usize,
-        })
-    }
+impl Record for Progress {
+    // v1 was hand-written; a lost progress record only means a resumed fan-out queues again.
+    const VERSION: u8 = 2;
 }
 
 /// Test support: outbox records exactly as the service writes them, so that a test can
 /// reproduce "the process died after the transaction that accepted the message".
 #[doc(hidden)]
 pub mod testing {
+    use guardyn_common::{AccountId, DeviceId, GroupId};
+    use guardyn_storage::record::encode;
+
     use super::{FanOut, Kind, application_tag};
     use crate::store;
 
     fn record(r: &FanOut) -> (Vec<u8>, Vec<u8>) {
-        (r.key(), r.encode())
+        (r.key(), encode(r))
     }
 
     /// The record written together with an accepted commit.
     pub fn commit_record(
-        group_id: &[u8],
+        group_id: &GroupId,
         epoch: u64,
-        sender: (&str, u32),
+        sender: (AccountId, DeviceId),
         commit: &[u8],
-        recipients: &[(String, u32)],
+        recipients: &[(AccountId, DeviceId)],
         accepted_ms: u64,
     ) -> (Vec<u8>, Vec<u8>) {
         record(&FanOut {
             kind: Kind::Commit,
-            group_id: group_id.to_vec(),
+            group_id: group_id.clone(),
             epoch,
             accepted_ms,
-            sender: (sender.0.to_owned(), sender.1),
+            sender,
             message: commit.to_vec(),
             recipients: recipients.to_vec(),
             urgent: false,
@@ -228,46 +257,46 @@ pub mod testing {
 
     /// The record written together with a relayed proposal (SendProposal, LeaveGroup).
     pub fn proposal_record(
-        group_id: &[u8],
+        group_id: &GroupId,
         epoch: u64,
-        sender: (&str, u32),
+        sender: (AccountId, DeviceId),
         proposal: &[u8],
-        recipients: &[(String, u32)],
+        recipients: &[(AccountId, DeviceId)],
         accepted_ms: u64,
     ) -> (Vec<u8>, Vec<u8>) {
         record(&FanOut {
             kind: Kind::Proposal,
-            group_id: group_id.to_vec(),
+            group_id: group_id.clone(),
             epoch,
             accepted_ms,
-            sender: (sender.0.to_owned(), sender.1),
+            sender,
             message: proposal.to_vec(),
             recipients: recipients.to_vec(),
             urgent: false,
-            tag: crate::groups::proposal_ref(proposal).unwrap_or_default(),
+            tag: crate::groups::mls::proposal_ref(proposal).unwrap_or_default(),
         })
     }
 
     /// The record written together with an accepted SendGroupMessage.
     #[allow(clippy::too_many_arguments)] // The request's fields, each a plain value.
     pub fn group_message_record(
-        group_id: &[u8],
+        group_id: &GroupId,
         epoch: u64,
-        sender: (&str, u32),
+        sender: (AccountId, DeviceId),
         client_message_id: &str,
         message: &[u8],
         urgent: bool,
-        recipients: &[(String, u32)],
+        recipients: &[(AccountId, DeviceId)],
         accepted_ms: u64,
     ) -> (Vec<u8>, Vec<u8>) {
         let idem_key =
             store::group_idempotency_key(sender.0, sender.1, group_id, client_message_id);
         record(&FanOut {
             kind: Kind::Application,
-            group_id: group_id.to_vec(),
+            group_id: group_id.clone(),
             epoch,
             accepted_ms,
-            sender: (sender.0.to_owned(), sender.1),
+            sender,
             message: message.to_vec(),
             recipients: recipients.to_vec(),
             urgent,
@@ -279,23 +308,32 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use guardyn_storage::record::{decode, encode};
+
     use super::*;
+
+    fn m(n: u128, d: u32) -> (AccountId, DeviceId) {
+        (
+            AccountId::from_uuid(uuid::Uuid::from_u128(n)),
+            DeviceId::new(d).unwrap(),
+        )
+    }
 
     #[test]
     fn records_round_trip_redact_and_sort_an_epoch_before_its_commit() {
         let r = FanOut {
             kind: Kind::Application,
-            group_id: vec![7; 16],
+            group_id: GroupId::new(&[7; 16]).unwrap(),
             epoch: 4,
             accepted_ms: 99,
-            sender: ("acct".into(), 2),
+            sender: m(1, 2),
             message: vec![1, 2, 3],
-            recipients: vec![("b".into(), 1), ("c".into(), 9)],
+            recipients: vec![m(2, 1), m(3, 9)],
             urgent: true,
             tag: vec![5; 16],
         };
-        assert_eq!(FanOut::decode(&r.encode()).unwrap(), r);
-        assert!(FanOut::decode(&[3]).is_err());
+        assert_eq!(decode::<FanOut>(&encode(&r)).unwrap(), r);
+        assert!(decode::<FanOut>(&[3]).is_err());
         assert!(!format!("{r:?}").contains("[1, 2, 3]"));
         let commit = FanOut {
             kind: Kind::Commit,
@@ -314,14 +352,12 @@ mod tests {
             urgent: true,
             ..commit
         };
-        let mut v1 = welcome.encode();
-        v1.truncate(v1.len() - 5);
-        v1[0] = V1;
-        assert_eq!(FanOut::decode(&v1).unwrap(), welcome);
+        let v1 = legacy::encode_v1(&welcome);
+        assert_eq!(decode::<FanOut>(&v1).unwrap(), welcome);
         let p = Progress {
             group_seq: 5,
             done: 64,
         };
-        assert_eq!(Progress::decode(&p.encode()).unwrap(), p);
+        assert_eq!(decode::<Progress>(&encode(&p)).unwrap(), p);
     }
 }

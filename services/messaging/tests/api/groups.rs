@@ -177,7 +177,8 @@ async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
     }
     let hex: String = GROUP_ID.iter().map(|b| format!("{b:02x}")).collect();
     let stored = store
-        .log.read(format!("msg/v1/g/{hex}").as_bytes(), 1, 100)
+        .log
+        .read(format!("msg/v1/g/{hex}").as_bytes(), 1, 100)
         .await
         .unwrap();
     let big: Vec<_> = stored

@@ -47,8 +47,12 @@ async fn a_crashed_sends_reservation_blocks_retries_only_until_its_lease_ends() 
     env.dir.set(&b, &[(1, 201)]);
     // A send reserved the id and died before appending anything.
     use guardyn_common::clock::Clock as _;
-    let (key, value) =
-        guardyn_messaging::testing::pending_send_record(&a, 1, "crashed", env.clock.now_ms());
+    let (key, value) = guardyn_messaging::testing::pending_send_record(
+        guardyn_common::AccountId::parse(&a).unwrap(),
+        guardyn_common::DeviceId::new(1).unwrap(),
+        "crashed",
+        env.clock.now_ms(),
+    );
     env.server.kv().put(&key, &value).await.unwrap();
 
     let err = env

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use guardyn_common::clock::{Clock as _, ManualClock};
+use guardyn_common::{AccountId, DeviceId, GroupId};
 use guardyn_crypto::mls::{Group, Received};
 use guardyn_proto::guardyn::messaging::v1::{
     DeliveredEnvelope, ListenResponse, MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
@@ -15,6 +16,17 @@ use guardyn_storage::{Direction, KeyRange};
 
 use crate::common::*;
 use crate::groups::{GROUP_ID, address, client, create, group_of_two, mls_envelope};
+
+fn dev(account: &str, device: u32) -> (AccountId, DeviceId) {
+    (
+        AccountId::parse(account).unwrap(),
+        DeviceId::new(device).unwrap(),
+    )
+}
+
+fn gid() -> GroupId {
+    GroupId::new(GROUP_ID).unwrap()
+}
 use crate::proposals::{commit, group_of_three};
 
 /// Past the sweep's grace period for records that may still be in progress elsewhere.
@@ -135,15 +147,16 @@ async fn a_commit_whose_fan_out_was_cut_short_reaches_members_after_a_restart() 
     // commit, the outbox record written in the same transaction is still there.
     let store = env.server.stores();
     store
-        .log.delete_through(&queue_partition(&b, 1), u64::MAX)
+        .log
+        .delete_through(&queue_partition(&b, 1), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::commit_record(
-        GROUP_ID,
+        &gid(),
         1,
-        (&a, 1),
+        dev(&a, 1),
         &update.commit,
-        &[(b.clone(), 1)],
+        &[dev(&b, 1)],
         clock.now_ms(),
     );
     store.kv.put(&key, &value).await.unwrap();
@@ -188,15 +201,16 @@ async fn a_relayed_proposal_whose_fan_out_was_cut_short_reaches_members_after_a_
     // never got it, the outbox record written in that transaction is still there.
     let store = env.server.stores();
     store
-        .log.delete_through(&queue_partition(&a, 1), u64::MAX)
+        .log
+        .delete_through(&queue_partition(&a, 1), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::proposal_record(
-        GROUP_ID,
+        &gid(),
         1,
-        (&b, 1),
+        dev(&b, 1),
         &proposal,
-        &[(a.clone(), 1)],
+        &[dev(&a, 1)],
         clock.now_ms(),
     );
     store.kv.put(&key, &value).await.unwrap();
@@ -242,17 +256,18 @@ async fn a_group_message_whose_fan_out_was_cut_short_reaches_members_after_a_res
     // id together with the outbox record, before B's queue got a reference.
     let store = env.server.stores();
     store
-        .log.delete_through(&queue_partition(&b, 1), u64::MAX)
+        .log
+        .delete_through(&queue_partition(&b, 1), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::group_message_record(
-        GROUP_ID,
+        &gid(),
         1,
-        (&a, 1),
+        dev(&a, 1),
         "m-1",
         &ct,
         true,
-        &[(b.clone(), 1)],
+        &[dev(&b, 1)],
         clock.now_ms(),
     );
     store.kv.put(&key, &value).await.unwrap();
@@ -302,15 +317,16 @@ async fn a_left_over_proposal_reaches_members_before_a_commit_that_references_it
         .unwrap();
     let store = env.server.stores();
     store
-        .log.delete_through(&queue_partition(&c, 1), u64::MAX)
+        .log
+        .delete_through(&queue_partition(&c, 1), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::proposal_record(
-        GROUP_ID,
+        &gid(),
         1,
-        (&b, 1),
+        dev(&b, 1),
         &proposal,
-        &[(a.clone(), 1), (c.clone(), 1)],
+        &[dev(&a, 1), dev(&c, 1)],
         clock.now_ms(),
     );
     store.kv.put(&key, &value).await.unwrap();

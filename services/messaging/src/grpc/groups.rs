@@ -1,44 +1,34 @@
-//! The gRPC edge of `GroupService`: authenticate, validate, call the core, convert.
+//! `GroupService` over gRPC.
 
 use guardyn_common::caller;
+use guardyn_common::wire::timestamp;
 use guardyn_proto::guardyn::messaging::v1::{
     CreateGroupRequest, CreateGroupResponse, GetGroupInfoRequest, GetGroupInfoResponse,
-    GetGroupRequest, GetGroupResponse, Group, LeaveGroupRequest, LeaveGroupResponse,
-    SendCommitRequest, SendCommitResponse, SendGroupMessageRequest, SendGroupMessageResponse,
-    SendProposalRequest, SendProposalResponse, group_service_server::GroupService,
+    GetGroupRequest, GetGroupResponse, LeaveGroupRequest, LeaveGroupResponse, SendCommitRequest,
+    SendCommitResponse, SendGroupMessageRequest, SendGroupMessageResponse, SendProposalRequest,
+    SendProposalResponse, group_service_server::GroupService,
 };
 use tonic::{Request, Response, Status};
 
-use super::state::{GroupState, Member};
-use super::{GroupSvc, MAX_LEAVE_PROPOSAL, check_group_id, check_size};
+use super::{GroupApi, convert};
 use crate::error::MessagingError;
-use crate::store;
-
-fn group_proto(group_id: &[u8], g: &GroupState) -> Group {
-    Group {
-        group_id: group_id.to_vec(),
-        epoch: g.epoch,
-        members: g.members().map(Member::address).collect(),
-        created_at: Some(store::timestamp(g.created_ms)),
-        updated_at: Some(store::timestamp(g.updated_ms)),
-    }
-}
+use crate::groups::{MAX_LEAVE_PROPOSAL, check_size};
 
 #[tonic::async_trait]
-impl GroupService for GroupSvc {
+impl GroupService for GroupApi {
     async fn create_group(
         &self,
         request: Request<CreateGroupRequest>,
     ) -> Result<Response<CreateGroupResponse>, Status> {
         let who = caller(&request)?.clone();
         let r = request.into_inner();
-        let group_id = r.group_id.clone();
+        let group = convert::group_id(&r.group_id)?;
         let g = self
             .core
-            .create_group(&who.account_id, who.device_id, r)
+            .create_group(who.account_id, who.device_id, &group, r.group_info)
             .await?;
         Ok(Response::new(CreateGroupResponse {
-            group: Some(group_proto(&group_id, &g)),
+            group: Some(convert::group(&group, &g)),
         }))
     }
 
@@ -47,14 +37,13 @@ impl GroupService for GroupSvc {
         request: Request<GetGroupRequest>,
     ) -> Result<Response<GetGroupResponse>, Status> {
         let who = caller(&request)?.clone();
-        let r = request.into_inner();
-        check_group_id(&r.group_id)?;
-        let g = self.core.load_group(&r.group_id).await?.state;
-        if g.leaf_of(&who.account_id, who.device_id).is_none() {
+        let group = convert::group_id(&request.into_inner().group_id)?;
+        let g = self.core.load_group(&group).await?.state;
+        if g.leaf_of(who.account_id, who.device_id).is_none() {
             return Err(MessagingError::NotMember.into());
         }
         Ok(Response::new(GetGroupResponse {
-            group: Some(group_proto(&r.group_id, &g)),
+            group: Some(convert::group(&group, &g)),
         }))
     }
 
@@ -63,11 +52,15 @@ impl GroupService for GroupSvc {
         request: Request<SendCommitRequest>,
     ) -> Result<Response<SendCommitResponse>, Status> {
         let who = caller(&request)?.clone();
-        let r = self
+        let commit = convert::commit(request.into_inner())?;
+        let (epoch, at_ms) = self
             .core
-            .send_commit(&who.account_id, who.device_id, request.into_inner())
+            .send_commit(who.account_id, who.device_id, commit)
             .await?;
-        Ok(Response::new(r))
+        Ok(Response::new(SendCommitResponse {
+            epoch,
+            server_timestamp: Some(timestamp(at_ms)),
+        }))
     }
 
     async fn send_proposal(
@@ -76,14 +69,14 @@ impl GroupService for GroupSvc {
     ) -> Result<Response<SendProposalResponse>, Status> {
         let who = caller(&request)?.clone();
         let r = request.into_inner();
-        check_group_id(&r.group_id)?;
+        let group = convert::group_id(&r.group_id)?;
         check_size("proposal", &r.proposal, self.core.cfg.max_mls_message_bytes)?;
         let now = self
             .core
             .relay_proposal(
-                &who.account_id,
+                who.account_id,
                 who.device_id,
-                &r.group_id,
+                &group,
                 r.epoch,
                 "proposal",
                 &r.proposal,
@@ -91,7 +84,7 @@ impl GroupService for GroupSvc {
             )
             .await?;
         Ok(Response::new(SendProposalResponse {
-            server_timestamp: Some(store::timestamp(now)),
+            server_timestamp: Some(timestamp(now)),
         }))
     }
 
@@ -100,11 +93,15 @@ impl GroupService for GroupSvc {
         request: Request<SendGroupMessageRequest>,
     ) -> Result<Response<SendGroupMessageResponse>, Status> {
         let who = caller(&request)?.clone();
-        let r = self
+        let message = convert::group_message(request.into_inner())?;
+        let (at_ms, duplicate) = self
             .core
-            .send_group_message(&who.account_id, who.device_id, request.into_inner())
+            .send_group_message(who.account_id, who.device_id, message)
             .await?;
-        Ok(Response::new(r))
+        Ok(Response::new(SendGroupMessageResponse {
+            server_timestamp: Some(timestamp(at_ms)),
+            duplicate,
+        }))
     }
 
     async fn get_group_info(
@@ -112,12 +109,11 @@ impl GroupService for GroupSvc {
         request: Request<GetGroupInfoRequest>,
     ) -> Result<Response<GetGroupInfoResponse>, Status> {
         let who = caller(&request)?.clone();
-        let r = request.into_inner();
-        check_group_id(&r.group_id)?;
-        let g = self.core.load_group(&r.group_id).await?.state;
+        let group = convert::group_id(&request.into_inner().group_id)?;
+        let g = self.core.load_group(&group).await?.state;
         // Members' accounts may fetch it: a newly linked device joins its account's groups by
         // external commit.
-        if !g.has_account(&who.account_id) {
+        if !g.has_account(who.account_id) {
             return Err(MessagingError::NotMember.into());
         }
         Ok(Response::new(GetGroupInfoResponse {
@@ -132,13 +128,13 @@ impl GroupService for GroupSvc {
     ) -> Result<Response<LeaveGroupResponse>, Status> {
         let who = caller(&request)?.clone();
         let r = request.into_inner();
-        check_group_id(&r.group_id)?;
+        let group = convert::group_id(&r.group_id)?;
         check_size("remove_proposal", &r.remove_proposal, MAX_LEAVE_PROPOSAL)?;
         self.core
             .relay_proposal(
-                &who.account_id,
+                who.account_id,
                 who.device_id,
-                &r.group_id,
+                &group,
                 r.epoch,
                 "remove_proposal",
                 &r.remove_proposal,

@@ -1,0 +1,27 @@
+//! The state every part of the service shares.
+
+use std::sync::Arc;
+
+use guardyn_common::clock::SharedClock;
+use guardyn_common::mesh::DeviceDirectory;
+use guardyn_events::EventBus;
+use guardyn_storage::{AppendLog, KvStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MessagingConfig;
+use crate::outbox::busy::Busy;
+use crate::streams::Registry;
+
+/// State shared by both gRPC services and the background tasks.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub cfg: MessagingConfig,
+    pub kv: Arc<dyn KvStore>,
+    pub log: Arc<dyn AppendLog>,
+    pub bus: Arc<dyn EventBus>,
+    pub clock: SharedClock,
+    pub directory: Arc<dyn DeviceDirectory>,
+    pub registry: Registry,
+    pub outbox_busy: Busy,
+    pub shutdown: CancellationToken,
+}
