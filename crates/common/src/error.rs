@@ -399,7 +399,11 @@ mod tests {
     fn storage_outages_are_retryable_and_corruption_is_internal() {
         use guardyn_storage::StorageError as E;
         use tonic_types::StatusExt;
-        for e in [E::Unavailable("x".into()), E::Closed, E::Backend("io".into())] {
+        for e in [
+            E::Unavailable("x".into()),
+            E::Closed,
+            E::Backend("io".into()),
+        ] {
             let status: Status = ApiError::from(e).into();
             assert_eq!(status.code(), Code::Unavailable);
             assert_eq!(reason_of(&status).as_deref(), Some("UNAVAILABLE"));

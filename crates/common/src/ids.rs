@@ -32,12 +32,11 @@ impl AccountId {
         self.0
     }
 
-    /// A hyphenated UUID (either case; stored and compared as its 16 bytes).
+    /// Only the canonical lowercase hyphenated form (as the server issues it) is accepted,
+    /// so one account has one spelling in keys, subjects and requests.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != 36 {
-            return None;
-        }
-        Uuid::try_parse(s).ok().map(Self)
+        let id = Uuid::try_parse(s).ok()?;
+        (id.hyphenated().to_string() == s).then_some(Self(id))
     }
 
     /// [`Self::parse`] for a request field: `INVALID_ARGUMENT` naming `field` otherwise.
@@ -250,9 +249,12 @@ mod tests {
         let s = a.to_string();
         assert_eq!(s.len(), 36);
         assert_eq!(AccountId::parse(&s), Some(a));
-        assert_eq!(AccountId::parse(&s.to_uppercase()), Some(a));
+        let s = "0b0c5c8e-7c4b-4c1e-9a34-1d5b0d3b8f11";
+        assert_eq!(AccountId::parse(s).unwrap().to_string(), s);
+        assert!(AccountId::parse(&s.to_uppercase()).is_none());
+        assert!(AccountId::parse(&s.replace('-', "")).is_none());
+        assert!(AccountId::parse("nope").is_none());
         assert_eq!(AccountId::parse(&a.uuid().simple().to_string()), None);
-        assert_eq!(AccountId::parse("alice"), None);
         let err = AccountId::parse_field("destination_account_id", "x").unwrap_err();
         assert_eq!(err.violations()[0].field, "destination_account_id");
         assert_eq!(AccountId::from_bytes(a.as_bytes()), Some(a));
@@ -269,7 +271,10 @@ mod tests {
         assert_eq!(err.violations()[0].field, "device_id");
         let bytes = postcard::to_stdvec(&DeviceId::FIRST).unwrap();
         assert!(postcard::from_bytes::<DeviceId>(&[200]).is_err());
-        assert_eq!(postcard::from_bytes::<DeviceId>(&bytes).unwrap(), DeviceId::FIRST);
+        assert_eq!(
+            postcard::from_bytes::<DeviceId>(&bytes).unwrap(),
+            DeviceId::FIRST
+        );
     }
 
     #[test]

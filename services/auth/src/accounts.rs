@@ -2,15 +2,18 @@
 
 use std::net::IpAddr;
 
-use guardyn_proto::guardyn::auth::v1::AccountDeletedEvent;
+use guardyn_common::ids::{AccountId, DeviceId};
+use guardyn_storage::record::encode;
 use guardyn_storage::{Txn, TxnOutcome};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditKind;
-use crate::core::{Auth, IssuedTokens, day, subjects};
+use crate::core::{Core, IssuedTokens, day};
 use crate::error::{AuthError, AuthResult};
+use crate::events::AccountDeleted;
 use crate::limits::{self, take};
-use crate::model::{Account, Device, MfaTicket, SessionState};
+use crate::mfa::SecondFactor;
+use crate::model::{Account, Device, MfaTicket, SessionState, UsernameEntry};
 use crate::prekeys::{PreKeyUpload, add_upload, check_identity_key, validate_upload};
 use crate::secrets;
 use crate::store;
@@ -43,22 +46,6 @@ impl NewDevice {
     }
 }
 
-/// The second factor of an RPC.
-#[derive(Clone)]
-pub enum SecondFactor {
-    Totp(Zeroizing<String>),
-    Recovery(Zeroizing<String>),
-}
-
-impl std::fmt::Debug for SecondFactor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Totp(_) => f.write_str("Totp(..)"),
-            Self::Recovery(_) => f.write_str("Recovery(..)"),
-        }
-    }
-}
-
 /// Outcome of the first login factor.
 #[derive(Debug)]
 pub enum LoginOutcome {
@@ -69,20 +56,21 @@ pub enum LoginOutcome {
     },
 }
 
-impl Auth {
+impl Core {
     pub async fn register(
         &self,
         username: &str,
         password: &str,
         device: NewDevice,
         addr: IpAddr,
-    ) -> AuthResult<(String, IssuedTokens)> {
+    ) -> AuthResult<(AccountId, IssuedTokens)> {
         take(&self.limits.register_per_address, &addr)?;
         let name = secrets::normalize_username(username)?;
         secrets::check_password_policy(password, self.config.password_min_length)?;
         device.validate("device.")?;
         let hash = self.hash_password(password).await?;
-        let acc = uuid::Uuid::new_v4().to_string();
+        let acc = AccountId::random();
+        let dev = DeviceId::FIRST;
         let now = self.now_ms();
         let account = Account {
             username: name.clone(),
@@ -96,46 +84,50 @@ impl Auth {
         };
         let txn = Txn::new()
             .require_absent(store::username(&name))
-            .put(store::username(&name), store::encode(&acc)?)
-            .put(store::account(&acc), store::encode(&account)?)
-            .put(store::device(&acc, 1), store::encode(&device.record(now))?);
-        let (txn, _) = add_upload(txn, &acc, 1, &device.prekeys)?;
+            .put(store::username(&name), encode(&UsernameEntry(acc)))
+            .put(store::account(acc), encode(&account))
+            .put(store::device(acc, dev), encode(&device.record(now)));
+        let txn = add_upload(txn, acc, dev, &device.prekeys).0;
         if !store::commit(&*self.kv, txn).await? {
             return Err(AuthError::UsernameTaken);
         }
         self.audit(
             AuditKind::AccountRegistered,
-            &acc,
-            Some(1),
+            acc,
+            Some(dev),
             format!("from {addr}"),
         )
         .await?;
-        let tokens = self.start_session(&acc, 1).await?;
+        let tokens = self.start_session(acc, dev).await?;
         Ok((acc, tokens))
     }
 
-    async fn account_by_name(&self, name: &str) -> AuthResult<Option<(String, Account, Vec<u8>)>> {
-        let Some((acc, _)) = store::get::<String>(&*self.kv, &store::username(name)).await? else {
+    async fn account_by_name(&self, name: &str) -> AuthResult<Option<(AccountId, Account)>> {
+        let Some((UsernameEntry(acc), _)) =
+            store::get::<UsernameEntry>(&*self.kv, &store::username(name)).await?
+        else {
             return Ok(None);
         };
-        Ok(store::get::<Account>(&*self.kv, &store::account(&acc))
+        Ok(store::get::<Account>(&*self.kv, &store::account(acc))
             .await?
-            .map(|(a, raw)| (acc, a, raw)))
+            .map(|(a, _)| (acc, a)))
     }
 
-    pub async fn account(&self, acc: &str) -> AuthResult<(Account, Vec<u8>)> {
+    pub async fn account(&self, acc: AccountId) -> AuthResult<(Account, Vec<u8>)> {
         store::get::<Account>(&*self.kv, &store::account(acc))
             .await?
             .ok_or(AuthError::DeviceRemoved)
     }
 
+    /// `device_id` is the raw request value: an unknown or impossible device fails like a
+    /// wrong password, so it is not validated at the edge.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         device_id: u32,
         addr: IpAddr,
-    ) -> AuthResult<(String, LoginOutcome)> {
+    ) -> AuthResult<(AccountId, LoginOutcome)> {
         take(&self.limits.login_per_address, &addr)?;
         // Malformed names are checked like unknown ones: same error, same work.
         let name =
@@ -144,35 +136,37 @@ impl Auth {
         let now = self.now_ms();
         limits::check_lockout(&*self.kv, &name, now).await?;
         let found = self.account_by_name(&name).await?;
-        let (acc, account, ok) = match found {
-            Some((acc, account, _)) => {
+        let dev = DeviceId::new(device_id);
+        let (acc, signed_in) = match found {
+            Some((acc, account)) => {
                 let ok = self
                     .check_password(password, account.password.clone())
                     .await?;
-                let has_device = (1..=127).contains(&device_id)
-                    && self
-                        .kv
-                        .get(&store::device(&acc, device_id))
-                        .await?
-                        .is_some();
-                (acc, Some(account), ok && has_device)
+                let has_device = match dev {
+                    Some(dev) => self.kv.get(&store::device(acc, dev)).await?.is_some(),
+                    None => false,
+                };
+                let signed_in = dev.filter(|_| ok && has_device).map(|d| (account, d));
+                (Some(acc), signed_in)
             }
             None => {
                 let _ = self
                     .check_password(password, self.dummy_hash.clone())
                     .await?;
-                (String::new(), None, false)
+                (None, None)
             }
         };
-        let Some(account) = account.filter(|_| ok) else {
+        let (Some(acc), Some((account, dev))) = (acc, signed_in) else {
             limits::record_failure(&*self.kv, &self.config.lockout, &name, now).await?;
-            self.audit(
-                AuditKind::LoginFailed,
-                &acc,
-                (!acc.is_empty()).then_some(device_id),
-                format!("from {addr}"),
-            )
-            .await?;
+            // Unknown accounts are logged with an empty id, known ones with the device asked for.
+            self.audit
+                .append(
+                    AuditKind::LoginFailed,
+                    &acc.map(|a| a.to_string()).unwrap_or_default(),
+                    acc.map(|_| device_id),
+                    format!("from {addr}"),
+                )
+                .await?;
             return Err(AuthError::InvalidCredentials {
                 authenticated: false,
             });
@@ -182,20 +176,20 @@ impl Auth {
             let ticket = secrets::random_token();
             let expires_ms = now + self.config.mfa_ticket_ttl_secs * 1000;
             let record = MfaTicket {
-                account_id: acc.clone(),
-                device_id,
+                account_id: acc,
+                device_id: dev,
                 expires_ms,
                 attempts_left: 5,
             };
             let key = store::mfa_ticket(&secrets::sha256(ticket.as_bytes()));
-            self.kv.put(&key, &store::encode(&record)?).await?;
+            self.kv.put(&key, &encode(&record)).await?;
             return Ok((acc, LoginOutcome::Mfa { ticket, expires_ms }));
         }
-        let tokens = self.start_session(&acc, device_id).await?;
+        let tokens = self.start_session(acc, dev).await?;
         self.audit(
             AuditKind::LoginSucceeded,
-            &acc,
-            Some(device_id),
+            acc,
+            Some(dev),
             format!("from {addr}"),
         )
         .await?;
@@ -220,7 +214,7 @@ impl Auth {
             return Err(AuthError::CodeExpired);
         }
         take(&self.limits.totp_per_account, &t.account_id)?;
-        match self.consume_second_factor(&t.account_id, &factor).await {
+        match self.consume_second_factor(t.account_id, &factor).await {
             Ok(()) => {}
             Err(AuthError::InvalidCode { .. }) => {
                 let mut left = t.clone();
@@ -232,12 +226,12 @@ impl Auth {
                 } else {
                     Txn::new()
                         .require_equals(key.clone(), raw)
-                        .put(key.clone(), store::encode(&left)?)
+                        .put(key.clone(), encode(&left))
                 };
                 let _ = store::commit(&*self.kv, txn).await?;
                 self.audit(
                     AuditKind::MfaLoginFailed,
-                    &t.account_id,
+                    t.account_id,
                     Some(t.device_id),
                     format!("from {addr}"),
                 )
@@ -253,22 +247,22 @@ impl Auth {
         if !store::commit(&*self.kv, txn).await? {
             return Err(AuthError::CodeExpired);
         }
-        let tokens = self.start_session(&t.account_id, t.device_id).await?;
+        let tokens = self.start_session(t.account_id, t.device_id).await?;
         self.audit(
             AuditKind::LoginSucceeded,
-            &t.account_id,
+            t.account_id,
             Some(t.device_id),
             format!("mfa from {addr}"),
         )
         .await?;
-        let (account, _) = self.account(&t.account_id).await?;
+        let (account, _) = self.account(t.account_id).await?;
         Ok((
             tokens,
             u32::try_from(account.recovery_codes.len()).unwrap_or(0),
         ))
     }
 
-    pub async fn logout(&self, acc: &str, sid: &str, all: bool) -> AuthResult<u32> {
+    pub async fn logout(&self, acc: AccountId, sid: &str, all: bool) -> AuthResult<u32> {
         if all {
             return self.revoke_account_sessions(acc, None).await;
         }
@@ -278,8 +272,8 @@ impl Auth {
     }
 
     /// Check the password of an authenticated caller (rate limited per account).
-    pub async fn recheck_password(&self, acc: &str, password: &str) -> AuthResult<Account> {
-        take(&self.limits.password_per_account, &acc.to_owned())?;
+    pub async fn recheck_password(&self, acc: AccountId, password: &str) -> AuthResult<Account> {
+        take(&self.limits.password_per_account, &acc)?;
         let (account, _) = self.account(acc).await?;
         if !self
             .check_password(password, account.password.clone())
@@ -294,7 +288,7 @@ impl Auth {
 
     pub async fn change_password(
         &self,
-        acc: &str,
+        acc: AccountId,
         sid: &str,
         old: &str,
         new: &str,
@@ -312,7 +306,7 @@ impl Auth {
             account.password = hash.clone();
             let txn = Txn::new()
                 .require_equals(key.clone(), raw)
-                .put(key.clone(), store::encode(&account)?);
+                .put(key.clone(), encode(&account));
             if store::commit(&*self.kv, txn).await? {
                 break;
             }
@@ -330,14 +324,14 @@ impl Auth {
 
     pub async fn delete_account(
         &self,
-        acc: &str,
+        acc: AccountId,
         password: &str,
         factor: Option<SecondFactor>,
     ) -> AuthResult<()> {
         let account = self.recheck_password(acc, password).await?;
         if account.totp.is_some() {
             let factor = factor.ok_or(AuthError::MfaRequired)?;
-            take(&self.limits.totp_per_account, &acc.to_owned())?;
+            take(&self.limits.totp_per_account, &acc)?;
             self.consume_second_factor(acc, &factor)
                 .await
                 .map_err(|e| match e {
@@ -377,14 +371,12 @@ impl Auth {
         ] {
             self.delete_prefix(&prefix).await?;
         }
-        self.publish(
-            subjects::ACCOUNT_DELETED,
-            &AccountDeletedEvent {
-                account_id: acc.to_owned(),
-                device_ids: devices.iter().map(|(id, _)| *id).collect(),
-            },
-        )
-        .await;
+        self.events
+            .publish(&AccountDeleted {
+                account: acc,
+                devices: devices.iter().map(|(id, _)| *id).collect(),
+            })
+            .await;
         self.audit(AuditKind::AccountDeleted, acc, None, "").await?;
         Ok(())
     }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use guardyn_common::clock::SharedClock;
+use guardyn_storage::record::{Record, decode, encode};
 use guardyn_storage::{Direction, KeyRange, KvStore, Txn};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -76,8 +77,21 @@ pub enum AuditViolation {
     Storage(String),
 }
 
-fn entry_hash(entry: &AuditEntry) -> AuthResult<[u8; 32]> {
-    Ok(sha256(&store::encode(entry)?))
+impl Record for AuditEntry {
+    const VERSION: u8 = store::VERSION;
+}
+
+impl Record for Head {
+    const VERSION: u8 = store::VERSION;
+}
+
+impl Record for Stored {
+    const VERSION: u8 = store::VERSION;
+}
+
+/// The hash covers the entry's stored encoding (version byte included).
+fn entry_hash(entry: &AuditEntry) -> [u8; 32] {
+    sha256(&encode(entry))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -129,12 +143,12 @@ impl AuditLog {
                 detail: detail.clone(),
                 prev_hash,
             };
-            let hash = entry_hash(&entry)?;
+            let hash = entry_hash(&entry);
             let txn = Txn::new()
                 .require_unchanged(head_key.clone(), raw)
                 .require_absent(store::audit(seq))
-                .put(store::audit(seq), store::encode(&Stored { entry, hash })?)
-                .put(head_key.clone(), store::encode(&Head { seq, hash })?);
+                .put(store::audit(seq), encode(&Stored { entry, hash }))
+                .put(head_key.clone(), encode(&Head { seq, hash }));
             if store::commit(&*self.kv, txn).await? {
                 return Ok(());
             }
@@ -156,7 +170,7 @@ pub async fn entries(kv: &dyn KvStore) -> AuthResult<Vec<AuditEntry>> {
         start = last.key.clone();
         start.push(0);
         for pair in &batch {
-            let stored: Stored = store::decode(&pair.value)?;
+            let stored: Stored = decode(&pair.value)?;
             out.push(stored.entry);
         }
     }
@@ -195,11 +209,11 @@ pub async fn verify(kv: &dyn KvStore) -> Result<u64, AuditViolation> {
                 return Err(AuditViolation::Missing(expected_seq));
             }
             let stored: Stored =
-                store::decode(&pair.value).map_err(|_| AuditViolation::Undecodable(seq))?;
+                decode(&pair.value).map_err(|_| AuditViolation::Undecodable(seq))?;
             if stored.entry.seq != seq {
                 return Err(AuditViolation::Altered(seq));
             }
-            let hash = entry_hash(&stored.entry).map_err(|_| AuditViolation::Undecodable(seq))?;
+            let hash = entry_hash(&stored.entry);
             if hash != stored.hash {
                 return Err(AuditViolation::Altered(seq));
             }

@@ -212,7 +212,7 @@ impl Validate for AuthConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

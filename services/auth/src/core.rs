@@ -1,31 +1,29 @@
 //! The service core shared by every RPC: handles, time, events, audit, and sessions.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use guardyn_common::auth::{TokenGrant, TokenVerifier};
+use guardyn_common::auth::{TokenConfig, TokenGrant, TokenVerifier};
 use guardyn_common::clock::SharedClock;
+use guardyn_common::ids::{AccountId, DeviceId};
 use guardyn_crypto::mls::KeyPackagePolicy;
-use guardyn_events::EventBus;
-use guardyn_proto::guardyn::auth::v1::SessionRevokedEvent;
-use guardyn_storage::{KvStore, Txn};
-use prost::Message;
+use guardyn_service::Handles;
+use guardyn_storage::record::{decode, encode};
+use guardyn_storage::{KvStore, StorageError, Txn};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditKind, AuditLog};
 use crate::config::AuthConfig;
 use crate::error::{AuthError, AuthResult};
-use crate::limits::Limiters;
+use crate::events::{Publisher, SessionRevoked};
+use crate::limits::{Limiters, take};
 use crate::model::{Device, PasswordHash, Session, SessionState};
 use crate::sealing::MasterKey;
 use crate::secrets;
 use crate::signing::KeyStore;
 use crate::store;
-
-/// Event subjects this service publishes (shared with their subscribers).
-pub use guardyn_common::events::auth as subjects;
 
 /// Consumed refresh-token hashes remembered per session for theft detection.
 const USED_HASHES_KEPT: usize = 32;
@@ -48,12 +46,25 @@ impl std::fmt::Debug for IssuedTokens {
     }
 }
 
+/// A live session as its account sees it (ListSessions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub device_id: DeviceId,
+    /// The caller's own session.
+    pub current: bool,
+    pub created_ms: u64,
+    /// Coarsened to the hour.
+    pub last_refreshed_ms: u64,
+    pub expires_ms: u64,
+}
+
 /// Everything the handlers share.
 #[derive(Debug)]
-pub struct Auth {
+pub struct Core {
     pub config: AuthConfig,
     pub kv: Arc<dyn KvStore>,
-    pub bus: Arc<dyn EventBus>,
+    pub events: Publisher,
     pub clock: SharedClock,
     pub verifier: TokenVerifier,
     pub keys: Arc<KeyStore>,
@@ -85,30 +96,66 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| AuthError::Hash(e.to_string()))?
 }
 
-impl Auth {
+impl Core {
+    /// Load (or on first start create) the master key and open the signing key set (created,
+    /// rotated or checked against the master key on the way).
+    pub async fn build(
+        config: &AuthConfig,
+        tokens: &TokenConfig,
+        handles: &Handles,
+    ) -> AuthResult<Self> {
+        let key_file = config.master_key_file.clone();
+        let data_dir = handles.data_dir.clone();
+        let kv = handles.stores.kv.clone();
+        let master =
+            Arc::new(blocking(move || MasterKey::load_or_create(&key_file, &data_dir)).await?);
+        let keys = Arc::new(
+            KeyStore::open(
+                kv.clone(),
+                handles.clock.clone(),
+                master.clone(),
+                tokens.clone(),
+                config.signing_key_rotation_secs,
+                config.access_token_ttl_secs,
+            )
+            .await?,
+        );
+        let dummy_params = config.argon2.clone();
+        let dummy_hash = blocking(move || {
+            let password = secrets::random_token();
+            secrets::hash_password(&password, &dummy_params)
+        })
+        .await?;
+        Ok(Self {
+            config: config.clone(),
+            kv: kv.clone(),
+            events: Publisher::new(handles.bus.clone()),
+            clock: handles.clock.clone(),
+            verifier: handles.ctx.verifier.clone(),
+            keys,
+            master,
+            limits: Limiters::new(&config.limits),
+            audit: AuditLog::new(kv, handles.clock.clone()),
+            dummy_hash,
+            kp_policy: KeyPackagePolicy::default(),
+        })
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
-    /// Publish a live event; failures are logged (live events are at-most-once anyway).
-    pub async fn publish<M: Message>(&self, subject: &str, msg: &M) {
-        if let Err(e) = self
-            .bus
-            .publish(subject, Bytes::from(msg.encode_to_vec()))
-            .await
-        {
-            tracing::warn!(subject, error = %e, "could not publish event");
-        }
-    }
-
+    /// Append to the audit log about an account (and one of its devices).
     pub async fn audit(
         &self,
         kind: AuditKind,
-        account_id: &str,
-        device_id: Option<u32>,
+        acc: AccountId,
+        dev: Option<DeviceId>,
         detail: impl Into<String>,
     ) -> AuthResult<()> {
-        self.audit.append(kind, account_id, device_id, detail).await
+        self.audit
+            .append(kind, &acc.to_string(), dev.map(DeviceId::get), detail)
+            .await
     }
 
     pub async fn check_password(&self, password: &str, stored: PasswordHash) -> AuthResult<bool> {
@@ -122,16 +169,11 @@ impl Auth {
         blocking(move || secrets::hash_password(&password, &params)).await
     }
 
-    fn sign_access(
-        &self,
-        account_id: &str,
-        device_id: u32,
-        sid: &str,
-    ) -> AuthResult<(String, u64)> {
+    fn sign_access(&self, acc: AccountId, dev: DeviceId, sid: &str) -> AuthResult<(String, u64)> {
         let ttl = self.config.access_token_ttl_secs;
         let token = self.keys.signer().sign(&TokenGrant {
-            account_id: account_id.to_owned(),
-            device_id,
+            account_id: acc.to_string(),
+            device_id: dev.get(),
             session_id: sid.to_owned(),
             roles: vec!["user".to_owned()],
             ttl: Duration::from_secs(ttl),
@@ -146,12 +188,8 @@ impl Auth {
     }
 
     /// Sign a device in: a new session replaces the device's previous one.
-    pub async fn start_session(
-        &self,
-        account_id: &str,
-        device_id: u32,
-    ) -> AuthResult<IssuedTokens> {
-        let dkey = store::device(account_id, device_id);
+    pub async fn start_session(&self, acc: AccountId, dev: DeviceId) -> AuthResult<IssuedTokens> {
+        let dkey = store::device(acc, dev);
         for _ in 0..store::MAX_ATTEMPTS {
             let Some((mut device, raw)) = store::get::<Device>(&*self.kv, &dkey).await? else {
                 return Err(AuthError::DeviceRemoved);
@@ -159,11 +197,11 @@ impl Auth {
             let now = self.now_ms();
             let sid = uuid::Uuid::new_v4().to_string();
             let (refresh, refresh_hash) = self.new_refresh(&sid);
-            let (access, access_exp) = self.sign_access(account_id, device_id, &sid)?;
+            let (access, access_exp) = self.sign_access(acc, dev, &sid)?;
             let refresh_expires_ms = now + self.config.refresh_token_ttl_secs * 1000;
             let session = Session {
-                account_id: account_id.to_owned(),
-                device_id,
+                account_id: acc,
+                device_id: dev,
                 created_ms: now,
                 last_refreshed_ms: now,
                 refresh_hash,
@@ -176,11 +214,11 @@ impl Auth {
             device.last_seen_ms = day(now);
             let txn = Txn::new()
                 .require_equals(dkey.clone(), raw)
-                .put(dkey.clone(), store::encode(&device)?)
-                .put(store::session(&sid), store::encode(&session)?)
+                .put(dkey.clone(), encode(&device))
+                .put(store::session(&sid), encode(&session))
                 .put(
-                    store::account_session(account_id, &sid),
-                    vec![store::VERSION],
+                    store::account_session(acc, &sid),
+                    store::INDEX_ENTRY.to_vec(),
                 );
             if store::commit(&*self.kv, txn).await? {
                 if let Some(prev) = previous {
@@ -226,7 +264,7 @@ impl Auth {
                     self.revoke_session(sid, SessionState::Revoked).await?;
                     self.audit(
                         AuditKind::RefreshTokenReused,
-                        &s.account_id,
+                        s.account_id,
                         Some(s.device_id),
                         format!("session {sid}"),
                     )
@@ -238,12 +276,12 @@ impl Auth {
             if s.refresh_expires_ms <= now {
                 return Err(AuthError::InvalidRefreshToken);
             }
-            let dkey = store::device(&s.account_id, s.device_id);
+            let dkey = store::device(s.account_id, s.device_id);
             let Some((mut device, draw)) = store::get::<Device>(&*self.kv, &dkey).await? else {
                 return Err(AuthError::DeviceRemoved);
             };
             let (refresh, refresh_hash) = self.new_refresh(sid);
-            let (access, access_exp) = self.sign_access(&s.account_id, s.device_id, sid)?;
+            let (access, access_exp) = self.sign_access(s.account_id, s.device_id, sid)?;
             s.used_hashes.push(s.refresh_hash);
             if s.used_hashes.len() > USED_HASHES_KEPT {
                 s.used_hashes.remove(0);
@@ -254,12 +292,12 @@ impl Auth {
             s.access_exp_max_s = s.access_exp_max_s.max(access_exp);
             let mut txn = Txn::new()
                 .require_equals(skey.clone(), raw)
-                .put(skey.clone(), store::encode(&s)?);
+                .put(skey.clone(), encode(&s));
             if device.last_seen_ms != day(now) {
                 device.last_seen_ms = day(now);
                 txn = txn
                     .require_equals(dkey.clone(), draw)
-                    .put(dkey.clone(), store::encode(&device)?);
+                    .put(dkey.clone(), encode(&device));
             }
             if store::commit(&*self.kv, txn).await? {
                 return Ok(IssuedTokens {
@@ -288,7 +326,7 @@ impl Auth {
             s.state = state;
             let txn = Txn::new()
                 .require_equals(skey.clone(), raw)
-                .put(skey.clone(), store::encode(&s)?);
+                .put(skey.clone(), encode(&s));
             if store::commit(&*self.kv, txn).await? {
                 break s;
             }
@@ -296,21 +334,19 @@ impl Auth {
         // Entries outlive every token of the session, with the verifier's leeway.
         let until = session.access_exp_max_s + 60;
         self.verifier.revocations().revoke(sid, until);
-        self.publish(
-            subjects::SESSION_REVOKED,
-            &SessionRevokedEvent {
+        self.events
+            .publish(&SessionRevoked {
                 session_id: sid.to_owned(),
-                account_id: session.account_id.clone(),
-                device_id: session.device_id,
+                account: session.account_id,
+                device: session.device_id,
                 tokens_valid_until: until,
-            },
-        )
-        .await;
-        self.clear_device_session(&session.account_id, session.device_id, sid)
+            })
+            .await;
+        self.clear_device_session(session.account_id, session.device_id, sid)
             .await?;
         self.audit(
             AuditKind::SessionRevoked,
-            &session.account_id,
+            session.account_id,
             Some(session.device_id),
             format!("session {sid} {state:?}"),
         )
@@ -318,7 +354,12 @@ impl Auth {
         Ok(true)
     }
 
-    async fn clear_device_session(&self, acc: &str, dev: u32, sid: &str) -> AuthResult<()> {
+    async fn clear_device_session(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+        sid: &str,
+    ) -> AuthResult<()> {
         let dkey = store::device(acc, dev);
         for _ in 0..store::MAX_ATTEMPTS {
             let Some((mut d, raw)) = store::get::<Device>(&*self.kv, &dkey).await? else {
@@ -330,7 +371,7 @@ impl Auth {
             d.session_id = None;
             let txn = Txn::new()
                 .require_equals(dkey.clone(), raw)
-                .put(dkey.clone(), store::encode(&d)?);
+                .put(dkey.clone(), encode(&d));
             if store::commit(&*self.kv, txn).await? {
                 return Ok(());
             }
@@ -339,7 +380,7 @@ impl Auth {
     }
 
     /// Every session (any state) of an account: `(session id, record)`.
-    pub async fn account_sessions(&self, acc: &str) -> AuthResult<Vec<(String, Session)>> {
+    pub async fn account_sessions(&self, acc: AccountId) -> AuthResult<Vec<(String, Session)>> {
         let prefix = store::account_sessions(acc);
         let mut out = Vec::new();
         for pair in store::scan_prefix(&*self.kv, &prefix, usize::MAX).await? {
@@ -352,7 +393,11 @@ impl Auth {
     }
 
     /// Revoke every live session of an account except `keep`. Returns how many.
-    pub async fn revoke_account_sessions(&self, acc: &str, keep: Option<&str>) -> AuthResult<u32> {
+    pub async fn revoke_account_sessions(
+        &self,
+        acc: AccountId,
+        keep: Option<&str>,
+    ) -> AuthResult<u32> {
         let mut n = 0;
         for (sid, s) in self.account_sessions(acc).await? {
             if s.state == SessionState::Live
@@ -365,11 +410,66 @@ impl Auth {
         Ok(n)
     }
 
-    pub async fn devices(&self, acc: &str) -> AuthResult<Vec<(u32, Device)>> {
+    /// The account's live, unexpired sessions, most recently refreshed first.
+    pub async fn live_sessions(
+        &self,
+        acc: AccountId,
+        current: &str,
+    ) -> AuthResult<Vec<SessionInfo>> {
+        let now = self.now_ms();
+        let mut sessions: Vec<(u64, SessionInfo)> = self
+            .account_sessions(acc)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.state == SessionState::Live && s.refresh_expires_ms > now)
+            .map(|(sid, s)| {
+                let last = s.last_refreshed_ms - s.last_refreshed_ms % 3_600_000;
+                (
+                    s.last_refreshed_ms,
+                    SessionInfo {
+                        current: sid == current,
+                        session_id: sid,
+                        device_id: s.device_id,
+                        created_ms: s.created_ms,
+                        last_refreshed_ms: last,
+                        expires_ms: s.refresh_expires_ms,
+                    },
+                )
+            })
+            .collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.0));
+        Ok(sessions.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// RevokeSession: revoke one live session of the caller's account. Another account's
+    /// session is indistinguishable from a missing one.
+    pub async fn revoke_own_session(&self, acc: AccountId, sid: &str) -> AuthResult<()> {
+        let owned = self
+            .account_sessions(acc)
+            .await?
+            .into_iter()
+            .any(|(s, rec)| s == sid && rec.state == SessionState::Live);
+        if !owned || !self.revoke_session(sid, SessionState::Revoked).await? {
+            return Err(AuthError::NotFound {
+                resource: "session",
+            });
+        }
+        Ok(())
+    }
+
+    /// RefreshSession from a client address (rate limited like logins).
+    pub async fn refresh_from(&self, token: &str, addr: IpAddr) -> AuthResult<IssuedTokens> {
+        take(&self.limits.login_per_address, &addr)?;
+        self.refresh(token).await
+    }
+
+    /// The account's devices, in id order.
+    pub async fn devices(&self, acc: AccountId) -> AuthResult<Vec<(DeviceId, Device)>> {
         let mut out = Vec::new();
         for pair in store::scan_prefix(&*self.kv, &store::devices(acc), 256).await? {
-            let id = pair.key.last().copied().map(u32::from).unwrap_or(0);
-            out.push((id, store::decode::<Device>(&pair.value)?));
+            let id = store::device_of_key(&pair.key)
+                .ok_or_else(|| StorageError::Corrupt(format!("device key {:?}", pair.key)))?;
+            out.push((id, decode::<Device>(&pair.value)?));
         }
         Ok(out)
     }

@@ -2,21 +2,21 @@
 
 use std::net::IpAddr;
 
-use guardyn_proto::guardyn::auth::v1::{DeviceLinkedEvent, DeviceRemovedEvent};
+use guardyn_common::ids::{AccountId, DeviceId};
+use guardyn_storage::record::encode;
 use guardyn_storage::{Txn, TxnOutcome};
 use zeroize::Zeroizing;
 
 use crate::accounts::NewDevice;
 use crate::audit::AuditKind;
-use crate::core::{Auth, IssuedTokens, subjects};
+use crate::core::{Core, IssuedTokens};
 use crate::error::{AuthError, AuthResult};
+use crate::events::{DeviceLinked, DeviceRemoved};
 use crate::limits::take;
 use crate::model::{Device, LinkCode, SessionState};
 use crate::prekeys::add_upload;
 use crate::secrets;
 use crate::store;
-
-pub const MAX_DEVICE_ID: u32 = 127;
 
 /// Check a device name: 1..64 characters.
 pub fn check_name(name: &str, field: &str) -> AuthResult<String> {
@@ -31,8 +31,13 @@ pub fn check_name(name: &str, field: &str) -> AuthResult<String> {
     Ok(name.to_owned())
 }
 
-impl Auth {
-    pub async fn rename_device(&self, acc: &str, dev: u32, name: String) -> AuthResult<Device> {
+impl Core {
+    pub async fn rename_device(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+        name: String,
+    ) -> AuthResult<Device> {
         let key = store::device(acc, dev);
         for _ in 0..store::MAX_ATTEMPTS {
             let Some((mut d, raw)) = store::get::<Device>(&*self.kv, &key).await? else {
@@ -41,7 +46,7 @@ impl Auth {
             d.name = name.clone();
             let txn = Txn::new()
                 .require_equals(key.clone(), raw)
-                .put(key.clone(), store::encode(&d)?);
+                .put(key.clone(), encode(&d));
             if store::commit(&*self.kv, txn).await? {
                 return Ok(d);
             }
@@ -49,7 +54,7 @@ impl Auth {
         Err(AuthError::Contention)
     }
 
-    pub async fn remove_device(&self, acc: &str, dev: u32) -> AuthResult<()> {
+    pub async fn remove_device(&self, acc: AccountId, dev: DeviceId) -> AuthResult<()> {
         let key = store::device(acc, dev);
         loop {
             let devices = self.devices(acc).await?;
@@ -65,7 +70,7 @@ impl Auth {
                 return Err(AuthError::LastDevice);
             };
             let txn = Txn::new()
-                .require_equals(key.clone(), store::encode(d)?)
+                .require_equals(key.clone(), encode(d))
                 .require_exists(store::device(acc, *other))
                 .delete(key.clone());
             if store::commit(&*self.kv, txn).await? {
@@ -80,14 +85,12 @@ impl Auth {
         }
         self.delete_prefix(&store::prekeys(acc, dev)).await?;
         self.delete_prefix(&store::key_packages(acc, dev)).await?;
-        self.publish(
-            subjects::DEVICE_REMOVED,
-            &DeviceRemovedEvent {
-                account_id: acc.to_owned(),
-                device_id: dev,
-            },
-        )
-        .await;
+        self.events
+            .publish(&DeviceRemoved {
+                account: acc,
+                device: dev,
+            })
+            .await;
         self.audit(AuditKind::DeviceRemoved, acc, Some(dev), "")
             .await
     }
@@ -95,15 +98,17 @@ impl Auth {
     /// CreateLinkCode: `(code, expires at ms)`.
     pub async fn create_link_code(
         &self,
-        acc: &str,
-        dev: u32,
+        acc: AccountId,
+        dev: DeviceId,
     ) -> AuthResult<(Zeroizing<String>, u64)> {
-        take(&self.limits.link_code_per_account, &acc.to_owned())?;
+        take(&self.limits.link_code_per_account, &acc)?;
         let akey = store::account(acc);
         for _ in 0..store::MAX_ATTEMPTS {
             let (mut account, raw) = self.account(acc).await?;
             let count = self.devices(acc).await?.len();
-            if count >= self.config.max_devices as usize || account.next_device_id > MAX_DEVICE_ID {
+            if count >= self.config.max_devices as usize
+                || DeviceId::new(account.next_device_id).is_none()
+            {
                 return Err(AuthError::DeviceLimit);
             }
             let code = secrets::random_token();
@@ -114,13 +119,13 @@ impl Auth {
                 txn = txn.delete(store::link_code(&old));
             }
             let record = LinkCode {
-                account_id: acc.to_owned(),
+                account_id: acc,
                 created_by: dev,
                 expires_ms,
             };
             txn = txn
-                .put(akey.clone(), store::encode(&account)?)
-                .put(store::link_code(&hash), store::encode(&record)?);
+                .put(akey.clone(), encode(&account))
+                .put(store::link_code(&hash), encode(&record));
             if store::commit(&*self.kv, txn).await? {
                 return Ok((code, expires_ms));
             }
@@ -134,7 +139,7 @@ impl Auth {
         code: &str,
         device: NewDevice,
         addr: IpAddr,
-    ) -> AuthResult<(String, u32, IssuedTokens)> {
+    ) -> AuthResult<(AccountId, DeviceId, IssuedTokens)> {
         take(&self.limits.login_per_address, &addr)?;
         let hash = secrets::sha256(code.as_bytes());
         let lkey = store::link_code(&hash);
@@ -147,47 +152,46 @@ impl Auth {
                 return Err(AuthError::CodeExpired);
             }
             device.validate("device.")?;
-            let acc = link.account_id.clone();
-            let akey = store::account(&acc);
+            let acc = link.account_id;
+            let akey = store::account(acc);
             let (mut account, araw) = self
-                .account(&acc)
+                .account(acc)
                 .await
                 .map_err(|_| AuthError::CodeExpired)?;
-            let count = self.devices(&acc).await?.len();
-            let dev = account.next_device_id;
-            if count >= self.config.max_devices as usize || dev > MAX_DEVICE_ID {
+            let count = self.devices(acc).await?.len();
+            let Some(dev) = DeviceId::new(account.next_device_id)
+                .filter(|_| count < self.config.max_devices as usize)
+            else {
                 return Err(AuthError::DeviceLimit);
-            }
+            };
             account.next_device_id += 1;
             account.link_code = None;
-            let dkey = store::device(&acc, dev);
+            let dkey = store::device(acc, dev);
             let txn = Txn::new()
                 .require_equals(lkey.clone(), lraw)
                 .require_equals(akey.clone(), araw)
                 .require_absent(dkey.clone())
                 .delete(lkey.clone())
-                .put(akey, store::encode(&account)?)
-                .put(dkey, store::encode(&device.record(self.now_ms()))?);
-            let (txn, _) = add_upload(txn, &acc, dev, &device.prekeys)?;
+                .put(akey, encode(&account))
+                .put(dkey, encode(&device.record(self.now_ms())));
+            let txn = add_upload(txn, acc, dev, &device.prekeys).0;
             match self.kv.commit(txn).await? {
                 TxnOutcome::Committed => break (acc, link.created_by, dev),
                 TxnOutcome::Conflict { .. } => continue,
             }
         };
-        let tokens = self.start_session(&acc, dev).await?;
-        self.publish(
-            subjects::DEVICE_LINKED,
-            &DeviceLinkedEvent {
-                account_id: acc.clone(),
-                device_id: dev,
-                linked_by_device_id: created_by,
+        let tokens = self.start_session(acc, dev).await?;
+        self.events
+            .publish(&DeviceLinked {
+                account: acc,
+                device: dev,
+                linked_by: created_by,
                 device_name: device.name.clone(),
-            },
-        )
-        .await;
+            })
+            .await;
         self.audit(
             AuditKind::DeviceLinked,
-            &acc,
+            acc,
             Some(dev),
             format!("by device {created_by} from {addr}"),
         )

@@ -4,37 +4,43 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use guardyn_common::ids::AccountId;
 use guardyn_common::mesh::{DeviceDirectory, DeviceEntry, MeshError};
 
-use crate::core::Auth;
+use crate::core::Core;
+use crate::error::AuthError;
 use crate::store;
 
 /// Auth's device list, served in-process.
 #[derive(Clone, Debug)]
-pub struct AuthDirectory(pub(crate) Arc<Auth>);
+pub struct AuthDirectory(pub(crate) Arc<Core>);
 
 #[async_trait]
 impl DeviceDirectory for AuthDirectory {
     async fn devices(&self, account_id: &str) -> Result<Option<Vec<DeviceEntry>>, MeshError> {
-        let unavailable = |e: crate::AuthError| {
+        let unavailable = |e: AuthError| {
             MeshError::Call(tonic::Status::unavailable(format!("device directory: {e}")))
+        };
+        // A malformed id names no account.
+        let Some(acc) = AccountId::parse(account_id) else {
+            return Ok(None);
         };
         if self
             .0
             .kv
-            .get(&store::account(account_id))
+            .get(&store::account(acc))
             .await
             .map_err(|e| unavailable(e.into()))?
             .is_none()
         {
             return Ok(None);
         }
-        let devices = self.0.devices(account_id).await.map_err(unavailable)?;
+        let devices = self.0.devices(acc).await.map_err(unavailable)?;
         Ok(Some(
             devices
                 .into_iter()
                 .map(|(device_id, d)| DeviceEntry {
-                    device_id,
+                    device_id: device_id.get(),
                     registration_id: d.registration_id,
                 })
                 .collect(),

@@ -148,8 +148,8 @@ impl From<AuthError> for ApiError {
                 .with_metadata("limit", "login_lockout")
                 .with_retry_after(retry_after),
             E::Limited(api) => api,
-            E::Storage(_)
-            | E::Corrupt(_)
+            E::Storage(e) => ApiError::from(e),
+            E::Corrupt(_)
             | E::Sign(_)
             | E::Hash(_)
             | E::Contention

@@ -6,12 +6,15 @@
 //! One-time packages are stored under their KeyPackageRef and consumed on claim; the
 //! last-resort package is handed out (and kept) only when none remain.
 
+use guardyn_common::ids::{AccountId, DeviceId};
 use guardyn_crypto::mls::{KeyPackagePolicy, validate_key_package};
 use guardyn_storage::Txn;
+use guardyn_storage::record::{decode, encode};
 
 use crate::audit::AuditKind;
-use crate::core::{Auth, token_now_s};
+use crate::core::{Core, token_now_s};
 use crate::error::{AuthError, AuthResult};
+use crate::limits::take;
 use crate::model::StoredKeyPackage;
 use crate::prekeys::{MAX_BATCH, claim_first, count};
 use crate::store;
@@ -21,13 +24,17 @@ pub const MAX_KEY_PACKAGE_BYTES: usize = 64 * 1024;
 /// A claimed KeyPackage.
 #[derive(Clone, Debug)]
 pub struct Claimed {
-    pub device_id: u32,
+    pub device_id: DeviceId,
     pub bytes: Vec<u8>,
     pub last_resort: bool,
 }
 
-impl Auth {
-    pub async fn key_package_counts(&self, acc: &str, dev: u32) -> AuthResult<(u32, bool)> {
+impl Core {
+    pub async fn key_package_counts(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+    ) -> AuthResult<(u32, bool)> {
         let n = count(
             &*self.kv,
             &store::one_time_kps(acc, dev),
@@ -44,8 +51,8 @@ impl Auth {
 
     pub async fn upload_key_packages(
         &self,
-        acc: &str,
-        dev: u32,
+        acc: AccountId,
+        dev: DeviceId,
         packages: Vec<Vec<u8>>,
         last_resort: bool,
     ) -> AuthResult<(u32, bool)> {
@@ -94,10 +101,10 @@ impl Auth {
                     reason: "credential identity must be the uploading device's address <account_id>.<device_id>".into(),
                 });
             }
-            let stored = store::encode(&StoredKeyPackage {
+            let stored = encode(&StoredKeyPackage {
                 bytes: bytes.clone(),
                 not_after: summary.not_after,
-            })?;
+            });
             let key = if last_resort {
                 store::last_resort_kp(acc, dev)
             } else {
@@ -124,13 +131,16 @@ impl Auth {
         self.key_package_counts(acc, dev).await
     }
 
+    /// ClaimKeyPackages: one per listed device (every device when `device_ids` is empty),
+    /// never the caller's own.
     pub async fn claim_key_packages(
         &self,
-        caller_acc: &str,
-        caller_dev: u32,
-        acc: &str,
-        device_ids: &[u32],
-    ) -> AuthResult<(Vec<Claimed>, Vec<u32>)> {
+        caller_acc: AccountId,
+        caller_dev: DeviceId,
+        acc: AccountId,
+        device_ids: &[DeviceId],
+    ) -> AuthResult<(Vec<Claimed>, Vec<DeviceId>)> {
+        take(&self.limits.prekey_fetch_per_target, &(caller_acc, acc))?;
         if self.kv.get(&store::account(acc)).await?.is_none() {
             return Err(AuthError::NotFound {
                 resource: "account",
@@ -158,11 +168,15 @@ impl Auth {
         Ok((claimed, unavailable))
     }
 
-    async fn claim_one_kp(&self, acc: &str, dev: u32) -> AuthResult<Option<(Vec<u8>, bool)>> {
+    async fn claim_one_kp(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+    ) -> AuthResult<Option<(Vec<u8>, bool)>> {
         let now_s = token_now_s();
         // Expired one-time packages are discarded on the way.
         while let Some(raw) = claim_first(&*self.kv, &store::one_time_kps(acc, dev)).await? {
-            let kp: StoredKeyPackage = store::decode(&raw)?;
+            let kp: StoredKeyPackage = decode(&raw)?;
             if kp.not_after > now_s {
                 return Ok(Some((kp.bytes, false)));
             }

@@ -5,10 +5,11 @@
 //! It serves `guardyn.auth.v1.{AuthService, DeviceService, MfaService, KeyDirectoryService}`.
 //! It owns every KvStore key under `auth/v1/` (layout in [`store`]) and publishes the events
 //! `auth.session.revoked`, `auth.account.deleted`, `auth.device.linked`, `auth.device.removed`
-//! and `auth.prekeys.low` (payloads in `guardyn/auth/v1/events.proto`). It never holds a
-//! private key of a user: only public keys, password hashes and hashes of credentials it
-//! issues. The secrets it must read back (TOTP secrets, its token-signing seeds) are sealed
-//! with a server master key kept outside the KvStore ([`sealing`]).
+//! and `auth.prekeys.low` (payloads in `guardyn_common::events::auth`, published through
+//! `events.rs`). It never holds a private key of a user: only public keys, password hashes and
+//! hashes of credentials it issues. The secrets it must read back (TOTP secrets, its
+//! token-signing seeds) are sealed with a server master key kept outside the KvStore
+//! ([`sealing`]).
 //!
 //! Depends on the shared crates (common, proto, storage traits, events trait, crypto); it must
 //! not depend on another service crate or on a storage engine.
@@ -20,6 +21,7 @@ mod core;
 mod devices;
 mod directory;
 mod error;
+mod events;
 mod grpc;
 mod keypackages;
 mod limits;
@@ -36,8 +38,9 @@ use std::time::Duration;
 
 use guardyn_common::auth::{PublicMethods, TokenConfig};
 use guardyn_common::server::{ServerContext, ServiceSet};
-use guardyn_crypto::mls::KeyPackagePolicy;
 use guardyn_service::{Handles, RegisterError, Seams, Service};
+
+use crate::core::Core;
 
 pub use crate::config::{Argon2Config, AuthConfig, AuthLimits, LockoutConfig};
 pub use crate::directory::AuthDirectory;
@@ -92,9 +95,12 @@ impl Service for Auth {
         seams: &mut Seams,
         set: &mut ServiceSet,
     ) -> Result<(), RegisterError> {
-        let core = build(&self.config, &self.tokens, handles)
+        let core = Core::build(&self.config, &self.tokens, handles)
             .await
             .map_err(|e| RegisterError::failed("auth", e))?;
+        core.keys.install(&handles.ctx.verifier);
+        spawn_rotation(core.keys.clone(), handles.ctx.clone());
+        let core = Arc::new(core);
         let max = handles.server.max_request_bytes;
         set.add(grpc::auth_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::device_server(core.clone()).max_decoding_message_size(max));
@@ -103,52 +109,6 @@ impl Service for Auth {
         seams.device_directory = Some(Arc::new(AuthDirectory(core)));
         Ok(())
     }
-}
-
-async fn build(
-    config: &AuthConfig,
-    tokens: &TokenConfig,
-    handles: &Handles,
-) -> Result<Arc<core::Auth>, AuthError> {
-    let key_file = config.master_key_file.clone();
-    let data_dir = handles.data_dir.clone();
-    let kv = handles.stores.kv.clone();
-    let master = Arc::new(
-        core::blocking(move || sealing::MasterKey::load_or_create(&key_file, &data_dir)).await?,
-    );
-    let keys = Arc::new(
-        KeyStore::open(
-            kv.clone(),
-            handles.clock.clone(),
-            master.clone(),
-            tokens.clone(),
-            config.signing_key_rotation_secs,
-            config.access_token_ttl_secs,
-        )
-        .await?,
-    );
-    keys.install(&handles.ctx.verifier);
-    spawn_rotation(keys.clone(), handles.ctx.clone());
-
-    let dummy_params = config.argon2.clone();
-    let dummy_hash = core::blocking(move || {
-        let password = secrets::random_token();
-        secrets::hash_password(&password, &dummy_params)
-    })
-    .await?;
-    Ok(Arc::new(core::Auth {
-        config: config.clone(),
-        kv: kv.clone(),
-        bus: handles.bus.clone(),
-        clock: handles.clock.clone(),
-        verifier: handles.ctx.verifier.clone(),
-        keys,
-        master,
-        limits: limits::Limiters::new(&config.limits),
-        audit: audit::AuditLog::new(kv, handles.clock.clone()),
-        dummy_hash,
-        kp_policy: KeyPackagePolicy::default(),
-    }))
 }
 
 fn spawn_rotation(keys: Arc<KeyStore>, ctx: ServerContext) {

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use guardyn_common::ids::AccountId;
 use guardyn_common::ratelimit::KeyedLimiter;
+use guardyn_storage::record::encode;
 use guardyn_storage::{KvStore, Txn};
 
 use crate::config::{AuthLimits, LockoutConfig};
@@ -16,12 +18,14 @@ use crate::store;
 #[derive(Debug)]
 pub struct Limiters {
     pub login_per_address: KeyedLimiter<IpAddr>,
+    /// Keyed by the normalized username (known or not).
     pub login_per_account: KeyedLimiter<String>,
     pub register_per_address: KeyedLimiter<IpAddr>,
-    pub totp_per_account: KeyedLimiter<String>,
-    pub password_per_account: KeyedLimiter<String>,
-    pub prekey_fetch_per_target: KeyedLimiter<(String, String)>,
-    pub link_code_per_account: KeyedLimiter<String>,
+    pub totp_per_account: KeyedLimiter<AccountId>,
+    pub password_per_account: KeyedLimiter<AccountId>,
+    /// Keyed by (caller, target account).
+    pub prekey_fetch_per_target: KeyedLimiter<(AccountId, AccountId)>,
+    pub link_code_per_account: KeyedLimiter<AccountId>,
 }
 
 impl Limiters {
@@ -84,7 +88,7 @@ pub async fn record_failure(
         }
         let txn = Txn::new()
             .require_unchanged(key.clone(), raw.as_deref())
-            .put(key.clone(), store::encode(&l)?);
+            .put(key.clone(), encode(&l));
         if store::commit(kv, txn).await? {
             return Ok(());
         }

@@ -11,13 +11,14 @@
 //! secret that does not open (wrong master key) fails the check with an internal error; it is
 //! never treated as a wrong or a right code.
 
+use guardyn_common::ids::AccountId;
 use guardyn_storage::Txn;
+use guardyn_storage::record::encode;
 use tonic::Code;
 use zeroize::Zeroizing;
 
-use crate::accounts::SecondFactor;
 use crate::audit::AuditKind;
-use crate::core::Auth;
+use crate::core::Core;
 use crate::error::{AuthError, AuthResult};
 use crate::limits::take;
 use crate::model::{Account, PendingTotp, Totp};
@@ -57,6 +58,22 @@ fn base32(secret: &[u8]) -> String {
     totp_rs::Secret::from(secret.to_vec()).to_base32()
 }
 
+/// The second factor of an RPC.
+#[derive(Clone)]
+pub enum SecondFactor {
+    Totp(Zeroizing<String>),
+    Recovery(Zeroizing<String>),
+}
+
+impl std::fmt::Debug for SecondFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Totp(_) => f.write_str("Totp(..)"),
+            Self::Recovery(_) => f.write_str("Recovery(..)"),
+        }
+    }
+}
+
 /// Enrolment material for the authenticator app.
 pub struct Enrollment {
     pub uri: Zeroizing<String>,
@@ -70,7 +87,7 @@ impl std::fmt::Debug for Enrollment {
     }
 }
 
-impl Auth {
+impl Core {
     fn now_s(&self) -> u64 {
         self.now_ms() / 1000
     }
@@ -78,7 +95,7 @@ impl Auth {
     /// Apply `change` to the account with compare-and-set, retrying on conflict.
     async fn update_account<T>(
         &self,
-        acc: &str,
+        acc: AccountId,
         mut change: impl FnMut(&mut Account) -> AuthResult<T>,
     ) -> AuthResult<T> {
         let key = store::account(acc);
@@ -87,7 +104,7 @@ impl Auth {
             let out = change(&mut account)?;
             let txn = Txn::new()
                 .require_equals(key.clone(), raw)
-                .put(key.clone(), store::encode(&account)?);
+                .put(key.clone(), encode(&account));
             if store::commit(&*self.kv, txn).await? {
                 return Ok(out);
             }
@@ -97,8 +114,13 @@ impl Auth {
 
     /// Check and consume a TOTP or recovery code. Errors: `InvalidCode` (code to be chosen by
     /// the caller), `MfaNotEnabled`.
-    pub async fn consume_second_factor(&self, acc: &str, factor: &SecondFactor) -> AuthResult<()> {
+    pub async fn consume_second_factor(
+        &self,
+        acc: AccountId,
+        factor: &SecondFactor,
+    ) -> AuthResult<()> {
         let now_s = self.now_s();
+        let owner = acc.to_string();
         let used_recovery = self
             .update_account(acc, |a| {
                 let invalid = AuthError::InvalidCode {
@@ -107,7 +129,9 @@ impl Auth {
                 let totp = a.totp.as_mut().ok_or(AuthError::MfaNotEnabled)?;
                 match factor {
                     SecondFactor::Totp(code) => {
-                        let secret = self.master.open(Purpose::Totp(acc), &totp.sealed_secret)?;
+                        let secret = self
+                            .master
+                            .open(Purpose::Totp(&owner), &totp.sealed_secret)?;
                         let step = check_totp(&secret, code, now_s, Some(totp.last_step))
                             .ok_or(invalid)?;
                         totp.last_step = step;
@@ -133,9 +157,10 @@ impl Auth {
         Ok(())
     }
 
-    pub async fn begin_totp(&self, acc: &str) -> AuthResult<Enrollment> {
+    pub async fn begin_totp(&self, acc: AccountId) -> AuthResult<Enrollment> {
         let secret = Zeroizing::new(rand::random::<[u8; 20]>().to_vec());
-        let sealed_secret = self.master.seal(Purpose::Totp(acc), &secret)?;
+        let owner = acc.to_string();
+        let sealed_secret = self.master.seal(Purpose::Totp(&owner), &secret)?;
         let expires_ms = self.now_ms() + self.config.totp_enrollment_ttl_secs * 1000;
         let username = self
             .update_account(acc, |a| {
@@ -161,10 +186,15 @@ impl Auth {
         })
     }
 
-    pub async fn confirm_totp(&self, acc: &str, code: &str) -> AuthResult<Vec<Zeroizing<String>>> {
-        take(&self.limits.totp_per_account, &acc.to_owned())?;
+    pub async fn confirm_totp(
+        &self,
+        acc: AccountId,
+        code: &str,
+    ) -> AuthResult<Vec<Zeroizing<String>>> {
+        take(&self.limits.totp_per_account, &acc)?;
         let now_ms = self.now_ms();
         let now_s = self.now_s();
+        let owner = acc.to_string();
         let codes: Vec<Zeroizing<String>> = (0..RECOVERY_CODES)
             .map(|_| secrets::recovery_code())
             .collect();
@@ -183,7 +213,7 @@ impl Auth {
                 .ok_or(AuthError::MfaNotEnabled)?;
             let secret = self
                 .master
-                .open(Purpose::Totp(acc), &pending.sealed_secret)?;
+                .open(Purpose::Totp(&owner), &pending.sealed_secret)?;
             let step = check_totp(&secret, code, now_s, None).ok_or(AuthError::InvalidCode {
                 code: Code::InvalidArgument,
             })?;
@@ -203,7 +233,7 @@ impl Auth {
 
     pub async fn disable_totp(
         &self,
-        acc: &str,
+        acc: AccountId,
         password: &str,
         factor: SecondFactor,
     ) -> AuthResult<()> {
@@ -211,7 +241,7 @@ impl Auth {
         if account.totp.is_none() {
             return Err(AuthError::MfaNotEnabled);
         }
-        take(&self.limits.totp_per_account, &acc.to_owned())?;
+        take(&self.limits.totp_per_account, &acc)?;
         self.consume_second_factor(acc, &factor)
             .await
             .map_err(permission)?;
@@ -226,10 +256,10 @@ impl Auth {
 
     pub async fn regenerate_recovery_codes(
         &self,
-        acc: &str,
+        acc: AccountId,
         code: &str,
     ) -> AuthResult<Vec<Zeroizing<String>>> {
-        take(&self.limits.totp_per_account, &acc.to_owned())?;
+        take(&self.limits.totp_per_account, &acc)?;
         self.consume_second_factor(acc, &SecondFactor::Totp(Zeroizing::new(code.to_owned())))
             .await
             .map_err(permission)?;
@@ -251,7 +281,7 @@ impl Auth {
     }
 
     /// `(enabled at ms, recovery codes left)`.
-    pub async fn mfa_status(&self, acc: &str) -> AuthResult<(Option<u64>, u32)> {
+    pub async fn mfa_status(&self, acc: AccountId) -> AuthResult<(Option<u64>, u32)> {
         let (a, _) = self.account(acc).await?;
         Ok((
             a.totp.map(|t| t.enabled_ms),
@@ -271,7 +301,7 @@ fn permission(e: AuthError) -> AuthError {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

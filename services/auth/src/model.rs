@@ -7,7 +7,29 @@
 
 use std::fmt;
 
+use guardyn_common::ids::{AccountId, DeviceId};
 use serde::{Deserialize, Serialize};
+
+/// Account ids inside records are stored as their canonical 36-character string (the layout
+/// the records were first written with) and parsed back on read; device ids as their `u32`.
+mod account_str {
+    use guardyn_common::ids::AccountId;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &AccountId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AccountId, D::Error> {
+        let s = String::deserialize(d)?;
+        AccountId::parse(&s).ok_or_else(|| D::Error::custom("not an account id"))
+    }
+}
+
+/// The value of `username/<name>`: the account's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsernameEntry(#[serde(with = "account_str")] pub AccountId);
 
 /// An Argon2id password hash with its parameters, so parameters can change without
 /// invalidating stored hashes.
@@ -88,8 +110,9 @@ pub enum SessionState {
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    pub account_id: String,
-    pub device_id: u32,
+    #[serde(with = "account_str")]
+    pub account_id: AccountId,
+    pub device_id: DeviceId,
     pub created_ms: u64,
     pub last_refreshed_ms: u64,
     /// SHA-256 of the current refresh token.
@@ -115,15 +138,17 @@ impl fmt::Debug for Session {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkCode {
-    pub account_id: String,
-    pub created_by: u32,
+    #[serde(with = "account_str")]
+    pub account_id: AccountId,
+    pub created_by: DeviceId,
     pub expires_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MfaTicket {
-    pub account_id: String,
-    pub device_id: u32,
+    #[serde(with = "account_str")]
+    pub account_id: AccountId,
+    pub device_id: DeviceId,
     pub expires_ms: u64,
     pub attempts_left: u32,
 }

@@ -4,13 +4,16 @@
 //! pool prefix and deletes it in a transaction that requires the value to be unchanged; a
 //! fetcher that loses the race retries with the next key.
 
+use guardyn_common::ids::{AccountId, DeviceId};
 use guardyn_crypto::{IdentityKey, KemPublicKey, PublicKey};
-use guardyn_proto::guardyn::auth::v1::PreKeysLowEvent;
+use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{KvStore, Txn, TxnOutcome};
 
 use crate::audit::AuditKind;
-use crate::core::{Auth, subjects};
+use crate::core::Core;
 use crate::error::{AuthError, AuthResult};
+use crate::events::PreKeysLow;
+use crate::limits::take;
 use crate::model::{Device, StoredPreKey};
 use crate::store;
 
@@ -38,7 +41,7 @@ pub struct Counts {
 /// One device's bundle.
 #[derive(Clone, Debug)]
 pub struct Bundle {
-    pub device_id: u32,
+    pub device_id: DeviceId,
     pub registration_id: u32,
     pub identity_key: Vec<u8>,
     pub signed: StoredPreKey,
@@ -136,23 +139,23 @@ pub fn validate_upload(identity_key: &[u8], u: &PreKeyUpload, prefix: &str) -> A
 
 /// Add the upload's writes to `txn`; one-time keys must not exist yet. Returns the txn and
 /// the index of the first one-time-key condition (for telling ALREADY_EXISTS apart).
-pub fn add_upload(mut txn: Txn, acc: &str, dev: u32, u: &PreKeyUpload) -> AuthResult<(Txn, usize)> {
+pub fn add_upload(mut txn: Txn, acc: AccountId, dev: DeviceId, u: &PreKeyUpload) -> (Txn, usize) {
     let first = txn.conditions.len();
     if let Some(k) = &u.signed {
-        txn = txn.put(store::signed_prekey(acc, dev), store::encode(k)?);
+        txn = txn.put(store::signed_prekey(acc, dev), encode(k));
     }
     if let Some(k) = &u.last_resort_kem {
-        txn = txn.put(store::last_resort_kem(acc, dev), store::encode(k)?);
+        txn = txn.put(store::last_resort_kem(acc, dev), encode(k));
     }
     for k in &u.kem {
         let key = store::kem_prekey(acc, dev, k.key_id);
-        txn = txn.require_absent(key.clone()).put(key, store::encode(k)?);
+        txn = txn.require_absent(key.clone()).put(key, encode(k));
     }
     for k in &u.ec {
         let key = store::ec_prekey(acc, dev, k.key_id);
-        txn = txn.require_absent(key.clone()).put(key, store::encode(k)?);
+        txn = txn.require_absent(key.clone()).put(key, encode(k));
     }
-    Ok((txn, first))
+    (txn, first)
 }
 
 /// Atomically take the first value under `prefix`.
@@ -178,8 +181,8 @@ pub async fn count(kv: &dyn KvStore, prefix: &[u8], cap: u32) -> AuthResult<u32>
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
-impl Auth {
-    pub async fn prekey_counts(&self, acc: &str, dev: u32) -> AuthResult<Counts> {
+impl Core {
+    pub async fn prekey_counts(&self, acc: AccountId, dev: DeviceId) -> AuthResult<Counts> {
         let cap = self.config.max_stored_prekeys;
         let signed = store::get::<StoredPreKey>(&*self.kv, &store::signed_prekey(acc, dev)).await?;
         Ok(Counts {
@@ -195,7 +198,12 @@ impl Auth {
     }
 
     /// UploadPreKeys for the calling device.
-    pub async fn upload_prekeys(&self, acc: &str, dev: u32, u: PreKeyUpload) -> AuthResult<Counts> {
+    pub async fn upload_prekeys(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+        u: PreKeyUpload,
+    ) -> AuthResult<Counts> {
         let dkey = store::device(acc, dev);
         let Some((device, _)) = store::get::<Device>(&*self.kv, &dkey).await? else {
             return Err(AuthError::DeviceRemoved);
@@ -213,7 +221,7 @@ impl Auth {
                 quota: "one_time_kem_prekeys",
             });
         }
-        let (txn, first) = add_upload(Txn::new().require_exists(dkey), acc, dev, &u)?;
+        let (txn, first) = add_upload(Txn::new().require_exists(dkey), acc, dev, &u);
         match self.kv.commit(txn).await? {
             TxnOutcome::Committed => {}
             TxnOutcome::Conflict { condition } if condition >= first => {
@@ -239,43 +247,50 @@ impl Auth {
         self.prekey_counts(acc, dev).await
     }
 
-    /// GetPreKeyBundle. `device_id` 0 = every device except the caller's.
+    /// GetPreKeyBundle: one device, or (`None`) every device except the caller's.
     pub async fn fetch_bundles(
         &self,
-        caller_acc: &str,
-        caller_dev: u32,
-        acc: &str,
-        device_id: u32,
-    ) -> AuthResult<(Vec<Bundle>, Vec<u32>)> {
+        caller_acc: AccountId,
+        caller_dev: DeviceId,
+        acc: AccountId,
+        target: Option<DeviceId>,
+    ) -> AuthResult<(Vec<Bundle>, Vec<DeviceId>)> {
+        take(&self.limits.prekey_fetch_per_target, &(caller_acc, acc))?;
         if self.kv.get(&store::account(acc)).await?.is_none() {
             return Err(AuthError::NotFound {
                 resource: "account",
             });
         }
         let devices = self.devices(acc).await?;
-        let own = |id: u32| acc == caller_acc && id == caller_dev;
-        let targets: Vec<(u32, Device)> = if device_id == 0 {
-            devices.into_iter().filter(|(id, _)| !own(*id)).collect()
-        } else {
-            let d = devices
-                .into_iter()
-                .find(|(id, _)| *id == device_id && !own(*id))
-                .ok_or(AuthError::NotFound { resource: "device" })?;
-            vec![d]
+        let own = |id: DeviceId| acc == caller_acc && id == caller_dev;
+        let targets: Vec<(DeviceId, Device)> = match target {
+            None => devices.into_iter().filter(|(id, _)| !own(*id)).collect(),
+            Some(target) => {
+                let d = devices
+                    .into_iter()
+                    .find(|(id, _)| *id == target && !own(*id))
+                    .ok_or(AuthError::NotFound { resource: "device" })?;
+                vec![d]
+            }
         };
         let mut bundles = Vec::new();
         let mut unavailable = Vec::new();
         for (id, device) in targets {
             match self.bundle_for(acc, id, device).await? {
                 Some(b) => bundles.push(b),
-                None if device_id != 0 => return Err(AuthError::PrekeysExhausted),
+                None if target.is_some() => return Err(AuthError::PrekeysExhausted),
                 None => unavailable.push(id),
             }
         }
         Ok((bundles, unavailable))
     }
 
-    async fn bundle_for(&self, acc: &str, dev: u32, device: Device) -> AuthResult<Option<Bundle>> {
+    async fn bundle_for(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+        device: Device,
+    ) -> AuthResult<Option<Bundle>> {
         let kv = &*self.kv;
         let Some((signed, _)) =
             store::get::<StoredPreKey>(kv, &store::signed_prekey(acc, dev)).await?
@@ -284,7 +299,7 @@ impl Auth {
         };
         let (kem, kem_is_last_resort) = match claim_first(kv, &store::kem_prekeys(acc, dev)).await?
         {
-            Some(raw) => (store::decode::<StoredPreKey>(&raw)?, false),
+            Some(raw) => (decode::<StoredPreKey>(&raw)?, false),
             None => {
                 match store::get::<StoredPreKey>(kv, &store::last_resort_kem(acc, dev)).await? {
                     Some((k, _)) => (k, true),
@@ -293,7 +308,7 @@ impl Auth {
             }
         };
         let ec = match claim_first(kv, &store::ec_prekeys(acc, dev)).await? {
-            Some(raw) => Some(store::decode::<StoredPreKey>(&raw)?),
+            Some(raw) => Some(decode::<StoredPreKey>(&raw)?),
             None => None,
         };
         self.check_low(acc, dev).await?;
@@ -309,7 +324,7 @@ impl Auth {
     }
 
     /// Publish `auth.prekeys.low` when a pool is below the threshold.
-    pub async fn check_low(&self, acc: &str, dev: u32) -> AuthResult<()> {
+    pub async fn check_low(&self, acc: AccountId, dev: DeviceId) -> AuthResult<()> {
         let threshold = self.config.prekey_low_threshold;
         let c = self.prekey_counts(acc, dev).await?;
         let kps = count(
@@ -319,18 +334,16 @@ impl Auth {
         )
         .await?;
         if c.ec < threshold || c.kem < threshold || kps < threshold {
-            self.publish(
-                subjects::PREKEYS_LOW,
-                &PreKeysLowEvent {
-                    account_id: acc.to_owned(),
-                    device_id: dev,
+            self.events
+                .publish(&PreKeysLow {
+                    account: acc,
+                    device: dev,
                     one_time_prekeys: c.ec,
                     one_time_kem_prekeys: c.kem,
                     key_packages: kps,
                     has_last_resort_kem_prekey: c.has_last_resort,
-                },
-            )
-            .await;
+                })
+                .await;
         }
         Ok(())
     }

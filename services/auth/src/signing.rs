@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use guardyn_common::auth::{TokenConfig, TokenSigner, TokenVerifier, VerificationKey};
 use guardyn_common::clock::SharedClock;
 use guardyn_common::mesh::{KeySource, MeshError};
+use guardyn_storage::record::encode;
 use guardyn_storage::{KvStore, Txn};
 use zeroize::Zeroizing;
 
@@ -218,7 +219,7 @@ async fn ensure(
         set.keys.push(new_key(master, now)?);
         let txn = Txn::new()
             .require_unchanged(key.clone(), raw.as_deref())
-            .put(key.clone(), store::encode(&set)?);
+            .put(key.clone(), encode(&set));
         if store::commit(kv, txn).await? {
             tracing::info!(kid = %set.keys.last().map(|k| k.kid.as_str()).unwrap_or(""), "new token signing key");
             return Ok(set);

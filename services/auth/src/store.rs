@@ -8,7 +8,7 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `username/<name>` | account id |
+//! | `username/<name>` | [`crate::model::UsernameEntry`] (the account id) |
 //! | `account/<acc>` | [`crate::model::Account`] (TOTP secret sealed) |
 //! | `device/<acc>/<dev>` | [`crate::model::Device`] |
 //! | `session/<sid>` | [`crate::model::Session`] |
@@ -21,40 +21,48 @@
 //! | `signing` | [`crate::model::SigningKeys`] (seeds sealed, [`crate::sealing`]) |
 //! | `audit/<seq>` · `audithead` | the audit chain ([`crate::audit`]) |
 
-use guardyn_storage::{Direction, KeyRange, KvStore, Txn, TxnOutcome};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use guardyn_common::ids::{AccountId, DeviceId, hex};
+use guardyn_storage::record::{Record, decode};
+use guardyn_storage::{Direction, KeyRange, KvPair, KvStore, Txn, TxnOutcome};
 
-use crate::error::{AuthError, AuthResult};
+use crate::error::AuthResult;
+use crate::model::{
+    Account, Device, LinkCode, Lockout, MfaTicket, Session, SigningKeys, StoredKeyPackage,
+    StoredPreKey, UsernameEntry,
+};
 
-/// Version tag of every value this crate writes.
+/// Version tag of every record this crate writes (the only one so far).
 pub const VERSION: u8 = 1;
+
+/// Value of an index entry (`acctsess/...`): the version byte alone.
+pub const INDEX_ENTRY: [u8; 1] = [VERSION];
 
 /// How often an optimistic transaction is retried before giving up.
 pub const MAX_ATTEMPTS: usize = 64;
 
-pub fn encode<T: Serialize>(value: &T) -> AuthResult<Vec<u8>> {
-    let mut out = vec![VERSION];
-    let body = postcard::to_stdvec(value).map_err(|e| AuthError::Corrupt(e.to_string()))?;
-    out.extend_from_slice(&body);
-    Ok(out)
+macro_rules! records {
+    ($($t:ty),* $(,)?) => {
+        $(impl Record for $t {
+            const VERSION: u8 = VERSION;
+        })*
+    };
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> AuthResult<T> {
-    match bytes.split_first() {
-        Some((&VERSION, body)) => {
-            postcard::from_bytes(body).map_err(|e| AuthError::Corrupt(e.to_string()))
-        }
-        Some((v, _)) => Err(AuthError::Corrupt(format!("unknown version {v}"))),
-        None => Err(AuthError::Corrupt("empty value".into())),
-    }
-}
+records!(
+    Account,
+    Device,
+    Session,
+    LinkCode,
+    MfaTicket,
+    Lockout,
+    StoredPreKey,
+    StoredKeyPackage,
+    SigningKeys,
+    UsernameEntry,
+);
 
 /// Read and decode; `None` when absent. Also returns the raw bytes for `require_unchanged`.
-pub async fn get<T: DeserializeOwned>(
-    kv: &dyn KvStore,
-    key: &[u8],
-) -> AuthResult<Option<(T, Vec<u8>)>> {
+pub async fn get<R: Record>(kv: &dyn KvStore, key: &[u8]) -> AuthResult<Option<(R, Vec<u8>)>> {
     match kv.get(key).await? {
         Some(raw) => Ok(Some((decode(&raw)?, raw))),
         None => Ok(None),
@@ -67,11 +75,7 @@ pub async fn commit(kv: &dyn KvStore, txn: Txn) -> AuthResult<bool> {
 }
 
 /// Keys under a prefix, in order.
-pub async fn scan_prefix(
-    kv: &dyn KvStore,
-    prefix: &[u8],
-    limit: usize,
-) -> AuthResult<Vec<guardyn_storage::KvPair>> {
+pub async fn scan_prefix(kv: &dyn KvStore, prefix: &[u8], limit: usize) -> AuthResult<Vec<KvPair>> {
     Ok(kv
         .scan(KeyRange::prefix(prefix), Direction::Forward, limit)
         .await?)
@@ -93,28 +97,28 @@ fn k(parts: &[&[u8]]) -> Vec<u8> {
 pub fn username(name: &str) -> Vec<u8> {
     k(&[b"username", name.as_bytes()])
 }
-pub fn account(acc: &str) -> Vec<u8> {
-    k(&[b"account", acc.as_bytes()])
+pub fn account(acc: AccountId) -> Vec<u8> {
+    k(&[b"account", acc.to_string().as_bytes()])
 }
-pub fn device(acc: &str, dev: u32) -> Vec<u8> {
+pub fn device(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     let mut key = devices(acc);
     key.push(dev_byte(dev));
     key
 }
 /// Prefix of an account's devices.
-pub fn devices(acc: &str) -> Vec<u8> {
-    let mut key = k(&[b"device", acc.as_bytes()]);
+pub fn devices(acc: AccountId) -> Vec<u8> {
+    let mut key = k(&[b"device", acc.to_string().as_bytes()]);
     key.push(b'/');
     key
 }
 pub fn session(sid: &str) -> Vec<u8> {
     k(&[b"session", sid.as_bytes()])
 }
-pub fn account_session(acc: &str, sid: &str) -> Vec<u8> {
-    k(&[b"acctsess", acc.as_bytes(), sid.as_bytes()])
+pub fn account_session(acc: AccountId, sid: &str) -> Vec<u8> {
+    k(&[b"acctsess", acc.to_string().as_bytes(), sid.as_bytes()])
 }
-pub fn account_sessions(acc: &str) -> Vec<u8> {
-    let mut key = k(&[b"acctsess", acc.as_bytes()]);
+pub fn account_sessions(acc: AccountId) -> Vec<u8> {
+    let mut key = k(&[b"acctsess", acc.to_string().as_bytes()]);
     key.push(b'/');
     key
 }
@@ -141,58 +145,58 @@ pub fn audit_head() -> Vec<u8> {
 }
 
 /// Prefix of all prekeys of one device.
-pub fn prekeys(acc: &str, dev: u32) -> Vec<u8> {
-    let mut key = k(&[b"pk", acc.as_bytes()]);
+pub fn prekeys(acc: AccountId, dev: DeviceId) -> Vec<u8> {
+    let mut key = k(&[b"pk", acc.to_string().as_bytes()]);
     key.push(b'/');
     key.push(dev_byte(dev));
     key.push(b'/');
     key
 }
 /// Prefix of all prekeys of an account.
-pub fn account_prekeys(acc: &str) -> Vec<u8> {
-    let mut key = k(&[b"pk", acc.as_bytes()]);
+pub fn account_prekeys(acc: AccountId) -> Vec<u8> {
+    let mut key = k(&[b"pk", acc.to_string().as_bytes()]);
     key.push(b'/');
     key
 }
-pub fn signed_prekey(acc: &str, dev: u32) -> Vec<u8> {
+pub fn signed_prekey(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     with(prekeys(acc, dev), b"s")
 }
-pub fn last_resort_kem(acc: &str, dev: u32) -> Vec<u8> {
+pub fn last_resort_kem(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     with(prekeys(acc, dev), b"l")
 }
-pub fn kem_prekeys(acc: &str, dev: u32) -> Vec<u8> {
+pub fn kem_prekeys(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     with(prekeys(acc, dev), b"k")
 }
-pub fn kem_prekey(acc: &str, dev: u32, id: u32) -> Vec<u8> {
+pub fn kem_prekey(acc: AccountId, dev: DeviceId, id: u32) -> Vec<u8> {
     with(kem_prekeys(acc, dev), &id.to_be_bytes())
 }
-pub fn ec_prekeys(acc: &str, dev: u32) -> Vec<u8> {
+pub fn ec_prekeys(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     with(prekeys(acc, dev), b"o")
 }
-pub fn ec_prekey(acc: &str, dev: u32, id: u32) -> Vec<u8> {
+pub fn ec_prekey(acc: AccountId, dev: DeviceId, id: u32) -> Vec<u8> {
     with(ec_prekeys(acc, dev), &id.to_be_bytes())
 }
 
 /// Prefix of all KeyPackages of one device.
-pub fn key_packages(acc: &str, dev: u32) -> Vec<u8> {
-    let mut key = k(&[b"kp", acc.as_bytes()]);
+pub fn key_packages(acc: AccountId, dev: DeviceId) -> Vec<u8> {
+    let mut key = k(&[b"kp", acc.to_string().as_bytes()]);
     key.push(b'/');
     key.push(dev_byte(dev));
     key.push(b'/');
     key
 }
-pub fn account_key_packages(acc: &str) -> Vec<u8> {
-    let mut key = k(&[b"kp", acc.as_bytes()]);
+pub fn account_key_packages(acc: AccountId) -> Vec<u8> {
+    let mut key = k(&[b"kp", acc.to_string().as_bytes()]);
     key.push(b'/');
     key
 }
-pub fn last_resort_kp(acc: &str, dev: u32) -> Vec<u8> {
+pub fn last_resort_kp(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     with(key_packages(acc, dev), b"l")
 }
-pub fn one_time_kps(acc: &str, dev: u32) -> Vec<u8> {
+pub fn one_time_kps(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     with(key_packages(acc, dev), b"o")
 }
-pub fn one_time_kp(acc: &str, dev: u32, key_ref: &[u8]) -> Vec<u8> {
+pub fn one_time_kp(acc: AccountId, dev: DeviceId, key_ref: &[u8]) -> Vec<u8> {
     with(one_time_kps(acc, dev), key_ref)
 }
 
@@ -201,45 +205,86 @@ fn with(mut key: Vec<u8>, tail: &[u8]) -> Vec<u8> {
     key
 }
 
-fn dev_byte(dev: u32) -> u8 {
-    // Device ids are validated to 1..=127 before any key is built.
-    u8::try_from(dev).unwrap_or(u8::MAX)
+fn dev_byte(dev: DeviceId) -> u8 {
+    // Device ids are 1..=127, so they fit.
+    u8::try_from(dev.get()).unwrap_or(u8::MAX)
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+/// The device id of a key built by [`device`] (its last byte).
+pub fn device_of_key(key: &[u8]) -> Option<DeviceId> {
+    key.last().and_then(|b| DeviceId::new(u32::from(*b)))
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used)]
+
+    use guardyn_storage::record::encode;
+
+    use serde::Serialize;
 
     use super::*;
 
+    const A: &str = "00000000-0000-0000-0000-00000000000a";
+
+    fn dev(id: u32) -> DeviceId {
+        DeviceId::new(id).unwrap()
+    }
+
+    /// The bytes the crate wrote before records were typed: `[1] ++ postcard(value)`.
+    fn legacy<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        out.extend(postcard::to_stdvec(value).unwrap());
+        out
+    }
+
     #[test]
     fn values_carry_a_version_byte_and_unknown_versions_are_refused() {
-        let bytes = encode(&("x".to_owned(), 7u32)).unwrap();
+        let entry = UsernameEntry(AccountId::parse(A).unwrap());
+        let bytes = encode(&entry);
         assert_eq!(bytes[0], VERSION);
-        let back: (String, u32) = decode(&bytes).unwrap();
-        assert_eq!(back, ("x".to_owned(), 7));
+        assert_eq!(decode::<UsernameEntry>(&bytes).unwrap(), entry);
         let mut other = bytes.clone();
         other[0] = 9;
-        assert!(decode::<(String, u32)>(&other).is_err());
-        assert!(decode::<(String, u32)>(&[]).is_err());
+        assert!(decode::<UsernameEntry>(&other).is_err());
+        assert!(decode::<UsernameEntry>(&[]).is_err());
+    }
+
+    #[test]
+    fn typed_ids_keep_the_stored_bytes() {
+        let acc = AccountId::parse(A).unwrap();
+        assert_eq!(encode(&UsernameEntry(acc)), legacy(&A.to_owned()));
+        let ticket = MfaTicket {
+            account_id: acc,
+            device_id: dev(3),
+            expires_ms: 9,
+            attempts_left: 5,
+        };
+        assert_eq!(encode(&ticket), legacy(&(A.to_owned(), 3u32, 9u64, 5u32)));
+        let link = LinkCode {
+            account_id: acc,
+            created_by: dev(1),
+            expires_ms: 7,
+        };
+        assert_eq!(encode(&link), legacy(&(A.to_owned(), 1u32, 7u64)));
+        // An id that is not one is a corrupt record.
+        assert!(decode::<UsernameEntry>(&legacy(&"nope".to_owned())).is_err());
+        assert!(decode::<MfaTicket>(&legacy(&(A.to_owned(), 0u32, 9u64, 5u32))).is_err());
+        assert_eq!(account(acc), format!("auth/v1/account/{A}").into_bytes());
+        assert_eq!(
+            device(acc, dev(3)),
+            [format!("auth/v1/device/{A}/").as_bytes(), &[3]].concat()
+        );
+        assert_eq!(device_of_key(&device(acc, dev(3))), Some(dev(3)));
     }
 
     #[test]
     fn per_device_prefixes_do_not_overlap() {
-        let a = "00000000-0000-0000-0000-000000000001";
-        assert!(kem_prekey(a, 1, 5).starts_with(&prekeys(a, 1)));
-        assert!(!kem_prekey(a, 2, 5).starts_with(&prekeys(a, 1)));
-        assert!(ec_prekey(a, 1, 5).starts_with(&ec_prekeys(a, 1)));
-        assert!(!ec_prekey(a, 1, 5).starts_with(&kem_prekeys(a, 1)));
-        assert!(device(a, 3).starts_with(&devices(a)));
+        let a = AccountId::parse(A).unwrap();
+        assert!(kem_prekey(a, dev(1), 5).starts_with(&prekeys(a, dev(1))));
+        assert!(!kem_prekey(a, dev(2), 5).starts_with(&prekeys(a, dev(1))));
+        assert!(ec_prekey(a, dev(1), 5).starts_with(&ec_prekeys(a, dev(1))));
+        assert!(!ec_prekey(a, dev(1), 5).starts_with(&kem_prekeys(a, dev(1))));
+        assert!(device(a, dev(3)).starts_with(&devices(a)));
     }
 }

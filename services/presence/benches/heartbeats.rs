@@ -1,19 +1,18 @@
 //! Presence at scale: N online accounts heartbeating at the default interval, each watched by
 //! S subscribers. Drives the domain core directly (local device table + timing wheel, and the
-//! subscriber-side views), plus the engine's heartbeat path on real storage and bus.
+//! subscriber-side views), plus the core's heartbeat path on real storage and bus.
 //!
 //! `cargo bench -p guardyn-presence --bench heartbeats` (env: `ACCOUNTS`, default 10000;
 //! `SUBSCRIBERS`, default 10; `INTERVALS`, default 100). Prints figures; asserts nothing.
 
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::sync::Arc;
 
 use guardyn_common::clock::{ManualClock, SharedClock};
-use guardyn_presence::events::{AccountEvent, Change};
-use guardyn_presence::local::LocalTable;
-use guardyn_presence::model::{AccountId, AccountView};
-use guardyn_presence::views::{TopicKey, Views, Watcher};
+use guardyn_common::events::presence::{AccountEvent, Change};
+use guardyn_common::ids::{AccountId, DeviceId};
+use guardyn_presence::testing::{AccountView, LocalTable, Store, TopicKey, Views, Watcher};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -42,7 +41,7 @@ fn rss_bytes() -> u64 {
 }
 
 fn account(i: usize) -> AccountId {
-    AccountId(Uuid::from_u128(0x1000_0000 + i as u128))
+    AccountId::from_uuid(Uuid::from_u128(0x1000_0000 + i as u128))
 }
 
 fn main() {
@@ -59,7 +58,7 @@ fn main() {
     let rss0 = rss_bytes();
     let mut table = LocalTable::new(0);
     for i in 0..n {
-        table.heartbeat(account(i), 1, 0, expiry_ms);
+        table.heartbeat(account(i), DeviceId::FIRST, 0, expiry_ms);
     }
     let rss1 = rss_bytes();
     println!(
@@ -82,7 +81,7 @@ fn main() {
             now += step_ms;
             let from = step as usize * per_step;
             for i in from..(from + per_step).min(n) {
-                table.heartbeat(account(i), 1, now, expiry_ms);
+                table.heartbeat(account(i), DeviceId::FIRST, now, expiry_ms);
                 heartbeats += 1;
             }
             expired += table.expire(now).len();
@@ -158,7 +157,7 @@ fn main() {
         cpu as f64 / (transitions * s as u64) as f64
     );
 
-    // --- The engine's heartbeat on real storage and bus (steady state: in-memory only). ---
+    // --- The core's heartbeat on real storage and bus (steady state: in-memory only). ---
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -174,16 +173,16 @@ fn main() {
         ));
         let clock = ManualClock::new();
         let shared: SharedClock = Arc::new(clock.clone());
-        let engine = guardyn_presence::Engine::new(
+        let core = guardyn_presence::Core::new(
             guardyn_presence::PresenceConfig::default(),
-            guardyn_presence::store::Store::new(store.clone()),
+            Store::new(store.clone()),
             bus,
             shared,
             tokio_util::sync::CancellationToken::new(),
         );
         let cpu0 = cpu_ns();
         for i in 0..n {
-            engine.heartbeat(account(i), 1).await.unwrap();
+            core.heartbeat(account(i), DeviceId::FIRST).await.unwrap();
         }
         let first = cpu_ns() - cpu0;
         let rounds = 10;
@@ -191,15 +190,15 @@ fn main() {
         for _ in 0..rounds {
             clock.advance(std::time::Duration::from_secs(30));
             for i in 0..n {
-                engine.heartbeat(account(i), 1).await.unwrap();
+                core.heartbeat(account(i), DeviceId::FIRST).await.unwrap();
             }
         }
         let cpu = cpu_ns() - cpu0;
         println!(
-            "engine: first heartbeat (online transition: storage write + event) {:.1} us CPU each; steady heartbeat {:.0} ns CPU each ({} online)",
+            "core: first heartbeat (online transition: storage write + event) {:.1} us CPU each; steady heartbeat {:.0} ns CPU each ({} online)",
             first as f64 / n as f64 / 1000.0,
             cpu as f64 / (rounds * n) as f64,
-            engine.local_devices()
+            core.local_devices()
         );
         store.close().await;
     });

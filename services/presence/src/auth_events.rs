@@ -1,4 +1,4 @@
-//! Reactions to the auth service's events (`proto/guardyn/auth/v1/events.proto`): a removed
+//! Reactions to the auth service's events (`guardyn_common::events::auth`): a removed
 //! device goes offline at once, a deleted account's presence is purged.
 //!
 //! Every instance subscribes (live fan-out reaches all of them), so each one takes the device
@@ -10,63 +10,37 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use guardyn_events::{Delivery, EventBus, EventError, Subscription};
-use guardyn_proto::guardyn::auth::v1::{AccountDeletedEvent, DeviceRemovedEvent};
-use prost::Message as _;
+use guardyn_common::events::Payload as _;
+use guardyn_common::events::auth::{
+    ACCOUNT_DELETED, AccountDeleted, DEVICE_REMOVED, DeviceRemoved,
+};
+use guardyn_common::events::presence::Change;
+use guardyn_events::Delivery;
 
-use crate::engine::{Engine, lock};
+use crate::core::{Core, lock};
 use crate::error::PresenceError;
-use crate::events::Change;
-use crate::model::AccountId;
-
-/// Published by auth when a device is removed from its account.
-pub const DEVICE_REMOVED: &str = "auth.device.removed";
-/// Published by auth when an account is deleted.
-pub const ACCOUNT_DELETED: &str = "auth.account.deleted";
-
-/// Device ids are 1..=127: the token verifier rejects others, so no other id can be online.
-const MAX_DEVICE_ID: u32 = 127;
-
-/// The two subscriptions, taken before the service starts serving so that no event published
-/// after startup is missed.
-#[derive(Debug)]
-pub(crate) struct AuthEvents {
-    removed: Subscription,
-    deleted: Subscription,
-}
-
-pub(crate) async fn subscribe(bus: &dyn EventBus) -> Result<AuthEvents, EventError> {
-    Ok(AuthEvents {
-        removed: bus.subscribe(DEVICE_REMOVED).await?,
-        deleted: bus.subscribe(ACCOUNT_DELETED).await?,
-    })
-}
+use crate::events::AuthEvents;
+use crate::model::{AccountId, DeviceId};
 
 /// Apply auth's events until the server shuts down. One event at a time, in arrival order.
-pub(crate) async fn run(engine: Arc<Engine>, subs: AuthEvents) {
+pub(crate) async fn run(core: Arc<Core>, subs: AuthEvents) {
     let AuthEvents {
         mut removed,
         mut deleted,
     } = subs;
     loop {
         tokio::select! {
-            () = engine.shutdown.cancelled() => return,
+            () = core.shutdown.cancelled() => return,
             Some(d) = removed.next() => match d {
-                Delivery::Event(ev) => match DeviceRemovedEvent::decode(ev.payload().as_ref()) {
-                    Ok(e) => match AccountId::parse(&e.account_id) {
-                        Some(account) => report(engine.device_removed(account, e.device_id).await),
-                        None => tracing::warn!("auth.device.removed with a malformed account id"),
-                    },
+                Delivery::Event(ev) => match DeviceRemoved::decode(ev.payload()) {
+                    Ok(e) => report(core.device_removed(e.account, e.device).await),
                     Err(err) => tracing::warn!(error = %err, "malformed auth.device.removed"),
                 },
                 Delivery::Lagged { missed } => lagged(DEVICE_REMOVED, missed),
             },
             Some(d) = deleted.next() => match d {
-                Delivery::Event(ev) => match AccountDeletedEvent::decode(ev.payload().as_ref()) {
-                    Ok(e) => match AccountId::parse(&e.account_id) {
-                        Some(account) => report(engine.account_deleted(account).await),
-                        None => tracing::warn!("auth.account.deleted with a malformed account id"),
-                    },
+                Delivery::Event(ev) => match AccountDeleted::decode(ev.payload()) {
+                    Ok(e) => report(core.account_deleted(e.account).await),
                     Err(err) => tracing::warn!(error = %err, "malformed auth.account.deleted"),
                 },
                 Delivery::Lagged { missed } => lagged(ACCOUNT_DELETED, missed),
@@ -91,7 +65,7 @@ fn lagged(subject: &str, missed: u64) {
     tracing::warn!(subject, missed, "auth events lost");
 }
 
-impl Engine {
+impl Core {
     /// A device was removed from `account`: offline at once. Dropped from the local table if
     /// connected here (and the offline change published, as on expiry), its stream here ended,
     /// its stored entries of every instance deleted, and every view here updated. When it was
@@ -99,7 +73,7 @@ impl Engine {
     pub async fn device_removed(
         &self,
         account: AccountId,
-        device: u32,
+        device: DeviceId,
     ) -> Result<(), PresenceError> {
         let now = self.clock.now_ms();
         let local = lock(&self.local).remove_device(account, device);
@@ -109,8 +83,15 @@ impl Engine {
             .remove_device(account, device, now, |i| self.peers.alive(i))
             .await;
         if let Some(generation) = local {
-            self.publish(account, now, Change::DeviceOffline { device, generation })
-                .await;
+            self.publish(
+                account,
+                now,
+                Change::DeviceOffline {
+                    device: device.get(),
+                    generation,
+                },
+            )
+            .await;
         }
         self.views.remove_device(account, device, now);
         stored
@@ -124,12 +105,14 @@ impl Engine {
         let now = self.clock.now_ms();
         let typing = {
             let mut local = lock(&self.local);
-            for device in 1..=MAX_DEVICE_ID {
+            // Device ids are 1..=127 (the token verifier rejects others): no other id can be
+            // online.
+            for device in DeviceId::all() {
                 local.remove_device(account, device);
             }
             local.remove_typing_of(account)
         };
-        for device in 1..=MAX_DEVICE_ID {
+        for device in DeviceId::all() {
             self.end_stream(account, device);
         }
         let stored = self.store.purge_account(account).await;

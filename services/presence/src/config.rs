@@ -103,7 +103,7 @@ impl Validate for PresenceConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -5,29 +5,24 @@ use guardyn_common::{ApiError, Reason};
 /// Failures of presence operations.
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
+    /// Outages, and corrupt stored values (mapped by common's conversion).
     #[error(transparent)]
     Storage(#[from] guardyn_storage::StorageError),
     #[error(transparent)]
     Events(#[from] guardyn_events::EventError),
-    #[error("stored presence record is corrupt: {0}")]
-    Corrupt(String),
     #[error("too much contention on account {0}")]
-    Contention(String),
+    Contention(crate::model::AccountId),
 }
 
 impl From<PresenceError> for ApiError {
     fn from(err: PresenceError) -> Self {
-        match &err {
+        match err {
             PresenceError::Contention(_) => {
                 ApiError::new(Reason::Unavailable, "too many concurrent updates, retry")
                     .with_retry_after(std::time::Duration::from_millis(100))
             }
-            PresenceError::Storage(guardyn_storage::StorageError::Unavailable(_))
-            | PresenceError::Storage(guardyn_storage::StorageError::Closed) => {
-                ApiError::new(Reason::Unavailable, "storage unavailable, retry")
-                    .with_retry_after(std::time::Duration::from_secs(1))
-            }
-            _ => ApiError::internal(&err),
+            PresenceError::Storage(e) => e.into(),
+            PresenceError::Events(_) => ApiError::internal(&err),
         }
     }
 }

@@ -1,22 +1,29 @@
 //! The presence service: online state, chosen status, last seen with its visibility setting,
 //! and typing indicators (`guardyn.presence.v1.PresenceService`).
 //!
-//! Owns the `presence/v1/...` keys of the [`KvStore`] (see [`store`]) and the `presence.*`
-//! subjects of the event bus (see [`events`]). Depends on the shared crates (common, proto,
-//! storage traits, events trait) only: never on another service or a storage engine.
+//! Owns the `presence/v1/...` keys of the KV store (see `store`) and the `presence.*` subjects
+//! of the event bus (subjects and payloads in `guardyn_common::events::presence`; publishing
+//! and subscribing in `events`). Depends on the shared crates (common, proto, storage traits,
+//! events trait) only: never on another service or a storage engine.
+//!
+//! Layout: this file registers the service; `grpc` is the tonic edge (`grpc::convert`: wire
+//! to domain and back, the only place besides this file that sees `guardyn_proto`); `core`
+//! holds the shared state ([`Core`]) and the operations; `local`, `wheel`, `views`, `peers`
+//! and `model` are the domain in plain Rust types; `store`, `events`, `auth_events` and
+//! `tasks` are its storage, bus, auth reactions and background drivers.
 //!
 //! # Design: cheap at scale
 //!
 //! - **Per-instance state in memory.** Each instance keeps the devices connected to it in a
-//!   hash map ([`local`]). A heartbeat of an online device updates one deadline in that map:
+//!   hash map (`local`). A heartbeat of an online device updates one deadline in that map:
 //!   no I/O, no event, no timer operation. Only transitions cost more.
 //! - **Timers, not scans.** Device and typing expiry run on a hashed timing wheel
-//!   ([`wheel`]) read against the injected clock; the driver sleeps until the wheel's next
+//!   (`wheel`) read against the injected clock; the driver sleeps until the wheel's next
 //!   occupied tick, or wakes when the clock jumps (manual clocks) or an earlier timer is
 //!   added. Refreshed entries are re-filed lazily when their old slot comes up.
 //! - **Push, never poll.** Transitions are written durably (device entry, last seen) and
 //!   published on `presence.<account_id>`. Each instance subscribes on the bus only to the
-//!   accounts its own Subscribe streams watch ([`views`]), aggregates per account the
+//!   accounts its own Subscribe streams watch (`views`), aggregates per account the
 //!   devices of every instance (keyed by instance and device, with an online-period
 //!   generation so reordered online/offline events resolve correctly), and pushes to each
 //!   stream only what that viewer sees change.
@@ -34,7 +41,7 @@
 //!   ends with UNAVAILABLE and the client resubscribes. With per-node storage (the embedded
 //!   engine) plus NATS, live updates cross instances but a new subscription only sees the
 //!   devices its own node stored until their next transition.
-//! - **Auth's events** ([`auth_events`]): every instance subscribes to `auth.device.removed`
+//! - **Auth's events** (`auth_events`): every instance subscribes to `auth.device.removed`
 //!   and `auth.account.deleted`. A removed device goes offline at once everywhere (local table,
 //!   streams, views, its stored entries on every instance; last seen as usual when it was the
 //!   last online device). A deleted account's record and device entries are deleted and its
@@ -46,28 +53,37 @@
 //!   (no group-membership check until a group service exists). On expiry or stop,
 //!   receivers get `typing = false`.
 
-pub mod auth_events;
-pub mod config;
-pub mod engine;
-pub mod error;
-pub mod events;
-pub mod local;
-pub mod model;
+mod auth_events;
+mod config;
+mod core;
+mod error;
+mod events;
+mod grpc;
+mod local;
+mod model;
 mod peers;
-pub mod service;
-pub mod store;
+mod store;
 mod tasks;
-pub mod views;
-pub mod wheel;
+mod views;
+mod wheel;
 
 use guardyn_common::server::ServiceSet;
 use guardyn_proto::guardyn::presence::v1::presence_service_server::PresenceServiceServer;
 use guardyn_service::{Handles, RegisterError, Seams, Service};
 
-pub use config::PresenceConfig;
-pub use engine::Engine;
-pub use error::PresenceError;
-pub use service::PresenceApi;
+pub use crate::config::PresenceConfig;
+pub use crate::core::Core;
+pub use crate::error::PresenceError;
+pub use crate::grpc::PresenceApi;
+
+/// The domain core, driven directly by the benchmark (`benches/heartbeats.rs`). Not an API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::local::LocalTable;
+    pub use crate::model::AccountView;
+    pub use crate::store::Store;
+    pub use crate::views::{TopicKey, Views, Watcher};
+}
 
 /// The presence service's registration.
 #[derive(Clone, Debug)]
@@ -87,7 +103,7 @@ impl Service for Presence {
         "presence"
     }
 
-    /// Build the engine, start its background tasks (they stop at shutdown) and add the gRPC
+    /// Build the core, start its background tasks (they stop at shutdown) and add the gRPC
     /// service to `set`.
     async fn register(
         &self,
@@ -96,21 +112,21 @@ impl Service for Presence {
         set: &mut ServiceSet,
     ) -> Result<(), RegisterError> {
         let failed = |e: PresenceError| RegisterError::failed("presence", e);
-        let auth_events = auth_events::subscribe(&*handles.bus)
+        let auth_events = events::subscribe_auth(&*handles.bus)
             .await
             .map_err(|e| failed(e.into()))?;
-        let engine = Engine::new(
+        let core = Core::new(
             self.config.clone(),
             store::Store::new(handles.stores.kv.clone()),
             handles.bus.clone(),
             handles.clock.clone(),
             handles.ctx.shutdown.clone(),
         );
-        tokio::spawn(tasks::run_expiry(engine.clone()));
-        tokio::spawn(tasks::run_beacons(engine.clone()));
-        tokio::spawn(auth_events::run(engine.clone(), auth_events));
+        tokio::spawn(tasks::run_expiry(core.clone()));
+        tokio::spawn(tasks::run_beacons(core.clone()));
+        tokio::spawn(auth_events::run(core.clone(), auth_events));
         set.add(
-            PresenceServiceServer::new(PresenceApi::new(engine))
+            PresenceServiceServer::new(PresenceApi::new(core))
                 .max_decoding_message_size(handles.server.max_request_bytes),
         );
         Ok(())

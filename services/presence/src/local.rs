@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::AccountId;
+use crate::model::{AccountId, DeviceId};
 use crate::wheel::TimerWheel;
 
 /// Where a typing indicator goes.
@@ -21,7 +21,7 @@ pub enum TypingTarget {
 #[derive(Debug)]
 enum TimerKey {
     /// Device expiry of one online period (generation).
-    Device(AccountId, u32, u64),
+    Device(AccountId, DeviceId, u64),
     /// Typing expiry of one typing period (epoch).
     Typing(Box<(AccountId, TypingTarget)>, u64),
 }
@@ -52,7 +52,7 @@ pub enum Heartbeat {
 pub enum Expired {
     Device {
         account: AccountId,
-        device: u32,
+        device: DeviceId,
         generation: u64,
     },
     Typing {
@@ -64,7 +64,7 @@ pub enum Expired {
 /// See the module docs.
 #[derive(Debug)]
 pub struct LocalTable {
-    devices: HashMap<(AccountId, u32), LocalDevice>,
+    devices: HashMap<(AccountId, DeviceId), LocalDevice>,
     typing: HashMap<(AccountId, TypingTarget), Typing>,
     wheel: TimerWheel<TimerKey>,
     /// Generations start at the creation time in ms so that they keep increasing across
@@ -100,7 +100,7 @@ impl LocalTable {
     pub fn heartbeat(
         &mut self,
         account: AccountId,
-        device: u32,
+        device: DeviceId,
         now_ms: u64,
         expiry_ms: u64,
     ) -> Heartbeat {
@@ -124,7 +124,7 @@ impl LocalTable {
     }
 
     /// Undo a [`Heartbeat::CameOnline`] whose announcement failed.
-    pub fn forget_device(&mut self, account: AccountId, device: u32, generation: u64) {
+    pub fn forget_device(&mut self, account: AccountId, device: DeviceId, generation: u64) {
         if self
             .devices
             .get(&(account, device))
@@ -137,7 +137,7 @@ impl LocalTable {
     /// Take a device offline now (it was removed from its account). Returns the generation of
     /// the online period that ended, if the device was online here. Its wheel entry becomes
     /// stale and is dropped when its slot comes up.
-    pub fn remove_device(&mut self, account: AccountId, device: u32) -> Option<u64> {
+    pub fn remove_device(&mut self, account: AccountId, device: DeviceId) -> Option<u64> {
         self.devices
             .remove(&(account, device))
             .map(|d| d.generation)
@@ -242,36 +242,43 @@ impl LocalTable {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used)]
 
     use uuid::Uuid;
 
     use super::*;
 
     fn id(n: u128) -> AccountId {
-        AccountId(Uuid::from_u128(n))
+        AccountId::from_uuid(Uuid::from_u128(n))
+    }
+
+    fn dev(n: u32) -> DeviceId {
+        DeviceId::new(n).unwrap()
     }
 
     #[test]
     fn a_device_expires_only_after_its_last_heartbeat_plus_the_expiry() {
         let mut t = LocalTable::new(0);
-        let Heartbeat::CameOnline { generation } = t.heartbeat(id(1), 1, 0, 90_000) else {
+        let Heartbeat::CameOnline { generation } = t.heartbeat(id(1), dev(1), 0, 90_000) else {
             panic!("first heartbeat brings the device online");
         };
-        assert_eq!(t.heartbeat(id(1), 1, 30_000, 90_000), Heartbeat::Refreshed);
+        assert_eq!(
+            t.heartbeat(id(1), dev(1), 30_000, 90_000),
+            Heartbeat::Refreshed
+        );
         assert_eq!(t.expire(90_000), vec![]);
         assert_eq!(t.expire(119_999), vec![]);
         assert_eq!(
             t.expire(120_000),
             vec![Expired::Device {
                 account: id(1),
-                device: 1,
+                device: dev(1),
                 generation
             }]
         );
         assert_eq!(t.online_devices(), 0);
         assert!(matches!(
-            t.heartbeat(id(1), 1, 130_000, 90_000),
+            t.heartbeat(id(1), dev(1), 130_000, 90_000),
             Heartbeat::CameOnline { generation: g } if g > generation
         ));
     }
@@ -279,11 +286,11 @@ mod tests {
     #[test]
     fn a_stale_timer_of_an_earlier_online_period_does_nothing() {
         let mut t = LocalTable::new(0);
-        let Heartbeat::CameOnline { generation } = t.heartbeat(id(1), 1, 0, 90_000) else {
+        let Heartbeat::CameOnline { generation } = t.heartbeat(id(1), dev(1), 0, 90_000) else {
             panic!()
         };
-        t.forget_device(id(1), 1, generation);
-        t.heartbeat(id(1), 1, 60_000, 90_000);
+        t.forget_device(id(1), dev(1), generation);
+        t.heartbeat(id(1), dev(1), 60_000, 90_000);
         assert_eq!(t.expire(100_000), vec![]);
         assert_eq!(t.online_devices(), 1);
         assert_eq!(t.expire(150_000).len(), 1);
@@ -293,19 +300,19 @@ mod tests {
     #[test]
     fn a_removed_device_is_gone_at_once_and_its_timer_fires_nothing() {
         let mut t = LocalTable::new(0);
-        let Heartbeat::CameOnline { generation } = t.heartbeat(id(1), 2, 0, 90_000) else {
+        let Heartbeat::CameOnline { generation } = t.heartbeat(id(1), dev(2), 0, 90_000) else {
             panic!()
         };
-        t.heartbeat(id(1), 1, 0, 90_000);
-        assert_eq!(t.remove_device(id(1), 2), Some(generation));
-        assert_eq!(t.remove_device(id(1), 2), None);
+        t.heartbeat(id(1), dev(1), 0, 90_000);
+        assert_eq!(t.remove_device(id(1), dev(2)), Some(generation));
+        assert_eq!(t.remove_device(id(1), dev(2)), None);
         assert_eq!(t.online_devices(), 1);
         let expired = t.expire(100_000);
         assert_eq!(
             expired,
             vec![Expired::Device {
                 account: id(1),
-                device: 1,
+                device: dev(1),
                 generation: generation + 1
             }]
         );

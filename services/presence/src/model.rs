@@ -1,55 +1,9 @@
 //! Domain types and the one place that decides what a viewer sees of an account.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
+use std::collections::HashMap;
 
-use uuid::Uuid;
-
-/// An account id: a UUID, compared and hashed as 16 bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AccountId(pub Uuid);
-
-impl AccountId {
-    /// Only the canonical lowercase hyphenated form is accepted, so one account has one
-    /// spelling (and one bus subject).
-    pub fn parse(s: &str) -> Option<Self> {
-        let id = Uuid::try_parse(s).ok()?;
-        (id.hyphenated().to_string() == s).then_some(Self(id))
-    }
-
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        Uuid::from_slice(b).ok().map(Self)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-impl fmt::Debug for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// A server instance (random per process start).
-pub type InstanceId = Uuid;
-
-/// The status an account chooses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Status {
-    #[default]
-    Online,
-    Away,
-    DoNotDisturb,
-    Invisible,
-}
+pub use guardyn_common::events::presence::{InstanceId, Status, Visibility};
+pub use guardyn_common::ids::{AccountId, DeviceId};
 
 /// What others see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,25 +12,6 @@ pub enum State {
     Online,
     Away,
     DoNotDisturb,
-}
-
-/// Who may see last seen.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Visibility {
-    #[default]
-    Everyone,
-    Nobody,
-    AllowList(HashSet<AccountId>),
-}
-
-impl Visibility {
-    pub fn allows(&self, viewer: AccountId) -> bool {
-        match self {
-            Self::Everyone => true,
-            Self::Nobody => false,
-            Self::AllowList(ids) => ids.contains(&viewer),
-        }
-    }
 }
 
 /// The durable, user-set part of an account's presence plus its last seen.
@@ -194,9 +129,9 @@ impl AccountView {
     }
 
     /// A device was removed from the account: its online period ends on every instance.
-    pub fn remove_device(&mut self, device: u32, at_ms: u64) -> bool {
+    pub fn remove_device(&mut self, device: DeviceId, at_ms: u64) -> bool {
         let before = self.devices.len();
-        self.devices.retain(|(_, d), _| *d != device);
+        self.devices.retain(|(_, d), _| *d != device.get());
         let changed = self.devices.len() != before;
         if changed {
             self.note_if_offline(at_ms);
@@ -213,21 +148,12 @@ impl AccountView {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use uuid::Uuid;
 
     use super::*;
 
     fn id(n: u128) -> AccountId {
-        AccountId(Uuid::from_u128(n))
-    }
-
-    #[test]
-    fn only_canonical_uuids_parse() {
-        let s = "0b0c5c8e-7c4b-4c1e-9a34-1d5b0d3b8f11";
-        assert_eq!(AccountId::parse(s).unwrap().to_string(), s);
-        assert!(AccountId::parse(&s.to_uppercase()).is_none());
-        assert!(AccountId::parse(&s.replace('-', "")).is_none());
-        assert!(AccountId::parse("nope").is_none());
+        AccountId::from_uuid(Uuid::from_u128(n))
     }
 
     #[test]

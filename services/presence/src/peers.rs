@@ -87,8 +87,6 @@ impl Peers {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
     use uuid::Uuid;
 
     use super::*;

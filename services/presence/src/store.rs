@@ -1,45 +1,70 @@
 //! Durable presence data in the [`KvStore`].
 //!
-//! Keys (fixed-width binary ids):
-//! - `presence/v1/acct/<account:16>/r`: the account record (status, custom text, last-seen
-//!   visibility and allow list, last seen). Value: version byte `1` + a protobuf-encoded
-//!   [`RecordV1`].
+//! Keys (fixed-width binary ids); values are [`guardyn_storage::record`] encoded (version byte
+//! + postcard):
+//! - `presence/v1/acct/<account:16>/r`: the account record ([`AccountRecord`]: status, custom
+//!   text, last-seen visibility and allow list, last seen).
 //! - `presence/v1/acct/<account:16>/d/<instance:16><device:u32 BE>`: one device online on one
-//!   instance. Value: version byte `1` + the online period's generation (u64 BE). Written when
-//!   a device comes online and deleted when it goes offline (transitions only, never per
-//!   heartbeat); in a cluster on a shared store this is what lets any instance build the
-//!   current state of an account whose devices are connected elsewhere.
+//!   instance ([`DeviceEntry`]: the online period's generation). Written when a device comes
+//!   online and deleted when it goes offline (transitions only, never per heartbeat); in a
+//!   cluster on a shared store this is what lets any instance build the current state of an
+//!   account whose devices are connected elsewhere.
+//!
+//! Both values are at version 2. Version 1 (a protobuf record, a raw big-endian generation) is
+//! not read: no deployment has presence data yet.
 //!
 //! One prefix scan per account yields the record and every device entry.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use guardyn_storage::{Direction, KeyRange, KvStore, Txn, TxnOutcome};
-use prost::Message;
+use guardyn_storage::record::{self, Record};
+use guardyn_storage::{Direction, KeyRange, KvStore, StorageError, Txn, TxnOutcome};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::PresenceError;
-use crate::model::{AccountId, AccountView, InstanceId, Settings, Status, Visibility};
+use crate::model::{AccountId, AccountView, DeviceId, InstanceId, Settings, Status, Visibility};
 
-const VERSION: u8 = 1;
 const MAX_ATTEMPTS: usize = 8;
 
 /// Stored form of [`Settings`].
-#[derive(Clone, PartialEq, prost::Message)]
-struct RecordV1 {
-    /// 0 online, 1 away, 2 do not disturb, 3 invisible.
-    #[prost(uint32, tag = "1")]
-    status: u32,
-    #[prost(string, tag = "2")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct AccountRecord {
+    status: StoredStatus,
     custom_text: String,
-    /// 0 everyone, 1 nobody, 2 allow list.
-    #[prost(uint32, tag = "3")]
-    visibility: u32,
-    #[prost(bytes = "vec", repeated, tag = "4")]
-    allow_list: Vec<Vec<u8>>,
-    #[prost(uint64, optional, tag = "5")]
+    visibility: StoredVisibility,
+    /// Kept while another visibility is selected.
+    allow_list: Vec<AccountId>,
     last_seen_ms: Option<u64>,
+}
+
+impl Record for AccountRecord {
+    const VERSION: u8 = 2;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum StoredStatus {
+    Online,
+    Away,
+    DoNotDisturb,
+    Invisible,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum StoredVisibility {
+    Everyone,
+    Nobody,
+    AllowList,
+}
+
+/// Stored form of one device online on one instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct DeviceEntry {
+    generation: u64,
+}
+
+impl Record for DeviceEntry {
+    const VERSION: u8 = 2;
 }
 
 fn account_prefix(account: AccountId) -> Vec<u8> {
@@ -64,59 +89,46 @@ fn device_key(account: AccountId, instance: InstanceId, device: u32) -> Vec<u8> 
 }
 
 fn device_value(generation: u64) -> Vec<u8> {
-    let mut v = vec![VERSION];
-    v.extend_from_slice(&generation.to_be_bytes());
-    v
+    record::encode(&DeviceEntry { generation })
 }
 
 fn encode_settings(s: &Settings) -> Vec<u8> {
-    let rec = RecordV1 {
+    record::encode(&AccountRecord {
         status: match s.status {
-            Status::Online => 0,
-            Status::Away => 1,
-            Status::DoNotDisturb => 2,
-            Status::Invisible => 3,
+            Status::Online => StoredStatus::Online,
+            Status::Away => StoredStatus::Away,
+            Status::DoNotDisturb => StoredStatus::DoNotDisturb,
+            Status::Invisible => StoredStatus::Invisible,
         },
         custom_text: s.custom_text.clone(),
         visibility: match s.visibility {
-            Visibility::Everyone => 0,
-            Visibility::Nobody => 1,
-            Visibility::AllowList(_) => 2,
+            Visibility::Everyone => StoredVisibility::Everyone,
+            Visibility::Nobody => StoredVisibility::Nobody,
+            Visibility::AllowList(_) => StoredVisibility::AllowList,
         },
-        allow_list: s.allow_list.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        allow_list: s.allow_list.clone(),
         last_seen_ms: s.last_seen_ms,
-    };
-    let mut v = Vec::with_capacity(1 + rec.encoded_len());
-    v.push(VERSION);
-    v.extend_from_slice(&rec.encode_to_vec());
-    v
+    })
 }
 
-fn decode_settings(bytes: &[u8]) -> Result<Settings, PresenceError> {
-    let Some((&VERSION, body)) = bytes.split_first() else {
-        return Err(PresenceError::Corrupt("unknown record version".into()));
-    };
-    let rec = RecordV1::decode(body).map_err(|e| PresenceError::Corrupt(e.to_string()))?;
-    let allow_list: Vec<AccountId> = rec
-        .allow_list
-        .iter()
-        .map(|b| AccountId::from_bytes(b))
-        .collect::<Option<_>>()
-        .ok_or_else(|| PresenceError::Corrupt("bad allow-list id".into()))?;
+fn decode_settings(bytes: &[u8]) -> Result<Settings, StorageError> {
+    let rec: AccountRecord = record::decode(bytes)?;
     Ok(Settings {
         status: match rec.status {
-            1 => Status::Away,
-            2 => Status::DoNotDisturb,
-            3 => Status::Invisible,
-            _ => Status::Online,
+            StoredStatus::Online => Status::Online,
+            StoredStatus::Away => Status::Away,
+            StoredStatus::DoNotDisturb => Status::DoNotDisturb,
+            StoredStatus::Invisible => Status::Invisible,
         },
         custom_text: rec.custom_text,
         visibility: match rec.visibility {
-            1 => Visibility::Nobody,
-            2 => Visibility::AllowList(allow_list.iter().copied().collect::<HashSet<_>>()),
-            _ => Visibility::Everyone,
+            StoredVisibility::Everyone => Visibility::Everyone,
+            StoredVisibility::Nobody => Visibility::Nobody,
+            StoredVisibility::AllowList => {
+                Visibility::AllowList(rec.allow_list.iter().copied().collect())
+            }
         },
-        allow_list,
+        allow_list: rec.allow_list,
         last_seen_ms: rec.last_seen_ms,
     })
 }
@@ -162,23 +174,17 @@ impl Store {
                 snap.settings = decode_settings(&pair.value)?;
                 snap.record = Some(pair.value);
             } else if let Some(id) = rest.strip_prefix(b"d/")
-                && id.len() == 20
-                && pair.value.len() == 9
-                && pair.value[0] == VERSION
+                && let Some((inst, dev)) = id.split_first_chunk::<16>()
+                && let Ok(dev) = <[u8; 4]>::try_from(dev)
             {
-                let mut inst = [0u8; 16];
-                inst.copy_from_slice(&id[..16]);
-                let mut dev = [0u8; 4];
-                dev.copy_from_slice(&id[16..]);
-                let mut generation = [0u8; 8];
-                generation.copy_from_slice(&pair.value[1..]);
+                let entry: DeviceEntry = record::decode(&pair.value)?;
                 snap.devices.push(StoredDevice {
-                    instance: Uuid::from_bytes(inst),
+                    instance: Uuid::from_bytes(*inst),
                     device: u32::from_be_bytes(dev),
-                    generation: u64::from_be_bytes(generation),
+                    generation: entry.generation,
                 });
             } else {
-                return Err(PresenceError::Corrupt("unexpected presence key".into()));
+                return Err(StorageError::Corrupt("unexpected presence key".into()).into());
             }
         }
         Ok(snap)
@@ -208,12 +214,12 @@ impl Store {
         &self,
         account: AccountId,
         instance: InstanceId,
-        device: u32,
+        device: DeviceId,
         generation: u64,
     ) -> Result<(), PresenceError> {
         self.kv
             .put(
-                &device_key(account, instance, device),
+                &device_key(account, instance, device.get()),
                 &device_value(generation),
             )
             .await?;
@@ -226,13 +232,13 @@ impl Store {
         &self,
         account: AccountId,
         instance: InstanceId,
-        device: u32,
+        device: DeviceId,
         generation: u64,
         now_ms: u64,
         alive: impl Fn(InstanceId) -> bool,
     ) -> Result<(), PresenceError> {
         self.end_online(account, now_ms, alive, |d| {
-            d.instance == instance && d.device == device && d.generation <= generation
+            d.instance == instance && d.device == device.get() && d.generation <= generation
         })
         .await
     }
@@ -256,11 +262,11 @@ impl Store {
     pub async fn remove_device(
         &self,
         account: AccountId,
-        device: u32,
+        device: DeviceId,
         now_ms: u64,
         alive: impl Fn(InstanceId) -> bool,
     ) -> Result<(), PresenceError> {
-        self.end_online(account, now_ms, alive, |d| d.device == device)
+        self.end_online(account, now_ms, alive, |d| d.device == device.get())
             .await
     }
 
@@ -318,7 +324,7 @@ impl Store {
                 return Ok(());
             }
         }
-        Err(PresenceError::Contention(account.to_string()))
+        Err(PresenceError::Contention(account))
     }
 
     /// Read-modify-write of the account's settings; returns the new settings.
@@ -342,12 +348,12 @@ impl Store {
                 return Ok(settings);
             }
         }
-        Err(PresenceError::Contention(account.to_string()))
+        Err(PresenceError::Contention(account))
     }
 
     pub async fn settings(&self, account: AccountId) -> Result<Settings, PresenceError> {
         match self.kv.get(&record_key(account)).await? {
-            Some(bytes) => decode_settings(&bytes),
+            Some(bytes) => Ok(decode_settings(&bytes)?),
             None => Ok(Settings::default()),
         }
     }
@@ -355,13 +361,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used)]
 
     use super::*;
 
     #[test]
     fn settings_round_trip_with_a_version_byte() {
-        let friend = AccountId(Uuid::from_u128(5));
+        let friend = AccountId::from_uuid(Uuid::from_u128(5));
         let s = Settings {
             status: Status::DoNotDisturb,
             custom_text: "in a meeting".into(),
@@ -370,8 +376,14 @@ mod tests {
             last_seen_ms: Some(42),
         };
         let bytes = encode_settings(&s);
-        assert_eq!(bytes[0], VERSION);
+        assert_eq!(bytes[0], AccountRecord::VERSION);
         assert_eq!(decode_settings(&bytes).unwrap(), s);
         assert!(decode_settings(&[9, 1, 2]).is_err());
+        let device = device_value(7);
+        assert_eq!(device[0], DeviceEntry::VERSION);
+        assert_eq!(
+            record::decode::<DeviceEntry>(&device).unwrap(),
+            DeviceEntry { generation: 7 }
+        );
     }
 }

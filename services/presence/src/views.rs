@@ -17,8 +17,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{AccountEvent, Change, TypingSignal};
-use crate::model::{AccountId, AccountView, InstanceId, Seen};
+use guardyn_common::events::presence::{
+    AccountEvent, Change, TypingSignal, account_subject, inbox_subject,
+};
+
+use crate::model::{AccountId, AccountView, DeviceId, InstanceId, Seen};
 
 /// What a Subscribe stream receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +81,22 @@ pub enum TopicKey {
     Account(AccountId),
     /// Typing addressed to an account (bus subject `presence.<id>.typing`).
     Inbox(AccountId),
+}
+
+impl TopicKey {
+    pub fn account(self) -> AccountId {
+        match self {
+            Self::Account(a) | Self::Inbox(a) => a,
+        }
+    }
+
+    /// The bus subject this topic's events arrive on.
+    pub fn subject(self) -> String {
+        match self {
+            Self::Account(a) => account_subject(a),
+            Self::Inbox(a) => inbox_subject(a),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -277,7 +296,7 @@ impl Views {
     /// A device was removed from its account (auth): its slots on every instance go, last
     /// seen is recorded if it was the last online device. Covers instances that are dead or
     /// missed the event; the owning instance's own offline event then changes nothing.
-    pub fn remove_device(&self, account: AccountId, device: u32, now_ms: u64) {
+    pub fn remove_device(&self, account: AccountId, device: DeviceId, now_ms: u64) {
         self.update(account, |view| view.remove_device(device, now_ms));
     }
 
@@ -350,7 +369,7 @@ impl Views {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used)]
 
     use uuid::Uuid;
 
@@ -358,7 +377,7 @@ mod tests {
     use crate::model::{State, Status};
 
     fn id(n: u128) -> AccountId {
-        AccountId(Uuid::from_u128(n))
+        AccountId::from_uuid(Uuid::from_u128(n))
     }
 
     fn event(change: Change) -> AccountEvent {
@@ -428,9 +447,9 @@ mod tests {
         }
         assert!(matches!(rx.try_recv().unwrap(), Item::Presence(s) if s.state == State::Online));
         // Another device stays online: nothing the viewer sees changes.
-        views.remove_device(id(1), 2, 120_000);
+        views.remove_device(id(1), DeviceId::new(2).unwrap(), 120_000);
         assert!(rx.try_recv().is_err());
-        views.remove_device(id(1), 1, 120_000);
+        views.remove_device(id(1), DeviceId::FIRST, 120_000);
         assert!(matches!(
             rx.try_recv().unwrap(),
             Item::Presence(s) if s.state == State::Offline && s.last_seen_ms == Some(120_000)

@@ -43,10 +43,6 @@ impl<K> TimerWheel<K> {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Schedule `key` at `due_ms`; it fires at the first tick at or after it (never early).
     pub fn insert(&mut self, due_ms: u64, key: K) {
         let tick = due_ms.div_ceil(self.tick_ms).max(self.cursor);
@@ -106,8 +102,6 @@ impl<K> TimerWheel<K> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
     use super::*;
 
     fn fire(w: &mut TimerWheel<u32>, now: u64) -> Vec<u32> {
@@ -128,7 +122,7 @@ mod tests {
         assert_eq!(fire(&mut w, 12_999), Vec::<u32>::new());
         assert_eq!(w.next_due_ms(), Some(13_000));
         assert_eq!(fire(&mut w, 13_000), vec![1]);
-        assert!(w.is_empty());
+        assert_eq!(w.len(), 0);
         assert_eq!(w.next_due_ms(), None);
     }
 
@@ -143,7 +137,7 @@ mod tests {
         assert_eq!(fire(&mut w, 1_029_000), vec![2]);
         // A jump of many revolutions still fires what is due, once.
         assert_eq!(fire(&mut w, 50_000_000), vec![3]);
-        assert!(w.is_empty());
+        assert_eq!(w.len(), 0);
     }
 
     #[test]

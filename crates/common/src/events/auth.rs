@@ -204,7 +204,10 @@ mod tests {
             device_name: "phone".into(),
         };
         assert_eq!(DeviceLinked::decode(&e.encode()).unwrap(), e);
-        let e = DeviceRemoved { account: a, device: d };
+        let e = DeviceRemoved {
+            account: a,
+            device: d,
+        };
         assert_eq!(DeviceRemoved::decode(&e.encode()).unwrap(), e);
         let e = PreKeysLow {
             account: a,

@@ -27,7 +27,10 @@ pub const LISTEN_ALL: &str = "messaging.listen.>";
 pub fn parse_listen_subject(subject: &str) -> Option<(AccountId, DeviceId)> {
     let rest = subject.strip_prefix("messaging.listen.")?;
     let (account, device) = rest.split_once('.')?;
-    Some((AccountId::parse(account)?, DeviceId::new(device.parse().ok()?)?))
+    Some((
+        AccountId::parse(account)?,
+        DeviceId::new(device.parse().ok()?)?,
+    ))
 }
 
 /// What kind of ciphertext an envelope holds.

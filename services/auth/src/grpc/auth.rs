@@ -3,19 +3,20 @@
 use std::sync::Arc;
 
 use guardyn_common::caller;
+use guardyn_common::ids::DeviceId;
 use guardyn_proto::guardyn::auth::v1 as pb;
 use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, addr, tokens, ts_ms};
+use super::addr;
+use super::convert::{self, tokens, ts_ms};
 use crate::accounts::LoginOutcome;
-use crate::core::Auth;
+use crate::core::Core;
 use crate::error::AuthError;
-use crate::model::SessionState;
 
 /// The AuthService implementation.
 #[derive(Clone, Debug)]
-pub struct AuthApi(pub Arc<Auth>);
+pub struct AuthApi(pub Arc<Core>);
 
 type Res<T> = Result<Response<T>, Status>;
 
@@ -30,8 +31,8 @@ impl AuthService for AuthApi {
             .register(&r.username, &r.password, device, ip)
             .await?;
         Ok(Response::new(pb::RegisterResponse {
-            account_id,
-            device_id: 1,
+            account_id: account_id.to_string(),
+            device_id: DeviceId::FIRST.get(),
             tokens: Some(tokens(t)),
         }))
     }
@@ -54,7 +55,7 @@ impl AuthService for AuthApi {
         };
         Ok(Response::new(pb::LoginResponse {
             outcome: Some(outcome),
-            account_id,
+            account_id: account_id.to_string(),
         }))
     }
 
@@ -86,9 +87,8 @@ impl AuthService for AuthApi {
         request: Request<pb::RefreshSessionRequest>,
     ) -> Res<pb::RefreshSessionResponse> {
         let ip = addr(&request);
-        crate::limits::take(&self.0.limits.login_per_address, &ip)?;
         let r = request.into_inner();
-        let t = self.0.refresh(&r.refresh_token).await?;
+        let t = self.0.refresh_from(&r.refresh_token, ip).await?;
         Ok(Response::new(pb::RefreshSessionResponse {
             tokens: Some(tokens(t)),
         }))
@@ -98,7 +98,7 @@ impl AuthService for AuthApi {
         let c = caller(&request)?.clone();
         let n = self
             .0
-            .logout(&c.account_id, &c.session_id, request.get_ref().all_sessions)
+            .logout(c.account_id, &c.session_id, request.get_ref().all_sessions)
             .await?;
         Ok(Response::new(pb::LogoutResponse {
             revoked_sessions: n,
@@ -114,7 +114,7 @@ impl AuthService for AuthApi {
         let n = self
             .0
             .change_password(
-                &c.account_id,
+                c.account_id,
                 &c.session_id,
                 &r.old_password,
                 &r.new_password,
@@ -138,7 +138,7 @@ impl AuthService for AuthApi {
             }
         });
         self.0
-            .delete_account(&c.account_id, &r.password, factor)
+            .delete_account(c.account_id, &r.password, factor)
             .await?;
         Ok(Response::new(pb::DeleteAccountResponse {}))
     }
@@ -152,22 +152,13 @@ impl AuthService for AuthApi {
             .keys
             .published()
             .into_iter()
-            .map(|k| pb::VerificationKey {
-                kid: k.key.kid.clone(),
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
-                alg: "EdDSA".into(),
-                public_key: k.key.public_key.to_vec(),
-                not_before: Some(ts_ms(k.not_before_ms)),
-                expires_at: k.expires_ms.map(ts_ms),
-            })
+            .map(convert::verification_key)
             .collect();
         Ok(Response::new(pb::GetVerificationKeysResponse {
             keys,
-            cache_ttl: Some(prost_types::Duration {
-                seconds: i64::try_from(self.0.config.verification_keys_cache_secs).unwrap_or(300),
-                nanos: 0,
-            }),
+            cache_ttl: Some(convert::duration_s(
+                self.0.config.verification_keys_cache_secs,
+            )),
         }))
     }
 
@@ -176,32 +167,14 @@ impl AuthService for AuthApi {
         request: Request<pb::ListSessionsRequest>,
     ) -> Res<pb::ListSessionsResponse> {
         let c = caller(&request)?.clone();
-        let now = self.0.now_ms();
-        let mut sessions: Vec<(u64, pb::Session)> = self
+        let sessions = self
             .0
-            .account_sessions(&c.account_id)
+            .live_sessions(c.account_id, &c.session_id)
             .await?
             .into_iter()
-            .filter(|(_, s)| s.state == SessionState::Live && s.refresh_expires_ms > now)
-            .map(|(sid, s)| {
-                let last = s.last_refreshed_ms - s.last_refreshed_ms % 3_600_000;
-                (
-                    s.last_refreshed_ms,
-                    pb::Session {
-                        current: sid == c.session_id,
-                        session_id: sid,
-                        device_id: s.device_id,
-                        created_at: Some(ts_ms(s.created_ms)),
-                        last_refreshed_at: Some(ts_ms(last)),
-                        expires_at: Some(ts_ms(s.refresh_expires_ms)),
-                    },
-                )
-            })
+            .map(convert::session)
             .collect();
-        sessions.sort_by_key(|s| std::cmp::Reverse(s.0));
-        Ok(Response::new(pb::ListSessionsResponse {
-            sessions: sessions.into_iter().map(|(_, s)| s).collect(),
-        }))
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 
     async fn revoke_session(
@@ -209,20 +182,8 @@ impl AuthService for AuthApi {
         request: Request<pb::RevokeSessionRequest>,
     ) -> Res<pb::RevokeSessionResponse> {
         let c = caller(&request)?.clone();
-        let sid = convert::account_id(&request.get_ref().session_id, "session_id")?;
-        let not_found = AuthError::NotFound {
-            resource: "session",
-        };
-        // Another account's session is indistinguishable from a missing one.
-        let owned = self
-            .0
-            .account_sessions(&c.account_id)
-            .await?
-            .into_iter()
-            .any(|(s, rec)| s == sid && rec.state == SessionState::Live);
-        if !owned || !self.0.revoke_session(&sid, SessionState::Revoked).await? {
-            return Err(not_found.into());
-        }
+        let sid = convert::session_id(&request.get_ref().session_id, "session_id")?;
+        self.0.revoke_own_session(c.account_id, &sid).await?;
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }
 }

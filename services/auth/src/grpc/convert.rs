@@ -1,16 +1,20 @@
-//! Prost types to domain types and back (the edge).
+//! Prost types to domain types and back (the edge): parsing what comes in, shaping what goes
+//! out, nothing else.
 
-use std::net::{IpAddr, Ipv4Addr};
-
+use guardyn_common::ApiError;
+use guardyn_common::ids::DeviceId;
 use guardyn_proto::guardyn::auth::v1 as pb;
 use zeroize::Zeroizing;
 
-use crate::accounts::{NewDevice, SecondFactor};
-use crate::core::IssuedTokens;
+use crate::accounts::NewDevice;
+use crate::core::{IssuedTokens, SessionInfo};
 use crate::devices::check_name;
 use crate::error::{AuthError, AuthResult};
-use crate::model::StoredPreKey;
-use crate::prekeys::{Counts, PreKeyUpload};
+use crate::keypackages::Claimed;
+use crate::mfa::SecondFactor;
+use crate::model::{Device, StoredPreKey};
+use crate::prekeys::{Bundle, Counts, PreKeyUpload};
+use crate::signing::PublishedKey;
 
 pub fn ts_ms(ms: u64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -23,12 +27,11 @@ pub fn ts_s(s: u64) -> prost_types::Timestamp {
     ts_ms(s.saturating_mul(1000))
 }
 
-/// The client's IP address; tonic fills it for TCP and TLS connections.
-pub fn addr<T>(request: &tonic::Request<T>) -> IpAddr {
-    request
-        .remote_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+pub fn duration_s(s: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(s).unwrap_or(300),
+        nanos: 0,
+    }
 }
 
 pub fn tokens(t: IssuedTokens) -> pb::Tokens {
@@ -41,23 +44,22 @@ pub fn tokens(t: IssuedTokens) -> pb::Tokens {
     }
 }
 
-/// A lowercase hyphenated UUID.
-pub fn account_id(raw: &str, field: &str) -> AuthResult<String> {
+/// A session id: a lowercase hyphenated UUID.
+pub fn session_id(raw: &str, field: &str) -> Result<String, ApiError> {
     match uuid::Uuid::parse_str(raw) {
         Ok(u) if raw.len() == 36 => Ok(u.hyphenated().to_string()),
-        _ => Err(AuthError::field(field, "must be a UUID string")),
+        _ => Err(ApiError::invalid_field(field, "must be a UUID string")),
     }
 }
 
-pub fn device_id(id: u32, field: &str) -> AuthResult<u32> {
-    if (1..=127).contains(&id) {
-        Ok(id)
-    } else {
-        Err(AuthError::field(field, "must be 1..127"))
+pub fn required(s: &str, field: &str) -> AuthResult<()> {
+    if s.is_empty() {
+        return Err(AuthError::field(field, "is required"));
     }
+    Ok(())
 }
 
-pub fn signed(k: pb::SignedPreKey) -> StoredPreKey {
+fn signed(k: pb::SignedPreKey) -> StoredPreKey {
     StoredPreKey {
         key_id: k.key_id,
         public_key: k.public_key,
@@ -65,7 +67,7 @@ pub fn signed(k: pb::SignedPreKey) -> StoredPreKey {
     }
 }
 
-pub fn kem(k: pb::KemPreKey) -> StoredPreKey {
+fn kem(k: pb::KemPreKey) -> StoredPreKey {
     StoredPreKey {
         key_id: k.key_id,
         public_key: k.public_key,
@@ -73,7 +75,7 @@ pub fn kem(k: pb::KemPreKey) -> StoredPreKey {
     }
 }
 
-pub fn one_time(k: pb::OneTimePreKey) -> StoredPreKey {
+fn one_time(k: pb::OneTimePreKey) -> StoredPreKey {
     StoredPreKey {
         key_id: k.key_id,
         public_key: k.public_key,
@@ -132,9 +134,71 @@ pub fn factor_recovery(code: String) -> SecondFactor {
     SecondFactor::Recovery(Zeroizing::new(code))
 }
 
-pub fn required(s: &str, field: &str) -> AuthResult<()> {
-    if s.is_empty() {
-        return Err(AuthError::field(field, "is required"));
+pub fn device(id: DeviceId, d: Device, current: bool) -> pb::Device {
+    pb::Device {
+        device_id: id.get(),
+        name: d.name,
+        registration_id: d.registration_id,
+        created_at: Some(ts_ms(d.created_ms)),
+        last_seen_at: Some(ts_ms(d.last_seen_ms)),
+        current,
     }
-    Ok(())
+}
+
+pub fn session(s: SessionInfo) -> pb::Session {
+    pb::Session {
+        current: s.current,
+        session_id: s.session_id,
+        device_id: s.device_id.get(),
+        created_at: Some(ts_ms(s.created_ms)),
+        last_refreshed_at: Some(ts_ms(s.last_refreshed_ms)),
+        expires_at: Some(ts_ms(s.expires_ms)),
+    }
+}
+
+pub fn verification_key(k: PublishedKey) -> pb::VerificationKey {
+    pb::VerificationKey {
+        kid: k.key.kid.clone(),
+        kty: "OKP".into(),
+        crv: "Ed25519".into(),
+        alg: "EdDSA".into(),
+        public_key: k.key.public_key.to_vec(),
+        not_before: Some(ts_ms(k.not_before_ms)),
+        expires_at: k.expires_ms.map(ts_ms),
+    }
+}
+
+pub fn bundle(b: Bundle) -> pb::DeviceBundle {
+    pb::DeviceBundle {
+        device_id: b.device_id.get(),
+        registration_id: b.registration_id,
+        identity_key: b.identity_key,
+        signed_prekey: Some(pb::SignedPreKey {
+            key_id: b.signed.key_id,
+            public_key: b.signed.public_key,
+            signature: b.signed.signature,
+        }),
+        kem_prekey: Some(pb::KemPreKey {
+            key_id: b.kem.key_id,
+            public_key: b.kem.public_key,
+            signature: b.kem.signature,
+        }),
+        kem_prekey_is_last_resort: b.kem_is_last_resort,
+        one_time_prekey: b.ec.map(|k| pb::OneTimePreKey {
+            key_id: k.key_id,
+            public_key: k.public_key,
+        }),
+    }
+}
+
+pub fn claimed(k: Claimed) -> pb::ClaimedKeyPackage {
+    pb::ClaimedKeyPackage {
+        device_id: k.device_id.get(),
+        key_package: k.bytes,
+        last_resort: k.last_resort,
+    }
+}
+
+pub fn device_ids(ids: Vec<DeviceId>) -> Vec<u32> {
+    ids.into_iter().map(|d| d.get()).collect()
 }

@@ -3,31 +3,21 @@
 use std::sync::Arc;
 
 use guardyn_common::caller;
+use guardyn_common::ids::DeviceId;
 use guardyn_proto::guardyn::auth::v1 as pb;
 use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceService;
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, addr, tokens, ts_ms};
-use crate::core::Auth;
+use super::addr;
+use super::convert::{self, device, tokens, ts_ms};
+use crate::core::Core;
 use crate::devices::check_name;
-use crate::model::Device;
 
 /// The DeviceService implementation.
 #[derive(Clone, Debug)]
-pub struct DeviceApi(pub Arc<Auth>);
+pub struct DeviceApi(pub Arc<Core>);
 
 type Res<T> = Result<Response<T>, Status>;
-
-fn device(id: u32, d: Device, current: u32) -> pb::Device {
-    pb::Device {
-        device_id: id,
-        name: d.name,
-        registration_id: d.registration_id,
-        created_at: Some(ts_ms(d.created_ms)),
-        last_seen_at: Some(ts_ms(d.last_seen_ms)),
-        current: id == current,
-    }
-}
 
 #[tonic::async_trait]
 impl DeviceService for DeviceApi {
@@ -38,10 +28,10 @@ impl DeviceService for DeviceApi {
         let c = caller(&request)?.clone();
         let devices = self
             .0
-            .devices(&c.account_id)
+            .devices(c.account_id)
             .await?
             .into_iter()
-            .map(|(id, d)| device(id, d, c.device_id))
+            .map(|(id, d)| device(id, d, id == c.device_id))
             .collect();
         Ok(Response::new(pb::ListDevicesResponse { devices }))
     }
@@ -52,11 +42,11 @@ impl DeviceService for DeviceApi {
     ) -> Res<pb::RenameDeviceResponse> {
         let c = caller(&request)?.clone();
         let r = request.into_inner();
-        let id = convert::device_id(r.device_id, "device_id")?;
+        let id = DeviceId::parse_field("device_id", r.device_id)?;
         let name = check_name(&r.name, "name")?;
-        let d = self.0.rename_device(&c.account_id, id, name).await?;
+        let d = self.0.rename_device(c.account_id, id, name).await?;
         Ok(Response::new(pb::RenameDeviceResponse {
-            device: Some(device(id, d, c.device_id)),
+            device: Some(device(id, d, id == c.device_id)),
         }))
     }
 
@@ -65,8 +55,8 @@ impl DeviceService for DeviceApi {
         request: Request<pb::RemoveDeviceRequest>,
     ) -> Res<pb::RemoveDeviceResponse> {
         let c = caller(&request)?.clone();
-        let id = convert::device_id(request.get_ref().device_id, "device_id")?;
-        self.0.remove_device(&c.account_id, id).await?;
+        let id = DeviceId::parse_field("device_id", request.get_ref().device_id)?;
+        self.0.remove_device(c.account_id, id).await?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
 
@@ -75,7 +65,7 @@ impl DeviceService for DeviceApi {
         request: Request<pb::CreateLinkCodeRequest>,
     ) -> Res<pb::CreateLinkCodeResponse> {
         let c = caller(&request)?.clone();
-        let (code, expires_ms) = self.0.create_link_code(&c.account_id, c.device_id).await?;
+        let (code, expires_ms) = self.0.create_link_code(c.account_id, c.device_id).await?;
         Ok(Response::new(pb::CreateLinkCodeResponse {
             link_code: code.to_string(),
             expires_at: Some(ts_ms(expires_ms)),
@@ -92,8 +82,8 @@ impl DeviceService for DeviceApi {
         let new = convert::new_device(r.device, "device")?;
         let (account_id, device_id, t) = self.0.link_device(&r.link_code, new, ip).await?;
         Ok(Response::new(pb::LinkDeviceResponse {
-            account_id,
-            device_id,
+            account_id: account_id.to_string(),
+            device_id: device_id.get(),
             tokens: Some(tokens(t)),
         }))
     }

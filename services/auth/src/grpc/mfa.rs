@@ -8,12 +8,12 @@ use guardyn_proto::guardyn::auth::v1::mfa_service_server::MfaService;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, ts_ms};
-use crate::core::Auth;
+use crate::core::Core;
 use crate::error::AuthError;
 
 /// The MfaService implementation.
 #[derive(Clone, Debug)]
-pub struct MfaApi(pub Arc<Auth>);
+pub struct MfaApi(pub Arc<Core>);
 
 type Res<T> = Result<Response<T>, Status>;
 
@@ -24,7 +24,7 @@ impl MfaService for MfaApi {
         request: Request<pb::BeginTotpEnrollmentRequest>,
     ) -> Res<pb::BeginTotpEnrollmentResponse> {
         let c = caller(&request)?.clone();
-        let e = self.0.begin_totp(&c.account_id).await?;
+        let e = self.0.begin_totp(c.account_id).await?;
         Ok(Response::new(pb::BeginTotpEnrollmentResponse {
             otpauth_uri: e.uri.to_string(),
             secret: e.secret_b32.to_string(),
@@ -39,7 +39,7 @@ impl MfaService for MfaApi {
         let c = caller(&request)?.clone();
         let codes = self
             .0
-            .confirm_totp(&c.account_id, &request.get_ref().totp_code)
+            .confirm_totp(c.account_id, &request.get_ref().totp_code)
             .await?;
         Ok(Response::new(pb::ConfirmTotpEnrollmentResponse {
             recovery_codes: codes.iter().map(|c| c.to_string()).collect(),
@@ -66,7 +66,7 @@ impl MfaService for MfaApi {
             }
         };
         self.0
-            .disable_totp(&c.account_id, &r.password, factor)
+            .disable_totp(c.account_id, &r.password, factor)
             .await?;
         Ok(Response::new(pb::DisableTotpResponse {}))
     }
@@ -78,7 +78,7 @@ impl MfaService for MfaApi {
         let c = caller(&request)?.clone();
         let codes = self
             .0
-            .regenerate_recovery_codes(&c.account_id, &request.get_ref().totp_code)
+            .regenerate_recovery_codes(c.account_id, &request.get_ref().totp_code)
             .await?;
         Ok(Response::new(pb::RegenerateRecoveryCodesResponse {
             recovery_codes: codes.iter().map(|c| c.to_string()).collect(),
@@ -90,7 +90,7 @@ impl MfaService for MfaApi {
         request: Request<pb::GetMfaStatusRequest>,
     ) -> Res<pb::GetMfaStatusResponse> {
         let c = caller(&request)?.clone();
-        let (enabled, remaining) = self.0.mfa_status(&c.account_id).await?;
+        let (enabled, remaining) = self.0.mfa_status(c.account_id).await?;
         Ok(Response::new(pb::GetMfaStatusResponse {
             totp_enabled: enabled.is_some(),
             totp_enabled_at: enabled.map(ts_ms),

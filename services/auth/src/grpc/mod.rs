@@ -11,6 +11,7 @@ pub use devices::DeviceApi;
 pub use keys::KeysApi;
 pub use mfa::MfaApi;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthServiceServer;
@@ -18,20 +19,28 @@ use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceServiceServer
 use guardyn_proto::guardyn::auth::v1::key_directory_service_server::KeyDirectoryServiceServer;
 use guardyn_proto::guardyn::auth::v1::mfa_service_server::MfaServiceServer;
 
-use crate::core::Auth;
+use crate::core::Core;
 
-pub(crate) fn auth_server(core: Arc<Auth>) -> AuthServiceServer<AuthApi> {
+pub(crate) fn auth_server(core: Arc<Core>) -> AuthServiceServer<AuthApi> {
     AuthServiceServer::new(AuthApi(core))
 }
 
-pub(crate) fn device_server(core: Arc<Auth>) -> DeviceServiceServer<DeviceApi> {
+pub(crate) fn device_server(core: Arc<Core>) -> DeviceServiceServer<DeviceApi> {
     DeviceServiceServer::new(DeviceApi(core))
 }
 
-pub(crate) fn mfa_server(core: Arc<Auth>) -> MfaServiceServer<MfaApi> {
+pub(crate) fn mfa_server(core: Arc<Core>) -> MfaServiceServer<MfaApi> {
     MfaServiceServer::new(MfaApi(core))
 }
 
-pub(crate) fn keys_server(core: Arc<Auth>) -> KeyDirectoryServiceServer<KeysApi> {
+pub(crate) fn keys_server(core: Arc<Core>) -> KeyDirectoryServiceServer<KeysApi> {
     KeyDirectoryServiceServer::new(KeysApi(core))
+}
+
+/// The client's IP address; tonic fills it for TCP and TLS connections.
+fn addr<T>(request: &tonic::Request<T>) -> IpAddr {
+    request
+        .remote_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use guardyn_common::auth::{TokenConfig, TokenSigner};
 use guardyn_common::clock::ManualClock;
+use guardyn_common::ids::AccountId;
 use guardyn_proto::guardyn::auth::v1 as pb;
 use guardyn_storage::{Direction, KeyRange, KvStore};
 use guardyn_testkit::{Options, TestServer};
@@ -67,7 +68,8 @@ async fn totp_secrets_and_signing_seeds_never_reach_storage_in_clear() {
         .into_inner();
     let secret = base32_decode(&begin.secret);
     assert_eq!(secret.len(), 20);
-    let account_key = guardyn_auth::store::account(&a.account_id);
+    let account_key =
+        guardyn_auth::store::account(AccountId::parse(&a.account_id).expect("account id"));
     // Pending enrolment: the account record holds something, but not the secret.
     let records = auth_records(&env).await;
     let (_, pending) = records.iter().find(|(k, _)| *k == account_key).unwrap();

@@ -271,7 +271,7 @@ impl Core {
                 group_id: r.group.clone(),
                 epoch: g.epoch,
                 accepted_ms: now,
-                sender: sender.clone(),
+                sender,
                 message: r.commit.clone(),
                 recipients,
                 urgent: false,

@@ -1,26 +1,32 @@
-//! The presence engine of one instance: the operations behind the RPCs, in domain types.
+//! The shared state of one presence instance ([`Core`]) and the operations behind the RPCs,
+//! in domain types. Also the bus source of each watched topic, which only [`Core::subscribe`]
+//! starts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use futures::StreamExt as _;
 use guardyn_common::clock::SharedClock;
-use guardyn_events::EventBus;
+use guardyn_common::events::presence::{AccountEvent, Change, TypingSignal};
+use guardyn_events::{Delivery, EventBus};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PresenceConfig;
 use crate::error::PresenceError;
-use crate::events::{AccountEvent, Change, TypingSignal, account_subject, inbox_subject};
+use crate::events::{publish_change, publish_typing};
 use crate::local::{Heartbeat, LocalTable, TypingTarget};
-use crate::model::{AccountId, InstanceId, Seen, Settings, Status, Visibility};
+use crate::model::{
+    AccountId, AccountView, DeviceId, InstanceId, Seen, Settings, Status, Visibility,
+};
 use crate::peers::Peers;
 use crate::store::Store;
 use crate::views::{Item, TopicKey, Views, Watcher};
 
 /// See the module docs.
 #[derive(Debug)]
-pub struct Engine {
+pub struct Core {
     pub config: PresenceConfig,
     pub instance: InstanceId,
     pub(crate) clock: SharedClock,
@@ -35,7 +41,7 @@ pub struct Engine {
     /// The source task of every watched topic, with a task id.
     topic_tasks: Mutex<HashMap<TopicKey, (u64, CancellationToken)>>,
     /// The open stream of each device on this instance (a new Subscribe replaces it).
-    streams: Mutex<HashMap<(AccountId, u32), (u64, CancellationToken)>>,
+    streams: Mutex<HashMap<(AccountId, DeviceId), (u64, CancellationToken)>>,
     next_id: AtomicU64,
 }
 
@@ -57,18 +63,18 @@ pub struct Subscription {
 /// Unregisters a stream when dropped.
 #[derive(Debug)]
 pub struct SubscriptionGuard {
-    engine: Arc<Engine>,
+    core: Arc<Core>,
     watcher: u64,
-    device: (AccountId, u32),
+    device: (AccountId, DeviceId),
     topics: Vec<TopicKey>,
 }
 
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         for key in &self.topics {
-            self.engine.unwatch(*key, self.watcher);
+            self.core.unwatch(*key, self.watcher);
         }
-        let mut streams = lock(&self.engine.streams);
+        let mut streams = lock(&self.core.streams);
         if streams
             .get(&self.device)
             .is_some_and(|(id, _)| *id == self.watcher)
@@ -78,7 +84,7 @@ impl Drop for SubscriptionGuard {
     }
 }
 
-impl Engine {
+impl Core {
     pub fn new(
         config: PresenceConfig,
         store: Store,
@@ -106,24 +112,15 @@ impl Engine {
     }
 
     pub(crate) async fn publish(&self, account: AccountId, at_ms: u64, change: Change) {
-        let event = AccountEvent {
-            instance: self.instance,
-            at_ms,
-            change,
-        };
-        // Live events are at-most-once by contract; the durable state is already written and
-        // a watcher that missed the event resynchronises on its next subscribe.
-        if let Err(err) = self
-            .bus
-            .publish(&account_subject(account), event.encode())
-            .await
-        {
-            tracing::warn!(%account, error = %err, "presence event not published");
-        }
+        publish_change(&*self.bus, self.instance, account, at_ms, change).await;
     }
 
     /// A device is alive. Only the first heartbeat of an online period writes and publishes.
-    pub async fn heartbeat(&self, account: AccountId, device: u32) -> Result<(), PresenceError> {
+    pub async fn heartbeat(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+    ) -> Result<(), PresenceError> {
         let now = self.clock.now_ms();
         let outcome =
             lock(&self.local).heartbeat(account, device, now, self.config.device_expiry_ms());
@@ -137,8 +134,15 @@ impl Engine {
                 return Err(err);
             }
             self.wake.notify_one();
-            self.publish(account, now, Change::DeviceOnline { device, generation })
-                .await;
+            self.publish(
+                account,
+                now,
+                Change::DeviceOnline {
+                    device: device.get(),
+                    generation,
+                },
+            )
+            .await;
         }
         Ok(())
     }
@@ -244,13 +248,7 @@ impl Engine {
                     typing,
                     expires_ms,
                 };
-                if let Err(err) = self
-                    .bus
-                    .publish(&inbox_subject(peer), signal.encode())
-                    .await
-                {
-                    tracing::warn!(error = %err, "typing indicator not published");
-                }
+                publish_typing(&*self.bus, peer, &signal).await;
             }
             TypingTarget::Group(group) => {
                 self.publish(
@@ -290,15 +288,15 @@ impl Engine {
     pub(crate) async fn load(
         self: &Arc<Self>,
         account: AccountId,
-    ) -> Result<crate::model::AccountView, PresenceError> {
+    ) -> Result<AccountView, PresenceError> {
         let (view, dead) = self.store.load(account, |i| self.peers.alive(i)).await?;
         for d in dead {
-            let engine = self.clone();
+            let core = self.clone();
             tokio::spawn(async move {
-                let now = engine.clock.now_ms();
-                if let Err(err) = engine
+                let now = core.clock.now_ms();
+                if let Err(err) = core
                     .store
-                    .drop_instance(account, d.instance, now, |i| engine.peers.alive(i))
+                    .drop_instance(account, d.instance, now, |i| core.peers.alive(i))
                     .await
                 {
                     tracing::warn!(%account, error = %err, "stale presence entries not removed");
@@ -312,7 +310,7 @@ impl Engine {
     pub fn subscribe(
         self: &Arc<Self>,
         viewer: AccountId,
-        device: u32,
+        device: DeviceId,
         accounts: &[AccountId],
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -333,7 +331,7 @@ impl Engine {
             broken: watcher.broken.clone(),
             replaced,
             guard: SubscriptionGuard {
-                engine: self.clone(),
+                core: self.clone(),
                 watcher: id,
                 device: (viewer, device),
                 topics,
@@ -347,7 +345,7 @@ impl Engine {
             let task_id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let cancel = self.shutdown.child_token();
             tasks.insert(key, (task_id, cancel.clone()));
-            tokio::spawn(crate::tasks::run_topic(self.clone(), key, task_id, cancel));
+            tokio::spawn(self.clone().run_topic(key, task_id, cancel));
         }
     }
 
@@ -361,7 +359,7 @@ impl Engine {
     }
 
     /// A topic's source failed: end its watchers, unless a newer task already replaced it.
-    pub(crate) fn topic_failed(&self, key: TopicKey, task_id: u64) {
+    fn topic_failed(&self, key: TopicKey, task_id: u64) {
         let mut tasks = lock(&self.topic_tasks);
         if tasks.get(&key).is_some_and(|(id, _)| *id == task_id) {
             tasks.remove(&key);
@@ -371,9 +369,80 @@ impl Engine {
 
     /// End the open Subscribe stream of a device on this instance (it ends OK, as when
     /// replaced: a removed device or deleted account has nothing to resubscribe for).
-    pub(crate) fn end_stream(&self, account: AccountId, device: u32) {
+    pub(crate) fn end_stream(&self, account: AccountId, device: DeviceId) {
         if let Some((_, cancel)) = lock(&self.streams).remove(&(account, device)) {
             cancel.cancel();
+        }
+    }
+
+    /// The bus source of one topic: subscribe, load the initial state, then apply events until
+    /// the last watcher leaves (`cancel`) or the server stops.
+    async fn run_topic(self: Arc<Self>, key: TopicKey, task_id: u64, cancel: CancellationToken) {
+        let subject = key.subject();
+        let account = key.account();
+        let mut sub = match self.bus.subscribe(&subject).await {
+            Ok(sub) => sub,
+            Err(err) => {
+                tracing::warn!(%subject, error = %err, "presence subscription failed");
+                self.topic_failed(key, task_id);
+                return;
+            }
+        };
+        match key {
+            TopicKey::Account(_) => {
+                if !self.load_topic(key, task_id).await {
+                    return;
+                }
+            }
+            TopicKey::Inbox(_) => self.views.inbox_ready(account),
+        }
+        loop {
+            let delivery = tokio::select! {
+                _ = cancel.cancelled() => return,
+                d = sub.next() => d,
+            };
+            match delivery {
+                Some(Delivery::Event(event)) => match key {
+                    TopicKey::Account(_) => {
+                        if let Some(ev) = AccountEvent::decode(event.payload()) {
+                            self.peers.touch(ev.instance, None);
+                            self.views.apply(account, &ev);
+                        }
+                    }
+                    TopicKey::Inbox(_) => {
+                        if let Some(signal) = TypingSignal::decode(event.payload()) {
+                            self.views.deliver_typing(account, &signal);
+                        }
+                    }
+                },
+                // Events were lost: the stored state is the truth to resynchronise from.
+                Some(Delivery::Lagged { .. }) => {
+                    if matches!(key, TopicKey::Account(_)) && !self.load_topic(key, task_id).await {
+                        return;
+                    }
+                }
+                None => {
+                    self.topic_failed(key, task_id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// (Re)load a watched account's state from storage into its view; false (and the topic
+    /// failed) when storage could not be read.
+    async fn load_topic(self: &Arc<Self>, key: TopicKey, task_id: u64) -> bool {
+        let account = key.account();
+        match self.load(account).await {
+            Ok(view) => {
+                self.views.install(key, view);
+                true
+            }
+            Err(err) => {
+                tracing::warn!(%account, error = %err, "presence state not loaded");
+                self.topic_failed(key, task_id);
+                false
+            }
         }
     }
 
