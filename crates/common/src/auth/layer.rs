@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use super::TokenVerifier;
+use super::token::TokenVerifier;
 use crate::error::ApiError;
 
 /// Extract the bearer token from request headers.
@@ -147,7 +147,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::auth::{AuthContext, RevocationList, TokenConfig, TokenGrant, TokenSigner};
+    use crate::auth::config::TokenConfig;
+    use crate::auth::context::AuthContext;
+    use crate::auth::token::{RevocationList, TokenGrant, TokenSigner};
 
     fn grant() -> TokenGrant {
         TokenGrant {

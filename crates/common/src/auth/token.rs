@@ -11,7 +11,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{AuthContext, TokenConfig, unix_now};
+use super::config::TokenConfig;
+use super::context::AuthContext;
+use crate::config::{ConfigError, Validate, key};
 use crate::error::{ApiError, Reason};
 
 /// JWT claims. Field names follow RFC 7519 where one exists.
@@ -300,13 +302,45 @@ impl TokenSigner {
     }
 }
 
+// Lives with the verification keys it checks.
+impl Validate for TokenConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(ConfigError::new(key(prefix, "issuer"), "must not be empty"));
+        }
+        if self.audience.is_empty() {
+            return Err(ConfigError::new(
+                key(prefix, "audience"),
+                "must not be empty",
+            ));
+        }
+        if self.leeway_secs > 300 {
+            return Err(ConfigError::new(
+                key(prefix, "leeway_secs"),
+                "must be at most 300",
+            ));
+        }
+        for k in &self.static_keys {
+            VerificationKey::from_jwk_x(&k.kid, &k.x)
+                .map_err(|e| ConfigError::new(key(prefix, "static_keys"), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
     use crate::auth::StaticKey;
-    use crate::config::Validate as _;
 
     const ACCOUNT: &str = "00000000-0000-4000-8000-000000000001";
 

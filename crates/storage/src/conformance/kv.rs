@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use tokio::sync::Barrier;
 
-use super::{KvHarness, assert_invalid, k, keys, ns};
+use super::harness::{KvHarness, assert_invalid, k, keys, ns};
 use crate::{Direction, KeyRange, MAX_KEY_LEN, MAX_VALUE_LEN, Txn, TxnOutcome};
 
 pub async fn kv_get_put_delete<H: KvHarness + ?Sized>(h: &H) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::{HOUR, LogHarness, assert_invalid, entry, k, now_ms, ns};
+use super::harness::{HOUR, LogHarness, assert_invalid, entry, k, now_ms, ns};
 use crate::{AppendLog, MAX_KEY_LEN, MAX_VALUE_LEN};
 
 pub async fn log_sequences<H: LogHarness + ?Sized>(h: &H) {

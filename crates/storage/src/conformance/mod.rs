@@ -56,39 +56,15 @@
 //! Failures panic with a message naming the broken contract: this is test code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use async_trait::async_trait;
-
+mod harness;
 mod kv;
 mod log;
 
+pub use harness::{KvHarness, LogHarness};
 pub use kv::*;
 pub use log::*;
 
-use crate::{AppendLog, KvStore, NewEntry, StorageError};
-
-/// What a backend's test provides to run the KV cases: a way to (re)open its [`KvStore`].
-#[async_trait]
-pub trait KvHarness: Send + Sync {
-    /// Open the store. May be called again after every handle from the previous call was
-    /// dropped; the new handle must see everything acknowledged through the old ones (embedded:
-    /// same data directory; cluster: same database).
-    async fn open_kv(&self) -> Arc<dyn KvStore>;
-}
-
-/// What a backend's test provides to run the log cases: a way to (re)open its [`AppendLog`].
-#[async_trait]
-pub trait LogHarness: Send + Sync {
-    /// Open the log. May be called again after every handle from the previous call was
-    /// dropped; the new handle must see everything acknowledged through the old ones (embedded:
-    /// same data directory; cluster: same keyspace).
-    async fn open_log(&self) -> Arc<dyn AppendLog>;
-}
-
-/// Generates one test per [`KvStore`] conformance case, each with a fresh harness.
+/// Generates one test per [`KvStore`](crate::KvStore) conformance case, each with a fresh harness.
 ///
 /// `kv_conformance_suite!(harness_expr $(, #[attr])*)`: `harness_expr` must evaluate to a value
 /// implementing [`conformance::KvHarness`](crate::conformance::KvHarness); it is evaluated once
@@ -118,7 +94,7 @@ macro_rules! kv_conformance_suite {
     };
 }
 
-/// Generates one test per [`AppendLog`] conformance case, each with a fresh harness.
+/// Generates one test per [`AppendLog`](crate::AppendLog) conformance case, each with a fresh harness.
 ///
 /// `log_conformance_suite!(harness_expr $(, #[attr])*)`: `harness_expr` must evaluate to a value
 /// implementing [`conformance::LogHarness`](crate::conformance::LogHarness); otherwise as
@@ -157,49 +133,4 @@ macro_rules! __conformance_tests {
         }
         $crate::__conformance_tests! { [$(#[$attr])*] ($harness) $($rest),* }
     };
-}
-
-/// A prefix unique to this case and this run (process id, start time and a counter).
-pub(super) fn ns(case: &str) -> Vec<u8> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("conformance/{case}/{}-{nanos:x}-{n}/", std::process::id()).into_bytes()
-}
-
-pub(super) fn k(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
-    [prefix, suffix].concat()
-}
-
-pub(super) fn keys(pairs: &[crate::KvPair]) -> Vec<Vec<u8>> {
-    pairs.iter().map(|p| p.key.clone()).collect()
-}
-
-pub(super) fn entry(payload: &[u8], ttl: Duration) -> NewEntry {
-    NewEntry {
-        payload: payload.to_vec(),
-        ttl,
-    }
-}
-
-pub(super) const HOUR: Duration = Duration::from_secs(3600);
-
-pub(super) fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
-pub(super) fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StorageError>, what: &str) {
-    match r {
-        Err(StorageError::InvalidRequest(_)) => {}
-        other => panic!("{what}: expected InvalidRequest, got {other:?}"),
-    }
 }

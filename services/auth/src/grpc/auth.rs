@@ -8,8 +8,7 @@ use guardyn_proto::guardyn::auth::v1 as pb;
 use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
 
-use super::addr;
-use super::convert::{self, tokens, ts_ms};
+use super::convert::{self, addr, tokens, ts_ms};
 use crate::accounts::LoginOutcome;
 use crate::core::Core;
 use crate::error::AuthError;

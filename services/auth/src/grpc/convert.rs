@@ -1,6 +1,8 @@
 //! Prost types to domain types and back (the edge): parsing what comes in, shaping what goes
 //! out, nothing else.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use guardyn_common::ApiError;
 use guardyn_common::ids::DeviceId;
 use guardyn_proto::guardyn::auth::v1 as pb;
@@ -201,4 +203,12 @@ pub fn claimed(k: Claimed) -> pb::ClaimedKeyPackage {
 
 pub fn device_ids(ids: Vec<DeviceId>) -> Vec<u32> {
     ids.into_iter().map(|d| d.get()).collect()
+}
+
+/// The client's IP address; tonic fills it for TCP and TLS connections.
+pub(super) fn addr<T>(request: &tonic::Request<T>) -> IpAddr {
+    request
+        .remote_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }

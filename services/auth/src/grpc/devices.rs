@@ -8,8 +8,7 @@ use guardyn_proto::guardyn::auth::v1 as pb;
 use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceService;
 use tonic::{Request, Response, Status};
 
-use super::addr;
-use super::convert::{self, device, tokens, ts_ms};
+use super::convert::{self, addr, device, tokens, ts_ms};
 use crate::core::Core;
 use crate::devices::check_name;
 

@@ -11,7 +11,6 @@ pub use devices::DeviceApi;
 pub use keys::KeysApi;
 pub use mfa::MfaApi;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthServiceServer;
@@ -35,12 +34,4 @@ pub(crate) fn mfa_server(core: Arc<Core>) -> MfaServiceServer<MfaApi> {
 
 pub(crate) fn keys_server(core: Arc<Core>) -> KeyDirectoryServiceServer<KeysApi> {
     KeyDirectoryServiceServer::new(KeysApi(core))
-}
-
-/// The client's IP address; tonic fills it for TCP and TLS connections.
-fn addr<T>(request: &tonic::Request<T>) -> IpAddr {
-    request
-        .remote_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
