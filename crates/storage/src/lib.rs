@@ -20,6 +20,7 @@
 //! This crate must not depend on any storage engine, on gRPC, or on any Guardyn service: engines
 //! depend on it, never the reverse.
 
+mod blob;
 mod error;
 mod kv;
 mod log;
@@ -29,6 +30,7 @@ mod stores;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use blob::{BlobStore, MAX_OBJECT_LEN, ObjectMeta};
 pub use error::{StorageError, StorageResult};
 pub use kv::{Condition, Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
 pub use log::{AppendLog, LogEntry, NewEntry, PartitionStats};
