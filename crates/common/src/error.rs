@@ -237,6 +237,18 @@ impl ApiError {
         })
     }
 
+    /// `OFFSET_MISMATCH` with its `OffsetMismatch` detail: an upload chunk was not sent at the
+    /// committed offset; the client resumes from `committed`.
+    pub fn offset_mismatch(committed: u64) -> Self {
+        Self::new(
+            Reason::OffsetMismatch,
+            format!("the chunk must start at the committed offset {committed}"),
+        )
+        .with_detail(&guardyn_proto::guardyn::common::v1::OffsetMismatch {
+            committed_offset: committed,
+        })
+    }
+
     /// `STALE_EPOCH` with its `StaleEpoch` detail: another commit won the group's epoch.
     pub fn stale_epoch(current: u64) -> Self {
         Self::new(

@@ -1,5 +1,5 @@
-//! `guardyn` client subcommands over `guardyn-sdk`: register, login, link, send, listen,
-//! groups. Peers are addressed by account id (the API has no username lookup); `register`
+//! `guardyn` client subcommands over `guardyn-sdk`: register, login, link, send, send-file,
+//! listen (which saves received files), groups. Peers are addressed by account id (the API has no username lookup); `register`
 //! and `whoami` print this device's account id to share.
 //!
 //! Secrets come from the environment or a prompt, never from arguments (which other users
@@ -9,12 +9,13 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::io::BufRead as _;
-use std::path::PathBuf;
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use guardyn_sdk::{
-    Client, ClientConfig, Event, LoginOutcome, SecondFactor, StateKey, Storage, connect,
+    Attachment, Client, ClientConfig, Event, LoginOutcome, SdkError, SecondFactor, StateKey,
+    Storage, connect,
 };
 use zeroize::Zeroizing;
 
@@ -75,10 +76,26 @@ pub enum ClientCommand {
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
-    /// Print incoming messages until interrupted.
+    /// Encrypt a file, upload it and send it to every device of an account.
+    SendFile {
+        #[command(flatten)]
+        args: ClientArgs,
+        /// Destination account id.
+        to: String,
+        /// The file to send.
+        path: PathBuf,
+        /// MIME type (guessed from the extension when omitted).
+        #[arg(long)]
+        content_type: Option<String>,
+    },
+    /// Print incoming messages until interrupted; received files are saved.
     Listen {
         #[command(flatten)]
         args: ClientArgs,
+        /// Directory received files are saved in (under the sender's file name without any
+        /// directory part; an existing file is never overwritten).
+        #[arg(long, default_value = ".")]
+        save_dir: PathBuf,
     },
     /// MLS groups.
     #[command(subcommand)]
@@ -186,25 +203,143 @@ fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
         .collect()
 }
 
+/// A MIME type from a file name's extension (a few common ones).
+fn guess_content_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "md" => "text/plain",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        "ogg" | "opus" => "audio/ogg",
+        "zip" => "application/zip",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A byte progress bar on stderr, or a hidden one when stderr is not a terminal.
+fn progress_bar(total: u64, what: String) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
+}
+
+/// How a received file is described.
+fn describe(att: &Attachment) -> String {
+    format!(
+        "file {:?} ({} bytes, {})",
+        att.safe_file_name(),
+        att.plaintext_size,
+        att.content_type
+    )
+}
+
+/// Downloads an attachment into `dir` under its sanitised name, adding " (n)" before the
+/// extension when the name is taken.
+async fn save_attachment(client: &Client, att: &Attachment, dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = att.safe_file_name();
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
+        _ => (name.clone(), String::new()),
+    };
+    let bar = progress_bar(att.size, name.clone());
+    for n in 0..1000 {
+        let candidate = if n == 0 {
+            dir.join(&name)
+        } else {
+            dir.join(format!("{stem} ({n}){ext}"))
+        };
+        if candidate.exists() {
+            continue;
+        }
+        let result = client
+            .download_to_path_with_progress(att, &candidate, &mut |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                bar.finish_and_clear();
+                return Ok(candidate);
+            }
+            // Someone took the name meanwhile: try the next one.
+            Err(SdkError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                bar.abandon();
+                return Err(e.into());
+            }
+        }
+    }
+    bar.abandon();
+    anyhow::bail!("no free file name for {name:?} in {}", dir.display())
+}
+
+/// Prints an event (and saves received files into `save_dir`, when given); returns false when
+/// the stream ended.
+async fn handle_event(client: &Client, event: &Event, save_dir: Option<&Path>) -> bool {
+    let received = match event {
+        Event::Message(m) | Event::GroupMessage { message: m, .. } => m.attachment.as_ref(),
+        _ => None,
+    };
+    let (Some(att), Some(dir)) = (received, save_dir) else {
+        return print_event(event);
+    };
+    let from = match event {
+        Event::GroupMessage { group_id, message } => {
+            format!("group {} | {}", hex(group_id), message.sender)
+        }
+        Event::Message(m) => m.sender.to_string(),
+        _ => String::new(),
+    };
+    match save_attachment(client, att, dir).await {
+        Ok(path) => println!("[{from}] {} saved to {}", describe(att), path.display()),
+        Err(e) => eprintln!("[{from}] {}: not saved: {e:#}", describe(att)),
+    }
+    true
+}
+
 /// Prints an event; returns false when the stream ended.
 fn print_event(event: &Event) -> bool {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let text = |m: &guardyn_sdk::Message| match &m.attachment {
+        Some(att) => format!("{} (not saved: use `guardyn listen`)", describe(att)),
+        None => String::from_utf8_lossy(&m.body).into_owned(),
+    };
     match event {
-        Event::Message(m) => println!("[{}] {}", m.sender, text(&m.body)),
+        Event::Message(m) => println!("[{}] {}", m.sender, text(m)),
         Event::SentByOtherDevice {
             destination,
             message,
         } => println!(
             "[me.{} -> {destination}] {}",
             message.sender.device_id,
-            text(&message.body)
+            match &message.attachment {
+                Some(att) => describe(att),
+                None => text(message),
+            }
         ),
         Event::GroupMessage { group_id, message } => {
             println!(
                 "[group {} | {}] {}",
                 hex(group_id),
                 message.sender,
-                text(&message.body)
+                text(message)
             );
         }
         Event::GroupJoined { group_id } => println!("joined group {}", hex(group_id)),
@@ -329,7 +464,48 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             let sent = client.send(&to, text.join(" ").as_bytes()).await?;
             println!("sent {} to {} device(s)", sent.message_id, sent.devices);
         }
-        ClientCommand::Listen { args } => {
+        ClientCommand::SendFile {
+            args,
+            to,
+            path,
+            content_type,
+        } => {
+            let client = open(&args).await?;
+            drain(&client).await?;
+            let content_type = content_type.unwrap_or_else(|| guess_content_type(&path).to_owned());
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let file = std::fs::File::open(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let bar = progress_bar(0, format!("uploading {name}"));
+            let attachment = client
+                .upload_reader_with_progress(file, &name, &content_type, &mut |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await;
+            let attachment = match attachment {
+                Ok(a) => {
+                    bar.finish_and_clear();
+                    a
+                }
+                Err(e) => {
+                    bar.abandon();
+                    return Err(e.into());
+                }
+            };
+            let sent = client.send_attachment(&to, &attachment).await?;
+            println!(
+                "sent {} ({} bytes) as {} to {} device(s)",
+                name, attachment.plaintext_size, sent.message_id, sent.devices
+            );
+        }
+        ClientCommand::Listen { args, save_dir } => {
+            if !save_dir.is_dir() {
+                anyhow::bail!("--save-dir {} is not a directory", save_dir.display());
+            }
             let client = open(&args).await?;
             client.top_up_keys().await?;
             let mut inbox = client.listen().await?;
@@ -337,7 +513,10 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             loop {
                 tokio::select! {
                     event = inbox.next() => match event {
-                        Some(e) => if !print_event(&e) { break },
+                        Some(e) => tokio::select! {
+                            keep = handle_event(&client, &e, Some(&save_dir)) => if !keep { break },
+                            _ = tokio::signal::ctrl_c() => break,
+                        },
                         None => break,
                     },
                     _ = tokio::signal::ctrl_c() => break,

@@ -26,6 +26,7 @@ pub struct Config {
     pub auth: guardyn_auth::AuthConfig,
     pub presence: guardyn_presence::PresenceConfig,
     pub messaging: guardyn_messaging::MessagingConfig,
+    pub media: guardyn_media::MediaConfig,
 }
 
 impl Validate for Config {
@@ -39,7 +40,16 @@ impl Validate for Config {
         self.auth.validate(&key(prefix, "auth"))?;
         self.presence.validate(&key(prefix, "presence"))?;
         self.events.validate(&key(prefix, "events"))?;
-        self.messaging.validate(&key(prefix, "messaging"))
+        self.messaging.validate(&key(prefix, "messaging"))?;
+        self.media.validate(&key(prefix, "media"))?;
+        // One UploadChunk request carries a whole chunk.
+        if self.server.max_request_bytes < self.media.chunk_size as usize + 1024 {
+            return Err(ConfigError::new(
+                key(prefix, "server.max_request_bytes"),
+                "must be at least media.chunk_size + 1024 (one upload chunk per request)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -58,6 +68,8 @@ pub struct StorageConfig {
     pub engine: StorageEngine,
     /// Directory of the embedded engine; created when missing.
     pub data_dir: PathBuf,
+    /// Where immutable objects (media chunks, avatars) live.
+    pub blob: BlobConfig,
 }
 
 impl Default for StorageConfig {
@@ -65,6 +77,7 @@ impl Default for StorageConfig {
         Self {
             engine: StorageEngine::Embedded,
             data_dir: PathBuf::from("./data"),
+            blob: BlobConfig::default(),
         }
     }
 }
@@ -76,6 +89,110 @@ impl Validate for StorageConfig {
                 key(prefix, "data_dir"),
                 "must not be empty",
             ));
+        }
+        self.blob.validate(&key(prefix, "blob"))
+    }
+}
+
+impl StorageConfig {
+    /// The directory of the `fs` blob engine: `storage.blob.dir`, or `<data_dir>/blobs`.
+    pub fn blob_dir(&self) -> PathBuf {
+        if self.blob.dir.as_os_str().is_empty() {
+            self.data_dir.join("blobs")
+        } else {
+            self.blob.dir.clone()
+        }
+    }
+}
+
+/// Blob storage engines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobEngine {
+    /// A local directory (single node).
+    #[default]
+    Fs,
+    /// An S3-compatible object store (AWS S3, MinIO, Ceph RGW, ...).
+    S3,
+}
+
+/// `storage.blob`: the blob store. The secret key is redacted in `Debug` and when the
+/// configuration is printed (`guardyn config`).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobConfig {
+    pub engine: BlobEngine,
+    /// `fs`: directory of the objects; empty = `<storage.data_dir>/blobs`.
+    pub dir: PathBuf,
+    /// `s3`: endpoint URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://minio:9000`;
+    /// empty = AWS for `region`.
+    pub endpoint: String,
+    /// `s3`: bucket name (must exist).
+    pub bucket: String,
+    /// `s3`: region.
+    pub region: String,
+    /// `s3`: static credentials; empty = the AWS environment/instance credentials.
+    pub access_key_id: String,
+    #[serde(serialize_with = "serialize_redacted")]
+    pub secret_access_key: String,
+    /// `s3`: allow a plain `http://` endpoint (tests, a local MinIO).
+    pub allow_http: bool,
+}
+
+/// What a secret looks like when printed.
+pub const REDACTED: &str = "<redacted>";
+
+fn serialize_redacted<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if value.is_empty() { "" } else { REDACTED })
+}
+
+impl std::fmt::Debug for BlobConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = if self.secret_access_key.is_empty() {
+            ""
+        } else {
+            REDACTED
+        };
+        f.debug_struct("BlobConfig")
+            .field("engine", &self.engine)
+            .field("dir", &self.dir)
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &secret)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl Validate for BlobConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.engine == BlobEngine::S3 {
+            if self.bucket.is_empty() {
+                return Err(ConfigError::new(
+                    key(prefix, "bucket"),
+                    "required when storage.blob.engine is s3",
+                ));
+            }
+            if self.access_key_id.is_empty() != self.secret_access_key.is_empty() {
+                return Err(ConfigError::new(
+                    key(prefix, "secret_access_key"),
+                    "access_key_id and secret_access_key are set together or not at all",
+                ));
+            }
+            if self.secret_access_key == REDACTED {
+                return Err(ConfigError::new(
+                    key(prefix, "secret_access_key"),
+                    "is the redacted placeholder printed by `guardyn config`, not a key",
+                ));
+            }
+            if self.endpoint.starts_with("http://") && !self.allow_http {
+                return Err(ConfigError::new(
+                    key(prefix, "endpoint"),
+                    "is plain http: set storage.blob.allow_http = true to allow it",
+                ));
+            }
         }
         Ok(())
     }
@@ -173,6 +290,23 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    /// The S3 secret never shows in logs or in `guardyn config`.
+    #[test]
+    fn blob_secret_is_redacted() {
+        let mut config = Config::default();
+        config.storage.blob.engine = BlobEngine::S3;
+        config.storage.blob.bucket = "b".into();
+        config.storage.blob.access_key_id = "AKID".into();
+        config.storage.blob.secret_access_key = "very-secret".into();
+        config.validate("").unwrap();
+        assert!(!format!("{config:?}").contains("very-secret"));
+        let printed = toml::to_string(&config).unwrap();
+        assert!(!printed.contains("very-secret"));
+        assert!(printed.contains(REDACTED));
+        config.storage.blob.bucket.clear();
+        assert_eq!(config.validate("").unwrap_err().key, "storage.blob.bucket");
+    }
 
     /// The example file documents every key with its default value.
     #[test]

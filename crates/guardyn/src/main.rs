@@ -33,6 +33,8 @@ enum Command {
     Config,
     /// Drive a running server with SDK clients and print throughput and latency.
     Bench(guardyn::bench::BenchArgs),
+    /// Upload and download one large attachment; compare with raw disk; sample server memory.
+    BenchMedia(guardyn::bench_media::BenchMediaArgs),
     #[command(flatten)]
     Client(guardyn::client::ClientCommand),
 }
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     // Client commands do not read the server configuration.
     let command = match cli.command {
         Command::Bench(args) => return run(guardyn::bench::run(args)),
+        Command::BenchMedia(args) => return run(guardyn::bench_media::run(args)),
         Command::Client(command) => return run(guardyn::client::run(command)),
         other => other,
     };
@@ -63,7 +66,7 @@ fn main() -> ExitCode {
         }),
         Command::Serve { services } => run(serve(config, services)),
         // Handled above, before the configuration is loaded.
-        Command::Bench(_) | Command::Client(_) => ExitCode::SUCCESS,
+        Command::Bench(_) | Command::BenchMedia(_) | Command::Client(_) => ExitCode::SUCCESS,
     }
 }
 

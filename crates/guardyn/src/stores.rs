@@ -1,13 +1,17 @@
-//! The one selector from `storage.engine` to a storage handle.
+//! The one selector from `storage.engine` and `storage.blob` to a storage handle.
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use guardyn_storage::Stores;
+use guardyn_storage::{BlobStore, Stores};
+use guardyn_storage_blob::{FsBlobStore, S3BlobStore, S3Config};
 use guardyn_storage_embedded::EmbeddedStore;
 
-use crate::config::{StorageConfig, StorageEngine};
+use crate::config::{BlobEngine, StorageConfig, StorageEngine};
 
-/// Open the configured engine. Everything above this function sees only [`Stores`].
+/// Open the configured engines. Everything above this function sees only [`Stores`].
 pub async fn open(config: &StorageConfig) -> anyhow::Result<Stores> {
+    let blob = open_blob(config).await?;
     match config.engine {
         StorageEngine::Embedded => {
             let store = EmbeddedStore::open(&config.data_dir, Default::default())
@@ -15,7 +19,32 @@ pub async fn open(config: &StorageConfig) -> anyhow::Result<Stores> {
                 .with_context(|| {
                     format!("opening embedded storage in {}", config.data_dir.display())
                 })?;
-            Ok(Stores::new(store.clone(), store.clone()).closing(store))
+            Ok(Stores::new(store.clone(), store.clone(), blob).closing(store))
+        }
+    }
+}
+
+async fn open_blob(config: &StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match config.blob.engine {
+        BlobEngine::Fs => {
+            let dir = config.blob_dir();
+            let store = FsBlobStore::open(&dir)
+                .await
+                .with_context(|| format!("opening blob storage in {}", dir.display()))?;
+            Ok(Arc::new(store))
+        }
+        BlobEngine::S3 => {
+            let b = &config.blob;
+            let store = S3BlobStore::open(&S3Config {
+                endpoint: b.endpoint.clone(),
+                bucket: b.bucket.clone(),
+                region: b.region.clone(),
+                access_key_id: b.access_key_id.clone(),
+                secret_access_key: b.secret_access_key.clone(),
+                allow_http: b.allow_http,
+            })
+            .with_context(|| format!("opening S3 blob storage (bucket {})", b.bucket))?;
+            Ok(Arc::new(store))
         }
     }
 }

@@ -63,6 +63,10 @@ pub enum SdkError {
     /// The request is not valid (caught before contacting the server).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A downloaded attachment failed verification (segment authentication, size or SHA-256):
+    /// the server or the network changed it, or the sender's attachment is wrong.
+    #[error("attachment failed verification: {0}")]
+    Corrupt(&'static str),
     /// A wait (for an epoch, for an event) timed out.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),

@@ -1,5 +1,7 @@
 //! What a client hands to the application when envelopes and notices arrive.
 
+use crate::media::Attachment;
+
 /// One device of one account.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
@@ -24,8 +26,11 @@ pub struct Message {
     pub message_id: String,
     /// Sender's clock when the message was written (Unix milliseconds).
     pub sent_at_ms: u64,
-    /// The message body.
+    /// The message body (empty for an attachment message).
     pub body: Vec<u8>,
+    /// The file this message carries ([`crate::Client::send_attachment`]); fetch it with
+    /// [`crate::Client::download`].
+    pub attachment: Option<Attachment>,
 }
 
 impl std::fmt::Debug for Message {
@@ -35,6 +40,7 @@ impl std::fmt::Debug for Message {
             .field("message_id", &self.message_id)
             .field("sent_at_ms", &self.sent_at_ms)
             .field("body_len", &self.body.len())
+            .field("attachment", &self.attachment)
             .finish()
     }
 }

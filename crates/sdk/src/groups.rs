@@ -14,9 +14,9 @@ use guardyn_proto::guardyn::messaging::v1::group_service_client::GroupServiceCli
 use rand::Rng as _;
 
 use crate::client::{Client, Inner};
-use crate::content::{Content, Kind};
+use crate::content::{BodyType, Content, Kind};
 use crate::error::SdkError;
-use crate::events::{Address, Event, Message};
+use crate::events::{Address, Event};
 use crate::messages::now_ms;
 use crate::state::State;
 
@@ -85,12 +85,7 @@ impl Inner {
                 }
                 Some(Event::GroupMessage {
                     group_id,
-                    message: Message {
-                        sender,
-                        message_id: content.message_id,
-                        sent_at_ms: content.sent_at_ms,
-                        body: content.body,
-                    },
+                    message: content.into_message(sender)?,
                 })
             }
             Received::Commit(summary) => {
@@ -354,6 +349,16 @@ impl Client {
 
     /// Sends an application message to the group; returns its message id.
     pub async fn send_group(&self, group_id: &[u8], body: &[u8]) -> Result<String, SdkError> {
+        self.send_group_body(group_id, BodyType::Plain, body).await
+    }
+
+    /// Sends a body of the given type to a group (see [`Client::send_group`]).
+    pub(crate) async fn send_group_body(
+        &self,
+        group_id: &[u8],
+        body_type: BodyType,
+        body: &[u8],
+    ) -> Result<String, SdkError> {
         let message_id = uuid::Uuid::new_v4().to_string();
         let mut last = None;
         for _ in 0..self.inner.config.max_attempts {
@@ -364,6 +369,7 @@ impl Client {
                     message_id: message_id.clone(),
                     sent_at_ms: now_ms(),
                     registration_id: st.registration_id,
+                    body_type,
                     body: body.to_vec(),
                 };
                 let (mls, group) = parts(&mut st, group_id)?;

@@ -36,7 +36,16 @@
 //!
 //! The plaintext inside every ciphertext is a small versioned structure (see `content.rs`):
 //! version, kind (direct / sync copy / group), sender-chosen message id, sender timestamp,
-//! sender registration id, body.
+//! sender registration id, body type (plain or attachment), body.
+//!
+//! # Attachments
+//!
+//! [`Client::upload_file`] / [`Client::upload_reader`] encrypt a file with a fresh key in
+//! 64 KiB AES-256-GCM segments and upload the ciphertext to MediaService (chunked, resumable);
+//! [`Client::send_attachment`] sends the resulting [`Attachment`] (media id, key, ciphertext
+//! SHA-256, sizes, type, name) inside an ordinary end-to-end-encrypted message, which arrives
+//! as a [`Message`] with `attachment` set; [`Client::download`] / [`Client::download_to_path`]
+//! fetch, verify and decrypt it. See `media.rs` for the formats.
 
 mod account;
 mod client;
@@ -48,6 +57,7 @@ mod events;
 mod groups;
 mod keys;
 mod listen;
+mod media;
 mod messages;
 mod state;
 mod store;
@@ -59,6 +69,7 @@ pub use enrol::{LoginOutcome, SecondFactor};
 pub use error::SdkError;
 pub use events::{Address, Event, Message};
 pub use listen::Inbox;
+pub use media::{ATTACHMENT_VERSION, Attachment, BLOB_VERSION, Progress, SEGMENT_SIZE};
 pub use messages::SentMessage;
 pub use state::STATE_VERSION;
 pub use store::{STATE_FILE_VERSION, StateKey, Storage};

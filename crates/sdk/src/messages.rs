@@ -16,9 +16,9 @@ use guardyn_proto::guardyn::messaging::v1::messaging_service_client::MessagingSe
 use prost::Message as _;
 
 use crate::client::{Client, Inner};
-use crate::content::{Content, Kind};
+use crate::content::{BodyType, Content, Kind};
 use crate::error::SdkError;
-use crate::events::{Address, Event, Message};
+use crate::events::{Address, Event};
 use crate::state::{PeerSessions, PendingInitial, SessionRecord, State};
 
 /// What [`Client::send`] returns.
@@ -405,13 +405,9 @@ impl Inner {
         {
             own.insert(sender.device_id);
         }
-        let message = Message {
-            sender,
-            message_id: content.message_id,
-            sent_at_ms: content.sent_at_ms,
-            body: content.body,
-        };
-        Ok(Some(match content.kind {
+        let kind = content.kind.clone();
+        let message = content.into_message(sender)?;
+        Ok(Some(match kind {
             Kind::Direct => Event::Message(message),
             Kind::Sync { destination } => Event::SentByOtherDevice {
                 destination,
@@ -455,6 +451,17 @@ impl Client {
         body: &[u8],
         message_id: &str,
     ) -> Result<SentMessage, SdkError> {
+        self.send_body(to, BodyType::Plain, body, message_id).await
+    }
+
+    /// Sends a body of the given type (see [`Client::send_with_id`]).
+    pub(crate) async fn send_body(
+        &self,
+        to: &str,
+        body_type: BodyType,
+        body: &[u8],
+        message_id: &str,
+    ) -> Result<SentMessage, SdkError> {
         if to == self.inner.account_id {
             return Err(SdkError::Invalid(
                 "sending to your own account: use the sync copies of a normal send".into(),
@@ -466,6 +473,7 @@ impl Client {
             message_id: message_id.to_owned(),
             sent_at_ms: now_ms(),
             registration_id,
+            body_type,
             body: body.to_vec(),
         };
         let sent = self

@@ -4,6 +4,7 @@
 
 mod e2e {
     pub mod groups;
+    pub mod media;
     pub mod one_to_one;
     pub mod support;
 }

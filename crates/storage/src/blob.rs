@@ -16,6 +16,13 @@ use crate::StorageResult;
 /// server memory bounded by the object size.
 pub const MAX_OBJECT_LEN: usize = 8 * 1024 * 1024;
 
+/// Longest blob key, in bytes.
+pub const MAX_BLOB_KEY_LEN: usize = 512;
+
+/// Longest segment of a blob key, in bytes: a file name on common file systems is at most
+/// 255 bytes, and a local engine needs room for a staging suffix.
+pub const MAX_BLOB_SEGMENT_LEN: usize = 240;
+
 /// One listed object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -24,8 +31,10 @@ pub struct ObjectMeta {
 }
 
 /// Contract (checked by the blob conformance suite):
-/// - keys are `/`-separated relative paths of `[A-Za-z0-9._-]` segments, at most 512 bytes;
-///   anything else is `InvalidRequest`;
+/// - keys are `/`-separated relative paths of non-empty `[A-Za-z0-9._-]` segments (not `.`
+///   or `..`, each at most [`MAX_BLOB_SEGMENT_LEN`] bytes), at most [`MAX_BLOB_KEY_LEN`] bytes
+///   in all; anything else is `InvalidRequest` (and so is a `list` prefix that no valid key
+///   can start with);
 /// - `put` replaces the object atomically (readers see the old or the new bytes, never a
 ///   mix) and is durable when it returns `Ok`;
 /// - `get_range` of a missing object is `Ok(None)`; a range past the end is truncated to the

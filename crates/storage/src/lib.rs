@@ -1,6 +1,6 @@
 //! Guardyn's storage contracts: the traits every storage engine implements, and nothing else.
 //!
-//! Two shapes cover everything the services persist:
+//! Three shapes cover everything the services persist:
 //!
 //! 1. [`KvStore`]: an ordered, transactional key-value store (the shape of TiKV's transactional
 //!    API): point reads, range scans in both directions with limits, and atomic multi-key
@@ -8,14 +8,17 @@
 //!    group state live here.
 //! 2. [`AppendLog`]: a partitioned append log with per-entry TTL (the shape of a ScyllaDB table
 //!    clustered by sequence). Device message queues live here.
+//! 3. [`BlobStore`]: immutable objects by key with ranged reads (the shape of S3). Media chunks
+//!    live here.
 //!
 //! The [`conformance`] module (feature `conformance`) is the one suite every backend must pass
 //! unchanged. An engine enables the feature in its dev-dependencies, implements
-//! `conformance::KvHarness` and/or `conformance::LogHarness` (reopen its stores) in its tests,
-//! and runs the whole suite with one line per store:
-//! `guardyn_storage::kv_conformance_suite!(MyHarness::new());` and
-//! `guardyn_storage::log_conformance_suite!(MyHarness::new());`. Each expands to one tokio test
-//! per case with a fresh harness, so a failing case never hides the others.
+//! `conformance::KvHarness`, `conformance::LogHarness` and/or `conformance::BlobHarness`
+//! (reopen its stores) in its tests, and runs the whole suite with one line per store:
+//! `guardyn_storage::kv_conformance_suite!(MyHarness::new());`,
+//! `guardyn_storage::log_conformance_suite!(MyHarness::new());`,
+//! `guardyn_storage::blob_conformance_suite!(MyHarness::new());`. Each expands to one tokio
+//! test per case with a fresh harness, so a failing case never hides the others.
 //!
 //! This crate must not depend on any storage engine, on gRPC, or on any Guardyn service: engines
 //! depend on it, never the reverse.
@@ -30,7 +33,7 @@ mod stores;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use blob::{BlobStore, MAX_OBJECT_LEN, ObjectMeta};
+pub use blob::{BlobStore, MAX_BLOB_KEY_LEN, MAX_BLOB_SEGMENT_LEN, MAX_OBJECT_LEN, ObjectMeta};
 pub use error::{StorageError, StorageResult};
 pub use kv::{Condition, Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
 pub use log::{AppendLog, LogEntry, NewEntry, PartitionStats};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{AppendLog, KvStore};
+use crate::{AppendLog, BlobStore, KvStore};
 
 /// Release an engine's resources at shutdown (flush, stop background threads).
 #[async_trait]
@@ -13,23 +13,26 @@ pub trait Close: Send + Sync {
     async fn close(&self);
 }
 
-/// The process's stores, chosen once from configuration (`storage.engine`) and handed to every
-/// service, the event bus and the testkit: nothing above this handle names a concrete engine.
-/// Room is left for a blob store next to them.
+/// The process's stores, chosen once from configuration (`storage.engine`, `storage.blob`) and
+/// handed to every service, the event bus and the testkit: nothing above this handle names a
+/// concrete engine.
 #[derive(Clone)]
 pub struct Stores {
     /// Accounts, devices, keys, sessions, group state.
     pub kv: Arc<dyn KvStore>,
     /// Device queues, group logs, single-node job queues.
     pub log: Arc<dyn AppendLog>,
+    /// Immutable objects by key (media chunks, avatars): `storage.blob`.
+    pub blob: Arc<dyn BlobStore>,
     closers: Vec<Arc<dyn Close>>,
 }
 
 impl Stores {
-    pub fn new(kv: Arc<dyn KvStore>, log: Arc<dyn AppendLog>) -> Self {
+    pub fn new(kv: Arc<dyn KvStore>, log: Arc<dyn AppendLog>, blob: Arc<dyn BlobStore>) -> Self {
         Self {
             kv,
             log,
+            blob,
             closers: Vec::new(),
         }
     }
@@ -53,6 +56,7 @@ impl fmt::Debug for Stores {
         f.debug_struct("Stores")
             .field("kv", &self.kv)
             .field("log", &self.log)
+            .field("blob", &self.blob)
             .finish_non_exhaustive()
     }
 }

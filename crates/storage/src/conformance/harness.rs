@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::{AppendLog, KvStore, NewEntry, StorageError};
+use crate::{AppendLog, BlobStore, KvStore, NewEntry, StorageError};
 
 /// What a backend's test provides to run the KV cases: a way to (re)open its [`KvStore`].
 #[async_trait]
@@ -24,6 +24,15 @@ pub trait LogHarness: Send + Sync {
     /// dropped; the new handle must see everything acknowledged through the old ones (embedded:
     /// same data directory; cluster: same keyspace).
     async fn open_log(&self) -> Arc<dyn AppendLog>;
+}
+
+/// What a backend's test provides to run the blob cases: a way to (re)open its [`BlobStore`].
+#[async_trait]
+pub trait BlobHarness: Send + Sync {
+    /// Open the store. May be called again after every handle from the previous call was
+    /// dropped; the new handle must see everything acknowledged through the old ones (local:
+    /// same directory; object store: same bucket).
+    async fn open_blob(&self) -> Arc<dyn BlobStore>;
 }
 
 /// A prefix unique to this case and this run (process id, start time and a counter).

@@ -4,7 +4,9 @@
 //! its half:
 //!
 //! - KV cases (`kv_*`, `txn_*`, `kv_durability_across_reopen`) need a [`KvHarness`];
-//! - log cases (`log_*`, `log_durability_across_reopen`) need a [`LogHarness`].
+//! - log cases (`log_*`, `log_durability_across_reopen`) need a [`LogHarness`];
+//! - blob cases (`blob_*`) need a [`BlobHarness`] and run with
+//!   [`blob_conformance_suite!`](crate::blob_conformance_suite).
 //!
 //! # Running the suite from an engine
 //!
@@ -56,11 +58,13 @@
 //! Failures panic with a message naming the broken contract: this is test code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod blob;
 mod harness;
 mod kv;
 mod log;
 
-pub use harness::{KvHarness, LogHarness};
+pub use blob::*;
+pub use harness::{BlobHarness, KvHarness, LogHarness};
 pub use kv::*;
 pub use log::*;
 
@@ -115,6 +119,33 @@ macro_rules! log_conformance_suite {
             log_invalid_requests,
             log_ttl_expiry,
             log_durability_across_reopen,
+        }
+    };
+}
+
+/// Generates one test per [`BlobStore`](crate::BlobStore) conformance case, each with a fresh
+/// harness.
+///
+/// `blob_conformance_suite!(harness_expr $(, #[attr])*)`: `harness_expr` must evaluate to a
+/// value implementing [`conformance::BlobHarness`](crate::conformance::BlobHarness); otherwise
+/// as [`kv_conformance_suite!`](crate::kv_conformance_suite). The generated test names do not
+/// collide with the KV and log ones.
+///
+/// This is the single list of blob cases: add a case here and every engine runs it.
+#[macro_export]
+macro_rules! blob_conformance_suite {
+    ($harness:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__conformance_tests! {
+            [$(#[$attr])*] ($harness)
+            blob_put_get_ranges,
+            blob_size,
+            blob_overwrite_is_atomic,
+            blob_delete_is_idempotent,
+            blob_list_by_prefix,
+            blob_key_validation,
+            blob_concurrent_puts,
+            blob_max_object_round_trip,
+            blob_durability_across_reopen,
         }
     };
 }
