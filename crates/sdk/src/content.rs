@@ -14,10 +14,10 @@
 //! idempotency key, so receivers can de-duplicate. The registration id lets the receiver
 //! address replies (the server checks it against the device list).
 
+use crate::attachment::Attachment;
 use crate::codec::{Reader, Writer};
 use crate::error::SdkError;
 use crate::events::{Address, Message};
-use crate::media::Attachment;
 
 /// Newest version of the content encoding (version 1 is still written for plain bodies).
 pub const CONTENT_VERSION: u8 = 2;

@@ -1,6 +1,6 @@
 //! What a client hands to the application when envelopes and notices arrive.
 
-use crate::media::Attachment;
+use crate::attachment::Attachment;
 
 /// One device of one account.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -48,6 +48,7 @@
 //! fetch, verify and decrypt it. See `media.rs` for the formats.
 
 mod account;
+mod attachment;
 mod client;
 mod codec;
 mod content;
@@ -63,13 +64,14 @@ mod state;
 mod store;
 
 pub use account::{KeyCounts, TotpEnrollment};
+pub use attachment::{ATTACHMENT_VERSION, Attachment, BLOB_VERSION, SEGMENT_SIZE};
 pub use client::{Client, ClientConfig, connect};
 pub use content::CONTENT_VERSION;
 pub use enrol::{LoginOutcome, SecondFactor};
 pub use error::SdkError;
 pub use events::{Address, Event, Message};
 pub use listen::Inbox;
-pub use media::{ATTACHMENT_VERSION, Attachment, BLOB_VERSION, Progress, SEGMENT_SIZE};
+pub use media::Progress;
 pub use messages::SentMessage;
 pub use state::STATE_VERSION;
 pub use store::{STATE_FILE_VERSION, StateKey, Storage};
