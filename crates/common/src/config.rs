@@ -46,7 +46,15 @@ pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
 where
     T: Default + Serialize + DeserializeOwned + Validate,
 {
-    load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+    load_from(file, env())
+}
+
+/// `GUARDYN_*` variables, except `GUARDYN_TEST_*`: those are reserved for test harnesses
+/// (endpoints of throw-away clusters and servers) and are never configuration.
+fn env() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+        .split("__")
 }
 
 /// [`load`] with an explicit environment provider, so tests need not touch the process env.
@@ -375,6 +383,8 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("g.toml", "[server]\nport = 6000\nshutdown_grace_ms = 5\n")?;
             jail.set_env("GUARDYN_SERVER__PORT", "7000");
+            // Test-harness variables share the prefix but are not configuration.
+            jail.set_env("GUARDYN_TEST_S3_ENDPOINT", "http://127.0.0.1:1");
             let root: Root = load(Some(Path::new("g.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(root.server.port, 7000);
             assert_eq!(root.server.shutdown_grace_ms, 5);
