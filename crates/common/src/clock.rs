@@ -83,6 +83,19 @@ impl Clock for ManualClock {
     }
 }
 
+/// Resolves when a clock from [`Clock::jumps`] jumps; never for clocks that move with real
+/// time (`None`). Timer loops `select!` on it next to their runtime sleep.
+pub async fn jumped(rx: &mut Option<watch::Receiver<()>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// The clock handle services hold.
 pub type SharedClock = Arc<dyn Clock>;
 

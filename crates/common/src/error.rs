@@ -126,6 +126,13 @@ impl ApiError {
             .with_violation(field, description)
     }
 
+    /// A field over its size limit: `PAYLOAD_TOO_LARGE` (INVALID_ARGUMENT) naming the field.
+    pub fn payload_too_large(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let field = field.into();
+        Self::new(Reason::PayloadTooLarge, format!("{field} too large"))
+            .with_violation(field, description)
+    }
+
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(Reason::Unauthenticated, message)
     }

@@ -4,6 +4,7 @@
 //!
 //! Test-only crate: nothing in production may depend on it.
 
+pub mod child;
 pub mod interop;
 
 use std::net::SocketAddr;

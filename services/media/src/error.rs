@@ -56,10 +56,7 @@ impl From<MediaError> for ApiError {
         use MediaError as E;
         match e {
             E::Invalid { field, why } => ApiError::invalid_field(field, why),
-            E::TooLarge { field, why } => {
-                ApiError::new(Reason::PayloadTooLarge, format!("{field} too large"))
-                    .with_violation(field, why)
-            }
+            E::TooLarge { field, why } => ApiError::payload_too_large(field, why),
             E::UploadNotFound => ApiError::not_found("upload not found or expired"),
             E::MediaNotFound => ApiError::not_found("media not found, expired or deleted"),
             E::AvatarNotFound => ApiError::not_found("the account has no avatar"),

@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use guardyn_common::clock::jumped;
 use guardyn_common::{AccountId, MediaId};
 use guardyn_storage::record::encode;
 use guardyn_storage::{Direction, KeyRange, Txn, TxnOutcome};
-use tokio::sync::watch;
 
 use crate::core::Core;
 use crate::error::MediaError;
@@ -189,18 +189,6 @@ impl Core {
             let _ = self.kv.commit(txn).await?;
         }
         Ok(())
-    }
-}
-
-/// Resolves when the clock jumps; never for clocks that move with real time.
-async fn jumped(rx: &mut Option<watch::Receiver<()>>) {
-    match rx {
-        Some(r) => {
-            if r.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending::<()>().await,
     }
 }
 

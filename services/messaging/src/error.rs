@@ -70,10 +70,7 @@ impl From<MessagingError> for ApiError {
         use MessagingError as E;
         match e {
             E::Invalid { field, why } => ApiError::invalid_field(field, why),
-            E::TooLarge { field, why } => {
-                ApiError::new(Reason::PayloadTooLarge, format!("{field} too large"))
-                    .with_violation(field, why)
-            }
+            E::TooLarge { field, why } => ApiError::payload_too_large(field, why),
             E::InvalidMls { field, why } => ApiError::new(
                 Reason::InvalidMlsMessage,
                 format!("invalid MLS message in {field}"),

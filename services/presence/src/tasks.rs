@@ -6,26 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use guardyn_common::clock::jumped;
 use guardyn_common::events::presence::{Change, decode_beacon};
 use guardyn_events::Delivery;
-use tokio::sync::watch;
 
 use crate::core::{Core, lock};
 use crate::events::{publish_beacon, subscribe_beacons};
 use crate::local::Expired;
 use crate::model::InstanceId;
-
-/// Resolves when the clock jumps; never for clocks that move with real time.
-async fn jumped(rx: &mut Option<watch::Receiver<()>>) {
-    match rx {
-        Some(r) => {
-            if r.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending::<()>().await,
-    }
-}
 
 /// Fires due timers: wakes for the wheel's next due tick (runtime timer), when the clock jumps
 /// (manual clocks), or when an earlier timer was added. Never scans devices.

@@ -5,16 +5,12 @@
 //! (ignored in normal runs): it serves media on the given data directory and prints its
 //! address and a token (each start has its own token signer).
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use guardyn_proto::guardyn::media::v1::media_service_client::MediaServiceClient;
 use guardyn_proto::guardyn::media::v1::{
     CompleteUploadRequest, CreateUploadRequest, DownloadRequest, GetUploadRequest,
     UploadChunkRequest,
 };
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::common::*;
 
@@ -30,38 +26,12 @@ async fn child_server() {
     std::future::pending::<()>().await;
 }
 
-/// Start the child; returns it with its address and the token of acct(1).
+/// Start the child; returns it with the words it printed (address, tokens).
 async fn spawn(dir: &std::path::Path) -> (Child, String, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "durability::child_server",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_DIR, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
+    let (child, w) = guardyn_testkit::child::spawn("durability::child_server", CHILD_DIR, dir)
+        .await
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let l = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("child printed its address");
-            if l.starts_with("CHILD ") {
-                return l;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    let parts: Vec<&str> = line.split(' ').collect();
-    (child, parts[1].to_owned(), parts[2].to_owned())
+    (child, w[0].clone(), w[1].clone())
 }
 
 async fn client(addr: &str) -> MediaServiceClient<tonic::transport::Channel> {
