@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_login;
 pub mod bench_media;
 pub mod client;
 pub mod config;

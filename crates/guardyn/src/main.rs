@@ -35,6 +35,8 @@ enum Command {
     Bench(guardyn::bench::BenchArgs),
     /// Upload and download one large attachment; compare with raw disk; sample server memory.
     BenchMedia(guardyn::bench_media::BenchMediaArgs),
+    /// Flood a server with concurrent wrong-password logins; sample server memory.
+    BenchLogin(guardyn::bench_login::BenchLoginArgs),
     #[command(flatten)]
     Client(guardyn::client::ClientCommand),
 }
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Bench(args) => return run(guardyn::bench::run(args)),
         Command::BenchMedia(args) => return run(guardyn::bench_media::run(args)),
+        Command::BenchLogin(args) => return run(guardyn::bench_login::run(args)),
         Command::Client(command) => return run(guardyn::client::run(command)),
         other => other,
     };
@@ -66,7 +69,10 @@ fn main() -> ExitCode {
         }),
         Command::Serve { services } => run(serve(config, services)),
         // Handled above, before the configuration is loaded.
-        Command::Bench(_) | Command::BenchMedia(_) | Command::Client(_) => ExitCode::SUCCESS,
+        Command::Bench(_)
+        | Command::BenchMedia(_)
+        | Command::BenchLogin(_)
+        | Command::Client(_) => ExitCode::SUCCESS,
     }
 }
 

@@ -171,6 +171,11 @@ impl TestServer {
         self.hosted.iter().any(|s| s == service)
     }
 
+    /// Fully qualified names of the hosted gRPC services (health and reflection excluded).
+    pub fn hosted(&self) -> &[String] {
+        &self.hosted
+    }
+
     /// A channel to the server, for any generated client.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
@@ -202,13 +207,25 @@ impl TestServer {
 
     /// An access token for any identity, signed by a key the server trusts.
     pub fn token(&self, account_id: &str, device_id: u32, session_id: &str) -> String {
+        self.token_with_ttl(account_id, device_id, session_id, Duration::from_secs(900))
+    }
+
+    /// [`TestServer::token`] with a chosen lifetime. `Duration::ZERO` mints a token that is
+    /// expired once a second has passed beyond the server's `tokens.leeway_secs`.
+    pub fn token_with_ttl(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        session_id: &str,
+        ttl: Duration,
+    ) -> String {
         self.signer
             .sign(&TokenGrant {
                 account_id: account_id.to_owned(),
                 device_id,
                 session_id: session_id.to_owned(),
                 roles: vec!["user".to_owned()],
-                ttl: Duration::from_secs(900),
+                ttl,
             })
             .unwrap_or_else(|e| panic!("testkit signer failed: {e}"))
     }

@@ -26,6 +26,12 @@ pub struct AuthConfig {
     /// Minimum password length in bytes (the maximum is 1024).
     pub password_min_length: usize,
     pub argon2: Argon2Config,
+    /// Argon2id computations (hash or verify) running at once; each holds `argon2.memory_kib`
+    /// of memory. 0: one per CPU. Requests beyond it wait up to `argon2_queue_ms` for a turn.
+    pub argon2_concurrency: u32,
+    /// How long a password check waits for a hashing turn before it fails with
+    /// RESOURCE_EXHAUSTED / OVERLOADED (and a retry hint). 0: do not wait.
+    pub argon2_queue_ms: u64,
     /// Devices per account (1..=127).
     pub max_devices: u32,
     /// Lifetime of a device link code (at most 300).
@@ -43,6 +49,17 @@ pub struct AuthConfig {
     pub limits: AuthLimits,
 }
 
+impl AuthConfig {
+    /// Argon2id computations allowed at once: `argon2_concurrency`, or one per CPU when 0
+    /// (at least 1).
+    pub fn argon2_permits(&self) -> usize {
+        match self.argon2_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n as usize,
+        }
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
@@ -53,6 +70,8 @@ impl Default for AuthConfig {
             verification_keys_cache_secs: 300,
             password_min_length: 12,
             argon2: Argon2Config::default(),
+            argon2_concurrency: 0,
+            argon2_queue_ms: 200,
             max_devices: 6,
             link_code_ttl_secs: 300,
             mfa_ticket_ttl_secs: 300,
@@ -168,6 +187,15 @@ impl Validate for AuthConfig {
                 "invalid Argon2 parameters (memory_kib >= 8 * parallelism, iterations >= 1)",
             );
         }
+        if self.argon2_concurrency > 1024 {
+            return err(
+                "argon2_concurrency",
+                "must be at most 1024 (0: one per CPU)",
+            );
+        }
+        if self.argon2_queue_ms > 10_000 {
+            return err("argon2_queue_ms", "must be at most 10000");
+        }
         if !(1..=127).contains(&self.max_devices) {
             return err("max_devices", "must be between 1 and 127");
         }
@@ -236,5 +264,27 @@ mod tests {
         let mut bad = AuthConfig::default();
         bad.argon2.iterations = 0;
         assert_eq!(bad.validate("auth").unwrap_err().key, "auth.argon2");
+        let bad = AuthConfig {
+            argon2_concurrency: 1025,
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            bad.validate("auth").unwrap_err().key,
+            "auth.argon2_concurrency"
+        );
+        let bad = AuthConfig {
+            argon2_queue_ms: 10_001,
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            bad.validate("auth").unwrap_err().key,
+            "auth.argon2_queue_ms"
+        );
+        assert!(AuthConfig::default().argon2_permits() >= 1);
+        let one = AuthConfig {
+            argon2_concurrency: 1,
+            ..AuthConfig::default()
+        };
+        assert_eq!(one.argon2_permits(), 1);
     }
 }

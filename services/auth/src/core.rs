@@ -1,7 +1,7 @@
 //! The service core shared by every RPC: handles, time, events, audit, and sessions.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use guardyn_common::auth::{TokenConfig, TokenGrant, TokenVerifier};
@@ -12,6 +12,7 @@ use guardyn_service::Handles;
 use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{KvStore, StorageError, Txn};
 use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditKind, AuditLog};
@@ -21,12 +22,15 @@ use crate::events::{Publisher, SessionRevoked};
 use crate::limits::{Limiters, take};
 use crate::model::{Device, PasswordHash, Session, SessionState};
 use crate::sealing::MasterKey;
-use crate::secrets;
+use crate::secrets::{self, HashMemory};
 use crate::signing::KeyStore;
 use crate::store;
 
 /// Consumed refresh-token hashes remembered per session for theft detection.
 const USED_HASHES_KEPT: usize = 32;
+
+/// Retry hint sent with a refusal for want of a hashing slot.
+const HASHING_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Tokens of a new or refreshed session.
 pub struct IssuedTokens {
@@ -75,6 +79,12 @@ pub struct Core {
     /// Hash of a random password, verified against for unknown usernames so that they take
     /// as long as wrong passwords.
     pub dummy_hash: PasswordHash,
+    /// Slots for Argon2id computations (`auth.argon2_concurrency`): every hash and verify,
+    /// the dummy one included, holds one while it runs, so a login flood costs at most
+    /// `permits * argon2.memory_kib` of memory rather than one blocking thread per request.
+    pub hashing: Arc<Semaphore>,
+    /// Argon2id working memory, one buffer per slot in use at most, reused.
+    pub hash_memory: Arc<Mutex<Vec<HashMemory>>>,
     pub kp_policy: KeyPackagePolicy,
 }
 
@@ -123,7 +133,7 @@ impl Core {
         let dummy_params = config.argon2.clone();
         let dummy_hash = blocking(move || {
             let password = secrets::random_token();
-            secrets::hash_password(&password, &dummy_params)
+            secrets::hash_password(&password, &dummy_params, &mut HashMemory::new())
         })
         .await?;
         Ok(Self {
@@ -137,6 +147,8 @@ impl Core {
             limits: Limiters::new(&config.limits),
             audit: AuditLog::new(kv, handles.clock.clone()),
             dummy_hash,
+            hashing: Arc::new(Semaphore::new(config.argon2_permits())),
+            hash_memory: Arc::default(),
             kp_policy: KeyPackagePolicy::default(),
         })
     }
@@ -160,13 +172,55 @@ impl Core {
 
     pub async fn check_password(&self, password: &str, stored: PasswordHash) -> AuthResult<bool> {
         let password = Zeroizing::new(password.to_owned());
-        blocking(move || secrets::verify_password(&password, &stored)).await
+        self.hashing(move |memory| secrets::verify_password(&password, &stored, memory))
+            .await
     }
 
     pub async fn hash_password(&self, password: &str) -> AuthResult<PasswordHash> {
         let password = Zeroizing::new(password.to_owned());
         let params = self.config.argon2.clone();
-        blocking(move || secrets::hash_password(&password, &params)).await
+        self.hashing(move |memory| secrets::hash_password(&password, &params, memory))
+            .await
+    }
+
+    /// Run one Argon2id computation under the hashing bound, in a pooled working buffer.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut HashMemory) -> AuthResult<T> + Send + 'static,
+    ) -> AuthResult<T> {
+        let permit = self.hashing_slot().await?;
+        let pool = self.hash_memory.clone();
+        blocking(move || {
+            let _permit = permit;
+            let take = || pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let mut memory = take().unwrap_or_default();
+            let result = f(&mut memory);
+            pool.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(memory);
+            result
+        })
+        .await
+    }
+
+    /// Wait up to `auth.argon2_queue_ms` for an Argon2id slot. The permit moves into the
+    /// blocking closure, so it is held until the computation ends even when the request is
+    /// cancelled meanwhile; a request cancelled while waiting just leaves the queue.
+    async fn hashing_slot(&self) -> AuthResult<OwnedSemaphorePermit> {
+        let wait = Duration::from_millis(self.config.argon2_queue_ms);
+        match tokio::time::timeout(wait, self.hashing.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(closed)) => Err(AuthError::Hash(closed.to_string())),
+            Err(_) => {
+                tracing::debug!(
+                    permits = self.config.argon2_permits(),
+                    "password hashing is saturated; refusing"
+                );
+                Err(AuthError::HashingOverloaded {
+                    retry_after: HASHING_RETRY_AFTER,
+                })
+            }
+        }
     }
 
     fn sign_access(&self, acc: AccountId, dev: DeviceId, sid: &str) -> AuthResult<(String, u64)> {

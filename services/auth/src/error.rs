@@ -56,6 +56,9 @@ pub enum AuthError {
     PrekeysExhausted,
     #[error("too many failed attempts, retry later")]
     LockedOut { retry_after: Duration },
+    /// Every Argon2id slot stayed busy for `auth.argon2_queue_ms`.
+    #[error("server is busy checking passwords, retry later")]
+    HashingOverloaded { retry_after: Duration },
     /// A rate limiter's refusal, already shaped for the client.
     #[error("{0}")]
     Limited(ApiError),
@@ -146,6 +149,9 @@ impl From<AuthError> for ApiError {
             E::PrekeysExhausted => ApiError::new(Reason::PrekeysExhausted, msg),
             E::LockedOut { retry_after } => ApiError::new(Reason::RateLimited, msg)
                 .with_metadata("limit", "login_lockout")
+                .with_retry_after(retry_after),
+            E::HashingOverloaded { retry_after } => ApiError::new(Reason::Overloaded, msg)
+                .with_metadata("limit", "argon2_concurrency")
                 .with_retry_after(retry_after),
             E::Limited(api) => api,
             E::Storage(e) => ApiError::from(e),

@@ -1,6 +1,6 @@
 //! Passwords, usernames, random credentials and their hashes.
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -51,13 +51,37 @@ fn argon2(params: &Argon2Config) -> AuthResult<Argon2<'static>> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, p))
 }
 
+/// Argon2id working memory (`memory_kib` blocks of 1 KiB), kept and reused between
+/// computations so that the allocator does not keep freed copies in every thread's arena.
+pub type HashMemory = Vec<Block>;
+
+/// Run Argon2id in `memory` (grown when too small), wiping the used blocks afterwards.
+fn compute(
+    params: &Argon2Config,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut HashMemory,
+) -> AuthResult<()> {
+    let a = argon2(params)?;
+    let n = a.params().block_count();
+    if memory.len() < n {
+        memory.resize(n, Block::new());
+    }
+    let result = a.hash_password_into_with_memory(password, salt, out, &mut memory[..n]);
+    memory[..n].fill(Block::new());
+    result.map_err(|e| AuthError::Hash(e.to_string()))
+}
+
 /// Hash a password with a fresh salt. CPU-heavy: call from `spawn_blocking`.
-pub fn hash_password(password: &str, params: &Argon2Config) -> AuthResult<PasswordHash> {
+pub fn hash_password(
+    password: &str,
+    params: &Argon2Config,
+    memory: &mut HashMemory,
+) -> AuthResult<PasswordHash> {
     let salt: [u8; 16] = rand::random();
     let mut hash = [0u8; 32];
-    argon2(params)?
-        .hash_password_into(password.as_bytes(), &salt, &mut hash)
-        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    compute(params, password.as_bytes(), &salt, &mut hash, memory)?;
     Ok(PasswordHash {
         memory_kib: params.memory_kib,
         iterations: params.iterations,
@@ -69,16 +93,24 @@ pub fn hash_password(password: &str, params: &Argon2Config) -> AuthResult<Passwo
 
 /// Constant-time check of `password` against `stored`, with the stored parameters.
 /// CPU-heavy: call from `spawn_blocking`.
-pub fn verify_password(password: &str, stored: &PasswordHash) -> AuthResult<bool> {
+pub fn verify_password(
+    password: &str,
+    stored: &PasswordHash,
+    memory: &mut HashMemory,
+) -> AuthResult<bool> {
     let params = Argon2Config {
         memory_kib: stored.memory_kib,
         iterations: stored.iterations,
         parallelism: stored.parallelism,
     };
     let mut out = Zeroizing::new([0u8; 32]);
-    argon2(&params)?
-        .hash_password_into(password.as_bytes(), &stored.salt, out.as_mut())
-        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    compute(
+        &params,
+        password.as_bytes(),
+        &stored.salt,
+        out.as_mut(),
+        memory,
+    )?;
     Ok(bool::from(out.ct_eq(&stored.hash)))
 }
 
@@ -139,9 +171,10 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let h = hash_password("correct horse battery", &cheap).unwrap();
-        assert!(verify_password("correct horse battery", &h).unwrap());
-        assert!(!verify_password("correct horse battery!", &h).unwrap());
+        let mut memory = HashMemory::new();
+        let h = hash_password("correct horse battery", &cheap, &mut memory).unwrap();
+        assert!(verify_password("correct horse battery", &h, &mut memory).unwrap());
+        assert!(!verify_password("correct horse battery!", &h, &mut HashMemory::new()).unwrap());
         assert!(format!("{h:?}").contains(".."));
     }
 

@@ -6,6 +6,7 @@ mod api {
     pub mod accounts;
     pub mod devices;
     pub mod events;
+    pub mod hashing;
     pub mod helpers;
     pub mod keys;
     pub mod libsignal;
