@@ -1,6 +1,8 @@
 //! `guardyn` client subcommands over `guardyn-sdk`: register, login, link, send, send-file,
-//! listen (which saves received files), groups. Peers are addressed by account id (the API has no username lookup); `register`
-//! and `whoami` print this device's account id to share.
+//! listen (which saves received files), groups. Peers are addressed by account id or by
+//! `@username` (resolved with LookupUsername first, see [`resolve_peer`]); `register` and
+//! `whoami` print this device's account id to share, `discoverable false` hides the username
+//! from lookups.
 //!
 //! Secrets come from the environment or a prompt, never from arguments (which other users
 //! can read in the process list): `GDN_PASSWORD` (account password),
@@ -13,6 +15,7 @@ use std::io::{BufRead as _, IsTerminal as _};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use guardyn_proto::guardyn::common::v1::ErrorReason;
 use guardyn_sdk::{
     Attachment, Client, ClientConfig, Event, LoginOutcome, SdkError, SecondFactor, StateKey,
     Storage, connect,
@@ -66,11 +69,19 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: ClientArgs,
     },
+    /// Set whether peers can find this account by `@username` (on by default).
+    Discoverable {
+        #[command(flatten)]
+        args: ClientArgs,
+        /// `true` or `false`.
+        #[arg(action = clap::ArgAction::Set)]
+        discoverable: bool,
+    },
     /// Send an end-to-end-encrypted message to every device of an account.
     Send {
         #[command(flatten)]
         args: ClientArgs,
-        /// Destination account id.
+        /// Destination account id or `@username`.
         to: String,
         /// Message text.
         #[arg(required = true, num_args = 1..)]
@@ -80,7 +91,7 @@ pub enum ClientCommand {
     SendFile {
         #[command(flatten)]
         args: ClientArgs,
-        /// Destination account id.
+        /// Destination account id or `@username`.
         to: String,
         /// The file to send.
         path: PathBuf,
@@ -116,7 +127,7 @@ pub enum GroupCommand {
         args: ClientArgs,
         /// Group id (hex).
         group: String,
-        /// Account ids.
+        /// Account ids or `@username`s.
         #[arg(required = true, num_args = 1..)]
         accounts: Vec<String>,
     },
@@ -126,7 +137,7 @@ pub enum GroupCommand {
         args: ClientArgs,
         /// Group id (hex).
         group: String,
-        /// Account id.
+        /// Account id or `@username`.
         account: String,
     },
     /// Send a message to a group.
@@ -144,6 +155,21 @@ pub enum GroupCommand {
         #[command(flatten)]
         args: ClientArgs,
     },
+}
+
+/// A peer argument as an account id: `@name` is looked up (exact, case-insensitive match;
+/// unknown and hidden names both fail), anything else is taken as an account id.
+async fn resolve_peer(client: &Client, peer: &str) -> anyhow::Result<String> {
+    let Some(name) = peer.strip_prefix('@') else {
+        return Ok(peer.to_owned());
+    };
+    match client.lookup_username(name).await {
+        Ok(account) => Ok(account),
+        Err(e) if e.reason() == Some(ErrorReason::NotFound) => {
+            anyhow::bail!("no discoverable account is called {peer}")
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn secret_from(env: &str, prompt: &str) -> anyhow::Result<Zeroizing<String>> {
@@ -458,9 +484,19 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 client.device_id()
             );
         }
+        ClientCommand::Discoverable { args, discoverable } => {
+            let client = open(&args).await?;
+            client.set_username_discoverable(discoverable).await?;
+            if discoverable {
+                println!("peers can find this account by its username");
+            } else {
+                println!("this account's username is hidden from lookups");
+            }
+        }
         ClientCommand::Send { args, to, text } => {
             let client = open(&args).await?;
             drain(&client).await?;
+            let to = resolve_peer(&client, &to).await?;
             let sent = client.send(&to, text.join(" ").as_bytes()).await?;
             println!("sent {} to {} device(s)", sent.message_id, sent.devices);
         }
@@ -472,6 +508,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         } => {
             let client = open(&args).await?;
             drain(&client).await?;
+            let to = resolve_peer(&client, &to).await?;
             let content_type = content_type.unwrap_or_else(|| guess_content_type(&path).to_owned());
             let name = path
                 .file_name()
@@ -542,7 +579,11 @@ async fn group(command: GroupCommand) -> anyhow::Result<()> {
         } => {
             let client = open(&args).await?;
             drain(&client).await?;
-            let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
+            let mut resolved = Vec::with_capacity(accounts.len());
+            for a in &accounts {
+                resolved.push(resolve_peer(&client, a).await?);
+            }
+            let accounts: Vec<&str> = resolved.iter().map(String::as_str).collect();
             let epoch = client.add_to_group(&unhex(&group)?, &accounts).await?;
             println!("group {group} at epoch {epoch}");
         }
@@ -553,6 +594,7 @@ async fn group(command: GroupCommand) -> anyhow::Result<()> {
         } => {
             let client = open(&args).await?;
             drain(&client).await?;
+            let account = resolve_peer(&client, &account).await?;
             let epoch = client.remove_from_group(&unhex(&group)?, &account).await?;
             println!("group {group} at epoch {epoch}");
         }

@@ -1,6 +1,7 @@
-//! Account security helpers: TOTP enrolment and the server's key counts.
+//! Account security helpers: TOTP enrolment, the server's key counts and username lookup.
 
 use guardyn_proto::guardyn::auth::v1 as pb;
+use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
 use guardyn_proto::guardyn::auth::v1::key_directory_service_client::KeyDirectoryServiceClient;
 use guardyn_proto::guardyn::auth::v1::mfa_service_client::MfaServiceClient;
 
@@ -61,6 +62,37 @@ impl Client {
             )
             .await?;
         Ok(resp.recovery_codes)
+    }
+
+    /// The account id of a username (exact match, case-insensitive). An unknown name and one
+    /// its owner hid both fail with NOT_FOUND; lookups are rate limited per account.
+    pub async fn lookup_username(&self, username: &str) -> Result<String, SdkError> {
+        let resp = self
+            .inner
+            .call(
+                pb::LookupUsernameRequest {
+                    username: username.to_owned(),
+                },
+                |ch, r| async move { AuthServiceClient::new(ch).lookup_username(r).await },
+            )
+            .await?;
+        Ok(resp.account_id)
+    }
+
+    /// Whether this account's username can be found with [`Client::lookup_username`]
+    /// (discoverable by default).
+    pub async fn set_username_discoverable(&self, discoverable: bool) -> Result<(), SdkError> {
+        self.inner
+            .call(
+                pb::SetUsernameDiscoverableRequest { discoverable },
+                |ch, r| async move {
+                    AuthServiceClient::new(ch)
+                        .set_username_discoverable(r)
+                        .await
+                },
+            )
+            .await?;
+        Ok(())
     }
 
     /// How many one-time prekeys and KeyPackages the server still holds for this device.

@@ -347,7 +347,8 @@ impl Core {
             let mut txn = Txn::new()
                 .require_equals(store::account(acc), raw)
                 .delete(store::account(acc))
-                .delete(store::username(&account.username));
+                .delete(store::username(&account.username))
+                .delete(store::hidden(acc));
             if let Some(h) = account.link_code {
                 txn = txn.delete(store::link_code(&h));
             }

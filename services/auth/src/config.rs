@@ -47,6 +47,11 @@ pub struct AuthConfig {
     pub max_stored_prekeys: u32,
     pub lockout: LockoutConfig,
     pub limits: AuthLimits,
+    /// Seconds between passes of the sweeper that deletes dead sessions, link codes, MFA
+    /// tickets and lockout records (1..=86400).
+    pub sweep_interval_secs: u64,
+    /// Keys the sweeper reads per key prefix and pass (1..=10000).
+    pub sweep_batch: usize,
 }
 
 impl AuthConfig {
@@ -78,6 +83,8 @@ impl Default for AuthConfig {
             totp_enrollment_ttl_secs: 600,
             prekey_low_threshold: 10,
             max_stored_prekeys: 1000,
+            sweep_interval_secs: 300,
+            sweep_batch: 500,
             lockout: LockoutConfig::default(),
             limits: AuthLimits::default(),
         }
@@ -143,6 +150,8 @@ pub struct AuthLimits {
     pub prekey_fetch_per_target: RateLimit,
     /// CreateLinkCode per account.
     pub link_code_per_account: RateLimit,
+    /// LookupUsername per caller account.
+    pub lookup_per_account: RateLimit,
 }
 
 impl Default for AuthLimits {
@@ -155,6 +164,7 @@ impl Default for AuthLimits {
             password_per_account: RateLimit::new(10, 10),
             prekey_fetch_per_target: RateLimit::new(60, 60),
             link_code_per_account: RateLimit::new(5, 5),
+            lookup_per_account: RateLimit::new(20, 60),
         }
     }
 }
@@ -214,6 +224,12 @@ impl Validate for AuthConfig {
         if self.prekey_low_threshold > self.max_stored_prekeys {
             return err("prekey_low_threshold", "must be at most max_stored_prekeys");
         }
+        if !(1..=86_400).contains(&self.sweep_interval_secs) {
+            return err("sweep_interval_secs", "must be between 1 and 86400");
+        }
+        if !(1..=10_000).contains(&self.sweep_batch) {
+            return err("sweep_batch", "must be between 1 and 10000");
+        }
         let l = &self.lockout;
         if l.threshold == 0 || l.base_secs == 0 || l.max_secs < l.base_secs {
             return err(
@@ -231,6 +247,7 @@ impl Validate for AuthConfig {
             ("password_per_account", &lim.password_per_account),
             ("prekey_fetch_per_target", &lim.prekey_fetch_per_target),
             ("link_code_per_account", &lim.link_code_per_account),
+            ("lookup_per_account", &lim.lookup_per_account),
         ] {
             limit.validate(&key(&limits, name))?;
         }

@@ -464,37 +464,6 @@ impl Core {
         Ok(n)
     }
 
-    /// The account's live, unexpired sessions, most recently refreshed first.
-    pub async fn live_sessions(
-        &self,
-        acc: AccountId,
-        current: &str,
-    ) -> AuthResult<Vec<SessionInfo>> {
-        let now = self.now_ms();
-        let mut sessions: Vec<(u64, SessionInfo)> = self
-            .account_sessions(acc)
-            .await?
-            .into_iter()
-            .filter(|(_, s)| s.state == SessionState::Live && s.refresh_expires_ms > now)
-            .map(|(sid, s)| {
-                let last = s.last_refreshed_ms - s.last_refreshed_ms % 3_600_000;
-                (
-                    s.last_refreshed_ms,
-                    SessionInfo {
-                        current: sid == current,
-                        session_id: sid,
-                        device_id: s.device_id,
-                        created_ms: s.created_ms,
-                        last_refreshed_ms: last,
-                        expires_ms: s.refresh_expires_ms,
-                    },
-                )
-            })
-            .collect();
-        sessions.sort_by_key(|s| std::cmp::Reverse(s.0));
-        Ok(sessions.into_iter().map(|(_, s)| s).collect())
-    }
-
     /// RevokeSession: revoke one live session of the caller's account. Another account's
     /// session is indistinguishable from a missing one.
     pub async fn revoke_own_session(&self, acc: AccountId, sid: &str) -> AuthResult<()> {

@@ -25,13 +25,16 @@ mod events;
 mod grpc;
 mod keypackages;
 mod limits;
+mod lookup;
 mod mfa;
 mod model;
 mod prekeys;
 pub mod sealing;
 mod secrets;
+mod session_list;
 pub mod signing;
 pub mod store;
+mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,8 +89,8 @@ impl Service for Auth {
     }
 
     /// Load (or on first start create) the master key, build the services, install the
-    /// signing keys into this process's verifier, start the key rotation task, provide the
-    /// device directory and add the tonic servers to `set`. Fails when the master key is
+    /// signing keys into this process's verifier, start the key rotation task and the storage
+    /// sweeper, provide the device directory and add the tonic servers to `set`. Fails when the master key is
     /// missing (explicitly configured) or does not open the stored signing keys.
     async fn register(
         &self,
@@ -101,6 +104,7 @@ impl Service for Auth {
         core.keys.install(&handles.ctx.verifier);
         spawn_rotation(core.keys.clone(), handles.ctx.clone());
         let core = Arc::new(core);
+        sweeper::spawn(core.clone(), handles.ctx.clone());
         let max = handles.server.max_request_bytes;
         set.add(grpc::auth_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::device_server(core.clone()).max_decoding_message_size(max));

@@ -26,6 +26,8 @@ pub struct Limiters {
     /// Keyed by (caller, target account).
     pub prekey_fetch_per_target: KeyedLimiter<(AccountId, AccountId)>,
     pub link_code_per_account: KeyedLimiter<AccountId>,
+    /// LookupUsername, keyed by the caller.
+    pub lookup_per_account: KeyedLimiter<AccountId>,
 }
 
 impl Limiters {
@@ -44,6 +46,7 @@ impl Limiters {
                 "link_code_per_account",
                 c.link_code_per_account,
             ),
+            lookup_per_account: KeyedLimiter::new("lookup_per_account", c.lookup_per_account),
         }
     }
 }
@@ -78,6 +81,7 @@ pub async fn record_failure(
         let raw = current.as_ref().map(|(_, r)| r.clone());
         let mut l = current.map(|(l, _)| l).unwrap_or_default();
         l.failures = l.failures.saturating_add(1);
+        l.last_failure_ms = now_ms;
         if l.failures >= config.threshold {
             let exp = (l.failures - config.threshold).min(30);
             let secs = config

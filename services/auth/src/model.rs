@@ -157,6 +157,9 @@ pub struct MfaTicket {
 pub struct Lockout {
     pub failures: u32,
     pub locked_until_ms: u64,
+    /// When the last failure was counted (service clock; record version 2). Version 1 records
+    /// read as their `locked_until_ms`.
+    pub last_failure_ms: u64,
 }
 
 /// A stored public prekey (signed EC, KEM or one-time EC; `signature` empty for the latter).

@@ -16,13 +16,14 @@
 //! | `link/<sha256(code)>` | [`crate::model::LinkCode`] |
 //! | `mfaticket/<sha256(ticket)>` | [`crate::model::MfaTicket`] |
 //! | `lockout/<name>` | [`crate::model::Lockout`] |
+//! | `hidden/<acc>` | `HiddenUsername` (`lookup.rs`): the username is not discoverable |
 //! | `pk/<acc>/<dev>/s` · `/l` · `/k<id>` · `/o<id>` | signed, last-resort KEM, one-time KEM, one-time EC prekeys |
 //! | `kp/<acc>/<dev>/l` · `/o<ref>` | last-resort and one-time KeyPackages |
 //! | `signing` | [`crate::model::SigningKeys`] (seeds sealed, [`crate::sealing`]) |
 //! | `audit/<seq>` · `audithead` | the audit chain ([`crate::audit`]) |
 
 use guardyn_common::ids::{AccountId, DeviceId, hex};
-use guardyn_storage::record::{Record, decode};
+use guardyn_storage::record::{Record, decode, postcard_body};
 use guardyn_storage::{Direction, KeyRange, KvPair, KvStore, Txn, TxnOutcome};
 
 use crate::error::AuthResult;
@@ -54,12 +55,34 @@ records!(
     Session,
     LinkCode,
     MfaTicket,
-    Lockout,
     StoredPreKey,
     StoredKeyPackage,
     SigningKeys,
     UsernameEntry,
 );
+
+/// Lockout records are version 2 (with the time of the last failure, for the sweeper);
+/// version 1 (`failures`, `locked_until_ms`) is still read.
+impl Record for Lockout {
+    const VERSION: u8 = 2;
+
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, guardyn_storage::StorageError> {
+        match version {
+            2 => postcard_body(body),
+            VERSION => {
+                let (failures, locked_until_ms): (u32, u64) = postcard_body(body)?;
+                Ok(Self {
+                    failures,
+                    locked_until_ms,
+                    last_failure_ms: locked_until_ms,
+                })
+            }
+            v => Err(guardyn_storage::StorageError::Corrupt(format!(
+                "lockout: unknown version {v}"
+            ))),
+        }
+    }
+}
 
 /// Read and decode; `None` when absent. Also returns the raw bytes for `require_unchanged`.
 pub async fn get<R: Record>(kv: &dyn KvStore, key: &[u8]) -> AuthResult<Option<(R, Vec<u8>)>> {
@@ -128,9 +151,29 @@ pub fn link_code(hash: &[u8; 32]) -> Vec<u8> {
 pub fn mfa_ticket(hash: &[u8; 32]) -> Vec<u8> {
     k(&[b"mfaticket", hex(hash).as_bytes()])
 }
+pub fn hidden(acc: AccountId) -> Vec<u8> {
+    k(&[b"hidden", acc.to_string().as_bytes()])
+}
 pub fn lockout(name: &str) -> Vec<u8> {
     k(&[b"lockout", name.as_bytes()])
 }
+/// Prefixes the sweeper walks.
+pub fn sessions_prefix() -> Vec<u8> {
+    k(&[b"session", b""])
+}
+pub fn account_sessions_prefix() -> Vec<u8> {
+    k(&[b"acctsess", b""])
+}
+pub fn link_codes_prefix() -> Vec<u8> {
+    k(&[b"link", b""])
+}
+pub fn mfa_tickets_prefix() -> Vec<u8> {
+    k(&[b"mfaticket", b""])
+}
+pub fn lockouts_prefix() -> Vec<u8> {
+    k(&[b"lockout", b""])
+}
+
 pub fn signing() -> Vec<u8> {
     k(&[b"signing"])
 }
@@ -276,6 +319,24 @@ mod tests {
             [format!("auth/v1/device/{A}/").as_bytes(), &[3]].concat()
         );
         assert_eq!(device_of_key(&device(acc, dev(3))), Some(dev(3)));
+    }
+
+    #[test]
+    fn version_1_lockouts_are_still_read() {
+        let old = legacy(&(7u32, 1234u64));
+        let l = decode::<Lockout>(&old).unwrap();
+        assert_eq!(
+            (l.failures, l.locked_until_ms, l.last_failure_ms),
+            (7, 1234, 1234)
+        );
+        let new = Lockout {
+            failures: 1,
+            locked_until_ms: 0,
+            last_failure_ms: 99,
+        };
+        let bytes = encode(&new);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode::<Lockout>(&bytes).unwrap(), new);
     }
 
     #[test]

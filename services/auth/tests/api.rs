@@ -10,7 +10,9 @@ mod api {
     pub mod helpers;
     pub mod keys;
     pub mod libsignal;
+    pub mod lookup;
     pub mod mfa;
     pub mod secrets_at_rest;
     pub mod sessions;
+    pub mod sweeper;
 }

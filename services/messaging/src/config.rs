@@ -29,6 +29,11 @@ pub struct MessagingConfig {
     pub max_welcome_bytes: usize,
     /// Most member devices of one group.
     pub max_group_members: usize,
+    /// Seconds between passes of the sweeper that deletes expired idempotency records
+    /// (1..=86400).
+    pub sweep_interval_secs: u64,
+    /// Keys the sweeper reads per pass (1..=10000).
+    pub sweep_batch: usize,
 }
 
 impl Default for MessagingConfig {
@@ -45,6 +50,8 @@ impl Default for MessagingConfig {
             max_mls_message_bytes: 256 * 1024,
             max_welcome_bytes: 1024 * 1024,
             max_group_members: 10_000,
+            sweep_interval_secs: 300,
+            sweep_batch: 500,
         }
     }
 }
@@ -82,6 +89,18 @@ impl Validate for MessagingConfig {
                     "must be at most 1 MiB",
                 ));
             }
+        }
+        if !(1..=86_400).contains(&self.sweep_interval_secs) {
+            return Err(ConfigError::new(
+                key(prefix, "sweep_interval_secs"),
+                "must be between 1 and 86400",
+            ));
+        }
+        if !(1..=10_000).contains(&self.sweep_batch) {
+            return Err(ConfigError::new(
+                key(prefix, "sweep_batch"),
+                "must be between 1 and 10000",
+            ));
         }
         if self.max_devices_per_send > 127 {
             return Err(ConfigError::new(

@@ -22,6 +22,7 @@ mod messaging;
 mod outbox;
 mod store;
 mod streams;
+mod sweeper;
 
 use std::sync::Arc;
 
@@ -53,8 +54,8 @@ impl Service for Messaging {
     }
 
     /// Build MessagingService and GroupService, start their event subscriptions and the
-    /// outbox recovery (which completes fan-outs a previous process left unfinished), and add
-    /// them to `set`.
+    /// outbox recovery (which completes fan-outs a previous process left unfinished) and the
+    /// idempotency record sweeper, and add them to `set`.
     async fn register(
         &self,
         handles: &Handles,
@@ -83,6 +84,7 @@ impl Service for Messaging {
             .await
             .map_err(|e| RegisterError::failed("messaging", e))?;
         outbox::spawn_recovery(core.clone());
+        tokio::spawn(sweeper::run(core.clone()));
         let max = handles.server.max_request_bytes;
         set.add(grpc::messaging_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::group_server(core).max_decoding_message_size(max));

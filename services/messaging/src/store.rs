@@ -48,6 +48,9 @@ pub(crate) fn proposal_prefix(group: &GroupId, epoch: u64) -> Vec<u8> {
     k
 }
 
+/// Prefix of every idempotency record (the sweeper walks it).
+pub(crate) const IDEMPOTENCY_ROOT: &[u8] = b"msg/v1/idem/";
+
 pub(crate) fn idempotency_prefix(account: AccountId) -> Vec<u8> {
     format!("msg/v1/idem/{account}/").into_bytes()
 }

@@ -19,3 +19,5 @@ mod libsignal;
 mod outbox;
 #[path = "api/proposals.rs"]
 mod proposals;
+#[path = "api/sweeper.rs"]
+mod sweeper;

@@ -346,3 +346,26 @@ fn base32(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test]
+async fn peers_are_found_by_username_unless_hidden() {
+    let server = server().await;
+    let alice = register(&server, "alice").await;
+    let name = username("bob");
+    let bob = Client::register(server.channel(), Storage::Memory, config(), &name, PASSWORD)
+        .await
+        .unwrap();
+    let found = alice.lookup_username(&name.to_uppercase()).await.unwrap();
+    assert_eq!(found, bob.account_id());
+    let mut inbox = bob.listen().await.unwrap();
+    alice.send(&found, b"found you").await.unwrap();
+    assert_eq!(next_message(&mut inbox).await.body, b"found you");
+
+    bob.set_username_discoverable(false).await.unwrap();
+    let hidden = alice.lookup_username(&name).await.unwrap_err();
+    let unknown = alice.lookup_username("nobody_here").await.unwrap_err();
+    assert_eq!(hidden.code(), Some(tonic::Code::NotFound));
+    assert_eq!(hidden.to_string(), unknown.to_string());
+    bob.set_username_discoverable(true).await.unwrap();
+    assert_eq!(alice.lookup_username(&name).await.unwrap(), found);
+}

@@ -9,6 +9,7 @@ use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, addr, tokens, ts_ms};
+use super::paging;
 use crate::accounts::LoginOutcome;
 use crate::core::Core;
 use crate::error::AuthError;
@@ -166,14 +167,20 @@ impl AuthService for AuthApi {
         request: Request<pb::ListSessionsRequest>,
     ) -> Res<pb::ListSessionsResponse> {
         let c = caller(&request)?.clone();
-        let sessions = self
+        let r = request.get_ref();
+        let size = paging::page_size(r.page_size)?;
+        let after = paging::page_token(&r.page_token)?;
+        let page = self
             .0
-            .live_sessions(c.account_id, &c.session_id)
-            .await?
-            .into_iter()
-            .map(convert::session)
-            .collect();
-        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+            .session_page(c.account_id, &c.session_id, size, after.as_deref())
+            .await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: page.sessions.into_iter().map(convert::session).collect(),
+            next_page_token: page
+                .next_after
+                .map(|sid| paging::encode_page_token(&sid))
+                .unwrap_or_default(),
+        }))
     }
 
     async fn revoke_session(
@@ -184,5 +191,30 @@ impl AuthService for AuthApi {
         let sid = convert::session_id(&request.get_ref().session_id, "session_id")?;
         self.0.revoke_own_session(c.account_id, &sid).await?;
         Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    async fn lookup_username(
+        &self,
+        request: Request<pb::LookupUsernameRequest>,
+    ) -> Res<pb::LookupUsernameResponse> {
+        let c = caller(&request)?.clone();
+        let acc = self
+            .0
+            .lookup_username(c.account_id, &request.get_ref().username)
+            .await?;
+        Ok(Response::new(pb::LookupUsernameResponse {
+            account_id: acc.to_string(),
+        }))
+    }
+
+    async fn set_username_discoverable(
+        &self,
+        request: Request<pb::SetUsernameDiscoverableRequest>,
+    ) -> Res<pb::SetUsernameDiscoverableResponse> {
+        let c = caller(&request)?.clone();
+        self.0
+            .set_username_discoverable(c.account_id, request.get_ref().discoverable)
+            .await?;
+        Ok(Response::new(pb::SetUsernameDiscoverableResponse {}))
     }
 }

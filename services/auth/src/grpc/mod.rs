@@ -5,6 +5,7 @@ mod convert;
 mod devices;
 mod keys;
 mod mfa;
+mod paging;
 
 pub use auth::AuthApi;
 pub use devices::DeviceApi;

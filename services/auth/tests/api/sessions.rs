@@ -136,7 +136,7 @@ async fn sessions_are_listed_and_revoked_only_within_the_account() {
     let mallory = env.register("mallory", 0).await;
     let sessions = env
         .auth()
-        .list_sessions(authed(pb::ListSessionsRequest {}, a.token()))
+        .list_sessions(authed(pb::ListSessionsRequest::default(), a.token()))
         .await
         .unwrap()
         .into_inner()
@@ -148,7 +148,7 @@ async fn sessions_are_listed_and_revoked_only_within_the_account() {
     // Another account can neither see nor revoke them.
     let theirs = env
         .auth()
-        .list_sessions(authed(pb::ListSessionsRequest {}, mallory.token()))
+        .list_sessions(authed(pb::ListSessionsRequest::default(), mallory.token()))
         .await
         .unwrap()
         .into_inner()
