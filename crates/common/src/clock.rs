@@ -96,6 +96,34 @@ pub async fn jumped(rx: &mut Option<watch::Receiver<()>>) {
     }
 }
 
+/// The loop of every background sweeper: run `pass` now, then every `interval` and whenever a
+/// manual clock jumps, until `shutdown`. A pass that returns `true` (it filled its batch, so more
+/// work is due) is followed by another after a 10 ms breather instead of a whole interval, so
+/// a backlog drains in bounded steps without monopolising the runtime.
+pub async fn run_passes<F, Fut>(
+    clock: &SharedClock,
+    shutdown: &tokio_util::sync::CancellationToken,
+    interval: Duration,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut jumps = clock.jumps();
+    loop {
+        let pause = if pass().await {
+            Duration::from_millis(10)
+        } else {
+            interval
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+            () = jumped(&mut jumps) => {}
+        }
+    }
+}
+
 /// The clock handle services hold.
 pub type SharedClock = Arc<dyn Clock>;
 

@@ -17,7 +17,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guardyn_common::clock::jumped;
+use guardyn_common::clock::run_passes;
 use guardyn_common::ids::AccountId;
 use guardyn_common::server::ServerContext;
 use guardyn_storage::record::{Record, decode};
@@ -187,33 +187,27 @@ fn index_session(key: &[u8]) -> Option<String> {
 /// jumps); a pass that filled a batch is followed by another at once. Stops at shutdown.
 pub fn spawn(core: Arc<Core>, ctx: ServerContext) {
     tokio::spawn(async move {
-        let mut jumps = core.clock.jumps();
         let interval = Duration::from_secs(core.config.sweep_interval_secs);
-        let mut cursors = Cursors::default();
-        loop {
-            let full = match core.sweep(&mut cursors, core.now_ms()).await {
-                Ok(s) => {
-                    if s.deleted > 0 {
-                        tracing::debug!(read = s.read, deleted = s.deleted, "auth sweep");
+        let cursors = tokio::sync::Mutex::new(Cursors::default());
+        run_passes(&core.clock, &ctx.shutdown, interval, || {
+            let core = &core;
+            let cursors = &cursors;
+            async move {
+                let mut cursors = cursors.lock().await;
+                match core.sweep(&mut cursors, core.now_ms()).await {
+                    Ok(s) => {
+                        if s.deleted > 0 {
+                            tracing::debug!(read = s.read, deleted = s.deleted, "auth sweep");
+                        }
+                        s.full
                     }
-                    s.full
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "auth sweep failed");
-                    false
-                }
-            };
-            if full {
-                tokio::select! {
-                    () = ctx.shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(10)) => continue,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "auth sweep failed");
+                        false
+                    }
                 }
             }
-            tokio::select! {
-                () = ctx.shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-                () = jumped(&mut jumps) => {}
-            }
-        }
+        })
+        .await;
     });
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use guardyn_common::clock::jumped;
+use guardyn_common::clock::run_passes;
 use guardyn_common::{AccountId, MediaId};
 use guardyn_storage::record::encode;
 use guardyn_storage::{Direction, KeyRange, Txn, TxnOutcome};
@@ -195,26 +195,18 @@ impl Core {
 /// The expiry sweeper: one bounded pass every `sweep_interval_secs` (and whenever a manual
 /// clock jumps), on the service clock. A full pass is followed by another at once.
 pub(crate) async fn run_sweeper(core: Arc<Core>) {
-    let mut jumps = core.clock.jumps();
     let interval = Duration::from_secs(core.cfg.sweep_interval_secs);
-    loop {
-        let full = match core.sweep(core.clock.now_ms()).await {
-            Ok(n) => n >= core.cfg.sweep_batch,
-            Err(err) => {
-                tracing::warn!(error = %err, "media sweep failed");
-                false
-            }
-        };
-        if full {
-            tokio::select! {
-                () = core.shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(10)) => continue,
+    run_passes(&core.clock, &core.shutdown, interval, || {
+        let core = &core;
+        async move {
+            match core.sweep(core.clock.now_ms()).await {
+                Ok(n) => n >= core.cfg.sweep_batch,
+                Err(err) => {
+                    tracing::warn!(error = %err, "media sweep failed");
+                    false
+                }
             }
         }
-        tokio::select! {
-            () = core.shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-            () = jumped(&mut jumps) => {}
-        }
-    }
+    })
+    .await;
 }

@@ -10,7 +10,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guardyn_common::clock::jumped;
+use guardyn_common::clock::run_passes;
 use guardyn_storage::record::decode;
 use guardyn_storage::{Direction, KeyRange, Txn};
 
@@ -73,30 +73,24 @@ impl Core {
 /// The sweeper task: a pass every `messaging.sweep_interval_secs` (and whenever a manual clock
 /// jumps); a pass that filled its batch is followed by another at once. Stops at shutdown.
 pub(crate) async fn run(core: Arc<Core>) {
-    let mut jumps = core.clock.jumps();
     let interval = Duration::from_secs(core.cfg.sweep_interval_secs);
-    let mut cursor = None;
-    loop {
-        let full = match core
-            .sweep_idempotency(&mut cursor, core.clock.now_ms())
-            .await
-        {
-            Ok(s) => s.read >= core.cfg.sweep_batch,
-            Err(err) => {
-                tracing::warn!(error = %err, "idempotency sweep failed");
-                false
-            }
-        };
-        if full {
-            tokio::select! {
-                () = core.shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(10)) => continue,
+    let cursor = tokio::sync::Mutex::new(None);
+    run_passes(&core.clock, &core.shutdown, interval, || {
+        let core = &core;
+        let cursor = &cursor;
+        async move {
+            let mut cursor = cursor.lock().await;
+            match core
+                .sweep_idempotency(&mut cursor, core.clock.now_ms())
+                .await
+            {
+                Ok(s) => s.read >= core.cfg.sweep_batch,
+                Err(err) => {
+                    tracing::warn!(error = %err, "idempotency sweep failed");
+                    false
+                }
             }
         }
-        tokio::select! {
-            () = core.shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-            () = jumped(&mut jumps) => {}
-        }
-    }
+    })
+    .await;
 }
