@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod interop;
+pub mod rpc;
 
 use std::net::SocketAddr;
 use std::time::Duration;

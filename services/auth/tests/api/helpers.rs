@@ -9,6 +9,7 @@ use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
 use guardyn_proto::guardyn::auth::v1::device_service_client::DeviceServiceClient;
 use guardyn_proto::guardyn::auth::v1::key_directory_service_client::KeyDirectoryServiceClient;
 use guardyn_proto::guardyn::auth::v1::mfa_service_client::MfaServiceClient;
+pub use guardyn_testkit::rpc::authed;
 use guardyn_testkit::{Options, TestServer};
 use tonic::transport::Channel;
 
@@ -101,14 +102,6 @@ impl User {
     pub fn token(&self) -> &str {
         &self.tokens.access_token
     }
-}
-
-/// A request with the bearer token.
-pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 pub fn reason(status: &tonic::Status) -> String {

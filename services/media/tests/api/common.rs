@@ -9,11 +9,11 @@ use guardyn_proto::guardyn::media::v1::{
     CompleteUploadRequest, CreateUploadRequest, DownloadRequest, GetUploadRequest, MediaInfo,
     UploadChunkRequest, media_service_client::MediaServiceClient,
 };
+pub use guardyn_testkit::rpc::{authed, detail};
 use guardyn_testkit::{Options, TestServer};
-use prost::Message as _;
 use sha2::{Digest as _, Sha256};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 /// Chunk size of the test configuration.
 pub const CHUNK: usize = 4096;
@@ -253,36 +253,8 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()
 }
 
-pub fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
 pub fn reason(status: &Status) -> String {
     guardyn_common::error::reason_of(status).unwrap_or_default()
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
-/// Decode a typed `guardyn.common.v1` detail (e.g. OffsetMismatch) from a status.
-pub fn detail<M: prost::Message + Default>(status: &Status, name: &str) -> M {
-    let s = RpcStatus::decode(status.details()).unwrap();
-    let any = s
-        .details
-        .iter()
-        .find(|a| a.type_url.ends_with(&format!("/guardyn.common.v1.{name}")))
-        .unwrap_or_else(|| panic!("no {name} detail"));
-    M::decode(any.value.as_slice()).unwrap()
 }
 
 /// The status's code and reason, for compact assertions.

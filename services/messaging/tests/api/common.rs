@@ -13,10 +13,10 @@ use guardyn_proto::guardyn::messaging::v1::{
     group_service_client::GroupServiceClient, listen_response::Item,
     messaging_service_client::MessagingServiceClient,
 };
+pub use guardyn_testkit::rpc::{authed, detail};
 use guardyn_testkit::{Options, TestServer};
-use prost::Message as _;
 use tonic::transport::Channel;
-use tonic::{Request, Status, Streaming};
+use tonic::{Status, Streaming};
 
 /// Auth's device directory, played by a map (a test double of the auth service).
 #[derive(Debug, Default)]
@@ -155,13 +155,6 @@ pub fn send_request(
     }
 }
 
-pub fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
 /// The next stream item (fails the test after 10 s without one).
 pub async fn next(stream: &mut Streaming<ListenResponse>) -> Item {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -198,27 +191,6 @@ pub fn reason(status: &Status) -> String {
     guardyn_common::error::reason_of(status).unwrap_or_default()
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
-/// Decode a typed detail (e.g. DeviceMismatch) from a status.
-pub fn detail<M: prost::Message + Default>(status: &Status, name: &str) -> M {
-    let s = RpcStatus::decode(status.details()).unwrap();
-    let any = s
-        .details
-        .iter()
-        .find(|a| a.type_url.ends_with(&format!("/guardyn.common.v1.{name}")))
-        .unwrap_or_else(|| panic!("no {name} detail"));
-    M::decode(any.value.as_slice()).unwrap()
-}
-
 /// The stored queue of a device (AppendLog partition `msg/v1/q/<account>/<device u32>`).
 pub fn queue_partition(account: &str, device: u32) -> Vec<u8> {
     [
@@ -238,22 +210,8 @@ pub async fn queued(server: &TestServer, account: &str, device: u32) -> usize {
         .len()
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<prost_types::Duration>,
-}
-
 /// The `google.rpc.RetryInfo` delay of a status, if any.
 pub fn retry_after(status: &Status) -> Option<Duration> {
-    let s = RpcStatus::decode(status.details()).ok()?;
-    let any = s
-        .details
-        .iter()
-        .find(|a| a.type_url.ends_with("/google.rpc.RetryInfo"))?;
-    let d = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
-    Some(Duration::new(
-        u64::try_from(d.seconds).ok()?,
-        u32::try_from(d.nanos).ok()?,
-    ))
+    use tonic_types::StatusExt as _;
+    status.get_details_retry_info()?.retry_delay
 }
