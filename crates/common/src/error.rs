@@ -31,7 +31,9 @@ pub fn default_code(reason: Reason) -> Code {
         | R::InvalidKey
         | R::InvalidSignature
         | R::WeakPassword
-        | R::InvalidMlsMessage => Code::InvalidArgument,
+        | R::InvalidMlsMessage
+        | R::InvalidCommit
+        | R::MlsIdentityMismatch => Code::InvalidArgument,
         R::Unauthenticated
         | R::TokenExpired
         | R::SessionRevoked
@@ -53,7 +55,9 @@ pub fn default_code(reason: Reason) -> Code {
         | R::ChecksumMismatch
         | R::MfaAlreadyEnabled
         | R::MfaNotEnabled
-        | R::LastDevice => Code::FailedPrecondition,
+        | R::LastDevice
+        | R::StepUpRequired
+        | R::LinkPending => Code::FailedPrecondition,
         R::StaleEpoch | R::SendInProgress => Code::Aborted,
         R::RateLimited | R::QuotaExceeded | R::DeviceLimitReached | R::Overloaded => {
             Code::ResourceExhausted

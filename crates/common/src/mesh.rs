@@ -33,8 +33,14 @@ pub struct MeshConfig {
     pub call_timeout_ms: u64,
     /// Attempts for idempotent calls (1 = no retry).
     pub max_attempts: u32,
-    /// How often verification keys are refreshed from auth.
+    /// How often verification keys are refreshed from auth (at most 300: auth publishes a new
+    /// signing key 600 s before it signs).
     pub key_refresh_secs: u64,
+    /// Allow plaintext calls (no `tls.ca_path`) to non-loopback addresses (and a plaintext NATS
+    /// bus to another host, checked with the root configuration). Off: such a configuration is
+    /// refused at start-up, so token keys, revocations and internal calls never cross a network
+    /// unprotected by accident.
+    pub allow_plaintext: bool,
     pub tls: MeshTlsConfig,
 }
 
@@ -46,6 +52,7 @@ impl Default for MeshConfig {
             call_timeout_ms: 5_000,
             max_attempts: 3,
             key_refresh_secs: 60,
+            allow_plaintext: false,
             tls: MeshTlsConfig::default(),
         }
     }
@@ -85,12 +92,14 @@ impl Validate for MeshConfig {
                 "timeouts must be at least 1 ms",
             ));
         }
-        if self.key_refresh_secs == 0 {
+        if self.key_refresh_secs == 0 || self.key_refresh_secs > 300 {
             return Err(ConfigError::new(
                 key(prefix, "key_refresh_secs"),
-                "must be at least 1",
+                "must be between 1 and 300",
             ));
         }
+        check_plaintext(&self.auth_addresses, self)
+            .map_err(|e| ConfigError::new(key(prefix, "allow_plaintext"), e.to_string()))?;
         let tls = &self.tls;
         if !tls.ca_path.as_os_str().is_empty() {
             for (field, p) in [
@@ -119,6 +128,11 @@ pub enum MeshError {
     NoUpstream,
     #[error("mesh TLS: {0}")]
     Tls(String),
+    #[error(
+        "{0} is not a loopback address and mesh.tls.ca_path is empty: internal calls would be \
+         plaintext; configure mesh.tls, or set mesh.allow_plaintext = true on a network you trust"
+    )]
+    Plaintext(String),
     #[error("upstream call failed: {0}")]
     Call(#[from] tonic::Status),
 }
@@ -128,6 +142,7 @@ pub async fn channel(addresses: &[String], config: &MeshConfig) -> Result<Channe
     if addresses.is_empty() {
         return Err(MeshError::NoUpstream);
     }
+    check_plaintext(addresses, config)?;
     let tls = client_tls(&config.tls).await?;
     let mut endpoints = Vec::with_capacity(addresses.len());
     for a in addresses {
@@ -144,6 +159,34 @@ pub async fn channel(addresses: &[String], config: &MeshConfig) -> Result<Channe
         endpoints.push(e);
     }
     Ok(Channel::balance_list(endpoints.into_iter()))
+}
+
+/// Refuse plaintext to a peer that is not on this host unless `mesh.allow_plaintext`.
+fn check_plaintext(addresses: &[String], config: &MeshConfig) -> Result<(), MeshError> {
+    if !config.tls.ca_path.as_os_str().is_empty() || config.allow_plaintext {
+        return Ok(());
+    }
+    for a in addresses {
+        if !is_loopback_uri(a) {
+            return Err(MeshError::Plaintext(a.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `uri` (`scheme://host:port`) names this host: `localhost` or a loopback address.
+/// Internal transports use it to refuse plaintext to other hosts.
+pub fn is_loopback_uri(uri: &str) -> bool {
+    uri.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        .is_some_and(|host| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
 }
 
 async fn client_tls(tls: &MeshTlsConfig) -> Result<Option<ClientTlsConfig>, MeshError> {
@@ -260,11 +303,31 @@ pub trait DeviceDirectory: Send + Sync + fmt::Debug + 'static {
     /// The account's current devices (id, registration id); `Ok(None)` when the account does
     /// not exist.
     async fn devices(&self, account_id: &str) -> Result<Option<Vec<DeviceEntry>>, MeshError>;
+
+    /// Whether `signature_key` is the MLS signature key pinned for the device by its first
+    /// accepted KeyPackage upload (`false` when none is pinned or the device does not exist).
+    /// The delivery service accepts a group leaf for `<account_id>.<device_id>` only with it.
+    async fn mls_key_pinned(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        signature_key: &[u8],
+    ) -> Result<bool, MeshError>;
+
+    /// Whether ClaimKeyPackages recently handed out the device's KeyPackage with this
+    /// KeyPackageRef (RFC 9420 §5.2): group Adds are accepted only for those.
+    async fn key_package_claimed(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        key_package_ref: &[u8],
+    ) -> Result<bool, MeshError>;
 }
 
-/// Keep `verifier` supplied with the keys `source` publishes: once now, then every
-/// `every`, until `shutdown`. Failures are logged and retried at the next tick; keys already
-/// known stay valid meanwhile.
+/// Keep `verifier` supplied with the keys `source` publishes: once now, then every `every`
+/// and whenever the verifier asks (an emergency key revocation), until `shutdown`. Each fetch
+/// replaces the published set, so keys auth retired or dropped stop verifying. Failures are
+/// logged and retried at the next tick; the current set stays meanwhile.
 pub fn spawn_key_refresh(
     source: Arc<dyn KeySource>,
     verifier: TokenVerifier,
@@ -277,9 +340,10 @@ pub fn spawn_key_refresh(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
+                () = verifier.refresh_wanted() => {}
             }
             match source.verification_keys().await {
-                Ok(keys) => verifier.add_keys(keys),
+                Ok(keys) => verifier.replace_keys(keys),
                 Err(e) => tracing::warn!(error = %e, "could not refresh token verification keys"),
             }
         }
@@ -312,6 +376,36 @@ mod tests {
         .await;
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn plaintext_to_other_hosts_needs_the_flag() {
+        let remote = MeshConfig {
+            auth_addresses: vec!["http://auth-0.auth:50051".into()],
+            ..MeshConfig::default()
+        };
+        let err = remote.validate("mesh").unwrap_err();
+        assert_eq!(err.key, "mesh.allow_plaintext");
+        assert!(
+            err.to_string().contains("mesh.allow_plaintext = true"),
+            "{err}"
+        );
+        let allowed = MeshConfig {
+            allow_plaintext: true,
+            ..remote.clone()
+        };
+        allowed.validate("mesh").unwrap();
+        for local in [
+            "http://127.0.0.1:50051",
+            "http://localhost:1",
+            "http://[::1]:2",
+        ] {
+            let cfg = MeshConfig {
+                auth_addresses: vec![local.into()],
+                ..MeshConfig::default()
+            };
+            cfg.validate("mesh").unwrap();
+        }
     }
 
     #[test]

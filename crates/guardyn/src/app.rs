@@ -5,9 +5,12 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use guardyn_common::auth::load_revocations;
 use guardyn_common::clock::{SharedClock, SystemClock};
 use guardyn_common::events::Payload as _;
-use guardyn_common::events::auth::{SESSION_REVOKED, SessionRevoked};
+use guardyn_common::events::auth::{
+    SESSION_REVOKED, SIGNING_KEY_REVOKED, SessionRevoked, SigningKeyRevoked,
+};
 use guardyn_common::mesh::{self, RemoteKeySource};
 use guardyn_common::server::{self, ServerContext, ServiceSet};
 use guardyn_service::{Handles, RegisterError, Seams, Service};
@@ -68,7 +71,7 @@ impl App {
             .await
             .context("connecting the event bus")?;
         let ctx = ServerContext::new(&config.tokens);
-        spawn_revocation_listener(bus.clone(), ctx.clone()).await?;
+        spawn_revocation_listener(bus.clone(), stores.kv.clone(), ctx.clone()).await?;
         if !config.mesh.auth_addresses.is_empty() {
             let channel = mesh::channel(&config.mesh.auth_addresses, &config.mesh).await?;
             mesh::spawn_key_refresh(
@@ -145,38 +148,69 @@ impl App {
     }
 }
 
-/// Every process honours session revocations published on the bus (`auth.session.revoked`),
-/// whether or not it hosts auth, so a revoked session's tokens stop working everywhere within
-/// seconds. The subscription is taken before serving starts; the task ends at shutdown.
+/// Every process honours session revocations, whether or not it hosts auth, so a revoked
+/// session's tokens stop working everywhere within seconds and stay refused across restarts:
+/// the persisted revocations are loaded before serving starts, the bus
+/// (`auth.session.revoked`) brings new ones, and a lagged subscription reloads from storage
+/// (the events it missed are there). Emergency signing-key revocations
+/// (`auth.signing_key.revoked`) drop the key from the verifier at once. The subscriptions are
+/// taken before the load, so nothing falls between the two; the task ends at shutdown.
 async fn spawn_revocation_listener(
     bus: Arc<dyn guardyn_events::EventBus>,
+    kv: Arc<dyn guardyn_storage::KvStore>,
     ctx: ServerContext,
 ) -> anyhow::Result<()> {
+    use guardyn_events::Delivery;
     use tokio_stream::StreamExt as _;
-    let mut sub = bus
+    let mut sessions = bus
         .subscribe(SESSION_REVOKED)
         .await
         .context("subscribing to session revocations")?;
+    let mut keys = bus
+        .subscribe(SIGNING_KEY_REVOKED)
+        .await
+        .context("subscribing to signing key revocations")?;
+    let list = ctx.verifier.revocations().clone();
+    let loaded = load_revocations(&*kv, &list)
+        .await
+        .context("loading persisted session revocations")?;
+    tracing::debug!(loaded, "session revocations loaded");
+    // Weak: a process that fails to start must not keep its storage open through this task
+    // (it ends when the bus goes, as the subscriptions then close).
+    let kv = Arc::downgrade(&kv);
     tokio::spawn(async move {
         loop {
-            let delivery = tokio::select! {
+            tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
-                d = sub.next() => d,
-            };
-            match delivery {
-                Some(guardyn_events::Delivery::Event(event)) => {
-                    match SessionRevoked::decode(event.payload()) {
-                        Ok(r) => ctx
-                            .verifier
-                            .revocations()
-                            .revoke(&r.session_id, r.tokens_valid_until),
+                d = sessions.next() => match d {
+                    Some(Delivery::Event(event)) => match SessionRevoked::decode(event.payload()) {
+                        Ok(r) => list.revoke(&r.session_id, r.tokens_valid_until),
                         Err(e) => tracing::warn!(error = %e, "undecodable session revocation"),
+                    },
+                    Some(Delivery::Lagged { missed }) => {
+                        tracing::warn!(missed, "session revocations missed; reloading them from storage");
+                        let Some(kv) = kv.upgrade() else { return };
+                        if let Err(e) = load_revocations(&*kv, &list).await {
+                            tracing::error!(error = %e, "could not reload session revocations");
+                        }
                     }
-                }
-                Some(guardyn_events::Delivery::Lagged { missed }) => {
-                    tracing::warn!(missed, "missed session revocations (subscriber lagged)");
-                }
-                None => return,
+                    None => return,
+                },
+                d = keys.next() => match d {
+                    Some(Delivery::Event(event)) => match SigningKeyRevoked::decode(event.payload()) {
+                        Ok(r) => {
+                            tracing::warn!(kid = %r.kid, "token signing key revoked");
+                            ctx.verifier.revoke_key(&r.kid);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable signing key revocation"),
+                    },
+                    // A refresh replaces the set, without the revoked key.
+                    Some(Delivery::Lagged { missed }) => {
+                        tracing::warn!(missed, "signing key revocations missed; refreshing keys");
+                        ctx.verifier.request_refresh();
+                    }
+                    None => return,
+                },
             }
         }
     });

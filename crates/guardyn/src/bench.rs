@@ -136,6 +136,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         prekey_low_water: 2,
         key_package_batch: 5,
         max_attempts: 5,
+        ..ClientConfig::default()
     };
     let run_id = std::process::id();
     eprintln!("registering {} clients...", pairs * 2);

@@ -8,7 +8,9 @@
 //! or those refuse the flood before any hashing happens, e.g.
 //! `GUARDYN_AUTH__LIMITS__LOGIN_PER_ADDRESS__BURST=100000`,
 //! `GUARDYN_AUTH__LIMITS__LOGIN_PER_ACCOUNT__BURST=100000`,
-//! `GUARDYN_AUTH__LOCKOUT__THRESHOLD=100000`.
+//! `GUARDYN_AUTH__LIMITS__LOGIN_PER_USERNAME__BURST=100000`,
+//! `GUARDYN_AUTH__LOCKOUT__THRESHOLD=100000`,
+//! `GUARDYN_AUTH__LOCKOUT__GLOBAL_THRESHOLD=100000`.
 
 #![allow(clippy::print_stdout)]
 
@@ -121,6 +123,7 @@ pub async fn run(args: BenchLoginArgs) -> anyhow::Result<()> {
         prekey_low_water: 1,
         key_package_batch: 1,
         max_attempts: 5,
+        ..ClientConfig::default()
     };
     let name = format!("benchlogin{}", std::process::id());
     Client::register(

@@ -174,6 +174,7 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
         prekey_low_water: 1,
         key_package_batch: 1,
         max_attempts: 5,
+        ..ClientConfig::default()
     };
     let name = format!("benchmedia{}", std::process::id());
     let client = Client::register(

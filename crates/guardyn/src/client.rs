@@ -1,8 +1,8 @@
 //! `guardyn` client subcommands over `guardyn-sdk`: register, login, link, send, send-file,
-//! listen (which saves received files), groups. Peers are addressed by account id or by
-//! `@username` (resolved with LookupUsername first, see [`resolve_peer`]); `register` and
-//! `whoami` print this device's account id to share, `discoverable false` hides the username
-//! from lookups.
+//! listen (which saves received files), groups, verify (safety numbers). Peers are addressed
+//! by account id or by `@username` (resolved with LookupUsername first, see
+//! [`resolve_peer`]); `register` and `whoami` print this device's account id to share,
+//! `discoverable false` hides the username from lookups.
 //!
 //! Secrets come from the environment or a prompt, never from arguments (which other users
 //! can read in the process list): `GDN_PASSWORD` (account password),
@@ -21,6 +21,9 @@ use guardyn_sdk::{
     Storage, connect,
 };
 use zeroize::Zeroizing;
+
+/// How long `guardyn link` waits for the approval (the server's longest link lifetime).
+const LINK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Where the client connects and keeps its state.
 #[derive(Debug, Clone, Args)]
@@ -52,17 +55,22 @@ pub enum ClientCommand {
         #[arg(long)]
         totp: Option<String>,
     },
-    /// Print a code that links a new device to this account.
-    LinkCode {
+    /// Approve a new device that shows a code from `guardyn link`: it joins this account.
+    /// Asks for the password (and TOTP code, when enabled) to step up first.
+    ApproveLink {
         #[command(flatten)]
         args: ClientArgs,
+        /// The code the new device shows.
+        code: String,
+        /// TOTP code, if the account has two-factor authentication (prompted otherwise).
+        #[arg(long)]
+        totp: Option<String>,
     },
-    /// Join an account as a new device with a code from `link-code`.
+    /// Join an account as a new device: prints a code to approve on one of its devices with
+    /// `guardyn approve-link`, then waits for the approval.
     Link {
         #[command(flatten)]
         args: ClientArgs,
-        /// The link code.
-        code: String,
     },
     /// Print this device's account and device id.
     Whoami {
@@ -107,6 +115,18 @@ pub enum ClientCommand {
         /// directory part; an existing file is never overwritten).
         #[arg(long, default_value = ".")]
         save_dir: PathBuf,
+    },
+    /// Print the safety number of the conversation with an account, to compare with the
+    /// peer's (in person, or over another channel). Says so when the account's identity keys
+    /// changed; `--accept` then accepts them, which unblocks sending.
+    Verify {
+        #[command(flatten)]
+        args: ClientArgs,
+        /// Account id or `@username`.
+        account: String,
+        /// Accept the changed identity keys (after comparing the new safety number).
+        #[arg(long)]
+        accept: bool,
     },
     /// MLS groups.
     #[command(subcommand)]
@@ -391,6 +411,15 @@ fn print_event(event: &Event) -> bool {
         Event::DeviceRemoved { device_id } => {
             println!("device {device_id} removed from this account")
         }
+        Event::IdentityChanged { peer } => eprintln!(
+            "the identity key of {peer} changed: sending to it is blocked until you compare \
+             safety numbers (`guardyn verify {}`) and accept",
+            peer.account_id
+        ),
+        Event::NewDevice { peer } => println!(
+            "new device {peer}: its safety number changed (`guardyn verify {}`)",
+            peer.account_id
+        ),
         Event::CaughtUp => {}
         Event::Undecryptable { sender, reason } => {
             eprintln!("undecryptable message from {sender:?}: {reason}");
@@ -401,6 +430,27 @@ fn print_event(event: &Event) -> bool {
         }
     }
     true
+}
+
+/// `guardyn verify`: the safety number, the one to compare before accepting a change, and
+/// the messages an accepted change released.
+async fn verify(client: &Client, account: &str, accept: bool) -> anyhow::Result<()> {
+    let pending = client.pending_safety_number(account).await;
+    if accept {
+        if pending.is_none() {
+            println!("no changed identity key to accept for {account}");
+        }
+        for event in client.accept_identity(account).await? {
+            print_event(&event);
+        }
+    } else if let Some(number) = &pending {
+        println!("the identity keys of {account} changed; sending is blocked.");
+        println!("safety number after accepting (compare it with the peer's):\n{number}");
+        println!("then run: guardyn verify {account} --accept");
+        println!("safety number before the change:");
+    }
+    println!("{}", client.safety_number(account).await?);
+    Ok(())
 }
 
 async fn drain(client: &Client) -> anyhow::Result<()> {
@@ -456,11 +506,31 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 client.device_id()
             );
         }
-        ClientCommand::LinkCode { args } => {
+        ClientCommand::ApproveLink { args, code, totp } => {
             let client = open(&args).await?;
-            println!("{}", client.create_link_code().await?);
+            let password = secret_from("GDN_PASSWORD", "account password")?;
+            let factor = totp.map(SecondFactor::Totp);
+            match client.step_up(&password, factor.clone()).await {
+                Err(SdkError::Server {
+                    reason: Some(ErrorReason::MfaRequired),
+                    ..
+                }) if factor.is_none() => {
+                    let code = secret_from("GDN_TOTP", "TOTP code")?;
+                    client
+                        .step_up(&password, Some(SecondFactor::Totp(code.to_string())))
+                        .await?;
+                }
+                other => other?,
+            }
+            let d = client.approve_link(&code).await?;
+            println!(
+                "approved: device {} ({}) joined, identity key {}",
+                d.device_id,
+                d.name,
+                guardyn_common::ids::hex(&d.identity_key)
+            );
         }
-        ClientCommand::Link { args, code } => {
+        ClientCommand::Link { args } => {
             if args.state.exists() {
                 anyhow::bail!(
                     "{} already exists; choose another --state",
@@ -469,7 +539,16 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             }
             let storage = storage(&args)?;
             let channel = connect(&args.server).await?;
-            let client = Client::link(channel, storage, config(), &code).await?;
+            let pending = Client::request_link(channel, storage, config()).await?;
+            println!(
+                "on a device of the account run: guardyn approve-link {}",
+                pending.code()
+            );
+            println!(
+                "this device's identity key: {}",
+                guardyn_common::ids::hex(&pending.identity_key())
+            );
+            let client = pending.finish(LINK_WAIT).await?;
             println!(
                 "linked: account {} device {}",
                 client.account_id(),
@@ -559,6 +638,16 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     _ = tokio::signal::ctrl_c() => break,
                 }
             }
+        }
+        ClientCommand::Verify {
+            args,
+            account,
+            accept,
+        } => {
+            let client = open(&args).await?;
+            drain(&client).await?;
+            let account = resolve_peer(&client, &account).await?;
+            verify(&client, &account, accept).await?;
         }
         ClientCommand::Group(g) => group(g).await?,
     }

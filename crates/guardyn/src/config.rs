@@ -42,6 +42,20 @@ impl Validate for Config {
         self.events.validate(&key(prefix, "events"))?;
         self.messaging.validate(&key(prefix, "messaging"))?;
         self.media.validate(&key(prefix, "media"))?;
+        // The bus carries revocations between processes: the same rule as mesh calls.
+        if self.events.backend == EventsBackend::Nats && !self.mesh.allow_plaintext {
+            for url in self.events.nats_url.split(',').map(str::trim) {
+                if !url.starts_with("tls://") && !guardyn_common::mesh::is_loopback_uri(url) {
+                    return Err(ConfigError::new(
+                        key(prefix, "mesh.allow_plaintext"),
+                        format!(
+                            "events.nats_url {url} is plaintext to another host: use a tls:// \
+                             URL, or set mesh.allow_plaintext = true on a network you trust"
+                        ),
+                    ));
+                }
+            }
+        }
         // One UploadChunk request carries a whole chunk.
         if self.server.max_request_bytes < self.media.chunk_size as usize + 1024 {
             return Err(ConfigError::new(
@@ -306,6 +320,23 @@ mod tests {
         assert!(printed.contains(REDACTED));
         config.storage.blob.bucket.clear();
         assert_eq!(config.validate("").unwrap_err().key, "storage.blob.bucket");
+    }
+
+    /// Plaintext NATS to another host needs the same explicit flag as plaintext mesh calls.
+    #[test]
+    fn plaintext_nats_to_another_host_needs_the_flag() {
+        let mut config = Config::default();
+        config.events.backend = EventsBackend::Nats;
+        config.validate("").unwrap();
+        config.events.nats_url = "nats://127.0.0.1:4222,nats://10.0.0.2:4222".into();
+        let err = config.validate("").unwrap_err();
+        assert_eq!(err.key, "mesh.allow_plaintext");
+        assert!(err.reason.contains("10.0.0.2"), "{}", err.reason);
+        config.events.nats_url = "tls://10.0.0.2:4222".into();
+        config.validate("").unwrap();
+        config.events.nats_url = "nats://10.0.0.2:4222".into();
+        config.mesh.allow_plaintext = true;
+        config.validate("").unwrap();
     }
 
     /// The example file documents every key with its default value.

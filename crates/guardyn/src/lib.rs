@@ -8,4 +8,5 @@ pub mod bench_login;
 pub mod bench_media;
 pub mod client;
 pub mod config;
+pub mod keys;
 pub mod stores;

@@ -31,6 +31,9 @@ enum Command {
     },
     /// Print the effective configuration as TOML and exit.
     Config,
+    /// Operator actions on the token-signing keys (on the server's storage and bus).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Drive a running server with SDK clients and print throughput and latency.
     Bench(guardyn::bench::BenchArgs),
     /// Upload and download one large attachment; compare with raw disk; sample server memory.
@@ -39,6 +42,16 @@ enum Command {
     BenchLogin(guardyn::bench_login::BenchLoginArgs),
     #[command(flatten)]
     Client(guardyn::client::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Emergency revocation of a signing key (a leak): its tokens are refused at once and a
+    /// successor signs. With the embedded engine, run it while the server is stopped.
+    Revoke {
+        /// The key id (the `kid` of GetVerificationKeys).
+        kid: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +81,9 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Serve { services } => run(serve(config, services)),
+        Command::Keys(KeysCommand::Revoke { kid }) => {
+            run(async move { guardyn::keys::revoke(&config, &kid).await })
+        }
         // Handled above, before the configuration is loaded.
         Command::Bench(_)
         | Command::BenchMedia(_)

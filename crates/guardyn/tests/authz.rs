@@ -1,7 +1,10 @@
 //! The authorization matrix: every RPC of every hosted service, generated from the proto
 //! descriptor set, called without a valid token must be refused by the auth layer with
 //! `UNAUTHENTICATED` (and the documented reason) before any handler runs; every method the
-//! services declare public must be callable without a token.
+//! services declare public must be callable without a token. With a valid token of another
+//! account, every non-public RPC is classified and checked (`authz/cross_account.rs`): those
+//! naming another account's resource are refused, account-scoped ones leak nothing, and the
+//! few that reach other accounts by design say why.
 //!
 //! Methods are called generically (no generated client): an empty protobuf message (zero
 //! bytes) goes out and any response bytes are accepted. A new RPC is covered automatically; a
@@ -30,6 +33,9 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::{Layer as _, ServiceExt as _};
+
+#[path = "authz/cross_account.rs"]
+mod cross_account;
 
 const PASSWORD: &str = "correct horse battery staple";
 /// How long one generic call may take before it counts as "not refused".
@@ -90,12 +96,21 @@ struct Method {
     /// `/package.Service/Method`.
     path: String,
     server_streaming: bool,
+    /// Top-level field names of the request message.
+    request_fields: Vec<String>,
 }
 
 /// Every method of every service in `guardyn_proto::FILE_DESCRIPTOR_SET`.
 fn contract() -> Vec<Method> {
     let set = prost_types::FileDescriptorSet::decode(guardyn_proto::FILE_DESCRIPTOR_SET)
         .expect("the descriptor set decodes");
+    let mut fields = std::collections::HashMap::new();
+    for file in &set.file {
+        for msg in &file.message_type {
+            let names: Vec<String> = msg.field.iter().map(|f| f.name().to_owned()).collect();
+            fields.insert(format!(".{}.{}", file.package(), msg.name()), names);
+        }
+    }
     let mut methods = Vec::new();
     for file in &set.file {
         for service in &file.service {
@@ -110,6 +125,7 @@ fn contract() -> Vec<Method> {
                     service: full.clone(),
                     path: format!("/{full}/{}", m.name()),
                     server_streaming: m.server_streaming(),
+                    request_fields: fields.get(m.input_type()).cloned().unwrap_or_default(),
                 });
             }
         }
@@ -150,13 +166,26 @@ async fn public_paths(config: &Config, methods: &[Method]) -> BTreeSet<String> {
 /// Calls `m` with an empty request and this `authorization` header value. `Ok` means the call
 /// was not refused (a unary answer, or a stream that opened and yielded or stayed open).
 async fn call(channel: &Channel, m: &Method, authorization: Option<&str>) -> Result<(), Status> {
+    call_with(channel, m, authorization, Bytes::new())
+        .await
+        .map(|_| ())
+}
+
+/// Calls `m` with `body` (an encoded request message); the answer's bytes (a stream's first
+/// message; empty when a stream stayed silent).
+async fn call_with(
+    channel: &Channel,
+    m: &Method,
+    authorization: Option<&str>,
+    body: Bytes,
+) -> Result<Bytes, Status> {
     let attempt = async {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         grpc.ready()
             .await
             .map_err(|e| Status::unknown(format!("channel not ready: {e}")))?;
         let path: http::uri::PathAndQuery = m.path.parse().unwrap();
-        let mut req = tonic::Request::new(Bytes::new());
+        let mut req = tonic::Request::new(body);
         if let Some(value) = authorization {
             req.metadata_mut()
                 .insert("authorization", value.parse().unwrap());
@@ -167,12 +196,14 @@ async fn call(channel: &Channel, m: &Method, authorization: Option<&str>) -> Res
                 .await?
                 .into_inner();
             match tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
-                Ok(item) => item.map(|_| ()),
+                Ok(item) => item.map(Option::unwrap_or_default),
                 // Open and silent: not refused.
-                Err(_) => Ok(()),
+                Err(_) => Ok(Bytes::new()),
             }
         } else {
-            grpc.unary(req, path, RawCodec).await.map(|_| ())
+            grpc.unary(req, path, RawCodec)
+                .await
+                .map(|r| r.into_inner())
         }
     };
     tokio::time::timeout(CALL_TIMEOUT, attempt)
@@ -236,15 +267,20 @@ struct Identities {
 
 /// An account with three devices (registered and linked through the SDK), each signed in
 /// with a raw Login; device 2 is then removed and device 3 logs out.
-async fn identities(server: &TestServer) -> Identities {
-    let channel = server.channel();
-    let config = ClientConfig {
+fn sdk_config() -> ClientConfig {
+    ClientConfig {
         device_name: "authz".into(),
         prekey_batch: 2,
         prekey_low_water: 1,
         key_package_batch: 1,
         max_attempts: 3,
-    };
+        ..ClientConfig::default()
+    }
+}
+
+async fn identities(server: &TestServer) -> Identities {
+    let channel = server.channel();
+    let config = sdk_config();
     let username = format!("authz{}", std::process::id());
     let first = Client::register(
         channel.clone(),
@@ -256,10 +292,11 @@ async fn identities(server: &TestServer) -> Identities {
     .await
     .unwrap();
     for _ in 0..2 {
-        let code = first.create_link_code().await.unwrap();
-        Client::link(channel.clone(), Storage::Memory, config.clone(), &code)
+        let pending = Client::request_link(channel.clone(), Storage::Memory, config.clone())
             .await
             .unwrap();
+        first.approve_link(pending.code()).await.unwrap();
+        pending.finish(CALL_TIMEOUT).await.unwrap();
     }
     let account_id = first.account_id().to_owned();
 
@@ -313,6 +350,7 @@ async fn every_non_public_rpc_refuses_calls_without_a_valid_token() {
         c.auth.limits.login_per_address = many;
         c.auth.limits.login_per_account = many;
         c.auth.limits.link_code_per_account = many;
+        c.auth.limits.password_per_account = many;
     }))
     .await
     .unwrap();
@@ -389,6 +427,7 @@ async fn every_non_public_rpc_refuses_calls_without_a_valid_token() {
         service: "grpc.health.v1.Health".into(),
         path: "/grpc.health.v1.Health/Check".into(),
         server_streaming: false,
+        request_fields: Vec::new(),
     };
     let outcome = call(&channel, &health, None).await;
     assert!(
@@ -480,6 +519,9 @@ async fn every_non_public_rpc_refuses_calls_without_a_valid_token() {
         }
         checked.push(m.path.as_str());
     }
+
+    // A valid token of another account reaches nothing of the first one.
+    failures.extend(cross_account::check(&server, &methods, &public, &sdk_config()).await);
 
     // Public methods answer without a token (an empty request may be invalid, but the auth
     // layer must not refuse it).

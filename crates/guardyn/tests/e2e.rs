@@ -485,3 +485,45 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     .await;
     assert!(plaintext.is_err());
 }
+
+/// `guardyn verify` prints the same safety number on both sides of a conversation, for
+/// peers named by `@username`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_prints_the_same_safety_number_on_both_sides() {
+    let server = TestServer::start().await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |state: &str, args: Vec<String>| {
+        let mut cmd = guardyn();
+        cmd.args(&args)
+            .arg("--server")
+            .arg(&url)
+            .arg("--state")
+            .arg(dir.path().join(state))
+            .env("GDN_PASSWORD", "correct horse battery staple")
+            .env("GDN_STATE_PASSPHRASE", "a state passphrase");
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        }
+    };
+    let alice = format!("alice{}", std::process::id());
+    let bob = format!("bob{}", std::process::id());
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    run("a", args(&["register", "--username", &alice])).await;
+    run("b", args(&["register", "--username", &bob])).await;
+    run("a", args(&["send", &format!("@{bob}"), "hello"])).await;
+    let from_alice = run("a", args(&["verify", &format!("@{bob}")])).await;
+    let from_bob = run("b", args(&["verify", &format!("@{alice}")])).await;
+    let number = |out: &str| out.lines().last().unwrap().to_owned();
+    assert_eq!(number(&from_alice), number(&from_bob));
+    assert_eq!(number(&from_alice).split(' ').count(), 12, "{from_alice}");
+}

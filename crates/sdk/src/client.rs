@@ -29,6 +29,11 @@ pub struct ClientConfig {
     pub key_package_batch: u32,
     /// Attempts for sends that hit DEVICE_MISMATCH or STALE_EPOCH.
     pub max_attempts: u32,
+    /// Start and accept sessions without a post-quantum KEM prekey (plain X3DH). Off by
+    /// default: a bundle or initial message without one is refused with
+    /// [`SdkError::PqxdhRequired`], so a server cannot downgrade sessions by withholding KEM
+    /// prekeys.
+    pub allow_x3dh_fallback: bool,
 }
 
 impl Default for ClientConfig {
@@ -39,6 +44,7 @@ impl Default for ClientConfig {
             prekey_low_water: 10,
             key_package_batch: 20,
             max_attempts: 5,
+            allow_x3dh_fallback: false,
         }
     }
 }
@@ -74,6 +80,12 @@ pub(crate) struct Inner {
     /// [`OWN_DEVICES_TTL`] even without DeviceLinked notices (devices that do not listen
     /// miss them).
     pub own_checked: StdMutex<Option<std::time::Instant>>,
+    /// Per group, the epoch whose member leaves were last checked against the directory's
+    /// pinned MLS signature keys (`groups.rs`).
+    pub mls_verified: StdMutex<std::collections::HashMap<Vec<u8>, u64>>,
+    /// MLS signature keys the directory pins, per (account, device), as last fetched: incoming
+    /// Welcomes, commits and messages whose leaves contradict them are refused (`groups.rs`).
+    pub mls_pins: StdMutex<std::collections::HashMap<(String, u32), Vec<u8>>>,
 }
 
 /// How long a fetched own-device list is trusted.
@@ -135,6 +147,8 @@ impl Client {
                 changed: watch::channel(0).0,
                 stash: StdMutex::new(VecDeque::new()),
                 own_checked: StdMutex::new(None),
+                mls_verified: StdMutex::new(std::collections::HashMap::new()),
+                mls_pins: StdMutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -293,7 +307,7 @@ impl Inner {
     }
 }
 
-fn token_expired(status: &tonic::Status) -> bool {
+pub(crate) fn token_expired(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unauthenticated
         && SdkError::from(status.clone()).reason() == Some(ErrorReason::TokenExpired)
 }

@@ -36,6 +36,82 @@ impl std::fmt::Debug for LoginOutcome {
     }
 }
 
+/// A device [`Client::approve_link`] added to the account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkedDevice {
+    /// Its device id.
+    pub device_id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its identity public key (33 bytes).
+    pub identity_key: Vec<u8>,
+}
+
+/// A new device waiting for a device of the account to approve it.
+pub struct PendingLink {
+    channel: Channel,
+    config: ClientConfig,
+    state: State,
+    sealer: Option<Sealer>,
+    code: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for PendingLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingLink(..)")
+    }
+}
+
+impl PendingLink {
+    /// The code to show to the approving device. It is a credential: show it only there.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// This device's identity public key, for the approving user to compare.
+    pub fn identity_key(&self) -> Vec<u8> {
+        self.state.identity.identity_key().to_bytes().to_vec()
+    }
+
+    /// Waits (polling as the server asks, at most `timeout`) until the request is approved,
+    /// then signs the device in, uploads its MLS KeyPackages and saves its state.
+    pub async fn finish(mut self, timeout: std::time::Duration) -> Result<Client, SdkError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let resp = loop {
+            let attempt = DeviceServiceClient::new(self.channel.clone())
+                .link_device(pb::LinkDeviceRequest {
+                    link_code: self.code.clone(),
+                    link_secret: self.secret.clone(),
+                })
+                .await;
+            match attempt {
+                Ok(r) => break r.into_inner(),
+                Err(status) => {
+                    let err = SdkError::from(status.clone());
+                    let pending = matches!(
+                        &err,
+                        SdkError::Server { reason: Some(r), .. }
+                            if *r == guardyn_proto::guardyn::common::v1::ErrorReason::LinkPending
+                    );
+                    if !pending || tokio::time::Instant::now() >= deadline {
+                        return Err(err);
+                    }
+                    let wait = tonic_types::StatusExt::get_details_retry_info(&status)
+                        .and_then(|r| r.retry_delay)
+                        .unwrap_or(std::time::Duration::from_secs(1))
+                        .min(std::time::Duration::from_secs(5));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        self.state.account_id = resp.account_id;
+        self.state.device_id = resp.device_id;
+        self.state.tokens = Some(tokens_from(resp.tokens)?);
+        Client::finish_enrolment(self.channel, self.config, self.state, self.sealer).await
+    }
+}
+
 /// A second factor for [`Client::complete_mfa`].
 #[derive(Clone)]
 pub enum SecondFactor {
@@ -134,27 +210,30 @@ impl Client {
         Self::finish_enrolment(channel, config, state, sealer).await
     }
 
-    /// Joins an existing account as a new device with a code from
-    /// [`Client::create_link_code`] on one of its devices.
-    pub async fn link(
+    /// Starts joining an existing account as a new device: files the device's public keys and
+    /// returns the code to show (as a QR code) to a device of that account, which approves it
+    /// with [`Client::approve_link`]. Finish with [`PendingLink::finish`].
+    pub async fn request_link(
         channel: Channel,
         storage: Storage,
         config: ClientConfig,
-        link_code: &str,
-    ) -> Result<Self, SdkError> {
+    ) -> Result<PendingLink, SdkError> {
         let sealer = sealer_for(&storage)?;
-        let (mut state, device) = new_device(&config, "");
+        let (state, device) = new_device(&config, "");
         let resp = DeviceServiceClient::new(channel.clone())
-            .link_device(pb::LinkDeviceRequest {
-                link_code: link_code.to_owned(),
+            .request_link(pb::RequestLinkRequest {
                 device: Some(device),
             })
             .await?
             .into_inner();
-        state.account_id = resp.account_id;
-        state.device_id = resp.device_id;
-        state.tokens = Some(tokens_from(resp.tokens)?);
-        Self::finish_enrolment(channel, config, state, sealer).await
+        Ok(PendingLink {
+            channel,
+            config,
+            state,
+            sealer,
+            code: resp.link_code,
+            secret: resp.link_secret,
+        })
     }
 
     async fn finish_enrolment(
@@ -235,18 +314,72 @@ impl Client {
         self.inner.set_tokens(tokens_from(resp.tokens)?).await
     }
 
-    /// Creates a single-use code with which a new device joins this account
-    /// ([`Client::link`]).
-    pub async fn create_link_code(&self) -> Result<String, SdkError> {
-        let resp = self
-            .inner
-            .call(pb::CreateLinkCodeRequest {}, |ch, r| async move {
-                DeviceServiceClient::new(ch).create_link_code(r).await
+    /// Proves the password (and the second factor when TOTP is enabled) again, for the
+    /// server's step-up window: sensitive operations (approving a device link, removing a
+    /// device, logging out everywhere, changing the password, TOTP enrolment) need it when
+    /// the last sign-in is older.
+    pub async fn step_up(
+        &self,
+        password: &str,
+        factor: Option<SecondFactor>,
+    ) -> Result<(), SdkError> {
+        use pb::step_up_request::SecondFactor as F;
+        let req = pb::StepUpRequest {
+            password: password.to_owned(),
+            second_factor: factor.map(|f| match f {
+                SecondFactor::Totp(c) => F::TotpCode(c),
+                SecondFactor::Recovery(c) => F::RecoveryCode(c),
+            }),
+        };
+        self.inner
+            .call(req, |ch, r| async move {
+                AuthServiceClient::new(ch).step_up(r).await
             })
             .await?;
-        // A device is about to join: the next send must look the device list up again.
+        Ok(())
+    }
+
+    /// Approves a new device that showed `code` ([`Client::request_link`]): it joins this
+    /// account. Needs a recent sign-in or [`Client::step_up`]. Returns the new device's id,
+    /// name and identity key (compare it with what the new device displays).
+    pub async fn approve_link(&self, code: &str) -> Result<LinkedDevice, SdkError> {
+        let resp = self
+            .inner
+            .call(
+                pb::ApproveLinkRequest {
+                    link_code: code.to_owned(),
+                },
+                |ch, r| async move { DeviceServiceClient::new(ch).approve_link(r).await },
+            )
+            .await?;
+        // A device joined: the next send must look the device list up again.
         self.inner.state.lock().await.own_devices = None;
-        Ok(resp.link_code)
+        let device = resp
+            .device
+            .ok_or_else(|| SdkError::Protocol("ApproveLink answered without the device".into()))?;
+        Ok(LinkedDevice {
+            device_id: device.device_id,
+            name: device.name,
+            identity_key: resp.identity_key,
+        })
+    }
+
+    /// Removes a device of this account (its sessions end, its keys and queue are deleted).
+    /// Needs a recent sign-in or [`Client::step_up`].
+    pub async fn remove_device(&self, device_id: u32) -> Result<(), SdkError> {
+        self.inner
+            .call(pb::RemoveDeviceRequest { device_id }, |ch, r| async move {
+                DeviceServiceClient::new(ch).remove_device(r).await
+            })
+            .await?;
+        self.inner.state.lock().await.own_devices = None;
+        Ok(())
+    }
+
+    /// Device changes this device has not seen (links and removals while it was offline),
+    /// oldest first, as events; they are acknowledged on the server once returned.
+    pub async fn device_notices(&self) -> Result<Vec<crate::Event>, SdkError> {
+        self.inner.take_device_notices().await
     }
 
     /// Uploads prekeys when the server's pools run low (also a rotated signed prekey or a

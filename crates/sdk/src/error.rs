@@ -70,6 +70,40 @@ pub enum SdkError {
     /// A wait (for an epoch, for an event) timed out.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// A device of `account` presented an identity key different from the one pinned for it:
+    /// nothing is sent to the account until the user compares safety numbers and calls
+    /// [`crate::Client::accept_identity`].
+    #[error(
+        "the identity key of device {device} of account {account} changed: verify the safety number and accept it before sending"
+    )]
+    IdentityChanged {
+        /// The peer account.
+        account: String,
+        /// The device whose key changed.
+        device: u32,
+    },
+    /// An MLS credential naming device `device` of `account` (a group member leaf or a
+    /// claimed KeyPackage) does not carry the signature key the directory pins for that
+    /// device: someone else is speaking as it. The group (or the add) is refused.
+    #[error(
+        "an MLS leaf names device {device} of account {account} with a key that is not that device's"
+    )]
+    MlsIdentityMismatch {
+        /// The account the leaf names.
+        account: String,
+        /// The device the leaf names.
+        device: u32,
+    },
+    /// A device of `account` offered (in its bundle) or used (in an initial message) only
+    /// X3DH, without a KEM prekey, and
+    /// [`crate::ClientConfig::allow_x3dh_fallback`] is off.
+    #[error("device {device} of account {account} did not use post-quantum (KEM) key agreement")]
+    PqxdhRequired {
+        /// The peer account.
+        account: String,
+        /// The device without a KEM prekey.
+        device: u32,
+    },
 }
 
 impl SdkError {

@@ -92,6 +92,19 @@ pub enum Event {
         /// The removed device id.
         device_id: u32,
     },
+    /// A peer device presented an identity key different from the one pinned for it. Sending
+    /// to its account fails with [`crate::SdkError::IdentityChanged`] and its initial
+    /// messages are held until [`crate::Client::accept_identity`].
+    IdentityChanged {
+        /// The device whose key changed.
+        peer: Address,
+    },
+    /// A device not seen before of an account with known devices (its key was pinned on
+    /// first use; the account's safety number changed).
+    NewDevice {
+        /// The new device.
+        peer: Address,
+    },
     /// The backlog queued while this device was offline has been delivered.
     CaughtUp,
     /// An envelope could not be decrypted or parsed; it was acknowledged and dropped.

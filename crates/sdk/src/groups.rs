@@ -1,11 +1,24 @@
 //! MLS groups over GroupService: create, add/remove members (claim KeyPackages, commit,
 //! welcome), application messages, and STALE_EPOCH recovery (process the winning commit,
 //! then retry).
+//!
+//! Member identities are checked against the key directory, not taken from the credentials:
+//! a claimed KeyPackage must carry the signature key the directory pins for its device, and
+//! before this device sends to a group in an epoch whose members it has not checked yet, every
+//! member leaf's signature key is compared with the pinned key of the device it names
+//! ([`Client::verify_group_members`]). A mismatch is [`SdkError::MlsIdentityMismatch`] and
+//! nothing is sent. The pinned keys fetched that way (and with claimed KeyPackages) are kept in
+//! memory, and an incoming Welcome, commit or application message whose leaf contradicts one
+//! of them is refused the same way (not joined, not merged, not delivered); leaves of devices
+//! whose key is not known yet are checked before this device next sends to the group.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use guardyn_crypto::mls::{CommitBundle, Group, MlsClient, Received};
+use guardyn_crypto::mls::{
+    CommitBundle, Group, KeyPackagePolicy, MemberInfo, MlsClient, Received, validate_key_package,
+};
 use guardyn_proto::guardyn::auth::v1 as auth;
 use guardyn_proto::guardyn::auth::v1::key_directory_service_client::KeyDirectoryServiceClient;
 use guardyn_proto::guardyn::common::v1::{DeviceAddress, ErrorReason};
@@ -32,6 +45,43 @@ fn parse_identity(identity: &[u8]) -> Option<Address> {
     })
 }
 
+/// [`MlsError::UntrustedMember`] as the SDK's typed error.
+fn untrusted(e: guardyn_crypto::mls::MlsError) -> SdkError {
+    match e {
+        guardyn_crypto::mls::MlsError::UntrustedMember { identity } => {
+            match parse_identity(&identity) {
+                Some(a) => SdkError::MlsIdentityMismatch {
+                    account: a.account_id,
+                    device: a.device_id,
+                },
+                None => {
+                    SdkError::Protocol("group member identity is not <account>.<device>".into())
+                }
+            }
+        }
+        other => other.into(),
+    }
+}
+
+/// Checks every member leaf against the pinned keys of the devices the leaves name.
+fn check_members(
+    members: &[MemberInfo],
+    pins: &HashMap<(String, u32), Vec<u8>>,
+) -> Result<(), SdkError> {
+    for m in members {
+        let a = parse_identity(&m.identity).ok_or_else(|| {
+            SdkError::Protocol("group member identity is not <account>.<device>".into())
+        })?;
+        if pins.get(&(a.account_id.clone(), a.device_id)) != Some(&m.signature_key) {
+            return Err(SdkError::MlsIdentityMismatch {
+                account: a.account_id,
+                device: a.device_id,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn stale_epoch(e: &SdkError) -> bool {
     e.reason() == Some(ErrorReason::StaleEpoch)
 }
@@ -55,12 +105,20 @@ impl Inner {
         st: &mut State,
         env: &msg::DeliveredEnvelope,
     ) -> Result<Option<Event>, SdkError> {
+        let pins = self.mls_pins.lock().map(|p| p.clone()).unwrap_or_default();
+        let accept = |m: &MemberInfo| {
+            parse_identity(&m.identity).is_some_and(|a| {
+                pins.get(&(a.account_id, a.device_id))
+                    .is_none_or(|k| *k == m.signature_key)
+            })
+        };
         if env.mls_kind == msg::MlsMessageKind::Welcome as i32 {
             let mls = st
                 .mls
                 .as_ref()
                 .ok_or(SdkError::NotSignedIn("no MLS client"))?;
-            let group = Group::join_from_welcome(mls, &env.content)?;
+            let group =
+                Group::join_from_welcome_checked(mls, &env.content, accept).map_err(untrusted)?;
             let group_id = group.group_id().to_vec();
             st.groups.insert(group_id.clone(), group);
             return Ok(Some(Event::GroupJoined { group_id }));
@@ -70,7 +128,10 @@ impl Inner {
             .clone()
             .ok_or_else(|| SdkError::Protocol("MLS envelope without group id".into()))?;
         let (mls, group) = parts(st, &group_id)?;
-        Ok(match group.process_message(mls, &env.content)? {
+        let received = group
+            .process_message_checked(mls, &env.content, accept)
+            .map_err(untrusted)?;
+        Ok(match received {
             Received::Application {
                 sender_identity,
                 plaintext,
@@ -230,6 +291,23 @@ impl Client {
                 )
                 .await?;
             for kp in resp.key_packages {
+                let mismatch = || SdkError::MlsIdentityMismatch {
+                    account: (*account).to_owned(),
+                    device: kp.device_id,
+                };
+                let summary = validate_key_package(&kp.key_package, &KeyPackagePolicy::default())
+                    .map_err(|_| mismatch())?;
+                if summary.identity != format!("{account}.{}", kp.device_id).into_bytes()
+                    || summary.signature_key != kp.mls_signature_key
+                {
+                    return Err(mismatch());
+                }
+                if let Ok(mut pins) = self.inner.mls_pins.lock() {
+                    pins.insert(
+                        ((*account).to_owned(), kp.device_id),
+                        kp.mls_signature_key.clone(),
+                    );
+                }
                 key_packages.push((
                     DeviceAddress {
                         account_id: (*account).to_owned(),
@@ -362,6 +440,7 @@ impl Client {
         let message_id = uuid::Uuid::new_v4().to_string();
         let mut last = None;
         for _ in 0..self.inner.config.max_attempts {
+            self.ensure_members_verified(group_id).await?;
             let (epoch, message) = {
                 let mut st = self.inner.state.lock().await;
                 let content = Content {
@@ -402,6 +481,72 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Checks every member leaf of the group (at its current epoch) against the MLS signature
+    /// key the key directory pins for the device the leaf names; [`SdkError::MlsIdentityMismatch`]
+    /// names the first that differs.
+    pub async fn verify_group_members(&self, group_id: &[u8]) -> Result<(), SdkError> {
+        let (epoch, members) = {
+            let st = self.inner.state.lock().await;
+            let group = st.groups.get(group_id).ok_or(SdkError::UnknownGroup)?;
+            (group.epoch(), group.members())
+        };
+        let accounts: BTreeSet<String> = members
+            .iter()
+            .filter_map(|m| parse_identity(&m.identity))
+            .map(|a| a.account_id)
+            .collect();
+        let mut pins = HashMap::new();
+        for account in accounts {
+            let resp = self
+                .inner
+                .call(
+                    auth::GetMlsSignatureKeysRequest {
+                        account_id: account.clone(),
+                    },
+                    |ch, r| async move {
+                        KeyDirectoryServiceClient::new(ch)
+                            .get_mls_signature_keys(r)
+                            .await
+                    },
+                )
+                .await?;
+            for k in resp.keys {
+                pins.insert((account.clone(), k.device_id), k.signature_key);
+            }
+        }
+        if let Ok(mut cache) = self.inner.mls_pins.lock() {
+            cache.extend(pins.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        check_members(&members, &pins)?;
+        if let Ok(mut verified) = self.inner.mls_verified.lock() {
+            verified.insert(group_id.to_vec(), epoch);
+        }
+        Ok(())
+    }
+
+    /// [`Client::verify_group_members`] unless this epoch of the group was already checked.
+    async fn ensure_members_verified(&self, group_id: &[u8]) -> Result<(), SdkError> {
+        let epoch = {
+            let st = self.inner.state.lock().await;
+            st.groups
+                .get(group_id)
+                .ok_or(SdkError::UnknownGroup)?
+                .epoch()
+        };
+        let done = self
+            .inner
+            .mls_verified
+            .lock()
+            .map(|v| v.get(group_id) == Some(&epoch))
+            .unwrap_or(false);
+        if done {
+            return Ok(());
+        }
+        self.verify_group_members(group_id).await
+    }
+}
+
 fn bundle_has_welcome(recipients: &[DeviceAddress]) -> bool {
     !recipients.is_empty()
 }
@@ -423,5 +568,33 @@ mod tests {
         );
         assert_eq!(parse_identity(b"no-device"), None);
         assert_eq!(parse_identity(b"acct.x"), None);
+    }
+
+    #[test]
+    fn a_member_whose_key_is_not_the_pinned_one_is_refused() {
+        let acct = "0b0c5c8e-7c4b-4c1e-9a34-1d5b0d3b8f11";
+        let member = |device: u32, key: u8| MemberInfo {
+            leaf_index: device,
+            identity: format!("{acct}.{device}").into_bytes(),
+            signature_key: vec![key; 32],
+        };
+        let pins: HashMap<(String, u32), Vec<u8>> = [
+            ((acct.to_owned(), 1), vec![1; 32]),
+            ((acct.to_owned(), 2), vec![2; 32]),
+        ]
+        .into();
+        check_members(&[member(1, 1), member(2, 2)], &pins).unwrap();
+        // Device 2's identity under another key (an impostor's leaf).
+        match check_members(&[member(1, 1), member(2, 9)], &pins) {
+            Err(SdkError::MlsIdentityMismatch { account, device }) => {
+                assert_eq!((account.as_str(), device), (acct, 2));
+            }
+            other => panic!("expected MlsIdentityMismatch, got {other:?}"),
+        }
+        // A device the directory pins nothing for.
+        assert!(matches!(
+            check_members(&[member(3, 3)], &pins),
+            Err(SdkError::MlsIdentityMismatch { device: 3, .. })
+        ));
     }
 }

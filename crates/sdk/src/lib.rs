@@ -22,6 +22,18 @@
 //!   [`Client::remove_from_group`], [`Client::send_group`]. A commit or message rejected with
 //!   `ABORTED / STALE_EPOCH` is retried after the winning commit has been processed.
 //!
+//! # Trust
+//!
+//! The server's key directory is not trusted blindly (see `trust.rs`): the first identity
+//! key seen for each peer device is pinned; a different key later is surfaced as
+//! [`Event::IdentityChanged`], its initial messages are held and every send to the account
+//! fails with [`SdkError::IdentityChanged`] until [`Client::accept_identity`]. New devices of
+//! a known account are pinned on first use and surfaced as [`Event::NewDevice`]; devices
+//! the server reports as removed are dropped. [`Client::safety_number`] gives the number
+//! two people compare. Sessions need PQXDH: a bundle or initial message without a KEM
+//! prekey is refused ([`SdkError::PqxdhRequired`]) unless
+//! [`ClientConfig::allow_x3dh_fallback`] is set.
+//!
 //! # State at rest
 //!
 //! With [`Storage::File`] the whole device state (identity key, prekeys, sessions, MLS key
@@ -62,12 +74,13 @@ mod media;
 mod messages;
 mod state;
 mod store;
+mod trust;
 
 pub use account::{KeyCounts, TotpEnrollment};
 pub use attachment::{ATTACHMENT_VERSION, Attachment, BLOB_VERSION, SEGMENT_SIZE};
 pub use client::{Client, ClientConfig, connect};
 pub use content::CONTENT_VERSION;
-pub use enrol::{LoginOutcome, SecondFactor};
+pub use enrol::{LinkedDevice, LoginOutcome, PendingLink, SecondFactor};
 pub use error::SdkError;
 pub use events::{Address, Event, Message};
 pub use listen::Inbox;

@@ -89,12 +89,54 @@ struct Batch {
 }
 
 impl Inner {
-    fn handle_envelope(&self, st: &mut State, env: &msg::DeliveredEnvelope) -> Option<Event> {
+    /// The stored device notices as events (with the bookkeeping of a live notice), then
+    /// acknowledged.
+    pub(crate) async fn take_device_notices(self: &Arc<Self>) -> Result<Vec<Event>, SdkError> {
+        use guardyn_proto::guardyn::auth::v1 as pb;
+        use guardyn_proto::guardyn::auth::v1::device_service_client::DeviceServiceClient;
+        use pb::DeviceNoticeKind as K;
+        let resp = self
+            .call(pb::ListDeviceNoticesRequest {}, |ch, r| async move {
+                DeviceServiceClient::new(ch).list_device_notices(r).await
+            })
+            .await?;
+        let Some(up_to) = resp.notices.iter().map(|n| n.notice_id).max() else {
+            return Ok(Vec::new());
+        };
+        let mut events = Vec::with_capacity(resp.notices.len());
+        for n in &resp.notices {
+            let notice = match n.kind() {
+                K::Linked => msg::server_notice::Notice::DeviceLinked(msg::DeviceLinked {
+                    device_id: n.device_id,
+                    name: n.device_name.clone(),
+                }),
+                K::Removed => msg::server_notice::Notice::DeviceRemoved(msg::DeviceRemoved {
+                    device_id: n.device_id,
+                }),
+                K::Unspecified => continue,
+            };
+            // The same bookkeeping as a live notice on the Listen stream.
+            let (event, _) = self
+                .handle_notice(msg::ServerNotice {
+                    occurred_at: n.at,
+                    notice: Some(notice),
+                })
+                .await;
+            events.extend(event);
+        }
+        self.call(pb::AckDeviceNoticesRequest { up_to }, |ch, r| async move {
+            DeviceServiceClient::new(ch).ack_device_notices(r).await
+        })
+        .await?;
+        Ok(events)
+    }
+
+    fn handle_envelope(&self, st: &mut State, env: &msg::DeliveredEnvelope) -> Vec<Event> {
         if env.server_id != 0 && env.server_id <= st.last_server_id {
-            return None;
+            return Vec::new();
         }
         let result = if env.r#type == msg::EnvelopeType::Mls as i32 {
-            self.open_mls(st, env)
+            self.open_mls(st, env).map(Vec::from_iter)
         } else {
             self.open_envelope(st, env)
         };
@@ -102,10 +144,10 @@ impl Inner {
             st.last_server_id = env.server_id;
         }
         match result {
-            Ok(event) => event,
+            Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %e, server_id = env.server_id, "dropping an envelope");
-                Some(Event::Undecryptable {
+                vec![Event::Undecryptable {
                     sender: env.sender_account_id.clone().zip(env.sender_device_id).map(
                         |(account_id, device_id)| Address {
                             account_id,
@@ -113,12 +155,15 @@ impl Inner {
                         },
                     ),
                     reason: e.to_string(),
-                })
+                }]
             }
         }
     }
 
-    async fn handle_notice(self: &Arc<Self>, notice: msg::ServerNotice) -> (Option<Event>, bool) {
+    pub(crate) async fn handle_notice(
+        self: &Arc<Self>,
+        notice: msg::ServerNotice,
+    ) -> (Option<Event>, bool) {
         use msg::server_notice::Notice;
         match notice.notice {
             Some(Notice::DeviceLinked(d)) => {
@@ -140,6 +185,7 @@ impl Inner {
                 }
                 let key = (st.account_id.clone(), d.device_id);
                 st.peers.remove(&key);
+                st.trust.removed(&key);
                 let ended = d.device_id == self.device_id;
                 (
                     Some(Event::DeviceRemoved {
@@ -179,6 +225,11 @@ impl Inner {
         if !batch.acks.is_empty() {
             let mut st = self.state.lock().await;
             self.persist(&mut st)?;
+        }
+        // Events produced outside the pump meanwhile (a send that met a new device or a
+        // changed identity key) reach an open Inbox with the next batch or keepalive.
+        if let Ok(mut stash) = self.stash.lock() {
+            batch.events.extend(stash.drain(..));
         }
         let open = sink.emit(std::mem::take(&mut batch.events)).await;
         self.changed.send_modify(|n| *n += 1);
@@ -226,6 +277,25 @@ impl Inner {
                     });
                     ended = true;
                 }
+                Some(Err(status)) if crate::client::token_expired(&status) => {
+                    // The server ends a stream when its access token expires: acknowledge
+                    // what was processed, refresh (inside open_listen) and go on.
+                    if !self.flush(&mut batch, &mut sink).await? {
+                        return Ok(());
+                    }
+                    match self.open_listen().await {
+                        Ok(reopened) => {
+                            stream = reopened;
+                            continue;
+                        }
+                        Err(status) => {
+                            batch.events.push(Event::StreamEnded {
+                                reason: format!("stream error: {}", SdkError::from(status)),
+                            });
+                            ended = true;
+                        }
+                    }
+                }
                 Some(Err(status)) => {
                     batch.events.push(Event::StreamEnded {
                         reason: format!("stream error: {}", SdkError::from(status)),
@@ -235,9 +305,7 @@ impl Inner {
                 Some(Ok(resp)) => match resp.item {
                     Some(msg::listen_response::Item::Envelope(env)) => {
                         let mut st = self.state.lock().await;
-                        if let Some(ev) = self.handle_envelope(&mut st, &env) {
-                            batch.events.push(ev);
-                        }
+                        batch.events.extend(self.handle_envelope(&mut st, &env));
                         if env.server_id != 0 {
                             batch.acks.push(env.server_id);
                         }
@@ -247,9 +315,26 @@ impl Inner {
                         ended = until_caught_up;
                     }
                     Some(msg::listen_response::Item::Notice(n)) => {
-                        let (ev, end) = self.handle_notice(n).await;
-                        batch.events.extend(ev);
-                        ended = end;
+                        // A link or removal elsewhere is also stored as a notice for this
+                        // device: take the stored ones, so each change is reported once
+                        // whether it arrives live or on the next connect.
+                        let stored = match &n.notice {
+                            Some(msg::server_notice::Notice::DeviceLinked(_)) => true,
+                            Some(msg::server_notice::Notice::DeviceRemoved(d)) => {
+                                d.device_id != self.device_id
+                            }
+                            _ => false,
+                        };
+                        if stored {
+                            match self.take_device_notices().await {
+                                Ok(events) => batch.events.extend(events),
+                                Err(_) => batch.events.extend(self.handle_notice(n).await.0),
+                            }
+                        } else {
+                            let (ev, end) = self.handle_notice(n).await;
+                            batch.events.extend(ev);
+                            ended = end;
+                        }
                     }
                     Some(msg::listen_response::Item::Keepalive(_)) | None => {}
                 },
@@ -270,6 +355,8 @@ impl Client {
     /// or elsewhere) ends this one with [`Event::StreamEnded`].
     pub async fn listen(&self) -> Result<Inbox, SdkError> {
         let stream = self.inner.open_listen().await?;
+        // Device changes while this device was offline (the stream carries only live ones).
+        let missed = self.device_notices().await?;
         let (tx, rx) = mpsc::channel(1024);
         let stashed: Vec<Event> = self
             .inner
@@ -277,7 +364,7 @@ impl Client {
             .lock()
             .map(|mut s| s.drain(..).collect())
             .unwrap_or_default();
-        for e in stashed {
+        for e in missed.into_iter().chain(stashed) {
             let _ = tx.try_send(e);
         }
         self.inner.pump_active.store(true, Ordering::SeqCst);
@@ -311,6 +398,7 @@ impl Client {
             .map(|mut s| s.drain(..).collect())
             .unwrap_or_default();
         let stream = self.inner.open_listen().await?;
+        events.extend(self.device_notices().await?);
         self.inner
             .pump(stream, Sink::Collect(&mut events), true)
             .await?;

@@ -1,5 +1,6 @@
-//! One-to-one messages: session establishment (X3DH/PQXDH), per-device encryption,
-//! SendMessage with device-mismatch repair, and decryption of delivered envelopes.
+//! One-to-one messages: session establishment (PQXDH, X3DH only when allowed), per-device
+//! encryption, SendMessage with device-mismatch repair, and decryption of delivered
+//! envelopes. Every identity key met on the way is checked against the pins of `trust.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +21,7 @@ use crate::content::{BodyType, Content, Kind};
 use crate::error::SdkError;
 use crate::events::{Address, Event};
 use crate::state::{PeerSessions, PendingInitial, SessionRecord, State};
+use crate::trust::Seen;
 
 /// What [`Client::send`] returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,8 +134,49 @@ impl Inner {
         Ok(out)
     }
 
+    /// Checks fresh bundles of `dest` against the pins before any is used: a bundle without
+    /// a KEM prekey is refused unless allowed, a changed identity key is recorded (and blocks
+    /// the account), a new device is pinned and reported in `events`.
+    fn vet_bundles(
+        &self,
+        state: &mut State,
+        dest: &str,
+        fresh: &BTreeMap<u32, Fetched>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), SdkError> {
+        for (device, f) in fresh {
+            if f.bundle.kem_prekey.is_none() && !self.config.allow_x3dh_fallback {
+                return Err(SdkError::PqxdhRequired {
+                    account: dest.to_owned(),
+                    device: *device,
+                });
+            }
+        }
+        for (device, f) in fresh {
+            let peer = Address {
+                account_id: dest.to_owned(),
+                device_id: *device,
+            };
+            match state
+                .trust
+                .observe(&(dest.to_owned(), *device), &f.bundle.identity_key)
+            {
+                Seen::Changed { first: true } => events.push(Event::IdentityChanged { peer }),
+                Seen::NewDevice => events.push(Event::NewDevice { peer }),
+                Seen::Trusted | Seen::FirstContact | Seen::Changed { first: false } => {}
+            }
+        }
+        match state.trust.blocked(dest) {
+            Some(device) => Err(SdkError::IdentityChanged {
+                account: dest.to_owned(),
+                device,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Encrypts `plaintext` for every known device of `dest`, starting sessions from
-    /// `fresh` bundles first.
+    /// `fresh` bundles first (which [`Inner::vet_bundles`] accepted).
     fn encrypt_for(
         state: &mut State,
         dest: &str,
@@ -223,10 +266,15 @@ impl Inner {
         for _ in 0..self.config.max_attempts {
             let envelopes = {
                 let mut st = self.state.lock().await;
-                let envelopes = Self::encrypt_for(&mut st, dest, &mut fresh, &plaintext)?;
+                let mut events = Vec::new();
+                let vetted = self.vet_bundles(&mut st, dest, &fresh, &mut events);
+                let envelopes =
+                    vetted.and_then(|()| Self::encrypt_for(&mut st, dest, &mut fresh, &plaintext));
                 // Saved before sending: a crash after the send must not reuse message keys.
+                // Saved on refusal too: the pins and pending changes it recorded.
                 self.persist(&mut st)?;
-                envelopes
+                self.stash_events(events);
+                envelopes?
             };
             if sync && envelopes.is_empty() {
                 return Ok(SentMessage {
@@ -268,6 +316,10 @@ impl Inner {
                             st.peers.remove(&(dest.to_owned(), *d));
                             fresh.remove(d);
                         }
+                        // A stale device keeps its pin: its fresh bundle must match it.
+                        for d in &mismatch.extra_devices {
+                            st.trust.removed(&(dest.to_owned(), *d));
+                        }
                         if sync && let Some(own) = &mut st.own_devices {
                             for d in &mismatch.extra_devices {
                                 own.remove(d);
@@ -295,6 +347,16 @@ impl Inner {
             }
         }
         Err(SdkError::exhausted(self.config.max_attempts, last))
+    }
+
+    /// Keeps events produced outside a Listen pump for the next `Inbox` or `Client::sync`.
+    fn stash_events(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Ok(mut stash) = self.stash.lock() {
+            stash.extend(events);
+        }
     }
 
     /// Whether this account has other devices that should get sync copies.
@@ -334,12 +396,16 @@ impl Inner {
         Ok(any)
     }
 
-    /// Decrypts a 1:1 envelope and turns it into an event.
+    /// Decrypts a 1:1 envelope and turns it into events: the message, preceded by
+    /// [`Event::NewDevice`] for a new device of a known account; only
+    /// [`Event::IdentityChanged`] (once per pending key) when an initial message carries a
+    /// key other than the pinned one, which is held instead of accepted.
     pub(crate) fn open_envelope(
         &self,
         state: &mut State,
         env: &msg::DeliveredEnvelope,
-    ) -> Result<Option<Event>, SdkError> {
+    ) -> Result<Vec<Event>, SdkError> {
+        let mut events = Vec::new();
         let sender = Address {
             account_id: env
                 .sender_account_id
@@ -361,8 +427,31 @@ impl Inner {
                 // A repeat of an initial message for a session we already accepted.
                 Some(peer) => peer.decrypt(&initial.message)?,
                 None => {
+                    if initial.kem.is_none() && !self.config.allow_x3dh_fallback {
+                        return Err(SdkError::PqxdhRequired {
+                            account: sender.account_id,
+                            device: sender.device_id,
+                        });
+                    }
+                    if state.trust.conflicts(&key, &initial.identity_key) {
+                        let first = state.trust.observe(&key, &initial.identity_key)
+                            == (Seen::Changed { first: true });
+                        state.trust.hold(&key, env.content.clone());
+                        tracing::warn!(peer = %sender, "held an initial message: identity changed");
+                        return Ok(if first {
+                            vec![Event::IdentityChanged { peer: sender }]
+                        } else {
+                            Vec::new()
+                        });
+                    }
                     let (session, plaintext) =
                         guardyn_crypto::respond(&state.identity, &mut state.keys, &initial)?;
+                    // Pinned only once the message authenticated under the key.
+                    if state.trust.observe(&key, &initial.identity_key) == Seen::NewDevice {
+                        events.push(Event::NewDevice {
+                            peer: sender.clone(),
+                        });
+                    }
                     if let Some((kem_id, _)) = &initial.kem {
                         state.keys.used_kem(*kem_id);
                     }
@@ -407,7 +496,7 @@ impl Inner {
         }
         let kind = content.kind.clone();
         let message = content.into_message(sender)?;
-        Ok(Some(match kind {
+        events.push(match kind {
             Kind::Direct => Event::Message(message),
             Kind::Sync { destination } => Event::SentByOtherDevice {
                 destination,
@@ -416,11 +505,116 @@ impl Inner {
             Kind::Group => {
                 return Err(SdkError::Protocol("group content in a 1:1 envelope".into()));
             }
-        }))
+        });
+        Ok(events)
+    }
+
+    /// Opens initial messages held for a device whose new identity key was just accepted.
+    fn release_held(
+        &self,
+        state: &mut State,
+        account: &str,
+        device: u32,
+        held: Vec<Vec<u8>>,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        for content in held {
+            let env = msg::DeliveredEnvelope {
+                sender_account_id: Some(account.to_owned()),
+                sender_device_id: Some(device),
+                r#type: msg::EnvelopeType::PrekeyMessage as i32,
+                content,
+                ..Default::default()
+            };
+            match self.open_envelope(state, &env) {
+                Ok(opened) => events.extend(opened),
+                Err(e) => events.push(Event::Undecryptable {
+                    sender: Some(Address {
+                        account_id: account.to_owned(),
+                        device_id: device,
+                    }),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        events
     }
 }
 
 impl Client {
+    /// Accepts the changed identity keys of `account`'s devices (after the user compared
+    /// safety numbers, [`Client::safety_number`]): they are pinned, sessions under the old
+    /// keys are dropped (the next send starts new ones) and sending is unblocked. Returns the
+    /// events of the initial messages held while the change was pending.
+    pub async fn accept_identity(&self, account: &str) -> Result<Vec<Event>, SdkError> {
+        let mut st = self.inner.state.lock().await;
+        let mut events = Vec::new();
+        for (device, key, held) in st.trust.accept(account) {
+            let peer = (account.to_owned(), device);
+            if let Some(sessions) = st.peers.get_mut(&peer) {
+                sessions
+                    .records
+                    .retain(|r| r.session.remote_identity().ct_eq(&key));
+                if sessions.records.is_empty() {
+                    st.peers.remove(&peer);
+                }
+            }
+            events.extend(self.inner.release_held(&mut st, account, device, held));
+        }
+        self.inner.persist(&mut st)?;
+        Ok(events)
+    }
+
+    /// The safety number of the conversation with `account` (60 digits in groups of five;
+    /// see `trust.rs` for the derivation): over this account's devices (this one and the
+    /// others it has pinned) and the pinned devices of `account`. Both people see the same
+    /// number when neither side's keys were substituted; compare it out of band. An account
+    /// never contacted has its current devices fetched and pinned first.
+    pub async fn safety_number(&self, account: &str) -> Result<String, SdkError> {
+        if account == self.inner.account_id {
+            return Err(SdkError::Invalid(
+                "a safety number is between two accounts".into(),
+            ));
+        }
+        let known = self.inner.state.lock().await.trust.has_account(account);
+        if !known {
+            let fresh = self.inner.fetch_bundles(account, 0).await?;
+            let mut st = self.inner.state.lock().await;
+            let mut events = Vec::new();
+            self.inner
+                .vet_bundles(&mut st, account, &fresh, &mut events)?;
+            self.inner.persist(&mut st)?;
+            self.inner.stash_events(events);
+        }
+        let st = self.inner.state.lock().await;
+        let remote = st.trust.active(account);
+        if remote.is_empty() {
+            return Err(SdkError::Invalid(format!(
+                "no device of account {account} is known"
+            )));
+        }
+        Ok(Self::number_with(&st, account, &remote))
+    }
+
+    /// While identity keys of `account` changed and are not yet accepted: the safety number
+    /// it will have after [`Client::accept_identity`], to compare with the peer first.
+    pub async fn pending_safety_number(&self, account: &str) -> Option<String> {
+        let st = self.inner.state.lock().await;
+        let remote = st.trust.active_if_accepted(account)?;
+        Some(Self::number_with(&st, account, &remote))
+    }
+
+    fn number_with(
+        st: &State,
+        account: &str,
+        remote: &[(u32, guardyn_crypto::IdentityKey)],
+    ) -> String {
+        let mut local = st.trust.active(&st.account_id);
+        local.retain(|(d, _)| *d != st.device_id);
+        local.push((st.device_id, st.identity.identity_key()));
+        crate::trust::safety_number((&st.account_id, &local), (account, remote))
+    }
+
     /// MessagingService.Echo through the same authenticated call path as every other RPC
     /// (the load generator's baseline).
     pub async fn echo(&self, payload: &[u8]) -> Result<Vec<u8>, SdkError> {

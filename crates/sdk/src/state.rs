@@ -1,17 +1,20 @@
 //! Everything a device must remember between runs, and its versioned binary encoding.
 //!
-//! State encoding, version 1 (see `codec.rs` for the primitives):
+//! State encoding, version 2 (see `codec.rs` for the primitives):
 //! ```text
 //! 0x01 | account id | device id (u32) | registration id (u32) | username
 //!      | identity private key (32) | tokens flag [| access | refresh | session id]
 //!      | prekeys (LocalKeys) | peer count (u32) | peers... | last server id (u64)
 //!      | own devices flag [| count (u32) | ids (u32)...]
 //!      | MLS flag [| MlsClient::to_bytes] | group count (u32) | group ids...
+//!      | trust (pinned identity keys and held messages, see `Trust::encode`)
 //! peer = account | device (u32) | registration id (u32) | record count (u32) | records...
 //! record = base key (33) | pending flag [| signed prekey id (u32) | otk flag [| id]
 //!          | kem flag [| id | ciphertext]] | Session::to_bytes
 //! ```
-//! The whole encoding is sealed by `store.rs` before it touches the disk.
+//! Version 1 is the same without the trust part; it is still read, pinning the identity of
+//! each peer's current session. The whole encoding is sealed by `store.rs` before it touches
+//! the disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,9 +24,12 @@ use guardyn_crypto::{IdentityKeyPair, InitialMessage, PublicKey, RatchetMessage,
 use crate::codec::{Reader, Writer};
 use crate::error::SdkError;
 use crate::keys::LocalKeys;
+use crate::trust::Trust;
 
 /// Version byte of the state encoding.
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;
+/// The previous version, read for upgrade.
+const STATE_VERSION_1: u8 = 1;
 /// Sessions kept per peer device besides the current one (simultaneous-initiation races).
 const ARCHIVED_SESSIONS: usize = 4;
 
@@ -154,6 +160,8 @@ pub(crate) struct State {
     pub own_devices: Option<BTreeSet<u32>>,
     pub mls: Option<MlsClient>,
     pub groups: BTreeMap<Vec<u8>, Group>,
+    /// Pinned identity keys of peer devices (trust on first use).
+    pub trust: Trust,
 }
 
 impl std::fmt::Debug for State {
@@ -182,6 +190,7 @@ impl State {
             own_devices: None,
             mls: None,
             groups: BTreeMap::new(),
+            trust: Trust::default(),
         }
     }
 
@@ -258,12 +267,14 @@ impl State {
         for id in self.groups.keys() {
             w.bytes(id);
         }
+        self.trust.encode(&mut w);
         Ok(w.finish())
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, SdkError> {
         let mut r = Reader::new(bytes, "state");
-        if r.u8()? != STATE_VERSION {
+        let version = r.u8()?;
+        if version != STATE_VERSION && version != STATE_VERSION_1 {
             return Err(SdkError::Format {
                 what: "state",
                 reason: "unsupported state version",
@@ -348,6 +359,15 @@ impl State {
                 groups.insert(id, group);
             }
         }
+        let trust = if version == STATE_VERSION_1 {
+            Trust::from_sessions(peers.iter().filter_map(|(device, p)| {
+                p.records
+                    .first()
+                    .map(|r| (device.clone(), r.session.remote_identity()))
+            }))
+        } else {
+            Trust::decode(&mut r)?
+        };
         r.end()?;
         Ok(Self {
             account_id,
@@ -362,6 +382,51 @@ impl State {
             own_devices,
             mls,
             groups,
+            trust,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use guardyn_crypto::PreKeyBundle;
+
+    use super::*;
+
+    #[test]
+    fn a_version_1_state_is_read_and_pins_the_identity_of_each_session() {
+        let bob = IdentityKeyPair::generate();
+        let mut bob_keys = LocalKeys::default();
+        let bundle = PreKeyBundle {
+            identity_key: bob.identity_key(),
+            signed_prekey: bob_keys.new_signed(&bob).public(),
+            one_time_prekey: None,
+            kem_prekey: Some(bob_keys.new_kem(&bob, true).public()),
+        };
+        let mut state = State::new(IdentityKeyPair::generate(), 7, "alice");
+        let (session, initial) = guardyn_crypto::initiate(&state.identity, &bundle, b"hi").unwrap();
+        let record = SessionRecord {
+            session,
+            base_key: initial.base_key,
+            pending: None,
+        };
+        state
+            .peers
+            .insert(("bob".into(), 1), PeerSessions::new(9, record));
+        // Version 1 is version 2 without the trust part (two zero counts when empty).
+        let v2 = state.encode().unwrap();
+        assert_eq!(v2[0], STATE_VERSION);
+        assert_eq!(&v2[v2.len() - 8..], &[0; 8]);
+        let mut v1 = v2[..v2.len() - 8].to_vec();
+        v1[0] = STATE_VERSION_1;
+
+        let upgraded = State::decode(&v1).unwrap();
+        assert_eq!(upgraded.trust.active("bob"), vec![(1, bob.identity_key())]);
+        let again = State::decode(&upgraded.encode().unwrap()).unwrap();
+        assert_eq!(again.trust.active("bob"), vec![(1, bob.identity_key())]);
+        v1[0] = 3;
+        assert!(State::decode(&v1).is_err());
     }
 }

@@ -3,14 +3,14 @@
 use std::net::IpAddr;
 
 use guardyn_common::ids::{AccountId, DeviceId};
+use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
-use guardyn_storage::{Txn, TxnOutcome};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditKind;
 use crate::core::{Core, IssuedTokens, day};
+use crate::deletion;
 use crate::error::{AuthError, AuthResult};
-use crate::events::AccountDeleted;
 use crate::limits::{self, take};
 use crate::mfa::SecondFactor;
 use crate::model::{Account, Device, MfaTicket, SessionState, UsernameEntry};
@@ -98,7 +98,7 @@ impl Core {
             format!("from {addr}"),
         )
         .await?;
-        let tokens = self.start_session(acc, dev).await?;
+        let tokens = self.start_session(acc, dev, true).await?;
         Ok((acc, tokens))
     }
 
@@ -132,9 +132,10 @@ impl Core {
         // Malformed names are checked like unknown ones: same error, same work.
         let name =
             secrets::normalize_username(username).unwrap_or_else(|_| username.to_lowercase());
-        take(&self.limits.login_per_account, &name)?;
+        take(&self.limits.login_per_account, &(addr, name.clone()))?;
+        take(&self.limits.login_per_username, &name)?;
         let now = self.now_ms();
-        limits::check_lockout(&*self.kv, &name, now).await?;
+        limits::check_login_lockout(&*self.kv, &name, addr, now).await?;
         let found = self.account_by_name(&name).await?;
         let dev = DeviceId::new(device_id);
         let (acc, signed_in) = match found {
@@ -157,10 +158,13 @@ impl Core {
             }
         };
         let (Some(acc), Some((account, dev))) = (acc, signed_in) else {
-            limits::record_failure(&*self.kv, &self.config.lockout, &name, now).await?;
+            limits::record_login_failure(&*self.kv, &self.config.lockout, &name, addr, now).await?;
             // Unknown accounts are logged with an empty id, known ones with the device asked for.
+            // A flood is logged as a count rather than an entry per attempt.
+            let logged = take(&self.limits.failed_login_audit, &()).is_ok();
             self.audit
-                .append(
+                .append_sampled(
+                    logged,
                     AuditKind::LoginFailed,
                     &acc.map(|a| a.to_string()).unwrap_or_default(),
                     acc.map(|_| device_id),
@@ -171,7 +175,7 @@ impl Core {
                 authenticated: false,
             });
         };
-        limits::clear_failures(&*self.kv, &name).await?;
+        limits::clear_login_failures(&*self.kv, &name, addr).await?;
         if account.totp.is_some() {
             let ticket = secrets::random_token();
             let expires_ms = now + self.config.mfa_ticket_ttl_secs * 1000;
@@ -185,7 +189,7 @@ impl Core {
             self.kv.put(&key, &encode(&record)).await?;
             return Ok((acc, LoginOutcome::Mfa { ticket, expires_ms }));
         }
-        let tokens = self.start_session(acc, dev).await?;
+        let tokens = self.start_session(acc, dev, true).await?;
         self.audit(
             AuditKind::LoginSucceeded,
             acc,
@@ -247,7 +251,7 @@ impl Core {
         if !store::commit(&*self.kv, txn).await? {
             return Err(AuthError::CodeExpired);
         }
-        let tokens = self.start_session(t.account_id, t.device_id).await?;
+        let tokens = self.start_session(t.account_id, t.device_id, true).await?;
         self.audit(
             AuditKind::LoginSucceeded,
             t.account_id,
@@ -341,44 +345,14 @@ impl Core {
                     other => other,
                 })?;
         }
-        // The account and its name go first (atomically): from here on nobody can sign in.
-        loop {
-            let (account, raw) = self.account(acc).await?;
-            let mut txn = Txn::new()
-                .require_equals(store::account(acc), raw)
-                .delete(store::account(acc))
-                .delete(store::username(&account.username))
-                .delete(store::hidden(acc));
-            if let Some(h) = account.link_code {
-                txn = txn.delete(store::link_code(&h));
-            }
-            if let TxnOutcome::Committed = self.kv.commit(txn).await? {
-                break;
-            }
+        // The account goes first, with a tombstone, in one transaction: from here on nobody
+        // can sign in or refresh; the purge after it is finished by the sweeper if this
+        // process dies before it does (`deletion.rs`).
+        deletion::mark_deleted(&*self.kv, acc, self.now_ms()).await?;
+        // The deletion is durable from here; a purge that fails now is retried by the sweeper.
+        if let Err(err) = self.purge_deleted_account(acc).await {
+            tracing::warn!(account = %acc, error = %err, "account deleted; its purge is left to the sweeper");
         }
-        let devices = self.devices(acc).await?;
-        for (sid, s) in self.account_sessions(acc).await? {
-            if s.state == SessionState::Live {
-                self.revoke_session(&sid, SessionState::DeviceRemoved)
-                    .await?;
-            }
-            self.kv.delete(&store::session(&sid)).await?;
-            self.kv.delete(&store::account_session(acc, &sid)).await?;
-        }
-        for prefix in [
-            store::devices(acc),
-            store::account_prekeys(acc),
-            store::account_key_packages(acc),
-        ] {
-            self.delete_prefix(&prefix).await?;
-        }
-        self.events
-            .publish(&AccountDeleted {
-                account: acc,
-                devices: devices.iter().map(|(id, _)| *id).collect(),
-            })
-            .await;
-        self.audit(AuditKind::AccountDeleted, acc, None, "").await?;
         Ok(())
     }
 

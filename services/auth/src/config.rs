@@ -34,8 +34,12 @@ pub struct AuthConfig {
     pub argon2_queue_ms: u64,
     /// Devices per account (1..=127).
     pub max_devices: u32,
-    /// Lifetime of a device link code (at most 300).
+    /// Lifetime of a device link request (at most 300).
     pub link_code_ttl_secs: u64,
+    /// How long after the last password (+ second factor) proof a session may do sensitive
+    /// operations (ApproveLink, RemoveDevice, Logout of all sessions, ChangePassword, TOTP
+    /// enrolment, revoking another session): 30..=900.
+    pub step_up_window_secs: u64,
     /// Lifetime of the MFA ticket returned by Login.
     pub mfa_ticket_ttl_secs: u64,
     /// A pending TOTP enrolment expires after this.
@@ -46,6 +50,12 @@ pub struct AuthConfig {
     /// Stored one-time keys per kind and device (EC prekeys, KEM prekeys, KeyPackages).
     pub max_stored_prekeys: u32,
     pub lockout: LockoutConfig,
+    pub second_factor_lockout: SecondFactorLockout,
+    /// A removed device's id is handed to a newly linked device no sooner than this after the
+    /// removal (and only once its sessions' tokens expired and its keys and notices are
+    /// gone), so that the removal's clean-up elsewhere (its message queue) is done and peers
+    /// were told before the id means another device. At most 30 days.
+    pub device_id_reuse_secs: u64,
     pub limits: AuthLimits,
     /// Seconds between passes of the sweeper that deletes dead sessions, link codes, MFA
     /// tickets and lockout records (1..=86400).
@@ -79,6 +89,7 @@ impl Default for AuthConfig {
             argon2_queue_ms: 200,
             max_devices: 6,
             link_code_ttl_secs: 300,
+            step_up_window_secs: 300,
             mfa_ticket_ttl_secs: 300,
             totp_enrollment_ttl_secs: 600,
             prekey_low_threshold: 10,
@@ -86,6 +97,8 @@ impl Default for AuthConfig {
             sweep_interval_secs: 300,
             sweep_batch: 500,
             lockout: LockoutConfig::default(),
+            second_factor_lockout: SecondFactorLockout::default(),
+            device_id_reuse_secs: 86_400,
             limits: AuthLimits::default(),
         }
     }
@@ -110,16 +123,22 @@ impl Default for Argon2Config {
     }
 }
 
-/// Exponential lockout after repeated failed logins for one username: after `threshold`
-/// consecutive failures every further failure locks the username for
-/// `base_secs * 2^(failures - threshold)`, capped at `max_secs`. State lives in the KvStore
-/// (`auth/v1/lockout/<username>`), so it holds across restarts and instances.
+/// Exponential lockout after repeated failed logins for one username from one client
+/// address: after `threshold` failures every further failure locks that (address, username)
+/// for `base_secs * 2^(failures - threshold)`, capped at `max_secs`; a success clears it.
+/// Failures from every address also count towards a softer lock of the username itself
+/// (`global_threshold`, same growth; one failure forgiven per `global_decay_secs` without
+/// any), so one attacker cannot lock the owner out but a distributed guess is still slowed.
+/// State lives in the KvStore (`auth/v1/lockaddr/...`, `auth/v1/lockout/<username>`), so it
+/// holds across restarts and instances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LockoutConfig {
     pub threshold: u32,
     pub base_secs: u64,
     pub max_secs: u64,
+    pub global_threshold: u32,
+    pub global_decay_secs: u64,
 }
 
 impl Default for LockoutConfig {
@@ -128,6 +147,35 @@ impl Default for LockoutConfig {
             threshold: 5,
             base_secs: 30,
             max_secs: 3600,
+            global_threshold: 50,
+            global_decay_secs: 300,
+        }
+    }
+}
+
+/// Exponential lockout of an account's second factor (TOTP and recovery codes, at sign-in,
+/// step-up and every other check, over all tickets and instances): after `threshold`
+/// failures every further one locks the checks for `base_secs * 2^(failures - threshold)`,
+/// capped at `max_secs`. One failure is forgiven per `decay_secs` without a failure once the
+/// lock ended; a success does not reset the count (an attacker holding the password would
+/// otherwise get a fresh allowance at every sign-in of the owner). Persisted at
+/// `auth/v1/mfalock/<account>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecondFactorLockout {
+    pub threshold: u32,
+    pub base_secs: u64,
+    pub max_secs: u64,
+    pub decay_secs: u64,
+}
+
+impl Default for SecondFactorLockout {
+    fn default() -> Self {
+        Self {
+            threshold: 5,
+            base_secs: 60,
+            max_secs: 6 * 3600,
+            decay_secs: 3600,
         }
     }
 }
@@ -138,8 +186,16 @@ impl Default for LockoutConfig {
 pub struct AuthLimits {
     /// Login, CompleteMfaLogin, RefreshSession and LinkDevice per client address.
     pub login_per_address: RateLimit,
-    /// Login per username.
+    /// Login per (client address, username).
     pub login_per_account: RateLimit,
+    /// Login per username from any address: higher than `login_per_account`, so that one
+    /// address cannot use it up for the owner.
+    pub login_per_username: RateLimit,
+    /// UploadPreKeys and UploadKeyPackages per device.
+    pub prekey_upload_per_device: RateLimit,
+    /// Audit entries for failed logins, over the whole process; failures beyond it are
+    /// counted into the next entry instead of one entry each.
+    pub failed_login_audit: RateLimit,
     /// Register per client address.
     pub register_per_address: RateLimit,
     /// TOTP and recovery-code checks per account.
@@ -148,7 +204,7 @@ pub struct AuthLimits {
     pub password_per_account: RateLimit,
     /// GetPreKeyBundle and ClaimKeyPackages per (caller account, target account).
     pub prekey_fetch_per_target: RateLimit,
-    /// CreateLinkCode per account.
+    /// ApproveLink per account.
     pub link_code_per_account: RateLimit,
     /// LookupUsername per caller account.
     pub lookup_per_account: RateLimit,
@@ -159,6 +215,9 @@ impl Default for AuthLimits {
         Self {
             login_per_address: RateLimit::new(30, 60),
             login_per_account: RateLimit::new(10, 10),
+            login_per_username: RateLimit::new(60, 60),
+            prekey_upload_per_device: RateLimit::new(30, 30),
+            failed_login_audit: RateLimit::new(100, 600),
             register_per_address: RateLimit::new(10, 10),
             totp_per_account: RateLimit::new(10, 10),
             password_per_account: RateLimit::new(10, 10),
@@ -212,6 +271,9 @@ impl Validate for AuthConfig {
         if !(10..=300).contains(&self.link_code_ttl_secs) {
             return err("link_code_ttl_secs", "must be between 10 and 300");
         }
+        if !(30..=900).contains(&self.step_up_window_secs) {
+            return err("step_up_window_secs", "must be between 30 and 900");
+        }
         if !(10..=900).contains(&self.mfa_ticket_ttl_secs) {
             return err("mfa_ticket_ttl_secs", "must be between 10 and 900");
         }
@@ -237,11 +299,30 @@ impl Validate for AuthConfig {
                 "threshold and base_secs must be at least 1 and max_secs >= base_secs",
             );
         }
+        if l.global_threshold < l.threshold || l.global_decay_secs == 0 {
+            return err(
+                "lockout",
+                "global_threshold must be at least threshold and global_decay_secs at least 1",
+            );
+        }
+        let f = &self.second_factor_lockout;
+        if f.threshold == 0 || f.base_secs == 0 || f.max_secs < f.base_secs || f.decay_secs == 0 {
+            return err(
+                "second_factor_lockout",
+                "threshold, base_secs and decay_secs must be at least 1 and max_secs >= base_secs",
+            );
+        }
+        if self.device_id_reuse_secs > 30 * 86_400 {
+            return err("device_id_reuse_secs", "must be at most 2592000 (30 days)");
+        }
         let limits = key(prefix, "limits");
         let lim = &self.limits;
         for (name, limit) in [
             ("login_per_address", &lim.login_per_address),
             ("login_per_account", &lim.login_per_account),
+            ("login_per_username", &lim.login_per_username),
+            ("prekey_upload_per_device", &lim.prekey_upload_per_device),
+            ("failed_login_audit", &lim.failed_login_audit),
             ("register_per_address", &lim.register_per_address),
             ("totp_per_account", &lim.totp_per_account),
             ("password_per_account", &lim.password_per_account),

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use guardyn_common::auth::{TokenConfig, TokenGrant, TokenVerifier};
+use guardyn_common::auth::{TokenConfig, TokenGrant, TokenVerifier, persist_revocation};
 use guardyn_common::clock::SharedClock;
 use guardyn_common::ids::{AccountId, DeviceId};
 use guardyn_crypto::mls::KeyPackagePolicy;
@@ -242,12 +242,24 @@ impl Core {
     }
 
     /// Sign a device in: a new session replaces the device's previous one.
-    pub async fn start_session(&self, acc: AccountId, dev: DeviceId) -> AuthResult<IssuedTokens> {
+    /// A new session for a device. `proved`: the caller just checked the password (and the
+    /// second factor when enabled), which counts as a step-up.
+    pub async fn start_session(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+        proved: bool,
+    ) -> AuthResult<IssuedTokens> {
         let dkey = store::device(acc, dev);
         for _ in 0..store::MAX_ATTEMPTS {
             let Some((mut device, raw)) = store::get::<Device>(&*self.kv, &dkey).await? else {
                 return Err(AuthError::DeviceRemoved);
             };
+            // A deleted account starts no session, even before its devices are purged.
+            let akey = store::account(acc);
+            if self.kv.get(&akey).await?.is_none() {
+                return Err(AuthError::DeviceRemoved);
+            }
             let now = self.now_ms();
             let sid = uuid::Uuid::new_v4().to_string();
             let (refresh, refresh_hash) = self.new_refresh(&sid);
@@ -263,11 +275,13 @@ impl Core {
                 used_hashes: Vec::new(),
                 access_exp_max_s: access_exp,
                 state: SessionState::Live,
+                stepped_up_ms: if proved { now } else { 0 },
             };
             let previous = device.session_id.replace(sid.clone());
             device.last_seen_ms = day(now);
             let txn = Txn::new()
                 .require_equals(dkey.clone(), raw)
+                .require_exists(akey)
                 .put(dkey.clone(), encode(&device))
                 .put(store::session(&sid), encode(&session))
                 .put(
@@ -334,6 +348,12 @@ impl Core {
             let Some((mut device, draw)) = store::get::<Device>(&*self.kv, &dkey).await? else {
                 return Err(AuthError::DeviceRemoved);
             };
+            // Deleting an account removes its record first (`deletion.rs`): from then on its
+            // sessions refresh no more, even if the purge of the sessions has not run yet.
+            let akey = store::account(s.account_id);
+            if self.kv.get(&akey).await?.is_none() {
+                return Err(AuthError::DeviceRemoved);
+            }
             let (refresh, refresh_hash) = self.new_refresh(sid);
             let (access, access_exp) = self.sign_access(s.account_id, s.device_id, sid)?;
             s.used_hashes.push(s.refresh_hash);
@@ -346,6 +366,7 @@ impl Core {
             s.access_exp_max_s = s.access_exp_max_s.max(access_exp);
             let mut txn = Txn::new()
                 .require_equals(skey.clone(), raw)
+                .require_exists(akey)
                 .put(skey.clone(), encode(&s));
             if device.last_seen_ms != day(now) {
                 device.last_seen_ms = day(now);
@@ -378,15 +399,22 @@ impl Core {
                 return Ok(false);
             }
             s.state = state;
-            let txn = Txn::new()
-                .require_equals(skey.clone(), raw)
-                .put(skey.clone(), encode(&s));
+            // Entries outlive every token of the session, with the verifier's leeway.
+            let until = s.access_exp_max_s + 60;
+            // The revocation entry is written with the state, so a restart reloads it
+            // (`guardyn_common::auth::load_revocations`).
+            let txn = persist_revocation(
+                Txn::new()
+                    .require_equals(skey.clone(), raw)
+                    .put(skey.clone(), encode(&s)),
+                sid,
+                until,
+            );
             if store::commit(&*self.kv, txn).await? {
-                break s;
+                break (s, until);
             }
         };
-        // Entries outlive every token of the session, with the verifier's leeway.
-        let until = session.access_exp_max_s + 60;
+        let (session, until) = session;
         self.verifier.revocations().revoke(sid, until);
         self.events
             .publish(&SessionRevoked {

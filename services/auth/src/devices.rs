@@ -1,21 +1,15 @@
-//! Devices: list, rename, remove, and linking new devices with single-use codes.
-
-use std::net::IpAddr;
+//! Devices: list, rename, remove (linking is in [`crate::linking`]).
 
 use guardyn_common::ids::{AccountId, DeviceId};
+use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
-use guardyn_storage::{Txn, TxnOutcome};
-use zeroize::Zeroizing;
 
-use crate::accounts::NewDevice;
 use crate::audit::AuditKind;
-use crate::core::{Core, IssuedTokens};
+use crate::core::Core;
+use crate::device_ids;
 use crate::error::{AuthError, AuthResult};
-use crate::events::{DeviceLinked, DeviceRemoved};
-use crate::limits::take;
-use crate::model::{Device, LinkCode, SessionState};
-use crate::prekeys::add_upload;
-use crate::secrets;
+use crate::events::DeviceRemoved;
+use crate::model::{Device, DeviceNotice, NoticeKind, SessionState};
 use crate::store;
 
 /// Check a device name: 1..64 characters.
@@ -54,7 +48,13 @@ impl Core {
         Err(AuthError::Contention)
     }
 
-    pub async fn remove_device(&self, acc: AccountId, dev: DeviceId) -> AuthResult<()> {
+    /// RemoveDevice `dev` of `acc`, by device `by` (the caller checked the step-up).
+    pub async fn remove_device(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+        by: DeviceId,
+    ) -> AuthResult<()> {
         let key = store::device(acc, dev);
         loop {
             let devices = self.devices(acc).await?;
@@ -73,6 +73,21 @@ impl Core {
                 .require_equals(key.clone(), encode(d))
                 .require_exists(store::device(acc, *other))
                 .delete(key.clone());
+            let txn = device_ids::retire(txn, acc, dev, self.now_ms(), d.registration_id);
+            let notice = DeviceNotice {
+                kind: NoticeKind::Removed,
+                device_id: dev,
+                device_name: d.name.clone(),
+                identity_key: Vec::new(),
+                by,
+                at_ms: self.now_ms(),
+            };
+            let others: Vec<DeviceId> = devices
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != dev)
+                .collect();
+            let txn = self.with_notices(txn, acc, &others, &notice).await?;
             if store::commit(&*self.kv, txn).await? {
                 break;
             }
@@ -85,6 +100,7 @@ impl Core {
         }
         self.delete_prefix(&store::prekeys(acc, dev)).await?;
         self.delete_prefix(&store::key_packages(acc, dev)).await?;
+        self.delete_prefix(&store::notices(acc, dev)).await?;
         self.events
             .publish(&DeviceRemoved {
                 account: acc,
@@ -93,109 +109,5 @@ impl Core {
             .await;
         self.audit(AuditKind::DeviceRemoved, acc, Some(dev), "")
             .await
-    }
-
-    /// CreateLinkCode: `(code, expires at ms)`.
-    pub async fn create_link_code(
-        &self,
-        acc: AccountId,
-        dev: DeviceId,
-    ) -> AuthResult<(Zeroizing<String>, u64)> {
-        take(&self.limits.link_code_per_account, &acc)?;
-        let akey = store::account(acc);
-        for _ in 0..store::MAX_ATTEMPTS {
-            let (mut account, raw) = self.account(acc).await?;
-            let count = self.devices(acc).await?.len();
-            if count >= self.config.max_devices as usize
-                || DeviceId::new(account.next_device_id).is_none()
-            {
-                return Err(AuthError::DeviceLimit);
-            }
-            let code = secrets::random_token();
-            let hash = secrets::sha256(code.as_bytes());
-            let expires_ms = self.now_ms() + self.config.link_code_ttl_secs * 1000;
-            let mut txn = Txn::new().require_equals(akey.clone(), raw);
-            if let Some(old) = account.link_code.replace(hash) {
-                txn = txn.delete(store::link_code(&old));
-            }
-            let record = LinkCode {
-                account_id: acc,
-                created_by: dev,
-                expires_ms,
-            };
-            txn = txn
-                .put(akey.clone(), encode(&account))
-                .put(store::link_code(&hash), encode(&record));
-            if store::commit(&*self.kv, txn).await? {
-                return Ok((code, expires_ms));
-            }
-        }
-        Err(AuthError::Contention)
-    }
-
-    /// LinkDevice: `(account, new device id, tokens)`.
-    pub async fn link_device(
-        &self,
-        code: &str,
-        device: NewDevice,
-        addr: IpAddr,
-    ) -> AuthResult<(AccountId, DeviceId, IssuedTokens)> {
-        take(&self.limits.login_per_address, &addr)?;
-        let hash = secrets::sha256(code.as_bytes());
-        let lkey = store::link_code(&hash);
-        let (acc, created_by, dev) = loop {
-            let Some((link, lraw)) = store::get::<LinkCode>(&*self.kv, &lkey).await? else {
-                return Err(AuthError::CodeExpired);
-            };
-            if link.expires_ms <= self.now_ms() {
-                self.kv.delete(&lkey).await?;
-                return Err(AuthError::CodeExpired);
-            }
-            device.validate("device.")?;
-            let acc = link.account_id;
-            let akey = store::account(acc);
-            let (mut account, araw) = self
-                .account(acc)
-                .await
-                .map_err(|_| AuthError::CodeExpired)?;
-            let count = self.devices(acc).await?.len();
-            let Some(dev) = DeviceId::new(account.next_device_id)
-                .filter(|_| count < self.config.max_devices as usize)
-            else {
-                return Err(AuthError::DeviceLimit);
-            };
-            account.next_device_id += 1;
-            account.link_code = None;
-            let dkey = store::device(acc, dev);
-            let txn = Txn::new()
-                .require_equals(lkey.clone(), lraw)
-                .require_equals(akey.clone(), araw)
-                .require_absent(dkey.clone())
-                .delete(lkey.clone())
-                .put(akey, encode(&account))
-                .put(dkey, encode(&device.record(self.now_ms())));
-            let txn = add_upload(txn, acc, dev, &device.prekeys).0;
-            match self.kv.commit(txn).await? {
-                TxnOutcome::Committed => break (acc, link.created_by, dev),
-                TxnOutcome::Conflict { .. } => continue,
-            }
-        };
-        let tokens = self.start_session(acc, dev).await?;
-        self.events
-            .publish(&DeviceLinked {
-                account: acc,
-                device: dev,
-                linked_by: created_by,
-                device_name: device.name.clone(),
-            })
-            .await;
-        self.audit(
-            AuditKind::DeviceLinked,
-            acc,
-            Some(dev),
-            format!("by device {created_by} from {addr}"),
-        )
-        .await?;
-        Ok((acc, dev, tokens))
     }
 }

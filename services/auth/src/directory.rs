@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use guardyn_common::ids::AccountId;
+use guardyn_common::ids::{AccountId, DeviceId};
 use guardyn_common::mesh::{DeviceDirectory, DeviceEntry, MeshError};
 
 use crate::core::Core;
@@ -45,5 +45,38 @@ impl DeviceDirectory for AuthDirectory {
                 })
                 .collect(),
         ))
+    }
+
+    async fn mls_key_pinned(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        signature_key: &[u8],
+    ) -> Result<bool, MeshError> {
+        let (Some(acc), Some(dev)) = (AccountId::parse(account_id), DeviceId::new(device_id))
+        else {
+            return Ok(false);
+        };
+        let pinned =
+            self.0.mls_signature_key(acc, dev).await.map_err(|e| {
+                MeshError::Call(tonic::Status::unavailable(format!("directory: {e}")))
+            })?;
+        Ok(pinned.as_deref() == Some(signature_key))
+    }
+
+    async fn key_package_claimed(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        key_package_ref: &[u8],
+    ) -> Result<bool, MeshError> {
+        let (Some(acc), Some(dev)) = (AccountId::parse(account_id), DeviceId::new(device_id))
+        else {
+            return Ok(false);
+        };
+        self.0
+            .key_package_claimed(acc, dev, key_package_ref)
+            .await
+            .map_err(|e| MeshError::Call(tonic::Status::unavailable(format!("directory: {e}"))))
     }
 }

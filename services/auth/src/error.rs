@@ -20,6 +20,9 @@ pub enum AuthError {
     PayloadTooLarge { field: String, limit: usize },
     #[error("{field}: {reason}")]
     InvalidMls { field: String, reason: String },
+    /// An MLS credential not bound to the device it names (identity or pinned signature key).
+    #[error("{field}: {reason}")]
+    MlsIdentityMismatch { field: String, reason: String },
     #[error("username is taken")]
     UsernameTaken,
     #[error("{resource} already exists")]
@@ -38,6 +41,14 @@ pub enum AuthError {
     InvalidCode { code: Code },
     #[error("code is unknown, expired or used")]
     CodeExpired,
+    /// ApproveLink of a code that is not (or no longer) pending: NOT_FOUND, since the caller
+    /// is signed in and the code is not its credential.
+    #[error("link code is unknown, expired or already approved")]
+    LinkCodeUnknown,
+    #[error("the link request has not been approved yet")]
+    LinkPending { retry_after: Duration },
+    #[error("this operation needs a recent step-up (AuthService.StepUp)")]
+    StepUpRequired { window_secs: u64 },
     #[error("a second factor is required")]
     MfaRequired,
     #[error("TOTP is already enabled")]
@@ -55,7 +66,11 @@ pub enum AuthError {
     #[error("device has no usable prekeys")]
     PrekeysExhausted,
     #[error("too many failed attempts, retry later")]
-    LockedOut { retry_after: Duration },
+    /// A persisted lockout (`limit`: `login_lockout`, `login_lockout_global`, `mfa_lockout`).
+    LockedOut {
+        retry_after: Duration,
+        limit: &'static str,
+    },
     /// Every Argon2id slot stayed busy for `auth.argon2_queue_ms`.
     #[error("server is busy checking passwords, retry later")]
     HashingOverloaded { retry_after: Duration },
@@ -116,6 +131,11 @@ impl From<AuthError> for ApiError {
             E::InvalidMls { field, reason } => ApiError::new(Reason::InvalidMlsMessage, msg)
                 .with_violation(field.clone(), reason)
                 .with_metadata("field", field),
+            E::MlsIdentityMismatch { field, reason } => {
+                ApiError::new(Reason::MlsIdentityMismatch, msg)
+                    .with_violation(field.clone(), reason)
+                    .with_metadata("field", field)
+            }
             E::UsernameTaken => {
                 ApiError::new(Reason::AlreadyExists, msg).with_metadata("resource", "username")
             }
@@ -135,6 +155,14 @@ impl From<AuthError> for ApiError {
             E::DeviceRemoved => ApiError::new(Reason::DeviceRemoved, msg),
             E::InvalidCode { code } => ApiError::new(Reason::InvalidCode, msg).with_code(code),
             E::CodeExpired => ApiError::new(Reason::CodeExpired, msg),
+            E::LinkCodeUnknown => ApiError::new(Reason::CodeExpired, msg)
+                .with_code(Code::NotFound)
+                .with_metadata("resource", "link_request"),
+            E::LinkPending { retry_after } => {
+                ApiError::new(Reason::LinkPending, msg).with_retry_after(retry_after)
+            }
+            E::StepUpRequired { window_secs } => ApiError::new(Reason::StepUpRequired, msg)
+                .with_metadata("window_secs", window_secs.to_string()),
             E::MfaRequired => ApiError::new(Reason::MfaRequired, msg),
             E::MfaAlreadyEnabled => ApiError::new(Reason::MfaAlreadyEnabled, msg),
             E::MfaNotEnabled => ApiError::new(Reason::MfaNotEnabled, msg),
@@ -147,8 +175,8 @@ impl From<AuthError> for ApiError {
                 ApiError::new(Reason::QuotaExceeded, msg).with_metadata("quota", quota)
             }
             E::PrekeysExhausted => ApiError::new(Reason::PrekeysExhausted, msg),
-            E::LockedOut { retry_after } => ApiError::new(Reason::RateLimited, msg)
-                .with_metadata("limit", "login_lockout")
+            E::LockedOut { retry_after, limit } => ApiError::new(Reason::RateLimited, msg)
+                .with_metadata("limit", limit)
                 .with_retry_after(retry_after),
             E::HashingOverloaded { retry_after } => ApiError::new(Reason::Overloaded, msg)
                 .with_metadata("limit", "argon2_concurrency")

@@ -18,6 +18,8 @@ mod accounts;
 pub mod audit;
 mod config;
 mod core;
+pub mod deletion;
+mod device_ids;
 mod devices;
 mod directory;
 mod error;
@@ -25,27 +27,29 @@ mod events;
 mod grpc;
 mod keypackages;
 mod limits;
+mod linking;
 mod lookup;
 mod mfa;
 mod model;
+mod notices;
 mod prekeys;
 pub mod sealing;
 mod secrets;
 mod session_list;
 pub mod signing;
+mod stepup;
 pub mod store;
 mod sweeper;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use guardyn_common::auth::{PublicMethods, TokenConfig};
-use guardyn_common::server::{ServerContext, ServiceSet};
+use guardyn_common::server::ServiceSet;
 use guardyn_service::{Handles, RegisterError, Seams, Service};
 
 use crate::core::Core;
 
-pub use crate::config::{Argon2Config, AuthConfig, AuthLimits, LockoutConfig};
+pub use crate::config::{Argon2Config, AuthConfig, AuthLimits, LockoutConfig, SecondFactorLockout};
 pub use crate::directory::AuthDirectory;
 pub use crate::error::AuthError;
 pub use crate::mfa::totp_code;
@@ -65,9 +69,6 @@ impl Auth {
     }
 }
 
-/// How often the signing key set is checked for rotation.
-const KEY_CHECK_EVERY: Duration = Duration::from_secs(600);
-
 #[async_trait::async_trait]
 impl Service for Auth {
     fn name(&self) -> &'static str {
@@ -85,7 +86,9 @@ impl Service for Auth {
         ] {
             public = public.method(format!("/guardyn.auth.v1.AuthService/{m}"));
         }
-        public.method("/guardyn.auth.v1.DeviceService/LinkDevice")
+        public
+            .method("/guardyn.auth.v1.DeviceService/RequestLink")
+            .method("/guardyn.auth.v1.DeviceService/LinkDevice")
     }
 
     /// Load (or on first start create) the master key, build the services, install the
@@ -102,7 +105,9 @@ impl Service for Auth {
             .await
             .map_err(|e| RegisterError::failed("auth", e))?;
         core.keys.install(&handles.ctx.verifier);
-        spawn_rotation(core.keys.clone(), handles.ctx.clone());
+        signing::spawn_refresh(core.keys.clone(), &*handles.bus, handles.ctx.clone())
+            .await
+            .map_err(|e| RegisterError::failed("auth", e))?;
         let core = Arc::new(core);
         sweeper::spawn(core.clone(), handles.ctx.clone());
         let max = handles.server.max_request_bytes;
@@ -113,21 +118,4 @@ impl Service for Auth {
         seams.device_directory = Some(Arc::new(AuthDirectory(core)));
         Ok(())
     }
-}
-
-fn spawn_rotation(keys: Arc<KeyStore>, ctx: ServerContext) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(KEY_CHECK_EVERY);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                _ = ctx.shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            match keys.refresh().await {
-                Ok(published) => ctx.verifier.add_keys(published.into_iter().map(|p| p.key)),
-                Err(e) => tracing::warn!(error = %e, "token signing key rotation check failed"),
-            }
-        }
-    });
 }

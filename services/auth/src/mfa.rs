@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::audit::AuditKind;
 use crate::core::Core;
 use crate::error::{AuthError, AuthResult};
-use crate::limits::take;
+use crate::limits::{self, LockPolicy, take};
 use crate::model::{Account, PendingTotp, Totp};
 use crate::sealing::Purpose;
 use crate::secrets;
@@ -113,15 +113,20 @@ impl Core {
     }
 
     /// Check and consume a TOTP or recovery code. Errors: `InvalidCode` (code to be chosen by
-    /// the caller), `MfaNotEnabled`.
+    /// the caller), `MfaNotEnabled`, `LockedOut` (the account's persisted second-factor
+    /// lockout, which every wrong code feeds, whichever RPC or ticket carried it).
     pub async fn consume_second_factor(
         &self,
         acc: AccountId,
         factor: &SecondFactor,
     ) -> AuthResult<()> {
+        let policy = LockPolicy::second_factor(&self.config.second_factor_lockout);
+        let key = store::mfa_lockout(acc);
+        let attempt =
+            limits::begin_attempt(&*self.kv, &key, &policy, self.now_ms(), "mfa_lockout").await?;
         let now_s = self.now_s();
         let owner = acc.to_string();
-        let used_recovery = self
+        let checked = self
             .update_account(acc, |a| {
                 let invalid = AuthError::InvalidCode {
                     code: Code::Unauthenticated,
@@ -149,7 +154,12 @@ impl Core {
                     }
                 }
             })
-            .await?;
+            .await;
+        // Only a wrong code stays counted.
+        if !matches!(checked, Err(AuthError::InvalidCode { .. })) {
+            limits::release(&*self.kv, &attempt).await?;
+        }
+        let used_recovery = checked?;
         if used_recovery {
             self.audit(AuditKind::RecoveryCodeUsed, acc, None, "")
                 .await?;

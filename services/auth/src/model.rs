@@ -69,13 +69,15 @@ pub struct Account {
     pub username: String,
     pub password: PasswordHash,
     pub created_ms: u64,
-    /// Next device id to hand out; ids are never reused while the account exists.
+    /// One above the highest device id handed out so far. Ids of removed devices are reused
+    /// (lowest free first, `device_ids.rs`), so this no longer picks the next id.
     pub next_device_id: u32,
     pub totp: Option<Totp>,
     pub pending_totp: Option<PendingTotp>,
     /// SHA-256 of each unused recovery code.
     pub recovery_codes: Vec<[u8; 32]>,
-    /// Hash of the account's current unused link code (a new one invalidates it).
+    /// Unused since linking moved to device-approved requests ([`LinkRequest`]); kept so the
+    /// record layout of version 1 stays readable. Always `None` in new writes.
     pub link_code: Option<[u8; 32]>,
 }
 
@@ -124,6 +126,10 @@ pub struct Session {
     /// Latest `exp` (Unix seconds) of any access token issued for the session.
     pub access_exp_max_s: u64,
     pub state: SessionState,
+    /// When the session last proved the password (and second factor, when enabled): at sign
+    /// in or through StepUp; 0 for a session that never did (a linked device's first one).
+    /// Record version 2; version 1 sessions read as 0.
+    pub stepped_up_ms: u64,
 }
 
 impl fmt::Debug for Session {
@@ -136,12 +142,106 @@ impl fmt::Debug for Session {
     }
 }
 
+/// A version-1 session (before `stepped_up_ms`).
+#[derive(Deserialize)]
+pub struct SessionV1 {
+    #[serde(with = "account_str")]
+    pub account_id: AccountId,
+    pub device_id: DeviceId,
+    pub created_ms: u64,
+    pub last_refreshed_ms: u64,
+    pub refresh_hash: [u8; 32],
+    pub refresh_expires_ms: u64,
+    pub used_hashes: Vec<[u8; 32]>,
+    pub access_exp_max_s: u64,
+    pub state: SessionState,
+}
+
+impl From<SessionV1> for Session {
+    fn from(s: SessionV1) -> Self {
+        Self {
+            account_id: s.account_id,
+            device_id: s.device_id,
+            created_ms: s.created_ms,
+            last_refreshed_ms: s.last_refreshed_ms,
+            refresh_hash: s.refresh_hash,
+            refresh_expires_ms: s.refresh_expires_ms,
+            used_hashes: s.used_hashes,
+            access_exp_max_s: s.access_exp_max_s,
+            state: s.state,
+            stepped_up_ms: 0,
+        }
+    }
+}
+
+/// A new device's public keys while its link request waits for approval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDevice {
+    pub name: String,
+    pub registration_id: u32,
+    pub identity_key: Vec<u8>,
+    pub signed: Option<StoredPreKey>,
+    pub last_resort_kem: Option<StoredPreKey>,
+    pub kem: Vec<StoredPreKey>,
+    pub ec: Vec<StoredPreKey>,
+}
+
+/// Who approved a link request, and the device it created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkApproval {
+    #[serde(with = "account_str")]
+    pub account_id: AccountId,
+    pub device_id: DeviceId,
+    pub approved_by: DeviceId,
+}
+
+/// `link/<sha256(code)>`: a new device waiting to be approved (record version 2). Version 1
+/// records were account-issued link codes, which no longer link anything: they read as an
+/// expired request so the sweeper removes them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRequest {
+    pub device: PendingDevice,
+    /// SHA-256 of the secret only the new device holds.
+    pub secret_hash: [u8; 32],
+    pub expires_ms: u64,
+    pub approved: Option<LinkApproval>,
+}
+
+impl fmt::Debug for LinkRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkRequest")
+            .field("device", &self.device.name)
+            .field("expires_ms", &self.expires_ms)
+            .field("approved", &self.approved)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A version-1 `link/` record: an account-issued link code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkCode {
     #[serde(with = "account_str")]
     pub account_id: AccountId,
     pub created_by: DeviceId,
     pub expires_ms: u64,
+}
+
+/// What a [`DeviceNotice`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoticeKind {
+    Linked,
+    Removed,
+}
+
+/// `notice/<acc>/<dev>/<id>`: a device change the receiving device has not acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNotice {
+    pub kind: NoticeKind,
+    pub device_id: DeviceId,
+    pub device_name: String,
+    pub identity_key: Vec<u8>,
+    pub by: DeviceId,
+    pub at_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +286,9 @@ pub struct SigningKey {
     pub created_ms: u64,
     /// When a newer key took over; tokens it signed stay valid until they expire.
     pub retired_ms: Option<u64>,
+    /// When the key starts signing: a successor is published this long before it is used,
+    /// so every verifier knows it first (record version 2; version 1 keys signed at once).
+    pub active_ms: u64,
 }
 
 impl fmt::Debug for SigningKey {
@@ -194,6 +297,7 @@ impl fmt::Debug for SigningKey {
             .field("kid", &self.kid)
             .field("created_ms", &self.created_ms)
             .field("retired_ms", &self.retired_ms)
+            .field("active_ms", &self.active_ms)
             .finish_non_exhaustive()
     }
 }

@@ -204,6 +204,8 @@ impl Core {
         dev: DeviceId,
         u: PreKeyUpload,
     ) -> AuthResult<Counts> {
+        // Rated because each upload appends to the audit log.
+        take(&self.limits.prekey_upload_per_device, &(acc, dev))?;
         let dkey = store::device(acc, dev);
         let Some((device, _)) = store::get::<Device>(&*self.kv, &dkey).await? else {
             return Err(AuthError::DeviceRemoved);

@@ -13,13 +13,19 @@
 //! | `device/<acc>/<dev>` | [`crate::model::Device`] |
 //! | `session/<sid>` | [`crate::model::Session`] |
 //! | `acctsess/<acc>/<sid>` | index of the account's sessions |
-//! | `link/<sha256(code)>` | [`crate::model::LinkCode`] |
+//! | `link/<sha256(code)>` | [`crate::model::LinkRequest`] (v2; v1 was an account's link code) |
+//! | `notice/<acc>/<dev>/<id>` | [`crate::model::DeviceNotice`] (id 8-byte big-endian) |
 //! | `mfaticket/<sha256(ticket)>` | [`crate::model::MfaTicket`] |
-//! | `lockout/<name>` | [`crate::model::Lockout`] |
+//! | `lockout/<name>` | [`crate::model::Lockout`]: failed logins for the name from any address |
+//! | `lockaddr/<ip, 16 bytes><sha256(name)>` | [`crate::model::Lockout`]: from one address (IPv4 mapped) |
+//! | `mfalock/<acc>` | [`crate::model::Lockout`]: failed second factors of the account |
+//! | `deleted/<acc>` | `Tombstone` (`tombstone.rs`): the account is being deleted |
+//! | `retired/<acc>/<dev>` | `RetiredDevice` (`device_ids.rs`): a removed device's id, not yet reusable |
 //! | `hidden/<acc>` | `HiddenUsername` (`lookup.rs`): the username is not discoverable |
 //! | `pk/<acc>/<dev>/s` · `/l` · `/k<id>` · `/o<id>` | signed, last-resort KEM, one-time KEM, one-time EC prekeys |
 //! | `kp/<acc>/<dev>/l` · `/o<ref>` | last-resort and one-time KeyPackages |
-//! | `signing` | [`crate::model::SigningKeys`] (seeds sealed, [`crate::sealing`]) |
+//! | `kp/<acc>/<dev>/s` · `/c<ref>` | pinned MLS signature key; handed-out KeyPackageRefs (`keypackages.rs`) |
+//! | `signing` | [`crate::model::SigningKeys`] (seeds sealed, [`crate::sealing`]; version 2, record impl in [`crate::signing`]) |
 //! | `audit/<seq>` · `audithead` | the audit chain ([`crate::audit`]) |
 
 use guardyn_common::ids::{AccountId, DeviceId, hex};
@@ -28,8 +34,8 @@ use guardyn_storage::{Direction, KeyRange, KvPair, KvStore, Txn, TxnOutcome};
 
 use crate::error::AuthResult;
 use crate::model::{
-    Account, Device, LinkCode, Lockout, MfaTicket, Session, SigningKeys, StoredKeyPackage,
-    StoredPreKey, UsernameEntry,
+    Account, Device, DeviceNotice, LinkCode, LinkRequest, Lockout, MfaTicket, Session, SessionV1,
+    StoredKeyPackage, StoredPreKey, UsernameEntry,
 };
 
 /// Version tag of every record this crate writes (the only one so far).
@@ -52,14 +58,60 @@ macro_rules! records {
 records!(
     Account,
     Device,
-    Session,
-    LinkCode,
+    DeviceNotice,
     MfaTicket,
     StoredPreKey,
     StoredKeyPackage,
-    SigningKeys,
     UsernameEntry,
 );
+
+/// Session records are version 2 (with `stepped_up_ms`); version 1 is still read.
+impl Record for Session {
+    const VERSION: u8 = 2;
+
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, guardyn_storage::StorageError> {
+        match version {
+            2 => postcard_body(body),
+            VERSION => Ok(postcard_body::<SessionV1>(body)?.into()),
+            v => Err(guardyn_storage::StorageError::Corrupt(format!(
+                "session: unknown version {v}"
+            ))),
+        }
+    }
+}
+
+/// `link/` records are version 2 ([`LinkRequest`]); a version-1 link code reads as a request
+/// that expired when the code did, so nothing can redeem it and the sweeper deletes it.
+impl Record for LinkRequest {
+    const VERSION: u8 = 2;
+
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, guardyn_storage::StorageError> {
+        match version {
+            2 => postcard_body(body),
+            VERSION => {
+                // Decoded only to tell a v1 record from garbage.
+                let _: LinkCode = postcard_body(body)?;
+                Ok(Self {
+                    device: crate::model::PendingDevice {
+                        name: String::new(),
+                        registration_id: 0,
+                        identity_key: Vec::new(),
+                        signed: None,
+                        last_resort_kem: None,
+                        kem: Vec::new(),
+                        ec: Vec::new(),
+                    },
+                    secret_hash: [0; 32],
+                    expires_ms: 0,
+                    approved: None,
+                })
+            }
+            v => Err(guardyn_storage::StorageError::Corrupt(format!(
+                "link request: unknown version {v}"
+            ))),
+        }
+    }
+}
 
 /// Lockout records are version 2 (with the time of the last failure, for the sweeper);
 /// version 1 (`failures`, `locked_until_ms`) is still read.
@@ -148,6 +200,30 @@ pub fn account_sessions(acc: AccountId) -> Vec<u8> {
 pub fn link_code(hash: &[u8; 32]) -> Vec<u8> {
     k(&[b"link", hex(hash).as_bytes()])
 }
+/// One notice of a receiving device.
+pub fn notice(acc: AccountId, dev: DeviceId, id: u64) -> Vec<u8> {
+    let mut key = notices(acc, dev);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+/// Prefix of a receiving device's notices.
+pub fn notices(acc: AccountId, dev: DeviceId) -> Vec<u8> {
+    let mut key = account_notices(acc);
+    key.push(dev_byte(dev));
+    key.push(b'/');
+    key
+}
+/// Prefix of all notices of an account.
+pub fn account_notices(acc: AccountId) -> Vec<u8> {
+    let mut key = k(&[b"notice", acc.to_string().as_bytes()]);
+    key.push(b'/');
+    key
+}
+/// The notice id of a `notice/` key.
+pub fn notice_id_of_key(key: &[u8]) -> Option<u64> {
+    let tail = key.len().checked_sub(8).and_then(|i| key.get(i..))?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
 pub fn mfa_ticket(hash: &[u8; 32]) -> Vec<u8> {
     k(&[b"mfaticket", hex(hash).as_bytes()])
 }
@@ -156,6 +232,44 @@ pub fn hidden(acc: AccountId) -> Vec<u8> {
 }
 pub fn lockout(name: &str) -> Vec<u8> {
     k(&[b"lockout", name.as_bytes()])
+}
+/// Fixed width (the name hashed), so no (address, name) pair can spell another's key.
+pub fn lockout_from(name: &str, addr: std::net::IpAddr) -> Vec<u8> {
+    use sha2::Digest as _;
+    let ip = match addr {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    let mut key = lockouts_from_prefix();
+    key.extend_from_slice(&ip.octets());
+    key.extend_from_slice(&sha2::Sha256::digest(name.as_bytes()));
+    key
+}
+pub fn lockouts_from_prefix() -> Vec<u8> {
+    k(&[b"lockaddr", b""])
+}
+pub fn mfa_lockout(acc: AccountId) -> Vec<u8> {
+    k(&[b"mfalock", acc.to_string().as_bytes()])
+}
+pub fn mfa_lockouts_prefix() -> Vec<u8> {
+    k(&[b"mfalock", b""])
+}
+pub fn tombstone(acc: AccountId) -> Vec<u8> {
+    k(&[b"deleted", acc.to_string().as_bytes()])
+}
+pub fn tombstones_prefix() -> Vec<u8> {
+    k(&[b"deleted", b""])
+}
+pub fn retired_device(acc: AccountId, dev: DeviceId) -> Vec<u8> {
+    let mut key = retired_devices(acc);
+    key.push(dev_byte(dev));
+    key
+}
+/// Prefix of an account's retired device ids.
+pub fn retired_devices(acc: AccountId) -> Vec<u8> {
+    let mut key = k(&[b"retired", acc.to_string().as_bytes()]);
+    key.push(b'/');
+    key
 }
 /// Prefixes the sweeper walks.
 pub fn sessions_prefix() -> Vec<u8> {
@@ -304,12 +418,9 @@ mod tests {
             attempts_left: 5,
         };
         assert_eq!(encode(&ticket), legacy(&(A.to_owned(), 3u32, 9u64, 5u32)));
-        let link = LinkCode {
-            account_id: acc,
-            created_by: dev(1),
-            expires_ms: 7,
-        };
-        assert_eq!(encode(&link), legacy(&(A.to_owned(), 1u32, 7u64)));
+        // A version-1 link code reads as an expired, unapproved link request.
+        let old_link = decode::<LinkRequest>(&legacy(&(A.to_owned(), 1u32, 7u64))).unwrap();
+        assert_eq!((old_link.expires_ms, old_link.approved), (0, None));
         // An id that is not one is a corrupt record.
         assert!(decode::<UsernameEntry>(&legacy(&"nope".to_owned())).is_err());
         assert!(decode::<MfaTicket>(&legacy(&(A.to_owned(), 0u32, 9u64, 5u32))).is_err());
@@ -337,6 +448,56 @@ mod tests {
         let bytes = encode(&new);
         assert_eq!(bytes[0], 2);
         assert_eq!(decode::<Lockout>(&bytes).unwrap(), new);
+    }
+
+    #[test]
+    fn version_1_sessions_read_as_never_stepped_up() {
+        let acc = AccountId::parse(A).unwrap();
+        let v1 = legacy(&(
+            A.to_owned(),
+            2u32,
+            10u64,
+            11u64,
+            [7u8; 32],
+            12u64,
+            Vec::<[u8; 32]>::new(),
+            13u64,
+            crate::model::SessionState::Live,
+        ));
+        let s = decode::<Session>(&v1).unwrap();
+        assert_eq!(
+            (s.account_id, s.device_id, s.stepped_up_ms),
+            (acc, dev(2), 0)
+        );
+        assert_eq!(s.access_exp_max_s, 13);
+        let bytes = encode(&s);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode::<Session>(&bytes).unwrap().refresh_expires_ms, 12);
+    }
+
+    #[test]
+    fn notice_keys_sort_by_id_within_a_device() {
+        let a = AccountId::parse(A).unwrap();
+        assert!(notice(a, dev(1), 2) < notice(a, dev(1), 256));
+        assert!(notice(a, dev(1), 9).starts_with(&notices(a, dev(1))));
+        assert!(notices(a, dev(1)).starts_with(&account_notices(a)));
+        assert_eq!(notice_id_of_key(&notice(a, dev(1), 300)), Some(300));
+    }
+
+    #[test]
+    fn address_lockout_keys_are_fixed_width_per_address_and_name() {
+        let v4: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let a = lockout_from("alice", v4);
+        assert_eq!(
+            a,
+            lockout_from("alice", v6),
+            "IPv4 and its mapped form are one address"
+        );
+        assert_eq!(a.len(), lockouts_from_prefix().len() + 16 + 32);
+        assert_eq!(lockout_from(&"x".repeat(5000), v4).len(), a.len());
+        assert_ne!(a, lockout_from("alicf", v4));
+        assert_ne!(a, lockout_from("alice", "10.0.0.2".parse().unwrap()));
     }
 
     #[test]

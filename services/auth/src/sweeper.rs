@@ -5,9 +5,14 @@
 //!   once every access token it issued expired (with the verifier's leeway), any session once
 //!   its refresh token expired;
 //! - `acctsess/` entries whose session record is gone;
-//! - `link/` and `mfaticket/` records past their expiry;
-//! - `lockout/<name>` records (any name, known or not) whose lockout ended and that counted no
-//!   failure for `lockout.max_secs`.
+//! - `link/` requests and `mfaticket/` records past their expiry;
+//! - lockout records (`lockaddr/`, `lockout/<name>` for any name, known or not, `mfalock/`)
+//!   whose lockout ended, that counted no failure for their `max_secs` and, for the decaying
+//!   ones, have no failure left to count;
+//! - `deleted/<acc>` tombstones: the purge of an account deletion that was interrupted is
+//!   finished, then the tombstone goes;
+//! - persisted session revocations (`revoked/v1/`, `guardyn_common::auth`) once every token of
+//!   their session expired, by the token clock.
 //!
 //! Each pass reads at most `auth.sweep_batch` keys per prefix, resuming after the last key of
 //! the previous pass (a cursor kept in memory; it wraps around at the end). Every delete is
@@ -17,6 +22,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
+use guardyn_common::auth::sweep_revocations;
 use guardyn_common::clock::run_passes;
 use guardyn_common::ids::AccountId;
 use guardyn_common::server::ServerContext;
@@ -25,7 +31,8 @@ use guardyn_storage::{Direction, KeyRange, KvPair, Txn};
 
 use crate::core::{Core, token_now_s};
 use crate::error::AuthResult;
-use crate::model::{LinkCode, Lockout, MfaTicket, Session, SessionState};
+use crate::limits::LockPolicy;
+use crate::model::{LinkRequest, Lockout, MfaTicket, Session, SessionState};
 use crate::store;
 
 /// Leeway the verifier grants to token expiry, in seconds.
@@ -39,14 +46,20 @@ enum Kind {
     Link,
     Ticket,
     Lockout,
+    LockoutFrom,
+    MfaLockout,
+    Tombstone,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 8] = [
     Kind::Session,
     Kind::Index,
     Kind::Link,
     Kind::Ticket,
     Kind::Lockout,
+    Kind::LockoutFrom,
+    Kind::MfaLockout,
+    Kind::Tombstone,
 ];
 
 impl Kind {
@@ -57,13 +70,16 @@ impl Kind {
             Self::Link => store::link_codes_prefix(),
             Self::Ticket => store::mfa_tickets_prefix(),
             Self::Lockout => store::lockouts_prefix(),
+            Self::LockoutFrom => store::lockouts_from_prefix(),
+            Self::MfaLockout => store::mfa_lockouts_prefix(),
+            Self::Tombstone => store::tombstones_prefix(),
         }
     }
 }
 
 /// Where each prefix's walk resumes: the last key read, `None` to start over.
 #[derive(Debug, Default)]
-pub struct Cursors([Option<Vec<u8>>; 5]);
+pub struct Cursors([Option<Vec<u8>>; KINDS.len()]);
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,6 +120,11 @@ impl Core {
                 }
             }
         }
+        // Revocation entries are keyed by token expiry on the token clock, so that clock
+        // decides: swept on the service clock, a moved test clock would drop live ones.
+        if sweep_revocations(&*self.kv, token_now_s(), batch).await? {
+            out.full = true;
+        }
         Ok(out)
     }
 
@@ -131,20 +152,34 @@ impl Core {
                 };
                 self.kv.get(&store::session(&sid)).await?.is_none()
             }
-            Kind::Link => readable::<LinkCode>(pair).is_some_and(|l| l.expires_ms <= now_ms),
+            Kind::Link => readable::<LinkRequest>(pair).is_some_and(|l| l.expires_ms <= now_ms),
             Kind::Ticket => readable::<MfaTicket>(pair).is_some_and(|t| t.expires_ms <= now_ms),
             Kind::Lockout => {
-                let quiet = self.config.lockout.max_secs.saturating_mul(1000);
-                readable::<Lockout>(pair).is_some_and(|l| {
-                    l.locked_until_ms <= now_ms && l.last_failure_ms.saturating_add(quiet) <= now_ms
-                })
+                let policy = LockPolicy::login_global(&self.config.lockout);
+                readable::<Lockout>(pair).is_some_and(|l| policy.expired(&l, now_ms))
+            }
+            Kind::LockoutFrom => {
+                let policy = LockPolicy::login(&self.config.lockout);
+                readable::<Lockout>(pair).is_some_and(|l| policy.expired(&l, now_ms))
+            }
+            Kind::MfaLockout => {
+                let policy = LockPolicy::second_factor(&self.config.second_factor_lockout);
+                readable::<Lockout>(pair).is_some_and(|l| policy.expired(&l, now_ms))
+            }
+            // An account deletion that did not finish (the process died mid-purge): finish it.
+            Kind::Tombstone => {
+                let rest = &pair.key[store::tombstones_prefix().len()..];
+                let Some(acc) = std::str::from_utf8(rest).ok().and_then(AccountId::parse) else {
+                    return Ok(false);
+                };
+                return self.purge_deleted_account(acc).await;
             }
         };
         Ok(dead && store::commit(&*self.kv, txn).await?)
     }
 
     /// No token of the session can be valid any more.
-    fn session_dead(&self, s: &Session, now_ms: u64) -> bool {
+    pub(crate) fn session_dead(&self, s: &Session, now_ms: u64) -> bool {
         if s.refresh_expires_ms <= now_ms {
             // Access tokens are issued with refreshes, never outliving the refresh token.
             return true;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use guardyn_common::AccountId;
+use guardyn_common::auth::TokenVerifier;
 use guardyn_common::clock::SharedClock;
 use guardyn_common::ratelimit::KeyedLimiter;
 use guardyn_events::EventBus;
@@ -23,6 +24,9 @@ pub(crate) struct Core {
     /// CreateUpload per account.
     pub upload_limiter: KeyedLimiter<AccountId>,
     pub shutdown: CancellationToken,
+    /// The process's token verifier: a Download ends when its caller's token expires or its
+    /// session is revoked.
+    pub verifier: TokenVerifier,
 }
 
 /// A record as read, with its stored bytes for a compare-and-set.

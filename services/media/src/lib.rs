@@ -74,6 +74,7 @@ impl Service for Media {
             clock: handles.clock.clone(),
             upload_limiter: KeyedLimiter::new("media_upload_per_account", self.config.upload_rate),
             shutdown: handles.ctx.shutdown.clone(),
+            verifier: handles.ctx.verifier.clone(),
         });
         events::spawn(core.clone())
             .await

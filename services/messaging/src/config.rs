@@ -1,6 +1,7 @@
 //! `[messaging]` configuration.
 
 use guardyn_common::config::{ConfigError, Validate, key};
+use guardyn_common::ratelimit::RateLimit;
 use serde::{Deserialize, Serialize};
 
 /// Limits and timings of the messaging service.
@@ -13,6 +14,14 @@ pub struct MessagingConfig {
     pub max_devices_per_send: usize,
     /// Most envelopes queued for one device; sends beyond it fail with QUOTA_EXCEEDED.
     pub max_queue_len: u64,
+    /// Most ciphertext bytes queued for one device (group messages count their full length for
+    /// every recipient device).
+    pub max_queue_bytes: u64,
+    /// Most envelopes one sending account may have queued for one device: its share of the
+    /// queue, so that a flooding sender cannot block the device's other contacts.
+    pub max_sender_queue_len: u64,
+    /// Most ciphertext bytes one sending account may have queued for one device.
+    pub max_sender_queue_bytes: u64,
     /// Envelopes a Listen stream sends before it waits for acknowledgements.
     pub max_in_flight: usize,
     /// How long a queued envelope (and a stored group message) is kept, in seconds.
@@ -34,6 +43,30 @@ pub struct MessagingConfig {
     pub sweep_interval_secs: u64,
     /// Keys the sweeper reads per pass (1..=10000).
     pub sweep_batch: usize,
+    /// Per-account rate limits.
+    pub limits: MessagingLimits,
+}
+
+/// Token buckets per sending account (burst, refill per minute).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingLimits {
+    /// SendMessage and SendGroupMessage.
+    pub send_per_account: RateLimit,
+    /// CreateGroup.
+    pub create_group_per_account: RateLimit,
+    /// SendCommit with a Welcome (a commit that adds devices).
+    pub welcome_per_account: RateLimit,
+}
+
+impl Default for MessagingLimits {
+    fn default() -> Self {
+        Self {
+            send_per_account: RateLimit::new(300, 3000),
+            create_group_per_account: RateLimit::new(20, 20),
+            welcome_per_account: RateLimit::new(30, 30),
+        }
+    }
 }
 
 impl Default for MessagingConfig {
@@ -42,6 +75,9 @@ impl Default for MessagingConfig {
             max_envelope_bytes: 256 * 1024,
             max_devices_per_send: 127,
             max_queue_len: 10_000,
+            max_queue_bytes: 256 * 1024 * 1024,
+            max_sender_queue_len: 2_500,
+            max_sender_queue_bytes: 64 * 1024 * 1024,
             max_in_flight: 256,
             retention_secs: 30 * 24 * 60 * 60,
             idempotency_secs: 24 * 60 * 60,
@@ -52,16 +88,18 @@ impl Default for MessagingConfig {
             max_group_members: 10_000,
             sweep_interval_secs: 300,
             sweep_batch: 500,
+            limits: MessagingLimits::default(),
         }
     }
 }
 
 impl Validate for MessagingConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 11] = [
+        let positive: [(&str, u64); 12] = [
             ("max_envelope_bytes", self.max_envelope_bytes as u64),
             ("max_devices_per_send", self.max_devices_per_send as u64),
             ("max_queue_len", self.max_queue_len),
+            ("max_sender_queue_len", self.max_sender_queue_len),
             ("max_in_flight", self.max_in_flight as u64),
             ("retention_secs", self.retention_secs),
             ("idempotency_secs", self.idempotency_secs),
@@ -102,6 +140,33 @@ impl Validate for MessagingConfig {
                 "must be between 1 and 10000",
             ));
         }
+        // A byte quota smaller than the largest message would refuse that message forever.
+        let largest = self
+            .max_envelope_bytes
+            .max(self.max_mls_message_bytes)
+            .max(self.max_welcome_bytes) as u64;
+        for (field, value) in [
+            ("max_queue_bytes", self.max_queue_bytes),
+            ("max_sender_queue_bytes", self.max_sender_queue_bytes),
+        ] {
+            if value < largest {
+                return Err(ConfigError::new(
+                    key(prefix, field),
+                    "must be at least the largest envelope, MLS message and Welcome",
+                ));
+            }
+        }
+        let limits = key(prefix, "limits");
+        for (name, limit) in [
+            ("send_per_account", &self.limits.send_per_account),
+            (
+                "create_group_per_account",
+                &self.limits.create_group_per_account,
+            ),
+            ("welcome_per_account", &self.limits.welcome_per_account),
+        ] {
+            limit.validate(&key(&limits, name))?;
+        }
         if self.max_devices_per_send > 127 {
             return Err(ConfigError::new(
                 key(prefix, "max_devices_per_send"),
@@ -127,6 +192,20 @@ mod tests {
         assert_eq!(
             c.validate("messaging").unwrap_err().key,
             "messaging.max_in_flight"
+        );
+        let c = MessagingConfig {
+            max_sender_queue_bytes: 1024,
+            ..MessagingConfig::default()
+        };
+        assert_eq!(
+            c.validate("messaging").unwrap_err().key,
+            "messaging.max_sender_queue_bytes"
+        );
+        let mut c = MessagingConfig::default();
+        c.limits.welcome_per_account = RateLimit::new(0, 1);
+        assert_eq!(
+            c.validate("messaging").unwrap_err().key,
+            "messaging.limits.welcome_per_account"
         );
     }
 }

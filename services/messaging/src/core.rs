@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use guardyn_common::auth::TokenVerifier;
 use guardyn_common::clock::SharedClock;
 use guardyn_common::mesh::DeviceDirectory;
 use guardyn_events::EventBus;
@@ -9,6 +10,8 @@ use guardyn_storage::{AppendLog, KvStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MessagingConfig;
+use crate::limits::Limits;
+use crate::outbox::backoff::Backoff;
 use crate::outbox::busy::Busy;
 use crate::streams::Registry;
 
@@ -22,6 +25,10 @@ pub(crate) struct Core {
     pub clock: SharedClock,
     pub directory: Arc<dyn DeviceDirectory>,
     pub registry: Registry,
+    /// The process's token verifier: every stream takes its guard (expiry, revocation).
+    pub verifier: TokenVerifier,
+    pub limits: Limits,
     pub outbox_busy: Busy,
+    pub outbox_backoff: Backoff,
     pub shutdown: CancellationToken,
 }

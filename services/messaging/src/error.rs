@@ -16,6 +16,15 @@ pub enum MessagingError {
     TooLarge { field: String, why: String },
     #[error("invalid MLS message in {field}: {why}")]
     InvalidMls { field: String, why: String },
+    /// A handshake message that fails verification against the group's public state.
+    #[error("{field} fails verification against the group state: {why}")]
+    InvalidCommit { field: String, why: String },
+    /// A member leaf not bound to the device it names.
+    #[error("{field}: MLS identity not bound to its device: {why}")]
+    IdentityMismatch { field: String, why: String },
+    /// The group's epoch counter is exhausted.
+    #[error("the group has reached the last epoch")]
+    EpochExhausted,
     #[error("account not found")]
     AccountNotFound,
     #[error("group not found")]
@@ -28,10 +37,19 @@ pub enum MessagingError {
     DeviceMismatch(DeviceMismatch),
     #[error("stale epoch; the group is at epoch {current}")]
     StaleEpoch { current: u64 },
-    #[error("queue of device {device} is full")]
-    QueueFull { device: guardyn_common::DeviceId },
+    #[error("queue of device {device} is full ({limit})")]
+    QueueFull {
+        account: guardyn_common::AccountId,
+        device: guardyn_common::DeviceId,
+        limit: QueueLimit,
+    },
+    #[error("rate limited: {0}")]
+    RateLimited(ApiError),
     #[error("group is full ({max} member devices)")]
     GroupFull { max: usize },
+    /// The group record would outgrow what storage holds (`what`: proposals, state size).
+    #[error("group state limit: {what}")]
+    GroupStateLimit { what: String },
     #[error("a send with this client message id is still in progress")]
     SendInProgress { retry_after_ms: u64 },
     #[error("the device directory is unavailable: {0}")]
@@ -44,7 +62,41 @@ pub enum MessagingError {
     Events(#[from] guardyn_events::EventError),
 }
 
+/// Which quota of a device queue a send would exceed ([`crate::quota`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueLimit {
+    /// `messaging.max_queue_len`.
+    QueueLen,
+    /// `messaging.max_queue_bytes`.
+    QueueBytes,
+    /// `messaging.max_sender_queue_len`: the sending account's share.
+    SenderQueueLen,
+    /// `messaging.max_sender_queue_bytes`: the sending account's share.
+    SenderQueueBytes,
+}
+
+impl QueueLimit {
+    /// The `limit` metadata of the error, a stable string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::QueueLen => "queue_len",
+            Self::QueueBytes => "queue_bytes",
+            Self::SenderQueueLen => "sender_queue_len",
+            Self::SenderQueueBytes => "sender_queue_bytes",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl MessagingError {
+    pub(crate) fn limited(e: ApiError) -> Self {
+        Self::RateLimited(e)
+    }
     pub(crate) fn invalid(field: &str, why: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.to_owned(),
@@ -53,6 +105,18 @@ impl MessagingError {
     }
     pub(crate) fn too_large(field: &str, why: impl Into<String>) -> Self {
         Self::TooLarge {
+            field: field.to_owned(),
+            why: why.into(),
+        }
+    }
+    pub(crate) fn commit(field: &str, why: impl std::fmt::Display) -> Self {
+        Self::InvalidCommit {
+            field: field.to_owned(),
+            why: why.to_string(),
+        }
+    }
+    pub(crate) fn identity(field: &str, why: impl Into<String>) -> Self {
+        Self::IdentityMismatch {
             field: field.to_owned(),
             why: why.into(),
         }
@@ -76,19 +140,46 @@ impl From<MessagingError> for ApiError {
                 format!("invalid MLS message in {field}"),
             )
             .with_violation(field, why),
+            E::InvalidCommit { field, why } => ApiError::new(
+                Reason::InvalidCommit,
+                format!("{field} fails verification against the group state"),
+            )
+            .with_violation(field, why),
+            E::IdentityMismatch { field, why } => ApiError::new(
+                Reason::MlsIdentityMismatch,
+                format!("{field}: an MLS credential is not bound to the device it names"),
+            )
+            .with_violation(field, why),
+            E::EpochExhausted => ApiError::new(
+                Reason::InvalidArgument,
+                "the group has reached the last epoch; create a new group",
+            )
+            .with_violation("epoch", "no epoch follows 18446744073709551615"),
             E::AccountNotFound => ApiError::not_found("destination account not found"),
-            E::GroupNotFound => ApiError::not_found("group not found"),
             E::GroupExists => ApiError::new(Reason::AlreadyExists, "group id already taken"),
-            // Not-a-member and not-found are distinct on purpose: group ids are 128+ random bits,
-            // so confirming existence reveals nothing guessable.
-            E::NotMember => {
-                ApiError::permission_denied("the calling device is not a member of the group")
+            // One answer for "no such group" and "not a member", so no RPC tells an outsider
+            // which group ids exist.
+            E::GroupNotFound | E::NotMember => {
+                ApiError::not_found("no such group, or the calling device is not a member of it")
             }
             E::DeviceMismatch(d) => ApiError::device_mismatch(d.missing, d.extra, d.stale),
             E::StaleEpoch { current } => ApiError::stale_epoch(current),
-            E::QueueFull { device } => ApiError::new(
+            // Not retryable soon: room comes back when the recipient acknowledges.
+            E::QueueFull {
+                account,
+                device,
+                limit,
+            } => ApiError::new(
                 Reason::QuotaExceeded,
-                format!("the queue of destination device {device} is full"),
+                format!("the queue of destination device {account}.{device} is full ({limit})"),
+            )
+            .with_metadata("limit", limit.name())
+            .with_metadata("account_id", account.to_string())
+            .with_metadata("device_id", device.to_string()),
+            E::RateLimited(e) => e,
+            E::GroupStateLimit { what } => ApiError::new(
+                Reason::QuotaExceeded,
+                format!("the group's state would exceed its limit: {what}"),
             ),
             E::GroupFull { max } => ApiError::new(
                 Reason::QuotaExceeded,

@@ -101,15 +101,7 @@ async fn on_revoked(core: &Core, e: &SessionRevoked) {
     {
         return;
     }
-    let removed = match core.directory.devices(&e.account.to_string()).await {
-        Ok(Some(devices)) => !devices.iter().any(|d| d.device_id == e.device.get()),
-        Ok(None) => true,
-        Err(err) => {
-            tracing::warn!(error = %err, "device directory unavailable; closing as revoked");
-            false
-        }
-    };
-    if removed {
+    if crate::listen::device_removed(core, e.account, e.device).await {
         core.registry.remove_device(e.account, e.device);
     } else {
         core.registry
@@ -137,6 +129,10 @@ async fn purge_queue(core: &Core, account: AccountId, device: DeviceId) {
         .await
     {
         tracing::warn!(error = %e, "could not purge a removed device's queue");
+    }
+    // After the entries: a usage record deleted first could be rebuilt from them meanwhile.
+    if let Err(e) = core.kv.delete(&store::usage_key(account, device)).await {
+        tracing::warn!(error = %e, "could not purge a removed device's queue usage");
     }
 }
 

@@ -17,9 +17,11 @@ mod events;
 mod groups;
 mod grpc;
 mod idempotency;
+mod limits;
 mod listen;
 mod messaging;
 mod outbox;
+mod quota;
 mod store;
 mod streams;
 mod sweeper;
@@ -31,8 +33,8 @@ use guardyn_service::{Handles, RegisterError, Seams, Service};
 
 use crate::core::Core;
 
-pub use config::MessagingConfig;
-pub use error::MessagingError;
+pub use config::{MessagingConfig, MessagingLimits};
+pub use error::{MessagingError, QueueLimit};
 pub use grpc::{GroupApi, MessagingApi};
 
 /// The messaging service's registration. Needs the device directory seam (auth).
@@ -77,7 +79,10 @@ impl Service for Messaging {
             clock: handles.clock.clone(),
             directory,
             registry: streams::Registry::new(),
+            verifier: handles.ctx.verifier.clone(),
+            limits: limits::Limits::new(&self.config.limits),
             outbox_busy: outbox::busy::Busy::default(),
+            outbox_backoff: outbox::backoff::Backoff::default(),
             shutdown: handles.ctx.shutdown.clone(),
         });
         events::spawn(core.clone())

@@ -1,12 +1,15 @@
 //! The Listen stream: drain the stored queue in order, mark the end of the backlog, then follow
 //! `messaging.mail.<account>.<device>` events, never more than `max_in_flight` envelopes
-//! unacknowledged.
+//! unacknowledged. The stream ends when its token expires (TOKEN_EXPIRED) or its session is
+//! revoked (SESSION_REVOKED, or DEVICE_REMOVED when the revocation is a device removal),
+//! checked by its [`StreamAuth`] before every send and while it waits.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use guardyn_common::auth::StreamAuth;
 use guardyn_common::events::Payload as _;
 use guardyn_common::events::messaging::{Envelope, MailEvent};
 use guardyn_common::{AccountId, ApiError, DeviceId, Reason};
@@ -46,12 +49,16 @@ pub(crate) struct Listener {
     pub device: DeviceId,
     pub sub: Subscription,
     pub tx: Tx,
+    /// Taken before the stream registered, so no revocation falls in between.
+    pub auth: StreamAuth,
 }
 
 enum End {
     /// The client went away.
     Gone,
     Closed(Close),
+    /// The token expired.
+    Expired(ApiError),
     Shutdown,
     Failed(MessagingError),
 }
@@ -86,6 +93,7 @@ impl Listener {
                     "the device was removed",
                 )),
             ],
+            End::Expired(e) => vec![Err(e)],
             End::Shutdown => vec![Err(ApiError::new(
                 Reason::Unavailable,
                 "the server is shutting down; reconnect",
@@ -100,7 +108,23 @@ impl Listener {
     }
 
     async fn send(&self, item: Item) -> Result<(), End> {
+        if let Err(e) = self.auth.check() {
+            return Err(self.auth_ended(e).await);
+        }
         self.tx.send(Ok(item)).await.map_err(|_| End::Gone)
+    }
+
+    /// How the stream ends when its authentication did: a revocation of a device that is gone
+    /// from the directory is a removal, as for the bus event.
+    async fn auth_ended(&self, e: ApiError) -> End {
+        if e.reason() != Reason::SessionRevoked {
+            return End::Expired(e);
+        }
+        if device_removed(&self.core, self.account, self.device).await {
+            End::Closed(Close::DeviceRemoved)
+        } else {
+            End::Closed(Close::SessionRevoked(self.ctl.session_id.clone()))
+        }
     }
 
     async fn serve(&mut self) -> Result<(), End>
@@ -162,6 +186,7 @@ impl Listener {
             }
             tokio::select! {
                 () = self.core.shutdown.cancelled() => return Err(End::Shutdown),
+                e = self.auth.ended() => return Err(self.auth_ended(e).await),
                 () = self.ctl.cancel.cancelled() => {
                     return Err(self.ctl.close_reason().map_or(End::Shutdown, End::Closed));
                 }
@@ -195,6 +220,7 @@ impl Listener {
             QueueEntry::GroupRef {
                 seq: gseq,
                 mut envelope,
+                ..
             } => {
                 let Some(gid) = envelope.group.clone() else {
                     return Err(fail(
@@ -239,5 +265,20 @@ impl Listener {
             .delete(partition, &[seq])
             .await
             .map_err(|e| End::Failed(e.into()))
+    }
+}
+
+/// Whether a revoked session's device is gone from the directory: auth deletes a removed
+/// device (and a deleted account) before it revokes its sessions, so such a revocation is a
+/// removal and the stream ends with DeviceRemoved. An unreachable directory counts as not
+/// removed (the stream still ends, as revoked).
+pub(crate) async fn device_removed(core: &Core, account: AccountId, device: DeviceId) -> bool {
+    match core.directory.devices(&account.to_string()).await {
+        Ok(Some(devices)) => !devices.iter().any(|d| d.device_id == device.get()),
+        Ok(None) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "device directory unavailable; closing as revoked");
+            false
+        }
     }
 }

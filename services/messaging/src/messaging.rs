@@ -13,6 +13,7 @@ use crate::core::Core;
 use crate::devices;
 use crate::error::MessagingError;
 use crate::idempotency::Claim;
+use crate::quota::Policy;
 use crate::store::{self, IdempotencyRecord, QueueEntry};
 
 /// Most ids one Ack may list.
@@ -71,6 +72,7 @@ impl Core {
         device: DeviceId,
         send: SendMessage,
     ) -> Result<SendOutcome, MessagingError> {
+        self.limits.send(account)?;
         let now = self.clock.now_ms();
         if send.online_only {
             return self.send_online_only(account, device, send, now).await;
@@ -150,6 +152,8 @@ impl Core {
     }
 
     /// Check and append the envelopes; returns (destination device, server id) per envelope.
+    /// Room is reserved in every destination queue first ([`crate::quota`]), so nothing is
+    /// stored unless all of them have it.
     async fn deliver(
         &self,
         account: AccountId,
@@ -158,23 +162,30 @@ impl Core {
         now: u64,
     ) -> Result<Vec<(DeviceId, u64)>, MessagingError> {
         self.check_devices(device, &send).await?;
-        for e in &send.envelopes {
-            let stats = self
-                .log
-                .stats(&store::queue_partition(send.destination, e.device))
-                .await?;
-            if stats.len >= self.cfg.max_queue_len {
-                return Err(MessagingError::QueueFull { device: e.device });
+        let charges: Vec<(DeviceId, u64)> = send
+            .envelopes
+            .iter()
+            .map(|e| (e.device, e.content.len() as u64))
+            .collect();
+        for (i, &(dest, bytes)) in charges.iter().enumerate() {
+            let queue = (send.destination, dest);
+            if let Err(e) = self
+                .charge_queue(queue, account, bytes, now, Policy::Full)
+                .await
+            {
+                self.uncharge_unsent(send.destination, account, charges.get(..i))
+                    .await;
+                return Err(e);
             }
         }
         let ttl = Duration::from_secs(self.cfg.retention_secs);
         let mut queued = Vec::with_capacity(send.envelopes.len());
-        for e in send.envelopes {
+        for (i, e) in send.envelopes.into_iter().enumerate() {
             let dest = e.device;
             let partition = store::queue_partition(send.destination, dest);
             let env = envelope(account, device, now, send.urgent, e.kind, e.content);
             let entry = encode(&QueueEntry::Inline(env));
-            let seqs = self
+            let seqs = match self
                 .log
                 .append(
                     &partition,
@@ -183,7 +194,15 @@ impl Core {
                         ttl,
                     }],
                 )
-                .await?;
+                .await
+            {
+                Ok(s) => s,
+                Err(err) => {
+                    self.uncharge_unsent(send.destination, account, charges.get(i..))
+                        .await;
+                    return Err(err.into());
+                }
+            };
             let server_id = seqs.first().copied().unwrap_or_default();
             queued.push((dest, server_id));
         }
@@ -191,6 +210,19 @@ impl Core {
             self.notify_mail(send.destination, *dest).await;
         }
         Ok(queued)
+    }
+
+    /// Give back the charges of envelopes that were not appended.
+    async fn uncharge_unsent(
+        &self,
+        destination: AccountId,
+        sender: AccountId,
+        charges: Option<&[(DeviceId, u64)]>,
+    ) {
+        for &(dest, bytes) in charges.unwrap_or_default() {
+            self.uncharge_or_log((destination, dest), &[(sender, bytes)])
+                .await;
+        }
     }
 
     /// Tell the device's stream (on any instance) that its queue changed.
@@ -214,6 +246,8 @@ impl Core {
     ) -> Result<u32, MessagingError> {
         let partition = store::queue_partition(account, device);
         let mut acked = 0u32;
+        // What the deleted entries were charged, to give back to the queue's usage.
+        let mut removed = Vec::new();
         if r.up_to > 0 {
             let mut from = 1;
             'count: loop {
@@ -225,6 +259,7 @@ impl Core {
                     }
                     acked += 1;
                     from = e.seq + 1;
+                    removed.extend(charge_of(&e.payload));
                 }
                 if !full {
                     break;
@@ -237,24 +272,38 @@ impl Core {
         ids.dedup();
         let mut present = Vec::with_capacity(ids.len());
         for id in ids {
-            if self
+            if let Some(e) = self
                 .log
                 .read(&partition, id, 1)
                 .await?
-                .first()
-                .is_some_and(|e| e.seq == id)
+                .into_iter()
+                .find(|e| e.seq == id)
             {
                 present.push(id);
+                removed.extend(charge_of(&e.payload));
             }
         }
         if !present.is_empty() {
             self.log.delete(&partition, &present).await?;
             acked += u32::try_from(present.len()).unwrap_or(u32::MAX);
         }
+        // The entries are gone whatever happens here; a failure only over-counts the queue.
+        self.uncharge_or_log((account, device), &removed).await;
         if acked > 0 {
             self.notify_mail(account, device).await;
         }
         Ok(acked)
+    }
+}
+
+/// (sender, bytes) a stored queue entry was charged.
+fn charge_of(payload: &[u8]) -> Option<(AccountId, u64)> {
+    match guardyn_storage::record::decode::<QueueEntry>(payload) {
+        Ok(entry) => entry.charge().map(|(sender, bytes, _)| (sender, bytes)),
+        Err(e) => {
+            tracing::warn!(error = %e, "acknowledged an unreadable queue entry");
+            None
+        }
     }
 }
 

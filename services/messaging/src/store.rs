@@ -5,11 +5,11 @@
 //! lowercase hex):
 //! - AppendLog partition `msg/v1/q/<account>/<device u32>`: one device's queue of
 //!   [`QueueEntry`] (an envelope inline, or a reference to a stored group message).
+//! - KV `msg/v1/qu/<account>/<device u32>`: that queue's quota accounting ([`QueueUsage`]).
 //! - AppendLog partition `msg/v1/g/<group>`: a group's MLS messages, each stored once
 //!   ([`GroupMessage`]).
-//! - KV `msg/v1/group/<group>`: the group record ([`crate::groups::state::GroupState`]).
-//! - KV `msg/v1/group/<group>/p/<epoch u64>/<hex proposal ref>`: a relayed proposal's
-//!   membership effect ([`crate::groups::state::Effect`]), to resolve commits that reference it.
+//! - KV `msg/v1/group/<group>`: the group record ([`crate::groups::state::GroupState`]), with
+//!   the group's verified public MLS state and its queued proposals.
 //! - KV `msg/v1/idem/<account>/<device u32>/<client message id>`: [`IdempotencyRecord`]
 //!   (SendGroupMessage's id is `g/<group>/<client message id>`).
 //! - KV `msg/v1/ob/<group>/<epoch u64>/<kind u8>[/<hex tag>]`: a pending group fan-out
@@ -27,25 +27,19 @@ pub(crate) fn queue_partition(account: AccountId, device: DeviceId) -> Vec<u8> {
     k
 }
 
+/// The quota accounting of a device queue ([`QueueUsage`]).
+pub(crate) fn usage_key(account: AccountId, device: DeviceId) -> Vec<u8> {
+    let mut k = format!("msg/v1/qu/{account}/").into_bytes();
+    k.extend_from_slice(&device.get().to_be_bytes());
+    k
+}
+
 pub(crate) fn group_log(group: &GroupId) -> Vec<u8> {
     format!("msg/v1/g/{}", group.hex()).into_bytes()
 }
 
 pub(crate) fn group_key(group: &GroupId) -> Vec<u8> {
     format!("msg/v1/group/{}", group.hex()).into_bytes()
-}
-
-pub(crate) fn proposal_key(group: &GroupId, epoch: u64, proposal_ref: &[u8]) -> Vec<u8> {
-    let mut k = proposal_prefix(group, epoch);
-    k.extend_from_slice(guardyn_common::ids::hex(proposal_ref).as_bytes());
-    k
-}
-
-pub(crate) fn proposal_prefix(group: &GroupId, epoch: u64) -> Vec<u8> {
-    let mut k = format!("msg/v1/group/{}/p/", group.hex()).into_bytes();
-    k.extend_from_slice(&epoch.to_be_bytes());
-    k.push(b'/');
-    k
 }
 
 /// Prefix of every idempotency record (the sweeper walks it).
@@ -101,16 +95,74 @@ pub(crate) fn outbox_progress_key(outbox_key: &[u8]) -> Vec<u8> {
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum QueueEntry {
     Inline(Envelope),
-    /// The content lives in the group log at `seq` (the envelope's content is empty).
+    /// The content lives in the group log at `seq` (the envelope's content is empty); `len` is
+    /// its length, what the entry is charged against the queue's byte quota.
     GroupRef {
         seq: u64,
         envelope: Envelope,
+        len: u64,
     },
+}
+
+/// v2 of [`QueueEntry`]: a group reference without the referenced length.
+#[derive(Deserialize)]
+enum QueueEntryV2 {
+    Inline(Envelope),
+    GroupRef { seq: u64, envelope: Envelope },
 }
 
 impl Record for QueueEntry {
     // v1 held the wire envelope; no deployment has data in it.
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
+
+    /// v2 group references did not record the referenced length: they are charged 0 bytes
+    /// (they predate quotas, and expire with the retention time like every entry).
+    fn decode_version(version: u8, body: &[u8]) -> StorageResult<Self> {
+        match version {
+            3 => postcard_body(body),
+            2 => Ok(match postcard_body::<QueueEntryV2>(body)? {
+                QueueEntryV2::Inline(e) => Self::Inline(e),
+                QueueEntryV2::GroupRef { seq, envelope } => Self::GroupRef {
+                    seq,
+                    envelope,
+                    len: 0,
+                },
+            }),
+            v => Err(StorageError::Corrupt(format!("queue entry version {v}"))),
+        }
+    }
+}
+
+impl QueueEntry {
+    /// What the entry counts against its queue's quotas: (sending account, ciphertext bytes,
+    /// accept time). `None` for an entry without a sender (none is stored today).
+    pub(crate) fn charge(&self) -> Option<(AccountId, u64, u64)> {
+        let (env, bytes) = match self {
+            Self::Inline(e) => (e, e.content.len() as u64),
+            Self::GroupRef { envelope, len, .. } => (envelope, *len),
+        };
+        Some((env.sender?.0, bytes, env.server_timestamp_ms))
+    }
+}
+
+/// What one device's queue holds, per sending account (KV `msg/v1/qu/<account>/<device
+/// u32>`): the queue's quota accounting, persisted beside it ([`crate::quota`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueueUsage {
+    pub senders: std::collections::BTreeMap<AccountId, Share>,
+}
+
+/// One sender's part of a device queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Share {
+    pub count: u64,
+    pub bytes: u64,
+    /// Accept time of its newest entry: when that expired, every entry of the share did.
+    pub newest_ms: u64,
+}
+
+impl Record for QueueUsage {
+    const VERSION: u8 = 1;
 }
 
 /// A group message stored once in the group log.
@@ -201,8 +253,40 @@ mod tests {
         let e = QueueEntry::GroupRef {
             seq: 7,
             envelope: env.clone(),
+            len: 9,
         };
         assert_eq!(decode::<QueueEntry>(&encode(&e)).unwrap(), e);
+        // A v2 group reference (before quotas) reads as charged 0 bytes.
+        #[derive(Serialize, Deserialize)]
+        enum V2 {
+            #[allow(dead_code)] // Keeps GroupRef's variant index.
+            Inline(Envelope),
+            GroupRef {
+                seq: u64,
+                envelope: Envelope,
+            },
+        }
+        impl Record for V2 {
+            const VERSION: u8 = 2;
+        }
+        let v2 = encode(&V2::GroupRef {
+            seq: 7,
+            envelope: env.clone(),
+        });
+        match decode::<QueueEntry>(&v2).unwrap() {
+            QueueEntry::GroupRef { seq: 7, len: 0, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        let mut u = QueueUsage::default();
+        u.senders.insert(
+            AccountId::from_uuid(uuid::Uuid::from_u128(1)),
+            Share {
+                count: 2,
+                bytes: 30,
+                newest_ms: 4,
+            },
+        );
+        assert_eq!(decode::<QueueUsage>(&encode(&u)).unwrap(), u);
         let e = QueueEntry::Inline(env);
         assert_eq!(decode::<QueueEntry>(&encode(&e)).unwrap(), e);
         assert!(decode::<QueueEntry>(&[9, 0]).is_err());

@@ -15,9 +15,15 @@ mod groups;
 mod idempotency;
 #[path = "api/libsignal.rs"]
 mod libsignal;
+#[path = "api/limits.rs"]
+mod limits;
 #[path = "api/outbox.rs"]
 mod outbox;
 #[path = "api/proposals.rs"]
 mod proposals;
+#[path = "api/stream_auth.rs"]
+mod stream_auth;
 #[path = "api/sweeper.rs"]
 mod sweeper;
+#[path = "api/verification.rs"]
+mod verification;

@@ -126,7 +126,7 @@ impl Service for Presence {
         tokio::spawn(tasks::run_beacons(core.clone()));
         tokio::spawn(auth_events::run(core.clone(), auth_events));
         set.add(
-            PresenceServiceServer::new(PresenceApi::new(core))
+            PresenceServiceServer::new(PresenceApi::new(core, handles.ctx.verifier.clone()))
                 .max_decoding_message_size(handles.server.max_request_bytes),
         );
         Ok(())

@@ -10,6 +10,8 @@ mod cluster;
 mod presence;
 #[path = "api/privacy.rs"]
 mod privacy;
+#[path = "api/stream_auth.rs"]
+mod stream_auth;
 #[path = "api/typing.rs"]
 mod typing;
 

@@ -147,9 +147,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::auth::RevocationList;
     use crate::auth::config::TokenConfig;
     use crate::auth::context::AuthContext;
-    use crate::auth::token::{RevocationList, TokenGrant, TokenSigner};
+    use crate::auth::token::{TokenGrant, TokenSigner};
 
     fn grant() -> TokenGrant {
         TokenGrant {

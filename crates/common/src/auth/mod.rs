@@ -8,16 +8,24 @@
 //!
 //! Revocation: a revoked session's tokens must stop working everywhere within seconds, long
 //! before they expire. [`RevocationList`] holds revoked session ids (fed from the event bus by
-//! whoever owns that subscription) and the verifier consults it on every request.
+//! whoever owns that subscription, and loaded from storage at start and after a lagged
+//! subscription: [`load_revocations`]) and the verifier consults it on every request. Streams
+//! outlive that check: each takes a [`StreamAuth`], which ends it at its token's expiry and on
+//! its session's revocation.
 
 mod config;
 mod context;
 mod layer;
+mod revocation;
+mod stream;
 mod token;
 
 pub use config::{StaticKey, TokenConfig};
 pub use context::{AuthContext, caller};
 pub use layer::{AuthLayer, AuthService, PublicMethods};
-pub use token::{
-    KeyError, RevocationList, SignError, TokenGrant, TokenSigner, TokenVerifier, VerificationKey,
+pub use revocation::{
+    RevocationList, RevokedSession, SessionWatch, load_revocations, persist_revocation,
+    sweep_revocations,
 };
+pub use stream::StreamAuth;
+pub use token::{KeyError, SignError, TokenGrant, TokenSigner, TokenVerifier, VerificationKey};

@@ -1,6 +1,6 @@
 //! Signing and verifying access tokens, and the revocation list.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,6 +13,8 @@ use zeroize::Zeroizing;
 
 use super::config::TokenConfig;
 use super::context::AuthContext;
+use super::revocation::RevocationList;
+use super::stream::StreamAuth;
 use crate::config::{ConfigError, Validate, key};
 use crate::error::{ApiError, Reason};
 
@@ -83,40 +85,36 @@ impl VerificationKey {
     }
 }
 
-/// Session ids whose tokens must be refused before they expire.
-#[derive(Clone, Debug, Default)]
-pub struct RevocationList {
-    // session id -> unix seconds after which no token of the session can be valid anyway.
-    inner: Arc<RwLock<HashMap<String, u64>>>,
+/// The keys a verifier accepts.
+#[derive(Default)]
+struct KeySet {
+    /// Configured static keys and [`TokenVerifier::add_keys`]: kept across refreshes.
+    pinned: HashMap<String, DecodingKey>,
+    /// The auth service's published set, replaced whole by every refresh so that a key it
+    /// stopped publishing stops verifying.
+    published: HashMap<String, DecodingKey>,
+    /// Keys revoked in an emergency: refused whichever set names them, so a stale refresh
+    /// cannot bring one back.
+    revoked: HashSet<String>,
 }
 
-impl RevocationList {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Refuse every token of `session_id`. `until` is the latest expiry any of its tokens can
-    /// have; the entry is forgotten after it.
-    pub fn revoke(&self, session_id: &str, until: u64) {
-        let now = unix_now();
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        // Pruning on insert keeps the list as small as the set of live revoked tokens.
-        map.retain(|_, exp| *exp >= now);
-        map.insert(session_id.to_owned(), until);
-    }
-
-    pub fn is_revoked(&self, session_id: &str) -> bool {
-        let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        map.contains_key(session_id)
+impl KeySet {
+    fn get(&self, kid: &str) -> Option<&DecodingKey> {
+        if self.revoked.contains(kid) {
+            return None;
+        }
+        self.published.get(kid).or_else(|| self.pinned.get(kid))
     }
 }
 
 /// Verifies access tokens against the current key set.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    keys: Arc<RwLock<KeySet>>,
     validation: Arc<Validation>,
     revoked: RevocationList,
+    /// Woken when the key set should be fetched again before the next periodic refresh.
+    refresh_wanted: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -124,7 +122,7 @@ impl fmt::Debug for TokenVerifier {
         let kids: Vec<String> = self
             .keys
             .read()
-            .map(|k| k.keys().cloned().collect())
+            .map(|k| k.pinned.keys().chain(k.published.keys()).cloned().collect())
             .unwrap_or_default();
         f.debug_struct("TokenVerifier")
             .field("kids", &kids)
@@ -143,6 +141,7 @@ impl TokenVerifier {
             keys: Arc::default(),
             validation: Arc::new(validation),
             revoked,
+            refresh_wanted: Arc::default(),
         };
         // Static keys were validated with the config.
         let static_keys = config
@@ -153,18 +152,65 @@ impl TokenVerifier {
         verifier
     }
 
-    /// Accept tokens signed by these keys (keys already known are kept).
+    fn key_set(&self) -> std::sync::RwLockWriteGuard<'_, KeySet> {
+        self.keys.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Also accept tokens signed by these keys, whatever later refreshes publish (static keys,
+    /// tests).
     pub fn add_keys(&self, keys: impl IntoIterator<Item = VerificationKey>) {
-        let mut map = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut set = self.key_set();
         for k in keys {
-            map.insert(k.kid.clone(), DecodingKey::from_ed_der(&k.public_key));
+            set.pinned
+                .insert(k.kid.clone(), DecodingKey::from_ed_der(&k.public_key));
         }
     }
 
-    /// Whether a key with this id is known.
+    /// Replace the published key set with the one the auth service publishes now: keys it
+    /// retired or dropped stop verifying.
+    pub fn replace_keys(&self, keys: impl IntoIterator<Item = VerificationKey>) {
+        let published = keys
+            .into_iter()
+            .map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.public_key)))
+            .collect();
+        self.key_set().published = published;
+    }
+
+    /// Emergency revocation of a signing key: its tokens are refused from now on, even if a
+    /// set fetched later still lists it. Asks for an early key refresh (the successor).
+    pub fn revoke_key(&self, kid: &str) {
+        {
+            let mut set = self.key_set();
+            set.published.remove(kid);
+            set.pinned.remove(kid);
+            set.revoked.insert(kid.to_owned());
+        }
+        self.refresh_wanted.notify_one();
+    }
+
+    /// Ask for the key set to be fetched again now (a revocation event may have been missed).
+    pub fn request_refresh(&self) {
+        self.refresh_wanted.notify_one();
+    }
+
+    /// Resolves when the key set should be fetched before the next periodic refresh.
+    pub async fn refresh_wanted(&self) {
+        self.refresh_wanted.notified().await;
+    }
+
+    /// Whether a key with this id is accepted.
     pub fn knows(&self, kid: &str) -> bool {
-        let map = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        map.contains_key(kid)
+        let set = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        set.get(kid).is_some()
+    }
+
+    /// The guard of a server stream opened by `caller`: it ends the stream when the caller's
+    /// token expires or its session is revoked (see [`StreamAuth`]).
+    pub fn guard_stream(&self, caller: &AuthContext) -> StreamAuth {
+        StreamAuth::new(
+            self.revoked.watch(&caller.session_id),
+            caller.expires_at.saturating_add(self.validation.leeway),
+        )
     }
 
     pub fn revocations(&self) -> &RevocationList {
@@ -177,8 +223,8 @@ impl TokenVerifier {
         let header = jsonwebtoken::decode_header(token).map_err(|_| bad())?;
         let kid = header.kid.ok_or_else(bad)?;
         let key = {
-            let map = self.keys.read().unwrap_or_else(|p| p.into_inner());
-            map.get(&kid).cloned()
+            let set = self.keys.read().unwrap_or_else(|p| p.into_inner());
+            set.get(&kid).cloned()
         };
         let key = key.ok_or_else(|| {
             ApiError::unauthenticated("access token signed by an unknown key")
@@ -431,6 +477,31 @@ mod tests {
         assert!(verifier.verify(&token).is_err(), "unknown kid");
         verifier.add_keys([signer.verification_key()]);
         assert!(verifier.verify(&token).is_err(), "wrong issuer");
+    }
+
+    #[test]
+    fn refreshes_replace_the_published_set_and_revoked_keys_stay_out() {
+        let cfg = TokenConfig::default();
+        let (k1, k2, pinned) = (
+            TokenSigner::generate("k1", &cfg),
+            TokenSigner::generate("k2", &cfg),
+            TokenSigner::generate("p", &cfg),
+        );
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        verifier.add_keys([pinned.verification_key()]);
+        verifier.replace_keys([k1.verification_key(), k2.verification_key()]);
+        let t1 = k1.sign(&grant()).unwrap();
+        let t2 = k2.sign(&grant()).unwrap();
+        assert!(verifier.verify(&t1).is_ok() && verifier.verify(&t2).is_ok());
+        verifier.replace_keys([k2.verification_key()]);
+        assert!(verifier.verify(&t1).is_err(), "dropped from the set");
+        assert!(verifier.verify(&pinned.sign(&grant()).unwrap()).is_ok());
+        verifier.revoke_key("k2");
+        verifier.replace_keys([k2.verification_key()]);
+        assert!(
+            verifier.verify(&t2).is_err(),
+            "revoked, whatever a stale set says"
+        );
     }
 
     #[test]

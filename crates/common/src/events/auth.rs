@@ -16,6 +16,8 @@ pub const DEVICE_LINKED: &str = "auth.device.linked";
 pub const DEVICE_REMOVED: &str = "auth.device.removed";
 /// A device's one-time keys ran low.
 pub const PREKEYS_LOW: &str = "auth.prekeys.low";
+/// A token-signing key was revoked in an emergency: every process drops it at once.
+pub const SIGNING_KEY_REVOKED: &str = "auth.signing_key.revoked";
 
 fn account(what: &'static str, s: &str) -> Result<AccountId, DecodeError> {
     AccountId::parse(s).ok_or(bad(what, "account_id"))
@@ -176,6 +178,28 @@ impl Payload for PreKeysLow {
     }
 }
 
+/// [`SIGNING_KEY_REVOKED`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyRevoked {
+    pub kid: String,
+}
+
+impl Payload for SigningKeyRevoked {
+    type Wire = pb::SigningKeyRevokedEvent;
+    const WHAT: &'static str = SIGNING_KEY_REVOKED;
+    fn to_wire(&self) -> Self::Wire {
+        pb::SigningKeyRevokedEvent {
+            kid: self.kid.clone(),
+        }
+    }
+    fn from_wire(w: Self::Wire) -> Result<Self, DecodeError> {
+        if w.kid.is_empty() {
+            return Err(bad(Self::WHAT, "kid"));
+        }
+        Ok(Self { kid: w.kid })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -218,6 +242,10 @@ mod tests {
             has_last_resort_kem_prekey: true,
         };
         assert_eq!(PreKeysLow::decode(&e.encode()).unwrap(), e);
+        let e = SigningKeyRevoked { kid: "k1".into() };
+        assert_eq!(SigningKeyRevoked::decode(&e.encode()).unwrap(), e);
+        let bad = SigningKeyRevoked { kid: String::new() };
+        assert!(SigningKeyRevoked::decode(&bad.encode()).is_err());
         let bad = pb::DeviceRemovedEvent {
             account_id: "nope".into(),
             device_id: 1,

@@ -43,6 +43,27 @@ pub enum MlsError {
     #[error("no member at leaf index {0}")]
     UnknownMember(u32),
 
+    // --- delivery-service public state ---
+    /// A GroupInfo without the ratchet tree extension.
+    #[error("group info carries no ratchet tree")]
+    MissingRatchetTree,
+    /// The public group state could not be built (bad tree, leaf or GroupInfo signature).
+    #[error("invalid group state: {0}")]
+    InvalidGroupState(String),
+    /// A proposal or commit failed verification against the group's public state.
+    #[error("invalid handshake message: {0}")]
+    InvalidHandshake(String),
+    /// A member leaf the caller's check rejected (its key is not the one pinned for the device
+    /// it names); nothing was joined or merged.
+    #[error("untrusted group member {}", String::from_utf8_lossy(identity))]
+    UntrustedMember {
+        /// The leaf's credential identity.
+        identity: Vec<u8>,
+    },
+    /// A GroupInfo does not describe the group's current public state.
+    #[error("group info does not match the group state: {0}")]
+    GroupInfoMismatch(String),
+
     // --- key packages ---
     /// The KeyPackage uses a ciphersuite outside the allowed set.
     #[error("ciphersuite 0x{0:04x} is not allowed")]

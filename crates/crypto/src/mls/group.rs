@@ -71,6 +71,9 @@ pub struct MemberInfo {
     pub leaf_index: u32,
     /// BasicCredential identity.
     pub identity: Vec<u8>,
+    /// The leaf's signature public key (compare it with the key the directory pins for the
+    /// device the identity names).
+    pub signature_key: Vec<u8>,
 }
 
 /// What processing an incoming message produced.
@@ -148,13 +151,34 @@ impl Group {
     /// from the Welcome's GroupInfo extension. Works only if `client`'s key
     /// store still holds the private keys of the KeyPackage it was built for.
     pub fn join_from_welcome(client: &MlsClient, welcome: &[u8]) -> Result<Self, MlsError> {
+        Self::join_from_welcome_checked(client, welcome, |_| true)
+    }
+
+    /// [`Group::join_from_welcome`], refusing the group
+    /// ([`MlsError::UntrustedMember`]) when `accept` rejects one of its members (e.g. a leaf
+    /// whose signature key is not the one the directory pins for the device it names).
+    pub fn join_from_welcome_checked(
+        client: &MlsClient,
+        welcome: &[u8],
+        accept: impl Fn(&MemberInfo) -> bool,
+    ) -> Result<Self, MlsError> {
         let welcome = match decode(welcome)? {
             MlsMessageBodyIn::Welcome(w) => w,
             other => return Err(unexpected(MessageKind::Welcome, &other)),
         };
-        let inner =
-            StagedWelcome::new_from_welcome(&client.provider, &join_config(), welcome, None)?
-                .into_group(&client.provider)?;
+        let staged =
+            StagedWelcome::new_from_welcome(&client.provider, &join_config(), welcome, None)?;
+        for m in staged.members() {
+            check(
+                &accept,
+                MemberInfo {
+                    leaf_index: m.index.u32(),
+                    identity: identity_of(&m.credential).unwrap_or_default(),
+                    signature_key: m.signature_key,
+                },
+            )?;
+        }
+        let inner = staged.into_group(&client.provider)?;
         Ok(Self { inner })
     }
 
@@ -222,6 +246,7 @@ impl Group {
             .map(|m| MemberInfo {
                 leaf_index: m.index.u32(),
                 identity: identity_of(&m.credential).unwrap_or_default(),
+                signature_key: m.signature_key,
             })
             .collect()
     }
@@ -348,6 +373,18 @@ impl Group {
         client: &MlsClient,
         message: &[u8],
     ) -> Result<Received, MlsError> {
+        self.process_message_checked(client, message, |_| true)
+    }
+
+    /// [`Group::process_message`], refusing ([`MlsError::UntrustedMember`], nothing merged) an
+    /// application message whose sender's leaf, or a commit one of whose new or updated leaves,
+    /// `accept` rejects.
+    pub fn process_message_checked(
+        &mut self,
+        client: &MlsClient,
+        message: &[u8],
+        accept: impl Fn(&MemberInfo) -> bool,
+    ) -> Result<Received, MlsError> {
         let protocol: ProtocolMessage = match decode(message)? {
             MlsMessageBodyIn::PublicMessage(m) => m.into(),
             MlsMessageBodyIn::PrivateMessage(m) => m.into(),
@@ -357,14 +394,29 @@ impl Group {
         let sender = SenderInfo::from(processed.sender());
         let sender_identity = identity_of(processed.credential()).unwrap_or_default();
         match processed.into_content() {
-            ProcessedMessageContent::ApplicationMessage(app) => Ok(Received::Application {
-                sender: match sender {
-                    SenderInfo::Member(leaf) => leaf,
-                    _ => return Err(MlsError::ApplicationNotPrivate),
-                },
-                sender_identity,
-                plaintext: app.into_bytes(),
-            }),
+            ProcessedMessageContent::ApplicationMessage(app) => {
+                let SenderInfo::Member(leaf) = sender else {
+                    return Err(MlsError::ApplicationNotPrivate);
+                };
+                let member = self
+                    .inner
+                    .members()
+                    .find(|m| m.index.u32() == leaf)
+                    .ok_or(MlsError::UnknownMember(leaf))?;
+                check(
+                    &accept,
+                    MemberInfo {
+                        leaf_index: leaf,
+                        identity: sender_identity.clone(),
+                        signature_key: member.signature_key,
+                    },
+                )?;
+                Ok(Received::Application {
+                    sender: leaf,
+                    sender_identity,
+                    plaintext: app.into_bytes(),
+                })
+            }
             ProcessedMessageContent::ProposalMessage(p)
             | ProcessedMessageContent::ExternalJoinProposalMessage(p) => {
                 self.inner
@@ -372,6 +424,9 @@ impl Group {
                 Ok(Received::Proposal { sender })
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                for leaf in new_leaves(&staged) {
+                    check(&accept, leaf)?;
+                }
                 let (added, removed, self_removed) = effects(&staged);
                 self.inner.merge_staged_commit(&client.provider, *staged)?;
                 Ok(Received::Commit(CommitSummary {
@@ -411,6 +466,36 @@ impl Group {
             })
             .collect()
     }
+}
+
+fn check(accept: &impl Fn(&MemberInfo) -> bool, m: MemberInfo) -> Result<(), MlsError> {
+    if accept(&m) {
+        Ok(())
+    } else {
+        Err(MlsError::UntrustedMember {
+            identity: m.identity,
+        })
+    }
+}
+
+/// The leaves a staged commit adds or replaces (leaf indices are not known before the merge and
+/// are reported as 0).
+fn new_leaves(staged: &StagedCommit) -> Vec<MemberInfo> {
+    let info = |leaf: &openmls::prelude::LeafNode| MemberInfo {
+        leaf_index: 0,
+        identity: identity_of(leaf.credential()).unwrap_or_default(),
+        signature_key: leaf.signature_key().as_slice().to_vec(),
+    };
+    staged
+        .add_proposals()
+        .map(|p| info(p.add_proposal().key_package().leaf_node()))
+        .chain(
+            staged
+                .update_proposals()
+                .map(|p| info(p.update_proposal().leaf_node())),
+        )
+        .chain(staged.update_path_leaf_node().map(info))
+        .collect()
 }
 
 fn effects(staged: &StagedCommit) -> (Vec<Vec<u8>>, Vec<u32>, bool) {

@@ -26,14 +26,18 @@
 //! rest. The server-side helpers in [`server`] never touch group secrets:
 //! [`server::parse_message`] decodes any MLSMessage and reports its wire
 //! format, group id, epoch, content type and (for PublicMessage) sender and
-//! contained proposals, without verifying PublicMessage signatures (that needs
-//! the group's tree; members verify); [`server::validate_key_package`] fully
+//! contained proposals, without verifying PublicMessage signatures (a cheap
+//! stateless pre-check); [`ds::DsGroup`] keeps a group's public state (openmls
+//! `PublicGroup`) and verifies every proposal and commit against it (sender
+//! signature, membership, epoch, proposals, UpdatePath) and that a new
+//! epoch's GroupInfo describes the resulting state; [`server::validate_key_package`] fully
 //! verifies uploaded KeyPackages (both signatures, protocol version, allowed
 //! ciphersuite, init key ≠ leaf key, extensions declared in capabilities,
 //! lifetime current and bounded, BasicCredential, last-resort flag) and
 //! returns the KeyPackageRef the server uses to route Welcomes.
 
 pub mod client;
+pub mod ds;
 pub mod error;
 pub mod group;
 mod identity;
@@ -42,15 +46,18 @@ pub mod provider;
 pub mod server;
 
 pub use client::{DEFAULT_CIPHERSUITE, MlsClient};
+pub use ds::{AddedKeyPackage, DsGroup, LeafChange, LeafInfo, VerifiedCommit, VerifiedProposal};
 pub use error::MlsError;
 pub use group::{CommitBundle, CommitSummary, Group, MemberInfo, Received};
 pub use message_kind::MessageKind;
 pub use provider::MlsProvider;
 pub use server::{
     CommitInfo, ContentKind, KeyPackagePolicy, KeyPackageSummary, ParsedBody, ParsedMessage,
-    ProposalSummary, SenderInfo, parse_message, validate_key_package,
+    ProposalSummary, SenderInfo, key_package_ref, parse_message, validate_key_package,
 };
 
+#[cfg(test)]
+mod tests_ds;
 #[cfg(test)]
 mod tests_group;
 #[cfg(test)]

@@ -13,9 +13,9 @@
 //!
 //! Signatures on PublicMessages are **not** verified here: for a member
 //! sender that needs the group's ratchet tree and GroupContext, which the
-//! stateless parser does not keep. The parse is therefore a routing and
-//! bookkeeping aid (epoch ordering, fan-out, membership view); members verify
-//! everything themselves and reject forged commits.
+//! stateless parser does not keep. The parse is a cheap pre-check and routing
+//! aid; the delivery service verifies handshake messages with
+//! [`super::ds::DsGroup`] before accepting them.
 
 use openmls::prelude::{
     ContentType, KeyPackage, KeyPackageIn, KeyPackageVerifyError, MlsMessageBodyIn, MlsMessageIn,
@@ -389,6 +389,26 @@ pub fn validate_key_package(
         is_last_resort,
         key_package_ref: kp.hash_ref(&crypto)?.as_slice().to_vec(),
     })
+}
+
+/// The KeyPackageRef (RFC 9420 §5.2) of a KeyPackage `MLSMessage`, without verifying it (for
+/// packages verified when they were stored): `RefHash("MLS 1.0 KeyPackage Reference",
+/// KeyPackage)` with the package's ciphersuite hash.
+pub fn key_package_ref(bytes: &[u8]) -> Result<Vec<u8>, MlsError> {
+    decode_key_package_in(bytes)?;
+    let suite = bytes
+        .get(6..8)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .and_then(|s| openmls::prelude::Ciphersuite::try_from(s).ok())
+        .ok_or(MlsError::UnsupportedCredential)?;
+    let mut input =
+        VLBytes::new(b"MLS 1.0 KeyPackage Reference".to_vec()).tls_serialize_detached()?;
+    input.extend(
+        VLBytes::new(bytes.get(4..).unwrap_or_default().to_vec()).tls_serialize_detached()?,
+    );
+    RustCrypto::default()
+        .hash(suite.hash_algorithm(), &input)
+        .map_err(|_| MlsError::CiphersuiteNotAllowed(u16::from(suite)))
 }
 
 fn decode_key_package_in(bytes: &[u8]) -> Result<KeyPackageIn, MlsError> {

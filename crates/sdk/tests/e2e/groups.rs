@@ -104,3 +104,50 @@ async fn group_of_three_with_messages_and_a_commit_race() {
     );
     assert!(group_bodies(&carol.sync().await.unwrap(), &group).is_empty());
 }
+
+#[tokio::test]
+async fn mls_leaves_are_bound_to_the_directorys_pinned_keys() {
+    use guardyn_crypto::mls::{Group, MlsClient};
+    use guardyn_proto::guardyn::messaging::v1::CreateGroupRequest;
+    use guardyn_proto::guardyn::messaging::v1::group_service_client::GroupServiceClient;
+
+    let server = server().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+
+    // Alice's token, but an MLS key that is not the one her device pinned with its first
+    // KeyPackage upload: the delivery service asks auth's directory and refuses the group.
+    let impostor = MlsClient::new(format!("{}.1", alice.account_id()).as_bytes()).unwrap();
+    let group = Group::create(&impostor, b"impostor-group-000001").unwrap();
+    let err = GroupServiceClient::new(server.channel())
+        .create_group(guardyn_testkit::rpc::authed(
+            CreateGroupRequest {
+                group_id: b"impostor-group-000001".to_vec(),
+                group_info: group.export_group_info(&impostor).unwrap(),
+            },
+            &server.token(alice.account_id(), 1, "impostor"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        guardyn_common::error::reason_of(&err).as_deref(),
+        Some("MLS_IDENTITY_MISMATCH")
+    );
+
+    // The genuine devices: KeyPackages claimed through the directory are accepted, and every
+    // member leaf matches the pinned keys.
+    let group = alice.create_group().await.unwrap();
+    alice
+        .add_to_group(&group, &[bob.account_id()])
+        .await
+        .unwrap();
+    joined(&bob, &group).await;
+    alice.verify_group_members(&group).await.unwrap();
+    bob.verify_group_members(&group).await.unwrap();
+    bob.send_group(&group, b"bound").await.unwrap();
+    assert_eq!(
+        group_bodies(&alice.sync().await.unwrap(), &group),
+        vec!["bound"]
+    );
+}

@@ -238,6 +238,33 @@ async fn an_expired_access_token_is_refreshed_transparently() {
     assert_eq!(bodies(&bob.sync().await.unwrap()), vec!["after expiry"]);
 }
 
+#[tokio::test]
+async fn an_open_inbox_outlives_its_access_token() {
+    // The server ends a Listen stream when its token expires; the SDK refreshes and reopens.
+    let mut options = options(None);
+    let base = options.configure.take().unwrap();
+    options.configure = Some(Box::new(move |c| {
+        base(c);
+        c.auth.access_token_ttl_secs = 2;
+        c.tokens.leeway_secs = 0;
+    }));
+    let server = guardyn_testkit::TestServer::start_with(options)
+        .await
+        .unwrap();
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let mut inbox = bob.listen().await.unwrap();
+    alice
+        .send(bob.account_id(), b"before expiry")
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut inbox).await.body, b"before expiry");
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    alice.send(bob.account_id(), b"after expiry").await.unwrap();
+    assert_eq!(next_message(&mut inbox).await.body, b"after expiry");
+    assert!(bob.token_refreshes() >= 1);
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }

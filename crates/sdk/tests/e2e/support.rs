@@ -37,6 +37,7 @@ pub fn config() -> ClientConfig {
         prekey_low_water: 2,
         key_package_batch: 3,
         max_attempts: 5,
+        ..ClientConfig::default()
     }
 }
 
@@ -64,10 +65,11 @@ pub async fn register_with(server: &TestServer, prefix: &str, storage: Storage) 
 }
 
 pub async fn link(server: &TestServer, existing: &Client) -> Client {
-    let code = existing.create_link_code().await.unwrap();
-    Client::link(server.channel(), Storage::Memory, config(), &code)
+    let pending = Client::request_link(server.channel(), Storage::Memory, config())
         .await
-        .unwrap()
+        .unwrap();
+    existing.approve_link(pending.code()).await.unwrap();
+    pending.finish(WAIT).await.unwrap()
 }
 
 /// The next 1:1 message from an inbox, skipping bookkeeping events.
@@ -75,7 +77,7 @@ pub async fn next_message(inbox: &mut Inbox) -> Message {
     loop {
         match inbox.next_timeout(WAIT).await {
             Some(Event::Message(m)) => return m,
-            Some(Event::CaughtUp | Event::DeviceLinked { .. }) => {}
+            Some(Event::CaughtUp | Event::DeviceLinked { .. } | Event::NewDevice { .. }) => {}
             other => panic!("expected a message, got {other:?}"),
         }
     }

@@ -96,6 +96,9 @@ impl AuthService for AuthApi {
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Res<pb::LogoutResponse> {
         let c = caller(&request)?.clone();
+        if request.get_ref().all_sessions {
+            self.0.require_step_up(&c.session_id).await?;
+        }
         let n = self
             .0
             .logout(c.account_id, &c.session_id, request.get_ref().all_sessions)
@@ -111,6 +114,7 @@ impl AuthService for AuthApi {
     ) -> Res<pb::ChangePasswordResponse> {
         let c = caller(&request)?.clone();
         let r = request.into_inner();
+        self.0.require_step_up(&c.session_id).await?;
         let n = self
             .0
             .change_password(
@@ -141,6 +145,23 @@ impl AuthService for AuthApi {
             .delete_account(c.account_id, &r.password, factor)
             .await?;
         Ok(Response::new(pb::DeleteAccountResponse {}))
+    }
+
+    async fn step_up(&self, request: Request<pb::StepUpRequest>) -> Res<pb::StepUpResponse> {
+        let c = caller(&request)?.clone();
+        let r = request.into_inner();
+        convert::required(&r.password, "password")?;
+        let factor = r.second_factor.map(|f| match f {
+            pb::step_up_request::SecondFactor::TotpCode(c) => convert::factor_totp(c),
+            pb::step_up_request::SecondFactor::RecoveryCode(c) => convert::factor_recovery(c),
+        });
+        let until = self
+            .0
+            .step_up(c.account_id, &c.session_id, &r.password, factor)
+            .await?;
+        Ok(Response::new(pb::StepUpResponse {
+            valid_until: Some(convert::ts_ms(until)),
+        }))
     }
 
     async fn get_verification_keys(
@@ -189,6 +210,9 @@ impl AuthService for AuthApi {
     ) -> Res<pb::RevokeSessionResponse> {
         let c = caller(&request)?.clone();
         let sid = convert::session_id(&request.get_ref().session_id, "session_id")?;
+        if sid != c.session_id {
+            self.0.require_step_up(&c.session_id).await?;
+        }
         self.0.revoke_own_session(c.account_id, &sid).await?;
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }

@@ -61,6 +61,15 @@ pub fn required(s: &str, field: &str) -> AuthResult<()> {
     Ok(())
 }
 
+/// A code or secret this service issued: present and at most 64 characters.
+pub fn code(s: &str, field: &str) -> AuthResult<()> {
+    required(s, field)?;
+    if s.len() > 64 {
+        return Err(AuthError::field(field, "must be at most 64 characters"));
+    }
+    Ok(())
+}
+
 fn signed(k: pb::SignedPreKey) -> StoredPreKey {
     StoredPreKey {
         key_id: k.key_id,
@@ -198,6 +207,7 @@ pub fn claimed(k: Claimed) -> pb::ClaimedKeyPackage {
         device_id: k.device_id.get(),
         key_package: k.bytes,
         last_resort: k.last_resort,
+        mls_signature_key: k.signature_key,
     }
 }
 
@@ -211,4 +221,20 @@ pub(super) fn addr<T>(request: &tonic::Request<T>) -> IpAddr {
         .remote_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+pub fn notice(id: u64, n: crate::model::DeviceNotice) -> pb::DeviceNotice {
+    let kind = match n.kind {
+        crate::model::NoticeKind::Linked => pb::DeviceNoticeKind::Linked,
+        crate::model::NoticeKind::Removed => pb::DeviceNoticeKind::Removed,
+    };
+    pb::DeviceNotice {
+        notice_id: id,
+        kind: kind.into(),
+        device_id: n.device_id.get(),
+        device_name: n.device_name,
+        identity_key: n.identity_key,
+        by_device_id: n.by.get(),
+        at: Some(ts_ms(n.at_ms)),
+    }
 }

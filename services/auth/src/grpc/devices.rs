@@ -55,19 +55,41 @@ impl DeviceService for DeviceApi {
     ) -> Res<pb::RemoveDeviceResponse> {
         let c = caller(&request)?.clone();
         let id = DeviceId::parse_field("device_id", request.get_ref().device_id)?;
-        self.0.remove_device(c.account_id, id).await?;
+        self.0.require_step_up(&c.session_id).await?;
+        self.0.remove_device(c.account_id, id, c.device_id).await?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
 
-    async fn create_link_code(
+    async fn request_link(
         &self,
-        request: Request<pb::CreateLinkCodeRequest>,
-    ) -> Res<pb::CreateLinkCodeResponse> {
+        request: Request<pb::RequestLinkRequest>,
+    ) -> Res<pb::RequestLinkResponse> {
+        let ip = addr(&request);
+        let new = convert::new_device(request.into_inner().device, "device")?;
+        let t = self.0.request_link(new, ip).await?;
+        Ok(Response::new(pb::RequestLinkResponse {
+            link_code: t.code.to_string(),
+            link_secret: t.secret.to_string(),
+            expires_at: Some(ts_ms(t.expires_ms)),
+        }))
+    }
+
+    async fn approve_link(
+        &self,
+        request: Request<pb::ApproveLinkRequest>,
+    ) -> Res<pb::ApproveLinkResponse> {
         let c = caller(&request)?.clone();
-        let (code, expires_ms) = self.0.create_link_code(c.account_id, c.device_id).await?;
-        Ok(Response::new(pb::CreateLinkCodeResponse {
-            link_code: code.to_string(),
-            expires_at: Some(ts_ms(expires_ms)),
+        let r = request.into_inner();
+        convert::code(&r.link_code, "link_code")?;
+        self.0.require_step_up(&c.session_id).await?;
+        let a = self
+            .0
+            .approve_link(c.account_id, c.device_id, &r.link_code)
+            .await?;
+        let identity_key = a.device.identity_key.clone();
+        Ok(Response::new(pb::ApproveLinkResponse {
+            device: Some(device(a.device_id, a.device, false)),
+            identity_key,
         }))
     }
 
@@ -77,13 +99,41 @@ impl DeviceService for DeviceApi {
     ) -> Res<pb::LinkDeviceResponse> {
         let ip = addr(&request);
         let r = request.into_inner();
-        convert::required(&r.link_code, "link_code")?;
-        let new = convert::new_device(r.device, "device")?;
-        let (account_id, device_id, t) = self.0.link_device(&r.link_code, new, ip).await?;
+        convert::code(&r.link_code, "link_code")?;
+        convert::code(&r.link_secret, "link_secret")?;
+        let (account_id, device_id, t) =
+            self.0.link_device(&r.link_code, &r.link_secret, ip).await?;
         Ok(Response::new(pb::LinkDeviceResponse {
             account_id: account_id.to_string(),
             device_id: device_id.get(),
             tokens: Some(tokens(t)),
         }))
+    }
+
+    async fn list_device_notices(
+        &self,
+        request: Request<pb::ListDeviceNoticesRequest>,
+    ) -> Res<pb::ListDeviceNoticesResponse> {
+        let c = caller(&request)?.clone();
+        let notices = self
+            .0
+            .device_notices(c.account_id, c.device_id)
+            .await?
+            .into_iter()
+            .map(|(id, n)| convert::notice(id, n))
+            .collect();
+        Ok(Response::new(pb::ListDeviceNoticesResponse { notices }))
+    }
+
+    async fn ack_device_notices(
+        &self,
+        request: Request<pb::AckDeviceNoticesRequest>,
+    ) -> Res<pb::AckDeviceNoticesResponse> {
+        let c = caller(&request)?.clone();
+        let up_to = request.get_ref().up_to;
+        self.0
+            .ack_device_notices(c.account_id, c.device_id, up_to)
+            .await?;
+        Ok(Response::new(pb::AckDeviceNoticesResponse {}))
     }
 }

@@ -107,6 +107,25 @@ impl KeyDirectoryService for KeysApi {
         }))
     }
 
+    async fn get_mls_signature_keys(
+        &self,
+        request: Request<pb::GetMlsSignatureKeysRequest>,
+    ) -> Res<pb::GetMlsSignatureKeysResponse> {
+        let c = caller(&request)?.clone();
+        let r = request.into_inner();
+        let acc = AccountId::parse_field("account_id", &r.account_id)?;
+        let keys = self.0.mls_signature_keys(c.account_id, acc).await?;
+        Ok(Response::new(pb::GetMlsSignatureKeysResponse {
+            keys: keys
+                .into_iter()
+                .map(|(d, signature_key)| pb::DeviceMlsKey {
+                    device_id: d.get(),
+                    signature_key,
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_key_package_count(
         &self,
         request: Request<pb::GetKeyPackageCountRequest>,

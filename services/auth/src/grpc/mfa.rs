@@ -24,6 +24,7 @@ impl MfaService for MfaApi {
         request: Request<pb::BeginTotpEnrollmentRequest>,
     ) -> Res<pb::BeginTotpEnrollmentResponse> {
         let c = caller(&request)?.clone();
+        self.0.require_step_up(&c.session_id).await?;
         let e = self.0.begin_totp(c.account_id).await?;
         Ok(Response::new(pb::BeginTotpEnrollmentResponse {
             otpauth_uri: e.uri.to_string(),
@@ -37,6 +38,7 @@ impl MfaService for MfaApi {
         request: Request<pb::ConfirmTotpEnrollmentRequest>,
     ) -> Res<pb::ConfirmTotpEnrollmentResponse> {
         let c = caller(&request)?.clone();
+        self.0.require_step_up(&c.session_id).await?;
         let codes = self
             .0
             .confirm_totp(c.account_id, &request.get_ref().totp_code)

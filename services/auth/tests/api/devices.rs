@@ -4,31 +4,51 @@ use std::time::Duration;
 
 use guardyn_proto::guardyn::auth::v1 as pb;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 use super::helpers::*;
-use super::sessions::link;
+use super::sessions::{collect_link, link, request_link};
+
+fn approve(code: &str) -> pb::ApproveLinkRequest {
+    pb::ApproveLinkRequest {
+        link_code: code.into(),
+    }
+}
 
 #[tokio::test]
-async fn a_linked_device_joins_with_a_single_use_code() {
+async fn a_new_device_joins_once_an_existing_device_approves_it() {
     let env = start().await;
     let a = env.register("alice", 0).await;
-    let code = env
-        .devices()
-        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(code.link_code.len() >= 22 && code.link_code.len() <= 64);
     let ik = guardyn_crypto::IdentityKeyPair::generate();
-    let linked = env
+    let ticket = request_link(&env, new_device("laptop", &ik, 1)).await;
+    assert!(ticket.link_code.len() >= 22 && ticket.link_code.len() <= 64);
+    assert_ne!(ticket.link_code, ticket.link_secret);
+    // Not approved yet: the new device is told to poll.
+    let err = collect_link(&env, &ticket).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "LINK_PENDING");
+    assert!(
+        err.get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .is_some()
+    );
+    // The code alone (without the new device's secret) collects nothing.
+    let glimpsed = pb::RequestLinkResponse {
+        link_secret: "not-the-secret".into(),
+        ..ticket.clone()
+    };
+    let approved = env
         .devices()
-        .link_device(pb::LinkDeviceRequest {
-            link_code: code.link_code.clone(),
-            device: Some(new_device("laptop", &ik, 1)),
-        })
+        .approve_link(authed(approve(&ticket.link_code), a.token()))
         .await
         .unwrap()
         .into_inner();
+    let shown = approved.device.unwrap();
+    assert_eq!((shown.device_id, shown.name.as_str()), (2, "laptop"));
+    assert_eq!(approved.identity_key, ik.identity_key().to_bytes().to_vec());
+    let err = collect_link(&env, &glimpsed).await.unwrap_err();
+    assert_eq!(reason(&err), "CODE_EXPIRED");
+    let linked = collect_link(&env, &ticket).await.unwrap();
     assert_eq!(linked.device_id, 2);
     let t = linked.tokens.unwrap();
     let list = env
@@ -43,54 +63,40 @@ async fn a_linked_device_joins_with_a_single_use_code() {
         vec![1, 2]
     );
     assert!(list[1].current && !list[0].current);
-    // Single use.
-    let err = env
-        .devices()
-        .link_device(pb::LinkDeviceRequest {
-            link_code: code.link_code,
-            device: Some(new_device("tablet", &ik, 0)),
-        })
-        .await
-        .unwrap_err();
+    // Single use, for approving and for collecting.
+    let err = collect_link(&env, &ticket).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(reason(&err), "CODE_EXPIRED");
-    // Expired after its lifetime; a new code replaces the previous one.
-    let old = env
+    let err = env
         .devices()
-        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
+        .approve_link(authed(approve(&ticket.link_code), a.token()))
         .await
-        .unwrap()
-        .into_inner()
-        .link_code;
-    let newer = env
-        .devices()
-        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
-        .await
-        .unwrap()
-        .into_inner()
-        .link_code;
-    let link_with = |code: String| {
-        let mut c = env.devices();
-        let d = new_device("tablet", &ik, 0);
-        async move {
-            c.link_device(pb::LinkDeviceRequest {
-                link_code: code,
-                device: Some(d),
-            })
-            .await
-        }
-    };
-    assert_eq!(reason(&link_with(old).await.unwrap_err()), "CODE_EXPIRED");
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // A request expires after its lifetime.
+    let late = request_link(&env, new_device("tablet", &ik, 0)).await;
     env.clock.advance(Duration::from_secs(301));
-    assert_eq!(reason(&link_with(newer).await.unwrap_err()), "CODE_EXPIRED");
-    // Bad keys on the new device are refused with the field.
-    let code = env
-        .devices()
-        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
+    env.auth()
+        .step_up(authed(
+            pb::StepUpRequest {
+                password: PASSWORD.into(),
+                second_factor: None,
+            },
+            &t.access_token,
+        ))
         .await
-        .unwrap()
-        .into_inner()
-        .link_code;
+        .unwrap();
+    let err = env
+        .devices()
+        .approve_link(authed(approve(&late.link_code), &t.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(
+        reason(&collect_link(&env, &late).await.unwrap_err()),
+        "CODE_EXPIRED"
+    );
+    // Bad keys on the new device are refused with the field, before anything is stored.
     let mut bad = new_device("tablet", &ik, 0);
     bad.signed_prekey = Some(signed_prekey(
         &guardyn_crypto::IdentityKeyPair::generate(),
@@ -98,13 +104,20 @@ async fn a_linked_device_joins_with_a_single_use_code() {
     ));
     let err = env
         .devices()
-        .link_device(pb::LinkDeviceRequest {
-            link_code: code,
-            device: Some(bad),
-        })
+        .request_link(pb::RequestLinkRequest { device: Some(bad) })
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "INVALID_SIGNATURE");
+    // Codes are checked at the edge.
+    let err = env
+        .devices()
+        .link_device(pb::LinkDeviceRequest {
+            link_code: "x".repeat(65),
+            link_secret: "y".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -112,9 +125,11 @@ async fn the_device_limit_is_enforced() {
     let env = start_with(|c| c.auth.max_devices = 2).await;
     let a = env.register("bob", 0).await;
     link(&env, &a, 0).await;
+    let ik = guardyn_crypto::IdentityKeyPair::generate();
+    let ticket = request_link(&env, new_device("third", &ik, 0)).await;
     let err = env
         .devices()
-        .create_link_code(authed(pb::CreateLinkCodeRequest {}, a.token()))
+        .approve_link(authed(approve(&ticket.link_code), a.token()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);

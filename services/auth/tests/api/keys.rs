@@ -342,7 +342,7 @@ async fn key_packages_are_validated_claimed_once_and_fall_back_to_last_resort() 
     )
     .await
     .unwrap_err();
-    assert_eq!(reason(&err), "INVALID_MLS_MESSAGE");
+    assert_eq!(reason(&err), "MLS_IDENTITY_MISMATCH");
     let err = upload(
         bob.token().into(),
         vec![me.create_key_package().unwrap()],
@@ -426,4 +426,211 @@ async fn key_packages_are_validated_claimed_once_and_fall_back_to_last_resort() 
         .into_inner();
     assert!(again.key_packages.is_empty());
     assert_eq!(again.unavailable_device_ids, vec![dev2]);
+}
+
+#[tokio::test]
+async fn the_first_key_package_upload_pins_the_devices_mls_signature_key() {
+    use guardyn_crypto::mls::MlsClient;
+    let env = start().await;
+    let bob = env.register("bob", 0).await;
+    let alice = env.register("alice", 0).await;
+    let upload = |token: String, kps: Vec<Vec<u8>>| {
+        let mut c = env.keys();
+        async move {
+            c.upload_key_packages(authed(
+                pb::UploadKeyPackagesRequest {
+                    key_packages: kps,
+                    last_resort: false,
+                },
+                &token,
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    let identity = format!("{}.1", bob.account_id);
+    let (me, impostor) = (
+        MlsClient::new(identity.as_bytes()).unwrap(),
+        MlsClient::new(identity.as_bytes()).unwrap(),
+    );
+    // One upload may not mix signature keys, even for the first pin.
+    let err = upload(
+        bob.token().into(),
+        vec![
+            me.create_key_package().unwrap(),
+            impostor.create_key_package().unwrap(),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason(&err), "MLS_IDENTITY_MISMATCH");
+    upload(bob.token().into(), vec![me.create_key_package().unwrap()])
+        .await
+        .unwrap();
+    // The device's identity with another signature key: refused from now on.
+    let err = upload(
+        bob.token().into(),
+        vec![impostor.create_key_package().unwrap()],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason(&err), "MLS_IDENTITY_MISMATCH");
+    upload(bob.token().into(), vec![me.create_key_package().unwrap()])
+        .await
+        .unwrap();
+
+    // Clients learn the pinned key with a claimed package and on its own.
+    let claimed = env
+        .keys()
+        .claim_key_packages(authed(
+            pb::ClaimKeyPackagesRequest {
+                account_id: bob.account_id.clone(),
+                device_ids: vec![],
+            },
+            alice.token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        claimed.key_packages[0].mls_signature_key,
+        me.signature_public_key()
+    );
+    let keys = env
+        .keys()
+        .get_mls_signature_keys(authed(
+            pb::GetMlsSignatureKeysRequest {
+                account_id: bob.account_id.clone(),
+            },
+            alice.token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].device_id, keys[0].signature_key.as_slice()),
+        (1, me.signature_public_key())
+    );
+    let err = env
+        .keys()
+        .get_mls_signature_keys(authed(
+            pb::GetMlsSignatureKeysRequest {
+                account_id: "00000000-0000-4000-8000-000000000999".into(),
+            },
+            alice.token(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+/// Auth and messaging in one process: the delivery service checks group leaves against the
+/// directory's pinned keys and the KeyPackageRefs ClaimKeyPackages handed out.
+#[tokio::test]
+async fn the_delivery_service_accepts_only_claimed_key_packages_with_pinned_keys() {
+    use guardyn_crypto::mls::{Group, MlsClient};
+    use guardyn_proto::guardyn::common::v1::DeviceAddress;
+    use guardyn_proto::guardyn::messaging::v1 as msg;
+    use guardyn_proto::guardyn::messaging::v1::group_service_client::GroupServiceClient;
+
+    let clock = guardyn_common::clock::ManualClock::new();
+    let server = guardyn_testkit::TestServer::start_with(guardyn_testkit::Options {
+        services: vec!["auth".into(), "messaging".into()],
+        clock: Some(std::sync::Arc::new(clock.clone())),
+        configure: Some(Box::new(|c| {
+            c.auth.argon2.memory_kib = 8;
+            c.auth.argon2.iterations = 1;
+        })),
+        ..guardyn_testkit::Options::default()
+    })
+    .await
+    .unwrap();
+    let env = Env { server, clock };
+    let alice = env.register("alice", 0).await;
+    let bob = env.register("bob", 0).await;
+    let ca = MlsClient::new(format!("{}.1", alice.account_id).as_bytes()).unwrap();
+    let cb = MlsClient::new(format!("{}.1", bob.account_id).as_bytes()).unwrap();
+    for (user, c) in [(&alice, &ca), (&bob, &cb)] {
+        env.keys()
+            .upload_key_packages(authed(
+                pb::UploadKeyPackagesRequest {
+                    key_packages: vec![c.create_key_package().unwrap()],
+                    last_resort: false,
+                },
+                user.token(),
+            ))
+            .await
+            .unwrap();
+    }
+    let gid = b"directory-bound-group-01".to_vec();
+    let mut ga = Group::create(&ca, &gid).unwrap();
+    let mut groups = GroupServiceClient::new(env.server.channel());
+    groups
+        .create_group(authed(
+            msg::CreateGroupRequest {
+                group_id: gid.clone(),
+                group_info: ga.export_group_info(&ca).unwrap(),
+            },
+            alice.token(),
+        ))
+        .await
+        .unwrap();
+    let add = |kp: &[u8], ga: &mut Group| {
+        let bundle = ga.add_members(&ca, &[kp]).unwrap();
+        msg::SendCommitRequest {
+            group_id: gid.clone(),
+            epoch: 0,
+            commit: bundle.commit,
+            welcome: bundle.welcome,
+            welcome_recipients: vec![DeviceAddress {
+                account_id: bob.account_id.clone(),
+                device_id: 1,
+            }],
+            group_info: bundle.group_info.unwrap(),
+        }
+    };
+
+    // Bob's genuine key, in a KeyPackage the directory never handed out.
+    let unclaimed = add(&cb.create_key_package().unwrap(), &mut ga);
+    let err = groups
+        .send_commit(authed(unclaimed, alice.token()))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "MLS_IDENTITY_MISMATCH");
+    ga.discard_pending_commit(&ca).unwrap();
+    // Bob's identity under another key.
+    let impostor = MlsClient::new(format!("{}.1", bob.account_id).as_bytes()).unwrap();
+    let forged = add(&impostor.create_key_package().unwrap(), &mut ga);
+    let err = groups
+        .send_commit(authed(forged, alice.token()))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "MLS_IDENTITY_MISMATCH");
+    ga.discard_pending_commit(&ca).unwrap();
+
+    // The package ClaimKeyPackages hands out is accepted.
+    let claimed = env
+        .keys()
+        .claim_key_packages(authed(
+            pb::ClaimKeyPackagesRequest {
+                account_id: bob.account_id.clone(),
+                device_ids: vec![1],
+            },
+            alice.token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .key_packages
+        .remove(0);
+    let commit = add(&claimed.key_package, &mut ga);
+    let r = groups
+        .send_commit(authed(commit, alice.token()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.epoch, 1);
 }

@@ -155,7 +155,9 @@ async fn sealed_secrets_survive_a_restart_with_the_same_key_and_refuse_another()
     // A fresh manual clock starts at the real time: step past the codes already used.
     env.clock.advance(Duration::from_secs(120));
     list_devices(&env, &old.access_token).await.unwrap();
-    list_devices(&env, a.token()).await.unwrap();
+    // The registration's session was replaced by the TOTP login: its revocation is persisted.
+    let refused = list_devices(&env, a.token()).await.unwrap_err();
+    assert_eq!(reason(&refused), "SESSION_REVOKED");
     let tokens = login_with_totp(&env, "bob", &secret).await;
     list_devices(&env, &tokens.access_token).await.unwrap();
     env.server.stop().await.unwrap();

@@ -101,31 +101,52 @@ async fn logout_stops_the_access_token_on_the_very_next_call() {
     list_devices(&env, &t2.access_token).await.unwrap();
 }
 
-/// Link a second device to `user`'s account; returns its tokens.
+/// Link a second device to `user`'s account (request, approval by `user`, collection);
+/// returns its id, tokens and identity key.
 pub async fn link(
     env: &Env,
     user: &User,
     n: u32,
 ) -> (u32, pb::Tokens, guardyn_crypto::IdentityKeyPair) {
-    let code = env
-        .devices()
-        .create_link_code(authed(pb::CreateLinkCodeRequest {}, user.token()))
-        .await
-        .unwrap()
-        .into_inner()
-        .link_code;
     let ik = guardyn_crypto::IdentityKeyPair::generate();
-    let r = env
-        .devices()
-        .link_device(pb::LinkDeviceRequest {
-            link_code: code,
-            device: Some(new_device("laptop", &ik, n)),
+    let ticket = request_link(env, new_device("laptop", &ik, n)).await;
+    env.devices()
+        .approve_link(authed(
+            pb::ApproveLinkRequest {
+                link_code: ticket.link_code.clone(),
+            },
+            user.token(),
+        ))
+        .await
+        .unwrap();
+    let r = collect_link(env, &ticket).await.unwrap();
+    assert_eq!(r.account_id, user.account_id);
+    (r.device_id, r.tokens.unwrap(), ik)
+}
+
+/// RequestLink for a new device.
+pub async fn request_link(env: &Env, device: pb::NewDevice) -> pb::RequestLinkResponse {
+    env.devices()
+        .request_link(pb::RequestLinkRequest {
+            device: Some(device),
         })
         .await
         .unwrap()
-        .into_inner();
-    assert_eq!(r.account_id, user.account_id);
-    (r.device_id, r.tokens.unwrap(), ik)
+        .into_inner()
+}
+
+/// LinkDevice with a ticket from RequestLink.
+pub async fn collect_link(
+    env: &Env,
+    ticket: &pb::RequestLinkResponse,
+) -> Result<pb::LinkDeviceResponse, tonic::Status> {
+    env.devices()
+        .link_device(pb::LinkDeviceRequest {
+            link_code: ticket.link_code.clone(),
+            link_secret: ticket.link_secret.clone(),
+        })
+        .await
+        .map(|r| r.into_inner())
 }
 
 #[tokio::test]

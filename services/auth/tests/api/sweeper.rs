@@ -48,11 +48,9 @@ async fn the_sweeper_deletes_dead_records_and_keeps_live_ones() {
     let Some(pb::login_response::Outcome::Tokens(live)) = second.outcome else {
         panic!()
     };
-    // A link code left unused; failed logins for an unknown and a malformed name.
-    env.devices()
-        .create_link_code(authed(pb::CreateLinkCodeRequest {}, &live.access_token))
-        .await
-        .unwrap();
+    // A link request left unapproved; failed logins for an unknown and a malformed name.
+    let ik = guardyn_crypto::IdentityKeyPair::generate();
+    super::sessions::request_link(&env, new_device("tablet", &ik, 0)).await;
     for name in ["nobody-here", "Not A Name!"] {
         let _ = env
             .auth()
@@ -107,6 +105,8 @@ async fn list_sessions_pages_without_duplicates_or_gaps() {
     let env = start_with(|c| {
         c.auth.max_devices = 30;
         c.auth.limits.link_code_per_account = RateLimit::new(100, 100);
+        // Each link is two unauthenticated calls (request, collect) from the test's address.
+        c.auth.limits.login_per_address = RateLimit::new(100, 100);
     })
     .await;
     let a = env.register("frank", 0).await;

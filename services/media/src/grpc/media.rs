@@ -75,7 +75,7 @@ impl MediaService for MediaApi {
         &self,
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        caller(&request)?;
+        let auth = self.core.verifier.guard_stream(caller(&request)?);
         let r = request.into_inner();
         let id = MediaId::parse_field("media_id", &r.media_id)?;
         let rx = self.core.download(id, convert::range(&r)).await?;
@@ -87,7 +87,7 @@ impl MediaService for MediaApi {
                 })
                 .map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(auth.wrap(stream))))
     }
 
     async fn get_media_info(

@@ -1,12 +1,9 @@
 //! What the delivery service reads from MLS messages, through the crypto crate's stateless
 //! parser.
 
-use guardyn_crypto::mls::{
-    ContentKind, MessageKind, ParsedBody, ParsedMessage, ProposalSummary, parse_message,
-};
+use guardyn_crypto::mls::{ContentKind, MessageKind, ParsedMessage, parse_message};
 use sha2::{Digest as _, Sha256};
 
-use super::state::{Effect, Member};
 use crate::error::MessagingError;
 
 /// Parse `bytes` (request field `field`) and check Guardyn's wire-format policy, the group id
@@ -35,37 +32,6 @@ pub(crate) fn parse(
         return Err(MessagingError::mls(field, "belongs to another group"));
     }
     Ok(parsed)
-}
-
-/// The membership effect of one proposal sent by the member at `sender_leaf`.
-pub(crate) fn effect(
-    field: &str,
-    p: &ProposalSummary,
-    sender_leaf: Option<u32>,
-) -> Result<Effect, MessagingError> {
-    Ok(match p {
-        ProposalSummary::Add { identity } => {
-            Effect::Add(Member::from_identity(identity).ok_or_else(|| {
-                MessagingError::mls(
-                    field,
-                    "added credential identity is not <account_id>.<device_id>",
-                )
-            })?)
-        }
-        ProposalSummary::Remove { leaf_index } => Effect::Remove(*leaf_index),
-        ProposalSummary::SelfRemove => match sender_leaf {
-            Some(l) => Effect::Remove(l),
-            None => Effect::None,
-        },
-        ProposalSummary::Update | ProposalSummary::Other(_) => Effect::None,
-    })
-}
-
-pub(crate) fn proposal_of(parsed: &ParsedMessage) -> Option<&ProposalSummary> {
-    match &parsed.body {
-        ParsedBody::Proposal(p) => Some(p),
-        _ => None,
-    }
 }
 
 /// RFC 9420 §5.2 ProposalRef of a PublicMessage proposal sent by a member:

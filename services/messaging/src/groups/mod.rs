@@ -6,7 +6,14 @@
 //! referenced from each recipient device's queue; an accepted commit's or relayed proposal's
 //! fan-out is written to the outbox in the same transaction as the compare-and-set, an
 //! application message's with the completion of its client message id ([`crate::outbox`]).
+//!
+//! Every commit and proposal is verified against the group's public state (openmls
+//! `PublicGroup`, [`guardyn_crypto::mls::DsGroup`], kept in the group record and changed in the
+//! same compare-and-set) before it is accepted, and every leaf it adds or changes must be bound
+//! to its device ([`binding`]): a forged or malformed handshake message is refused with
+//! INVALID_COMMIT and cannot take an epoch from honest members.
 
+pub(crate) mod binding;
 pub(crate) mod mls;
 pub(crate) mod relay;
 pub(crate) mod state;
@@ -14,18 +21,26 @@ pub(crate) mod state;
 use std::collections::BTreeSet;
 
 use guardyn_common::{AccountId, DeviceId, GroupId};
-use guardyn_crypto::mls::{ContentKind, MessageKind, ParsedBody, SenderInfo};
+use guardyn_crypto::mls::{ContentKind, DsGroup, MessageKind, ParsedBody, SenderInfo};
 use guardyn_storage::record::{decode, encode};
-use guardyn_storage::{Direction, KeyRange, Txn};
+use guardyn_storage::{StorageError, Txn};
 
-use self::state::{Effect, GroupState, Member};
+use self::state::{GroupState, Member};
 use crate::core::Core;
 use crate::error::MessagingError;
 use crate::outbox::{FanOut, Kind};
+use crate::quota::Policy;
 use crate::store;
 
 /// Largest LeaveGroup proposal.
 pub(crate) const MAX_LEAVE_PROPOSAL: usize = 64 * 1024;
+
+/// Proposals relayed per group and epoch, at most: they stay in the group record until a commit.
+pub(crate) const MAX_QUEUED_PROPOSALS: usize = 64;
+
+/// Largest encoded group record, below the store's 2 MiB value limit: a commit or proposal that
+/// would outgrow it is refused with QUOTA_EXCEEDED instead of failing in storage.
+pub(crate) const MAX_GROUP_RECORD_BYTES: usize = 1_900_000;
 
 /// A validated SendCommit.
 #[derive(Debug)]
@@ -68,6 +83,24 @@ impl Core {
         Ok(Loaded { raw, state })
     }
 
+    /// The gate of every group write, before its input is examined: a caller outside the group
+    /// learns nothing about it. `account_suffices`: a device of an account with a member device
+    /// passes (external commits).
+    pub(crate) async fn require_member(
+        &self,
+        group: &GroupId,
+        account: AccountId,
+        device: DeviceId,
+        account_suffices: bool,
+    ) -> Result<(), MessagingError> {
+        let g = self.load_group(group).await?.state;
+        if g.leaf_of(account, device).is_some() || (account_suffices && g.has_account(account)) {
+            Ok(())
+        } else {
+            Err(MessagingError::NotMember)
+        }
+    }
+
     pub(crate) async fn create_group(
         &self,
         account: AccountId,
@@ -75,6 +108,7 @@ impl Core {
         group: &GroupId,
         group_info: Vec<u8>,
     ) -> Result<GroupState, MessagingError> {
+        self.limits.create_group(account)?;
         check_size("group_info", &group_info, self.cfg.max_mls_message_bytes)?;
         let gi = mls::parse(
             "group_info",
@@ -86,6 +120,25 @@ impl Core {
         if gi.epoch != Some(0) {
             return Err(MessagingError::mls("group_info", "must be for epoch 0"));
         }
+        let ds = DsGroup::from_group_info(&group_info)
+            .map_err(|e| MessagingError::commit("group_info", e))?;
+        match ds.members().as_slice() {
+            [creator] => {
+                let m = self.bound_leaf("group_info", creator).await?;
+                if !m.is(account, device) {
+                    return Err(MessagingError::identity(
+                        "group_info",
+                        "the group's only member must be the calling device",
+                    ));
+                }
+            }
+            _ => {
+                return Err(MessagingError::invalid(
+                    "group_info",
+                    "must describe a group whose only member is the calling device",
+                ));
+            }
+        }
         let now = self.clock.now_ms();
         let state = GroupState {
             epoch: 0,
@@ -93,6 +146,7 @@ impl Core {
             updated_ms: now,
             leaves: vec![Some(Member::new(account, device))],
             group_info,
+            public: public_bytes(&ds)?,
         };
         let key = store::group_key(group);
         let outcome = self
@@ -109,34 +163,6 @@ impl Core {
         Ok(state)
     }
 
-    /// Effects of a commit's proposals (by value and by reference).
-    async fn commit_effects(
-        &self,
-        group: &GroupId,
-        epoch: u64,
-        committer_leaf: Option<u32>,
-        body: &ParsedBody,
-    ) -> Result<Vec<Effect>, MessagingError> {
-        let ParsedBody::Commit(info) = body else {
-            return Err(MessagingError::mls("commit", "not a commit"));
-        };
-        let mut effects = Vec::new();
-        for p in &info.proposals {
-            effects.push(mls::effect("commit", p, committer_leaf)?);
-        }
-        for r in &info.proposal_refs {
-            let stored = self
-                .kv
-                .get(&store::proposal_key(group, epoch, r))
-                .await?
-                .ok_or_else(|| {
-                    MessagingError::mls("commit", "references a proposal the server did not relay")
-                })?;
-            effects.push(decode::<Effect>(&stored)?);
-        }
-        Ok(effects)
-    }
-
     /// Accept a commit for the group's current epoch; returns the new epoch and the accept
     /// time.
     pub(crate) async fn send_commit(
@@ -149,7 +175,13 @@ impl Core {
         check_size("group_info", &r.group_info, self.cfg.max_mls_message_bytes)?;
         if let Some(w) = &r.welcome {
             check_size("welcome", w, self.cfg.max_welcome_bytes)?;
+            self.limits.welcome(account)?;
         }
+        let next_epoch = r
+            .epoch
+            .checked_add(1)
+            .ok_or(MessagingError::EpochExhausted)?;
+        self.require_member(&r.group, account, device, true).await?;
         let commit = mls::parse(
             "commit",
             &r.commit,
@@ -170,7 +202,7 @@ impl Core {
             MessageKind::GroupInfo,
             None,
         )?;
-        if gi.epoch != Some(r.epoch + 1) {
+        if gi.epoch != Some(next_epoch) {
             return Err(MessagingError::mls(
                 "group_info",
                 "must be for the commit's new epoch",
@@ -178,41 +210,55 @@ impl Core {
         }
         let welcome_recipients: BTreeSet<(AccountId, DeviceId)> =
             r.welcome_recipients.iter().copied().collect();
-        if let Some(w) = &r.welcome {
-            mls::parse("welcome", w, r.group.as_bytes(), MessageKind::Welcome, None)?;
-        }
+        let welcome_refs: BTreeSet<Vec<u8>> = match &r.welcome {
+            Some(w) => {
+                match mls::parse("welcome", w, r.group.as_bytes(), MessageKind::Welcome, None)?.body
+                {
+                    ParsedBody::Welcome { recipients, .. } => recipients.into_iter().collect(),
+                    _ => return Err(MessagingError::mls("welcome", "not a Welcome")),
+                }
+            }
+            None => BTreeSet::new(),
+        };
 
         loop {
             let loaded = self.load_group(&r.group).await?;
             let g = &loaded.state;
             let caller_leaf = g.leaf_of(account, device);
-            let (committer_leaf, external) = match commit.sender {
+            match commit.sender {
                 Some(SenderInfo::Member(leaf)) => {
                     if caller_leaf != Some(leaf) {
                         return Err(MessagingError::NotMember);
                     }
-                    (Some(leaf), false)
                 }
                 Some(SenderInfo::NewMemberCommit) => {
                     if !g.has_account(account) || caller_leaf.is_some() {
                         return Err(MessagingError::NotMember);
                     }
-                    (None, true)
                 }
                 _ => return Err(MessagingError::mls("commit", "unsupported sender")),
-            };
+            }
             if g.epoch != r.epoch {
                 return Err(MessagingError::StaleEpoch { current: g.epoch });
             }
-            let mut effects = self
-                .commit_effects(&r.group, g.epoch, committer_leaf, &commit.body)
-                .await?;
-            let added: BTreeSet<(AccountId, DeviceId)> = effects
+            // Verified against the epoch's public state before anything is accepted: a forged
+            // commit must not win the compare-and-set below.
+            let mut ds = load_public(g)?;
+            let verified = ds
+                .process_commit(&r.commit)
+                .map_err(|e| MessagingError::commit("commit", e))?;
+            ds.check_group_info(&r.group_info)
+                .map_err(|e| MessagingError::commit("group_info", e))?;
+            let added: BTreeSet<(AccountId, DeviceId)> = self
+                .check_commit_binding(&verified, (account, device))
+                .await?
                 .iter()
-                .filter_map(|e| match e {
-                    Effect::Add(m) => Some((m.account, m.device)),
-                    _ => None,
-                })
+                .map(|m| (m.account, m.device))
+                .collect();
+            let added_refs: BTreeSet<Vec<u8>> = verified
+                .added
+                .iter()
+                .map(|kp| kp.key_package_ref.clone())
                 .collect();
             if added != welcome_recipients {
                 return Err(MessagingError::invalid(
@@ -224,6 +270,12 @@ impl Core {
                 return Err(MessagingError::invalid(
                     "welcome",
                     "required exactly when the commit adds members",
+                ));
+            }
+            if added_refs != welcome_refs {
+                return Err(MessagingError::mls(
+                    "welcome",
+                    "must be addressed to exactly the KeyPackages the commit adds",
                 ));
             }
             for &(a, d) in &added {
@@ -245,26 +297,40 @@ impl Core {
                     ));
                 }
             }
-            if external {
-                effects.push(Effect::Add(Member::new(account, device)));
-            }
             let now = self.clock.now_ms();
             let mut next = g.clone();
-            next.apply(&effects);
+            if next.sync_leaves(&ds.members()).is_none() {
+                return Err(MessagingError::identity(
+                    "commit",
+                    "a member identity is not <account_id>.<device_id>",
+                ));
+            }
             if next.members().count() > self.cfg.max_group_members {
                 return Err(MessagingError::GroupFull {
                     max: self.cfg.max_group_members,
                 });
             }
-            next.epoch = g.epoch + 1;
+            next.epoch = next_epoch;
             next.updated_ms = now;
             next.group_info = r.group_info.clone();
+            next.public = public_bytes(&ds)?;
+            let record = encode(&next);
+            check_record_size(&record)?;
             // Every member of the previous epoch except the committer, removed ones included.
             let recipients: Vec<(AccountId, DeviceId)> = g
                 .members()
                 .filter(|m| !m.is(account, device))
                 .map(|m| (m.account, m.device))
                 .collect();
+            // Quotas (crate::quota): a commit only against the committer's share, so a full
+            // queue cannot freeze the group; a Welcome against the added devices' queues.
+            self.check_queues(account, &recipients, r.commit.len(), Policy::SenderShare)
+                .await?;
+            if let Some(w) = &r.welcome {
+                let to: Vec<_> = added.iter().copied().collect();
+                self.check_queues(account, &to, w.len(), Policy::Full)
+                    .await?;
+            }
             let sender = (account, device);
             let mut fan_outs = vec![FanOut {
                 kind: Kind::Commit,
@@ -297,7 +363,7 @@ impl Core {
             let txn = fan_outs.iter().fold(
                 Txn::new()
                     .require_equals(key.clone(), loaded.raw.clone())
-                    .put(key, encode(&next)),
+                    .put(key, record),
                 |t, f| t.put(f.key(), encode(f)),
             );
             if !self.kv.commit(txn).await?.is_committed() {
@@ -306,28 +372,27 @@ impl Core {
             }
             self.complete_pending_proposals(&r.group, g.epoch).await;
             self.deliver_or_defer(&fan_outs).await;
-            self.forget_proposals(&r.group, g.epoch).await;
             return Ok((next.epoch, now));
         }
     }
+}
 
-    async fn forget_proposals(&self, group: &GroupId, epoch: u64) {
-        let prefix = store::proposal_prefix(group, epoch);
-        match self
-            .kv
-            .scan(KeyRange::prefix(&prefix), Direction::Forward, 1000)
-            .await
-        {
-            Ok(pairs) if !pairs.is_empty() => {
-                let txn = pairs
-                    .iter()
-                    .fold(Txn::new(), |t, p| t.delete(p.key.clone()));
-                if let Err(e) = self.kv.commit(txn).await {
-                    tracing::warn!(error = %e, "could not delete old proposals");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not list old proposals"),
-        }
+/// The group's public state, as stored in its record.
+pub(crate) fn load_public(g: &GroupState) -> Result<DsGroup, MessagingError> {
+    DsGroup::from_bytes(&g.public)
+        .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")).into())
+}
+
+pub(crate) fn public_bytes(ds: &DsGroup) -> Result<Vec<u8>, MessagingError> {
+    ds.to_bytes()
+        .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")).into())
+}
+
+pub(crate) fn check_record_size(record: &[u8]) -> Result<(), MessagingError> {
+    if record.len() > MAX_GROUP_RECORD_BYTES {
+        return Err(MessagingError::GroupStateLimit {
+            what: format!("the group record would be over {MAX_GROUP_RECORD_BYTES} bytes"),
+        });
     }
+    Ok(())
 }

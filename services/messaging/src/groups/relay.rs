@@ -3,16 +3,17 @@
 //! acceptance still delivers them.
 
 use guardyn_common::{AccountId, DeviceId, GroupId};
-use guardyn_crypto::mls::{ContentKind, MessageKind, SenderInfo};
+use guardyn_crypto::mls::{ContentKind, MessageKind, ProposalSummary, SenderInfo};
 use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
 
-use super::state::{Effect, GroupState};
-use super::{check_size, mls};
+use super::state::GroupState;
+use super::{MAX_QUEUED_PROPOSALS, check_record_size, check_size, load_public, mls, public_bytes};
 use crate::core::Core;
 use crate::error::MessagingError;
 use crate::idempotency::Claim;
 use crate::outbox::{FanOut, Kind, application_tag};
+use crate::quota::Policy;
 use crate::store;
 
 /// A validated SendGroupMessage.
@@ -39,8 +40,9 @@ fn recipients(
 
 impl Core {
     /// Relay a proposal; with `leaving`, also mark the caller's leaf as left (it must be a
-    /// proposal removing the caller). The proposal's effect, the outbox record and the `left`
-    /// mark commit together, conditioned on the group record being unchanged.
+    /// proposal removing the caller). The proposal is verified against the group's public state
+    /// and queued there; the new public state, the outbox record and the `left` mark commit
+    /// together, conditioned on the group record being unchanged.
     #[allow(clippy::too_many_arguments)] // The request's fields, each a plain value.
     pub(crate) async fn relay_proposal(
         &self,
@@ -52,6 +54,7 @@ impl Core {
         proposal: &[u8],
         leaving: bool,
     ) -> Result<u64, MessagingError> {
+        self.require_member(group, account, device, false).await?;
         let parsed = mls::parse(
             field,
             proposal,
@@ -65,11 +68,6 @@ impl Core {
                 "epoch differs from the request's epoch",
             ));
         }
-        let Some(summary) = mls::proposal_of(&parsed) else {
-            return Err(MessagingError::mls(field, "not a proposal"));
-        };
-        let proposal_ref = mls::proposal_ref(proposal)
-            .ok_or_else(|| MessagingError::mls(field, "not a member's proposal"))?;
         loop {
             let loaded = self.load_group(group).await?;
             let g = &loaded.state;
@@ -85,13 +83,48 @@ impl Core {
             if g.epoch != epoch {
                 return Err(MessagingError::StaleEpoch { current: g.epoch });
             }
-            let effect = mls::effect(field, summary, Some(caller_leaf))?;
-            if leaving && effect != Effect::Remove(caller_leaf) {
+            let mut ds = load_public(g)?;
+            if ds.queued_proposals() >= MAX_QUEUED_PROPOSALS {
+                return Err(MessagingError::GroupStateLimit {
+                    what: format!("at most {MAX_QUEUED_PROPOSALS} proposals per epoch"),
+                });
+            }
+            let verified = ds
+                .process_proposal(proposal)
+                .map_err(|e| MessagingError::commit(field, e))?;
+            if let Some(kp) = &verified.added {
+                self.bound_key_package(field, kp).await?;
+            }
+            if let Some(leaf) = &verified.update {
+                let m = self.bound_leaf(field, leaf).await?;
+                if !m.is(account, device) {
+                    return Err(MessagingError::identity(
+                        field,
+                        "a member may not change the identity of its leaf",
+                    ));
+                }
+            }
+            let removes_caller = match verified.summary {
+                ProposalSummary::SelfRemove => true,
+                ProposalSummary::Remove { leaf_index } => leaf_index == caller_leaf,
+                _ => false,
+            };
+            if leaving && !removes_caller {
                 return Err(MessagingError::mls(
                     field,
                     "must remove the calling device's own leaf",
                 ));
             }
+            // Like a commit, leaving is checked against the caller's share only: full queues
+            // of others must not keep a member in the group.
+            let policy = if leaving {
+                Policy::SenderShare
+            } else {
+                Policy::Full
+            };
+            let to = recipients(g, (account, device), true);
+            self.check_queues(account, &to, proposal.len(), policy)
+                .await?;
             let now = self.clock.now_ms();
             let fan_out = FanOut {
                 kind: Kind::Proposal,
@@ -100,24 +133,21 @@ impl Core {
                 accepted_ms: now,
                 sender: (account, device),
                 message: proposal.to_vec(),
-                recipients: recipients(g, (account, device), true),
+                recipients: to,
                 urgent: false,
-                tag: proposal_ref.clone(),
+                tag: verified.proposal_ref.clone(),
             };
-            let mut txn = Txn::new()
-                .require_equals(store::group_key(group), loaded.raw.clone())
-                .put(
-                    store::proposal_key(group, epoch, &proposal_ref),
-                    encode(&effect),
-                )
-                .put(fan_out.key(), encode(&fan_out));
-            if leaving {
-                let mut next = g.clone();
-                if let Some(Some(m)) = next.leaves.get_mut(caller_leaf as usize) {
-                    m.left = true;
-                }
-                txn = txn.put(store::group_key(group), encode(&next));
+            let mut next = g.clone();
+            next.public = public_bytes(&ds)?;
+            if leaving && let Some(Some(m)) = next.leaves.get_mut(caller_leaf as usize) {
+                m.left = true;
             }
+            let record = encode(&next);
+            check_record_size(&record)?;
+            let txn = Txn::new()
+                .require_equals(store::group_key(group), loaded.raw.clone())
+                .put(store::group_key(group), record)
+                .put(fan_out.key(), encode(&fan_out));
             if !self.kv.commit(txn).await?.is_committed() {
                 continue;
             }
@@ -135,7 +165,10 @@ impl Core {
         device: DeviceId,
         r: GroupMessage,
     ) -> Result<(u64, bool), MessagingError> {
+        self.limits.send(account)?;
         check_size("message", &r.message, self.cfg.max_mls_message_bytes)?;
+        self.require_member(&r.group, account, device, false)
+            .await?;
         let parsed = mls::parse(
             "message",
             &r.message,
@@ -151,38 +184,45 @@ impl Core {
         }
         let idem_key =
             store::group_idempotency_key(account, device, &r.group, &r.client_message_id);
-        loop {
+        'reserve: loop {
             let reservation = match self.reserve(&idem_key).await? {
                 Claim::Replay(rec) => return Ok((rec.server_timestamp_ms, true)),
                 Claim::Reserved(bytes) => bytes,
             };
-            let now = self.clock.now_ms();
-            let fan_out = match self
-                .group_message_fan_out(account, device, &r, &idem_key, now)
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    self.release(idem_key, reservation).await?;
-                    return Err(e);
+            loop {
+                let now = self.clock.now_ms();
+                let (fan_out, group_raw) = match self
+                    .group_message_fan_out(account, device, &r, &idem_key, now)
+                    .await
+                {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.release(idem_key, reservation).await?;
+                        return Err(e);
+                    }
+                };
+                // Conditioned on the group record the checks read: a commit accepted meanwhile
+                // (new epoch, sender removed) makes this attempt re-check.
+                let txn = Txn::new()
+                    .require_equals(idem_key.clone(), reservation.clone())
+                    .require_equals(store::group_key(&r.group), group_raw)
+                    .put(idem_key.clone(), encode(&self.completed(now, Vec::new())))
+                    .put(fan_out.key(), encode(&fan_out));
+                if self.kv.commit(txn).await?.is_committed() {
+                    self.deliver_or_defer(std::slice::from_ref(&fan_out)).await;
+                    return Ok((now, false));
                 }
-            };
-            let txn = Txn::new()
-                .require_equals(idem_key.clone(), reservation)
-                .put(idem_key.clone(), encode(&self.completed(now, Vec::new())))
-                .put(fan_out.key(), encode(&fan_out));
-            if !self.kv.commit(txn).await?.is_committed() {
-                // Our lease ran out and another send took the id over before we stored
-                // anything: its result (or a fresh reservation) decides.
-                continue;
+                if self.kv.get(&idem_key).await?.as_deref() != Some(reservation.as_slice()) {
+                    // Our lease ran out and another send took the id over before we stored
+                    // anything: its result (or a fresh reservation) decides.
+                    continue 'reserve;
+                }
             }
-            self.deliver_or_defer(std::slice::from_ref(&fan_out)).await;
-            return Ok((now, false));
         }
     }
 
     /// Check that the caller may send `r` now and build its fan-out to the members that have
-    /// not left.
+    /// not left; with the group record's bytes the checks read.
     async fn group_message_fan_out(
         &self,
         account: AccountId,
@@ -190,8 +230,9 @@ impl Core {
         r: &GroupMessage,
         idem_key: &[u8],
         now: u64,
-    ) -> Result<FanOut, MessagingError> {
-        let g = self.load_group(&r.group).await?.state;
+    ) -> Result<(FanOut, Vec<u8>), MessagingError> {
+        let loaded = self.load_group(&r.group).await?;
+        let g = loaded.state;
         let leaf = g
             .leaf_of(account, device)
             .ok_or(MessagingError::NotMember)?;
@@ -205,16 +246,20 @@ impl Core {
         if g.epoch != r.epoch {
             return Err(MessagingError::StaleEpoch { current: g.epoch });
         }
-        Ok(FanOut {
+        let to = recipients(&g, (account, device), false);
+        self.check_queues(account, &to, r.message.len(), Policy::Full)
+            .await?;
+        let fan_out = FanOut {
             kind: Kind::Application,
             group_id: r.group.clone(),
             epoch: r.epoch,
             accepted_ms: now,
             sender: (account, device),
             message: r.message.clone(),
-            recipients: recipients(&g, (account, device), false),
+            recipients: to,
             urgent: r.urgent,
             tag: application_tag(idem_key, now),
-        })
+        };
+        Ok((fan_out, loaded.raw))
     }
 }

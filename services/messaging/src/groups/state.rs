@@ -1,10 +1,12 @@
-//! The group record (KV `msg/v1/group/<hex id>`) and how accepted commits change it.
+//! The group record (KV `msg/v1/group/<hex id>`).
 //!
-//! Leaves mirror the MLS ratchet tree's leaf indices so that Remove proposals (by leaf index)
-//! map to devices.
+//! Leaves mirror the MLS ratchet tree's leaf indices (taken from the verified public state after
+//! each commit), so that MLS senders (by leaf index) map to devices.
 
 use guardyn_common::{AccountId, DeviceId};
-use guardyn_storage::Record;
+use guardyn_crypto::mls::{DsGroup, LeafInfo};
+use guardyn_storage::record::postcard_body;
+use guardyn_storage::{Record, StorageError, StorageResult};
 use serde::{Deserialize, Serialize};
 
 /// One member device (leaf).
@@ -40,16 +42,8 @@ impl Member {
     }
 }
 
-/// A membership change taken from an accepted commit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Effect {
-    Add(Member),
-    Remove(u32),
-    /// No membership change (update, other proposal types).
-    None,
-}
-
-/// The delivery service's view of a group.
+/// The delivery service's view of a group. `leaves` mirrors the member leaves of `public` (the
+/// verified openmls public state, [`DsGroup`]), cached so that routing does not decode the tree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GroupState {
     pub epoch: u64,
@@ -57,17 +51,46 @@ pub(crate) struct GroupState {
     pub updated_ms: u64,
     pub leaves: Vec<Option<Member>>,
     pub group_info: Vec<u8>,
+    /// [`DsGroup::to_bytes`]: tree, GroupContext, confirmation tag and queued proposals.
+    pub public: Vec<u8>,
+}
+
+/// Version 2 of [`GroupState`], before the public state.
+#[derive(Deserialize)]
+struct GroupStateV2 {
+    epoch: u64,
+    created_ms: u64,
+    updated_ms: u64,
+    leaves: Vec<Option<Member>>,
+    group_info: Vec<u8>,
 }
 
 impl Record for GroupState {
-    // v1 was hand-written; no deployment has data in it.
-    const VERSION: u8 = 2;
-}
+    const VERSION: u8 = 3;
 
-/// The stored effect of a relayed proposal.
-impl Record for Effect {
-    // v1 was hand-written; no deployment has data in it.
-    const VERSION: u8 = 2;
+    /// A version-2 group starts verifying from its latest GroupInfo (which carries the ratchet
+    /// tree); proposals relayed before the upgrade are not in it, so a commit referencing them
+    /// is refused and its author commits again.
+    fn decode_version(version: u8, body: &[u8]) -> StorageResult<Self> {
+        match version {
+            3 => postcard_body(body),
+            2 => {
+                let v2: GroupStateV2 = postcard_body(body)?;
+                let public = DsGroup::from_group_info(&v2.group_info)
+                    .and_then(|g| g.to_bytes())
+                    .map_err(|e| StorageError::Corrupt(format!("group v2 public state: {e}")))?;
+                Ok(Self {
+                    epoch: v2.epoch,
+                    created_ms: v2.created_ms,
+                    updated_ms: v2.updated_ms,
+                    leaves: v2.leaves,
+                    group_info: v2.group_info,
+                    public,
+                })
+            }
+            v => Err(StorageError::Corrupt(format!("group record version {v}"))),
+        }
+    }
 }
 
 impl GroupState {
@@ -86,27 +109,25 @@ impl GroupState {
         self.members().any(|m| m.account == account)
     }
 
-    /// Apply a commit's effects in RFC 9420 §12.3 order: removes, then adds into the leftmost
-    /// blank leaf (or a new one at the right).
-    pub(crate) fn apply(&mut self, effects: &[Effect]) {
-        for e in effects {
-            if let Effect::Remove(leaf) = e
-                && let Some(slot) = self.leaves.get_mut(*leaf as usize)
+    /// Rebuild the leaves from the public tree's members; a leaf keeps its `left` mark while the
+    /// same device stays at its index. `None` when a member's identity is not a device address.
+    pub(crate) fn sync_leaves(&mut self, members: &[LeafInfo]) -> Option<()> {
+        let mut leaves: Vec<Option<Member>> = Vec::new();
+        for m in members {
+            let mut member = Member::from_identity(&m.identity)?;
+            let i = m.leaf_index as usize;
+            if let Some(Some(old)) = self.leaves.get(i)
+                && old.is(member.account, member.device)
             {
-                *slot = None;
+                member.left = old.left;
             }
-        }
-        for e in effects {
-            if let Effect::Add(m) = e {
-                match self.leaves.iter().position(Option::is_none) {
-                    Some(i) => self.leaves[i] = Some(m.clone()),
-                    None => self.leaves.push(Some(m.clone())),
-                }
+            if leaves.len() <= i {
+                leaves.resize(i + 1, None);
             }
+            leaves[i] = Some(member);
         }
-        while matches!(self.leaves.last(), Some(None)) {
-            self.leaves.pop();
-        }
+        self.leaves = leaves;
+        Some(())
     }
 }
 
@@ -124,24 +145,42 @@ mod tests {
         )
     }
 
+    fn leaf(i: u32, n: u128, d: u32) -> LeafInfo {
+        let m = m(n, d);
+        LeafInfo {
+            leaf_index: i,
+            identity: format!("{}.{}", m.account, m.device).into_bytes(),
+            signature_key: vec![i as u8],
+        }
+    }
+
     #[test]
-    fn removes_blank_leaves_and_adds_fill_the_leftmost_blank() {
+    fn leaves_follow_the_tree_and_keep_left_marks() {
         let mut g = GroupState {
             epoch: 3,
             created_ms: 1,
             updated_ms: 2,
             leaves: vec![Some(m(1, 1)), Some(m(2, 1)), Some(m(3, 1))],
             group_info: vec![9; 3],
+            public: vec![7; 2],
         };
+        g.leaves[2].as_mut().unwrap().left = true;
         let d = m(4, 2);
-        g.apply(&[Effect::Add(d.clone()), Effect::Remove(1)]);
+        g.sync_leaves(&[leaf(0, 1, 1), leaf(1, 4, 2), leaf(2, 3, 1)])
+            .unwrap();
         assert_eq!(g.leaf_of(d.account, d.device), Some(1));
-        g.apply(&[Effect::Remove(2)]);
-        assert_eq!(g.leaves.len(), 2);
+        assert!(
+            g.leaves[2].as_ref().unwrap().left,
+            "same device, still left"
+        );
+        assert!(!g.leaves[1].as_ref().unwrap().left);
+        g.sync_leaves(&[leaf(0, 1, 1), leaf(3, 5, 1)]).unwrap();
+        assert_eq!(g.leaves.len(), 4);
+        assert_eq!(g.leaves[1], None);
         assert_eq!(decode::<GroupState>(&encode(&g)).unwrap(), g);
-        for e in [Effect::None, Effect::Remove(4), Effect::Add(m(5, 3))] {
-            assert_eq!(decode::<Effect>(&encode(&e)).unwrap(), e);
-        }
+        let mut bad = leaf(0, 1, 1);
+        bad.identity = b"acct:2".to_vec();
+        assert_eq!(g.sync_leaves(&[bad]), None);
         let id = "0b0c5c8e-7c4b-4c1e-9a34-1d5b0d3b8f11";
         assert_eq!(
             Member::from_identity(format!("{id}.2").as_bytes()),
@@ -152,5 +191,38 @@ mod tests {
         );
         assert_eq!(Member::from_identity(b"acct:2"), None);
         assert_eq!(Member::from_identity(format!("{id}.128").as_bytes()), None);
+    }
+
+    #[test]
+    fn a_version_2_record_gets_its_public_state_from_its_group_info() {
+        #[derive(Serialize, Deserialize)]
+        struct V2 {
+            epoch: u64,
+            created_ms: u64,
+            updated_ms: u64,
+            leaves: Vec<Option<Member>>,
+            group_info: Vec<u8>,
+        }
+        impl Record for V2 {
+            const VERSION: u8 = 2;
+        }
+        let creator = m(1, 1);
+        let client = guardyn_crypto::mls::MlsClient::new(
+            format!("{}.{}", creator.account, creator.device).as_bytes(),
+        )
+        .unwrap();
+        let group = guardyn_crypto::mls::Group::create(&client, b"v2-group-0000000001").unwrap();
+        let v2 = V2 {
+            epoch: 0,
+            created_ms: 1,
+            updated_ms: 1,
+            leaves: vec![Some(creator.clone())],
+            group_info: group.export_group_info(&client).unwrap(),
+        };
+        let g = decode::<GroupState>(&encode(&v2)).unwrap();
+        assert_eq!(g.leaves, vec![Some(creator)]);
+        let ds = DsGroup::from_bytes(&g.public).unwrap();
+        assert_eq!(ds.epoch(), 0);
+        assert_eq!(ds.members()[0].signature_key, client.signature_public_key());
     }
 }

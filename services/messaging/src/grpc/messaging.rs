@@ -45,6 +45,8 @@ impl MessagingService for MessagingApi {
         let who = caller(&request)?.clone();
         let (account, device) = (who.account_id, who.device_id);
         let core = self.core.clone();
+        // Before registering: a revocation arriving from here on ends the stream.
+        let auth = core.verifier.guard_stream(&who);
         // Subscribe before registering so nothing published after the first read is missed.
         let sub = core
             .bus
@@ -72,6 +74,7 @@ impl MessagingService for MessagingApi {
                 device,
                 sub,
                 tx,
+                auth,
             }
             .run(),
         );

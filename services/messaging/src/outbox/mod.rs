@@ -7,7 +7,9 @@
 //! delivered" become durable together. The handler then fans the record out and deletes it.
 //! Records left behind by a crash (or a failed fan-out) are completed by the recovery task at
 //! start-up and every [`SWEEP_EVERY`] afterwards, in key order (an epoch's proposals and
-//! application messages before its commit; see [`record::Kind`]).
+//! application messages before its commit; see [`record::Kind`]). A record whose fan-out fails
+//! is skipped, so it never holds up the others, and retried after a growing wait
+//! ([`backoff`]).
 //!
 //! Delivery is at-least-once: a crash after some queue appends but before the progress or the
 //! deletion is written queues those recipients again. Clients ignore commits for epochs they
@@ -15,9 +17,11 @@
 //! The progress key makes a resumed fan-out skip the group-log append and every recipient
 //! batch already recorded.
 
+pub(crate) mod backoff;
 pub(crate) mod busy;
 pub(crate) mod record;
 
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +35,7 @@ use self::record::Progress;
 pub(crate) use self::record::{FanOut, Kind, application_tag};
 use crate::core::Core;
 use crate::error::MessagingError;
+use crate::quota::Policy;
 use crate::store::{self, GroupMessage, QueueEntry};
 
 /// How often the recovery task looks for left-over records (one empty range scan when none).
@@ -66,29 +71,46 @@ impl Core {
             .unwrap_or_default())
     }
 
-    /// Queue a reference to group message `seq` for each recipient and wake their streams.
+    /// Queue a reference to group message `seq` (`len` bytes) for each recipient and wake
+    /// their streams. Each queue is charged the full length; the message was accepted against
+    /// the quotas already, so the charge is not refused here ([`crate::quota`]).
     async fn queue_refs(
         &self,
         seq: u64,
+        len: u64,
         envelope: &Envelope,
         recipients: &[(AccountId, DeviceId)],
     ) -> Result<(), MessagingError> {
         let ttl = Duration::from_secs(self.cfg.retention_secs);
+        let sender = envelope.sender.map(|(a, _)| a);
         let entry = encode(&QueueEntry::GroupRef {
             seq,
             envelope: envelope.clone(),
+            len,
         });
-        for &(account, device) in recipients {
-            self.log
+        for &queue in recipients {
+            if let Some(sender) = sender {
+                let at = envelope.server_timestamp_ms;
+                self.charge_queue(queue, sender, len, at, Policy::Force)
+                    .await?;
+            }
+            let appended = self
+                .log
                 .append(
-                    &store::queue_partition(account, device),
+                    &store::queue_partition(queue.0, queue.1),
                     vec![NewEntry {
                         payload: entry.clone(),
                         ttl,
                     }],
                 )
-                .await?;
-            self.notify_mail(account, device).await;
+                .await;
+            if let Err(e) = appended {
+                if let Some(sender) = sender {
+                    self.uncharge_or_log(queue, &[(sender, len)]).await;
+                }
+                return Err(e.into());
+            }
+            self.notify_mail(queue.0, queue.1).await;
         }
         Ok(())
     }
@@ -127,7 +149,8 @@ impl Core {
             let rest = record.recipients.get(progress.done..).unwrap_or_default();
             let mut batches = rest.chunks(PROGRESS_BATCH).peekable();
             while let Some(batch) = batches.next() {
-                self.queue_refs(progress.group_seq, &envelope, batch)
+                let len = record.message.len() as u64;
+                self.queue_refs(progress.group_seq, len, &envelope, batch)
                     .await?;
                 progress.done += batch.len();
                 // The last batch is followed by the deletion; no progress write needed.
@@ -183,40 +206,70 @@ impl Core {
         }
     }
 
-    /// Complete every outbox record older than [`GRACE_MS`]; returns how many were done.
-    pub(crate) async fn sweep_outbox(&self) -> Result<usize, MessagingError> {
+    /// Complete every outbox record older than [`GRACE_MS`]. A record that fails is skipped
+    /// (the records after it still go), counted, and tried again after a growing wait
+    /// ([`backoff`]); only a failure to list the records ends the pass early.
+    pub(crate) async fn sweep_outbox(&self) -> Result<SweepReport, MessagingError> {
         let mut range = KeyRange::prefix(store::OUTBOX_PREFIX);
-        let mut completed = 0;
+        let mut report = SweepReport::default();
+        let mut seen = HashSet::new();
         loop {
             let page = self
                 .kv
                 .scan(range.clone(), Direction::Forward, SWEEP_PAGE)
                 .await?;
-            let Some(last) = page.last() else {
-                return Ok(completed);
-            };
-            range.start = Bound::Excluded(last.key.clone());
+            if let Some(last) = page.last() {
+                range.start = Bound::Excluded(last.key.clone());
+            }
             let now = self.clock.now_ms();
             for pair in &page {
+                seen.insert(pair.key.clone());
+                if !self.outbox_backoff.due(&pair.key, now) {
+                    report.deferred += 1;
+                    continue;
+                }
                 let record = match decode::<FanOut>(&pair.value) {
                     Ok(r) => r,
                     Err(e) => {
-                        tracing::error!(error = %e, "undecodable outbox record left in place");
+                        report.failed += 1;
+                        let attempts = self.outbox_backoff.failed(&pair.key, now);
+                        tracing::error!(error = %e, attempts, "undecodable outbox record left in place");
                         continue;
                     }
                 };
                 if now.saturating_sub(record.accepted_ms) < GRACE_MS {
                     continue;
                 }
-                if self.complete_fan_out(&record).await? {
-                    completed += 1;
+                match self.complete_fan_out(&record).await {
+                    Ok(true) => {
+                        report.completed += 1;
+                        self.outbox_backoff.succeeded(&pair.key);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        report.failed += 1;
+                        let attempts = self.outbox_backoff.failed(&pair.key, now);
+                        // The record's Debug form carries kind, epoch and sizes, never content.
+                        tracing::warn!(error = %e, ?record, attempts, "outbox record failed; retrying later");
+                    }
                 }
             }
             if page.len() < SWEEP_PAGE {
-                return Ok(completed);
+                self.outbox_backoff.keep_only(&seen);
+                return Ok(report);
             }
         }
     }
+}
+
+/// What one outbox sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SweepReport {
+    pub completed: usize,
+    /// Records that failed this time (left in place, retried after their backoff).
+    pub failed: usize,
+    /// Records skipped because their backoff has not run out.
+    pub deferred: usize,
 }
 
 fn group_envelope(
@@ -243,8 +296,13 @@ pub(crate) fn spawn_recovery(core: Arc<Core>) {
     tokio::spawn(async move {
         loop {
             match core.sweep_outbox().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(records = n, "completed left-over group fan-outs"),
+                Ok(r) if r.completed == 0 && r.failed == 0 => {}
+                Ok(r) => tracing::info!(
+                    completed = r.completed,
+                    failed = r.failed,
+                    deferred = r.deferred,
+                    "outbox sweep: left-over group fan-outs"
+                ),
                 Err(e) => tracing::warn!(error = %e, "outbox sweep failed; retrying later"),
             }
             tokio::select! {

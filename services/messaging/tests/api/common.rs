@@ -18,9 +18,19 @@ use guardyn_testkit::{Options, TestServer};
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
-/// Auth's device directory, played by a map (a test double of the auth service).
+/// Auth's device directory, played by maps (a test double of the auth service): devices, the
+/// pinned MLS signature keys (the first key asked about for a device is pinned, as auth pins
+/// the key of a device's first KeyPackage upload) and, once [`Directory::require_claims`] is
+/// called, the KeyPackageRefs ClaimKeyPackages handed out (until then every KeyPackage counts
+/// as handed out).
 #[derive(Debug, Default)]
-pub struct Directory(Mutex<HashMap<String, Vec<DeviceEntry>>>);
+pub struct Directory(Mutex<HashMap<String, Vec<DeviceEntry>>>, Mutex<MlsKeys>);
+
+#[derive(Debug, Default)]
+pub struct MlsKeys {
+    pinned: HashMap<(String, u32), Vec<u8>>,
+    claimed: Option<std::collections::HashSet<(String, u32, Vec<u8>)>>,
+}
 
 impl Directory {
     /// Set an account's devices as (device id, registration id).
@@ -36,12 +46,62 @@ impl Directory {
                 .collect(),
         );
     }
+
+    /// Pin a device's MLS signature key (what its first KeyPackage upload does).
+    pub fn pin(&self, account: &str, device: u32, signature_key: &[u8]) {
+        self.1
+            .lock()
+            .unwrap()
+            .pinned
+            .insert((account.to_owned(), device), signature_key.to_vec());
+    }
+
+    /// From now on only KeyPackages passed to [`Directory::hand_out`] count as handed out.
+    pub fn require_claims(&self) {
+        self.1.lock().unwrap().claimed.get_or_insert_default();
+    }
+
+    /// Record a KeyPackage as handed out (what ClaimKeyPackages does).
+    pub fn hand_out(&self, account: &str, device: u32, key_package: &[u8]) {
+        let kp_ref = guardyn_crypto::mls::key_package_ref(key_package).unwrap();
+        self.1
+            .lock()
+            .unwrap()
+            .claimed
+            .get_or_insert_default()
+            .insert((account.to_owned(), device, kp_ref));
+    }
 }
 
 #[async_trait]
 impl DeviceDirectory for Directory {
     async fn devices(&self, account_id: &str) -> Result<Option<Vec<DeviceEntry>>, MeshError> {
         Ok(self.0.lock().unwrap().get(account_id).cloned())
+    }
+
+    async fn mls_key_pinned(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        signature_key: &[u8],
+    ) -> Result<bool, MeshError> {
+        let mut keys = self.1.lock().unwrap();
+        let pinned = keys
+            .pinned
+            .entry((account_id.to_owned(), device_id))
+            .or_insert_with(|| signature_key.to_vec());
+        Ok(pinned == signature_key)
+    }
+
+    async fn key_package_claimed(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        key_package_ref: &[u8],
+    ) -> Result<bool, MeshError> {
+        Ok(self.1.lock().unwrap().claimed.as_ref().is_none_or(|c| {
+            c.contains(&(account_id.to_owned(), device_id, key_package_ref.to_vec()))
+        }))
     }
 }
 
@@ -70,6 +130,15 @@ impl Env {
     /// A server on an existing data directory (a restart), with the given clock.
     pub async fn start_on(data_dir: &std::path::Path, clock: ManualClock) -> Env {
         Self::options(None, Some(data_dir.to_owned()), clock).await
+    }
+
+    /// A server on an existing data directory, with the given clock and configuration.
+    pub async fn start_configured_on(
+        data_dir: &std::path::Path,
+        clock: ManualClock,
+        configure: impl FnOnce(&mut guardyn::config::Config) + Send + 'static,
+    ) -> Env {
+        Self::options(Some(Box::new(configure)), Some(data_dir.to_owned()), clock).await
     }
 
     async fn options(

@@ -82,16 +82,26 @@ async fn register(server: &TestServer, username: &str) -> Device {
 
 async fn link(server: &TestServer, by: &Device, name: &str) -> Device {
     let mut devices = DeviceServiceClient::new(server.channel());
-    let code = devices
-        .create_link_code(authed(pb::CreateLinkCodeRequest {}, by.token()))
+    let ticket = devices
+        .request_link(pb::RequestLinkRequest {
+            device: Some(new_device(name)),
+        })
         .await
         .unwrap()
-        .into_inner()
-        .link_code;
+        .into_inner();
+    devices
+        .approve_link(authed(
+            pb::ApproveLinkRequest {
+                link_code: ticket.link_code.clone(),
+            },
+            by.token(),
+        ))
+        .await
+        .unwrap();
     let r = devices
         .link_device(pb::LinkDeviceRequest {
-            link_code: code,
-            device: Some(new_device(name)),
+            link_code: ticket.link_code,
+            link_secret: ticket.link_secret,
         })
         .await
         .unwrap()

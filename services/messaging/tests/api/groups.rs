@@ -211,7 +211,7 @@ async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound);
     let err = env
         .groups()
         .get_group_info(authed(
@@ -222,7 +222,7 @@ async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound);
     let err = env
         .groups()
         .send_group_message(authed(
@@ -237,7 +237,7 @@ async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound);
     // A member's other device (same account) may fetch the GroupInfo for an external join.
     let gi = env
         .groups()
@@ -312,7 +312,7 @@ async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound);
 }
 
 #[tokio::test]

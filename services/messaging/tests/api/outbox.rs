@@ -358,3 +358,60 @@ async fn a_left_over_proposal_reaches_members_before_a_commit_that_references_it
     }
     wait_for_empty_outbox(&env).await;
 }
+
+#[tokio::test]
+async fn a_failing_outbox_record_does_not_stop_the_sweep() {
+    let data = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let env = Env::start_on(data.path(), clock.clone()).await;
+    let (a, b) = (acct(1), acct(2));
+    env.dir.set(&a, &[(1, 1)]);
+    env.dir.set(&b, &[(1, 1)]);
+    // Two fan-outs a crash left behind. The first in key order (an application message of the
+    // epoch) has a corrupt progress record: its fan-out fails on every attempt.
+    let store = env.server.stores();
+    let (bad_key, bad) = guardyn_messaging::testing::group_message_record(
+        &gid(),
+        1,
+        dev(&a, 1),
+        "m-1",
+        b"never delivered",
+        false,
+        &[dev(&b, 1)],
+        clock.now_ms(),
+    );
+    store.kv.put(&bad_key, &bad).await.unwrap();
+    let progress = [b"msg/v1/obp/".as_slice(), &bad_key[b"msg/v1/ob/".len()..]].concat();
+    store.kv.put(&progress, &[0xff]).await.unwrap();
+    let (key, value) = guardyn_messaging::testing::commit_record(
+        &gid(),
+        1,
+        dev(&a, 1),
+        b"commit after the failing record",
+        &[dev(&b, 1)],
+        clock.now_ms(),
+    );
+    assert!(bad_key < key);
+    store.kv.put(&key, &value).await.unwrap();
+    drop(store);
+
+    let env = crash_and_restart(env, data.path(), &clock, AFTER_GRACE, &[&a, &b]).await;
+    let e = first_envelope(&mut env.listen(&b, 1).await).await;
+    assert_eq!(e.mls_kind, MlsMessageKind::Commit as i32);
+    assert_eq!(e.content, b"commit after the failing record");
+    // The failing record (and its progress) stays for a later attempt.
+    for _ in 0..200 {
+        if outbox_records(&env).await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let left = env
+        .server
+        .kv()
+        .scan(KeyRange::prefix(b"msg/v1/ob/"), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].key, bad_key);
+}

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use guardyn_common::auth::{StreamAuth, TokenVerifier};
 use guardyn_common::ratelimit::KeyedLimiter;
 use guardyn_common::wire::timestamp;
-use guardyn_common::{ApiError, Reason};
+use guardyn_common::{ApiError, Reason, caller};
 use guardyn_proto::guardyn::presence::v1 as pb;
 use guardyn_proto::guardyn::presence::v1::presence_service_server::PresenceService;
 use tokio_util::sync::CancellationToken;
@@ -28,10 +29,12 @@ const KEEPALIVE: Duration = Duration::from_secs(30);
 pub struct PresenceApi {
     core: Arc<Core>,
     typing_limiter: Arc<KeyedLimiter<(AccountId, DeviceId)>>,
+    /// Every Subscribe takes its guard from it (token expiry, session revocation).
+    verifier: TokenVerifier,
 }
 
 impl PresenceApi {
-    pub fn new(core: Arc<Core>) -> Self {
+    pub fn new(core: Arc<Core>, verifier: TokenVerifier) -> Self {
         let typing_limiter = Arc::new(KeyedLimiter::new(
             "typing_per_device",
             core.config.typing_rate,
@@ -39,6 +42,7 @@ impl PresenceApi {
         Self {
             core,
             typing_limiter,
+            verifier,
         }
     }
 }
@@ -46,15 +50,17 @@ impl PresenceApi {
 type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
 
 /// The stream of one Subscribe: items in order, a keepalive after silence; ends OK when
-/// replaced, UNAVAILABLE when too slow or when the server shuts down.
-fn stream(sub: Subscription, shutdown: CancellationToken) -> SubscribeStream {
-    let state = Some((sub, shutdown));
+/// replaced, UNAVAILABLE when too slow or when the server shuts down, UNAUTHENTICATED
+/// (TOKEN_EXPIRED / SESSION_REVOKED) when the caller's token expires or its session is revoked.
+fn stream(sub: Subscription, auth: StreamAuth, shutdown: CancellationToken) -> SubscribeStream {
+    let state = Some((sub, auth, shutdown));
     Box::pin(futures::stream::unfold(state, |state| async move {
-        let (mut sub, shutdown) = state?;
+        let (mut sub, auth, shutdown) = state?;
         let unavailable = |msg: &str| Status::from(ApiError::new(Reason::Unavailable, msg));
         let next = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Err(Some(unavailable("server shutting down"))),
+            e = auth.ended() => Err(Some(Status::from(e))),
             _ = sub.replaced.cancelled() => Err(None),
             _ = sub.broken.cancelled() => Err(Some(unavailable("subscriber too slow or source lost; resubscribe"))),
             item = tokio::time::timeout(KEEPALIVE, sub.rx.recv()) => match item {
@@ -64,7 +70,7 @@ fn stream(sub: Subscription, shutdown: CancellationToken) -> SubscribeStream {
             },
         };
         match next {
-            Ok(msg) => Some((Ok(msg), Some((sub, shutdown)))),
+            Ok(msg) => Some((Ok(msg), Some((sub, auth, shutdown)))),
             Err(Some(status)) => Some((Err(status), None)),
             Err(None) => None,
         }
@@ -158,6 +164,8 @@ impl PresenceService for PresenceApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (viewer, device) = convert::me(&request)?;
+        // Before the stream registers: a revocation arriving from here on ends it.
+        let auth = self.verifier.guard_stream(caller(&request)?);
         let mut ids = convert::parse_ids(
             "account_ids",
             &request.get_ref().account_ids,
@@ -166,6 +174,6 @@ impl PresenceService for PresenceApi {
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(*id));
         let sub = self.core.subscribe(viewer, device, &ids);
-        Ok(Response::new(stream(sub, self.core.shutdown.clone())))
+        Ok(Response::new(stream(sub, auth, self.core.shutdown.clone())))
     }
 }

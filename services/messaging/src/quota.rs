@@ -1,0 +1,262 @@
+//! Per-device queue quotas and the fairness policy.
+//!
+//! Every device queue has a [`QueueUsage`] record beside it in the KvStore: per sending
+//! account, the entries it has queued and not yet acknowledged (count, ciphertext bytes, newest
+//! accept time). Limits (`messaging.*`): the queue's totals (`max_queue_len`,
+//! `max_queue_bytes`) and each sender's share (`max_sender_queue_len`,
+//! `max_sender_queue_bytes`).
+//!
+//! Fairness policy: **per-sender share**. A sending account may hold at most its share of a
+//! device's queue; beyond it its sends to that device fail with `QUOTA_EXCEEDED` (`limit` =
+//! `sender_queue_len` / `sender_queue_bytes`) while other accounts still get through, until the
+//! device acknowledges or the entries expire. Only several accounts together can fill the whole
+//! queue (then `queue_len` / `queue_bytes`); the per-account send rate limit slows that down.
+//! Nothing already queued is ever dropped to make room.
+//!
+//! Group messages are stored once in the group log, but every recipient device downloads them,
+//! so each recipient queue is charged the message's full length (a 256 KiB group message costs
+//! each member's queue 256 KiB, like a 1:1 message would). Acceptance checks: application
+//! messages, proposals and Welcomes against the recipients' totals and the sender's share;
+//! commits and LeaveGroup against the sender's share only, so that an offline member's full
+//! queue cannot freeze the group's epochs (nor stop the commit that removes it) or keep a
+//! member in. The charge itself is taken
+//! when the fan-out queues the reference, unconditionally: two group sends accepted at once may
+//! overshoot a queue by one message each.
+//!
+//! Accounting: a charge is a compare-and-set on the usage record before the append (so
+//! concurrent 1:1 senders never overshoot), an acknowledgement takes the deleted entries off
+//! again, and expiry drops a sender's share once its newest entry is past `retention_secs` (by
+//! the service clock, as Listen decides expiry). The record is persisted, so restarts keep it;
+//! an absent record (a queue written before quotas existed) is rebuilt from the log. The errors
+//! all err towards counting too much: a crash between a charge and its append, or an
+//! acknowledgement racing a rebuild, leaves a phantom entry until the share expires; a sender
+//! that keeps a device's queue non-empty for longer than the retention time keeps its expired
+//! entries counted until they are acknowledged. The one under-count: two acknowledgements of
+//! the same entry at the same moment both give it back, which only lets the acknowledging
+//! device's own queue hold one more message per duplicate.
+
+use guardyn_common::{AccountId, DeviceId};
+use guardyn_storage::Txn;
+use guardyn_storage::record::{decode, encode};
+
+use crate::core::Core;
+use crate::error::{MessagingError, QueueLimit};
+use crate::store::{self, QueueEntry, QueueUsage};
+
+/// Entries read per page when rebuilding a usage record (inline entries are up to
+/// `max_envelope_bytes` each).
+const REBUILD_PAGE: usize = 32;
+
+/// Which limits a charge or check applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// The queue's totals and the sender's share.
+    Full,
+    /// The sender's share only (commits).
+    SenderShare,
+    /// None: the message was already accepted (a group fan-out).
+    Force,
+}
+
+impl Core {
+    /// Count one entry of `bytes` from `sender`, accepted at `at_ms`, in the queue of
+    /// `queue`, if `policy` allows it.
+    pub(crate) async fn charge_queue(
+        &self,
+        queue: (AccountId, DeviceId),
+        sender: AccountId,
+        bytes: u64,
+        at_ms: u64,
+        policy: Policy,
+    ) -> Result<(), MessagingError> {
+        let key = store::usage_key(queue.0, queue.1);
+        loop {
+            let (raw, mut usage) = self.load_usage(queue).await?;
+            if let Some(limit) = self.exceeds(&usage, sender, bytes, policy) {
+                return Err(MessagingError::QueueFull {
+                    account: queue.0,
+                    device: queue.1,
+                    limit,
+                });
+            }
+            let share = usage.senders.entry(sender).or_default();
+            share.count += 1;
+            share.bytes = share.bytes.saturating_add(bytes);
+            share.newest_ms = share.newest_ms.max(at_ms);
+            let txn = Txn::new()
+                .require_equals(key.clone(), raw)
+                .put(key.clone(), encode(&usage));
+            if self.kv.commit(txn).await?.is_committed() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Take entries that left the queue (acknowledged, or charged but never appended) off its
+    /// usage: (sender, bytes) each.
+    pub(crate) async fn uncharge_queue(
+        &self,
+        queue: (AccountId, DeviceId),
+        removed: &[(AccountId, u64)],
+    ) -> Result<(), MessagingError> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let key = store::usage_key(queue.0, queue.1);
+        loop {
+            // Absent: the queue was purged, or predates quotas and is rebuilt when next charged.
+            let Some(raw) = self.kv.get(&key).await? else {
+                return Ok(());
+            };
+            let mut usage = decode::<QueueUsage>(&raw)?;
+            for (sender, bytes) in removed {
+                if let Some(s) = usage.senders.get_mut(sender) {
+                    s.count = s.count.saturating_sub(1);
+                    s.bytes = s.bytes.saturating_sub(*bytes);
+                    if s.count == 0 {
+                        usage.senders.remove(sender);
+                    }
+                }
+            }
+            self.drop_expired(&mut usage);
+            let txn = Txn::new()
+                .require_equals(key.clone(), raw)
+                .put(key.clone(), encode(&usage));
+            if self.kv.commit(txn).await?.is_committed() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// [`Self::uncharge_queue`] on a path that already failed or succeeded otherwise: a failure
+    /// only leaves the queue counted too full (until the entries expire), so it is logged.
+    pub(crate) async fn uncharge_or_log(
+        &self,
+        queue: (AccountId, DeviceId),
+        removed: &[(AccountId, u64)],
+    ) {
+        if let Err(e) = self.uncharge_queue(queue, removed).await {
+            tracing::warn!(error = %e, entries = removed.len(), "could not update a queue's usage");
+        }
+    }
+
+    /// Refuse when one of `recipients`' queues has no room for a message of `bytes` from
+    /// `sender` under `policy` (the acceptance check of a group message).
+    pub(crate) async fn check_queues(
+        &self,
+        sender: AccountId,
+        recipients: &[(AccountId, DeviceId)],
+        bytes: usize,
+        policy: Policy,
+    ) -> Result<(), MessagingError> {
+        for &queue in recipients {
+            let (_, usage) = self.load_usage(queue).await?;
+            if let Some(limit) = self.exceeds(&usage, sender, bytes as u64, policy) {
+                return Err(MessagingError::QueueFull {
+                    account: queue.0,
+                    device: queue.1,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored usage bytes (the compare-and-set witness) and the usage without expired
+    /// shares. An absent record is rebuilt from the log and stored first.
+    async fn load_usage(
+        &self,
+        queue: (AccountId, DeviceId),
+    ) -> Result<(Vec<u8>, QueueUsage), MessagingError> {
+        let key = store::usage_key(queue.0, queue.1);
+        loop {
+            if let Some(raw) = self.kv.get(&key).await? {
+                let mut usage = decode::<QueueUsage>(&raw)?;
+                self.drop_expired(&mut usage);
+                return Ok((raw, usage));
+            }
+            let rebuilt = encode(&self.rebuild_usage(queue).await?);
+            let txn = Txn::new()
+                .require_absent(key.clone())
+                .put(key.clone(), rebuilt);
+            // Lost to a concurrent rebuild or charge: read theirs.
+            let _ = self.kv.commit(txn).await?;
+        }
+    }
+
+    /// The usage of a queue as its log holds it.
+    async fn rebuild_usage(
+        &self,
+        queue: (AccountId, DeviceId),
+    ) -> Result<QueueUsage, MessagingError> {
+        let partition = store::queue_partition(queue.0, queue.1);
+        let mut usage = QueueUsage::default();
+        let expired_before = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.cfg.retention_secs.saturating_mul(1000));
+        let mut from = 1;
+        loop {
+            let page = self.log.read(&partition, from, REBUILD_PAGE).await?;
+            for e in &page {
+                from = e.seq + 1;
+                match decode::<QueueEntry>(&e.payload) {
+                    Ok(entry) => {
+                        if let Some((sender, bytes, at_ms)) =
+                            entry.charge().filter(|c| c.2 > expired_before)
+                        {
+                            let s = usage.senders.entry(sender).or_default();
+                            s.count += 1;
+                            s.bytes = s.bytes.saturating_add(bytes);
+                            s.newest_ms = s.newest_ms.max(at_ms);
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "unreadable queue entry not counted"),
+                }
+            }
+            if page.len() < REBUILD_PAGE {
+                return Ok(usage);
+            }
+        }
+    }
+
+    /// Drop the shares whose newest entry expired (all of theirs did).
+    fn drop_expired(&self, usage: &mut QueueUsage) {
+        let now = self.clock.now_ms();
+        let retention_ms = self.cfg.retention_secs.saturating_mul(1000);
+        usage
+            .senders
+            .retain(|_, s| s.newest_ms.saturating_add(retention_ms) > now);
+    }
+
+    fn exceeds(
+        &self,
+        usage: &QueueUsage,
+        sender: AccountId,
+        bytes: u64,
+        policy: Policy,
+    ) -> Option<QueueLimit> {
+        if policy == Policy::Force {
+            return None;
+        }
+        let share = usage.senders.get(&sender).copied().unwrap_or_default();
+        if share.count >= self.cfg.max_sender_queue_len {
+            return Some(QueueLimit::SenderQueueLen);
+        }
+        if share.bytes.saturating_add(bytes) > self.cfg.max_sender_queue_bytes {
+            return Some(QueueLimit::SenderQueueBytes);
+        }
+        if policy == Policy::Full {
+            let (count, total) = usage.senders.values().fold((0u64, 0u64), |(c, b), s| {
+                (c.saturating_add(s.count), b.saturating_add(s.bytes))
+            });
+            if count >= self.cfg.max_queue_len {
+                return Some(QueueLimit::QueueLen);
+            }
+            if total.saturating_add(bytes) > self.cfg.max_queue_bytes {
+                return Some(QueueLimit::QueueBytes);
+            }
+        }
+        None
+    }
+}

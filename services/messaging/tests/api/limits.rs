@@ -1,0 +1,367 @@
+//! Abuse limits: per-account send rates, per-device queue quotas (count and bytes, a sender's
+//! share), on 1:1 sends and group fan-out, kept across acknowledgements, expiry and restarts.
+
+use std::time::Duration;
+
+use guardyn_common::clock::ManualClock;
+use guardyn_common::ratelimit::RateLimit;
+use guardyn_crypto::mls::Group;
+use guardyn_proto::guardyn::messaging::v1::{
+    AckRequest, CreateGroupRequest, SendCommitRequest, SendGroupMessageRequest,
+};
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
+use crate::common::*;
+use crate::groups::{GROUP_ID, address, client, group_of_two};
+
+/// The `limit` of a QUOTA_EXCEEDED refusal (which quota it hit).
+fn limit(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .and_then(|i| i.metadata.get("limit").cloned())
+        .unwrap_or_default()
+}
+
+fn quota_exceeded(result: Result<impl std::fmt::Debug, Status>, which: &str) {
+    let err = result.expect_err("refused");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(reason(&err), "QUOTA_EXCEEDED");
+    assert_eq!(limit(&err), which);
+}
+
+async fn ack(env: &Env, who: (&str, u32), ids: Vec<u64>) -> u32 {
+    env.messaging()
+        .ack(authed(
+            AckRequest {
+                server_ids: ids,
+                up_to_server_id: 0,
+            },
+            &env.token(who.0, who.1),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .acked
+}
+
+fn server_id(r: &guardyn_proto::guardyn::messaging::v1::SendMessageResponse) -> u64 {
+    r.queued[0].server_id
+}
+
+#[tokio::test]
+async fn a_sender_over_its_send_rate_is_refused_with_retry_info_and_others_are_not() {
+    let env = Env::start_with(|c| c.messaging.limits.send_per_account = RateLimit::new(2, 1)).await;
+    let (a, b, c) = (acct(1), acct(2), acct(3));
+    for x in [&a, &b, &c] {
+        env.dir.set(x, &[(1, 1)]);
+    }
+    env.send((&a, 1), &b, &[(1, 1)], "r1", b"1").await.unwrap();
+    env.send((&a, 1), &b, &[(1, 1)], "r2", b"2").await.unwrap();
+    // The bucket is the account's: another of its devices does not get a fresh one.
+    env.dir.set(&a, &[(1, 1), (2, 2)]);
+    let err = env
+        .send((&a, 2), &b, &[(1, 1)], "r3", b"3")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    let wait = retry_after(&err).expect("RetryInfo");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    // Nothing of the refused send was stored.
+    assert_eq!(queued(&env.server, &b, 1).await, 2);
+    env.send((&c, 1), &b, &[(1, 1)], "c1", b"c").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flooder_fills_only_its_share_and_another_sender_still_delivers() {
+    let env = Env::start_with(|c| {
+        c.messaging.max_queue_len = 10;
+        c.messaging.max_sender_queue_len = 3;
+    })
+    .await;
+    let (flooder, victim, friend) = (acct(1), acct(2), acct(3));
+    for x in [&flooder, &victim, &friend] {
+        env.dir.set(x, &[(1, 1)]);
+    }
+    let mut first = 0;
+    for i in 0..3 {
+        let r = env
+            .send((&flooder, 1), &victim, &[(1, 1)], &format!("f{i}"), b"spam")
+            .await
+            .unwrap();
+        if i == 0 {
+            first = server_id(&r);
+        }
+    }
+    quota_exceeded(
+        env.send((&flooder, 1), &victim, &[(1, 1)], "f3", b"spam")
+            .await,
+        "sender_queue_len",
+    );
+    // The victim's other contacts still get through.
+    env.send((&friend, 1), &victim, &[(1, 1)], "hi", b"hello")
+        .await
+        .unwrap();
+    let mut s = env.listen(&victim, 1).await;
+    let mut contents = Vec::new();
+    for _ in 0..4 {
+        contents.push(next_envelope(&mut s).await.content);
+    }
+    assert!(contents.contains(&b"hello\x01".to_vec()), "{contents:?}");
+    // An acknowledgement gives the flooder room for exactly one more.
+    assert_eq!(ack(&env, (&victim, 1), vec![first]).await, 1);
+    env.send((&flooder, 1), &victim, &[(1, 1)], "f4", b"spam")
+        .await
+        .unwrap();
+    quota_exceeded(
+        env.send((&flooder, 1), &victim, &[(1, 1)], "f5", b"spam")
+            .await,
+        "sender_queue_len",
+    );
+}
+
+/// Limits where a 1000-byte envelope is the largest message and a queue holds 2500 bytes.
+fn small_bytes(c: &mut guardyn::config::Config) {
+    let m = &mut c.messaging;
+    m.max_envelope_bytes = 1000;
+    m.max_mls_message_bytes = 1000;
+    m.max_welcome_bytes = 1000;
+    m.max_queue_bytes = 2500;
+    m.max_sender_queue_bytes = 2500;
+}
+
+/// A server with [`small_bytes`] on `dir`, once a previous one released it.
+async fn start_small_on(dir: &std::path::Path, clock: &ManualClock) -> Env {
+    for _ in 0..100 {
+        let (dir, clock) = (dir.to_owned(), clock.clone());
+        let started =
+            tokio::spawn(async move { Env::start_configured_on(&dir, clock, small_bytes).await });
+        if let Ok(env) = started.await {
+            return env;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("could not reopen the data directory");
+}
+
+#[tokio::test]
+async fn the_byte_quota_holds_across_a_restart_and_frees_up_after_ack_and_expiry() {
+    let data = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let env = start_small_on(data.path(), &clock).await;
+    let (a, b, c) = (acct(1), acct(2), acct(3));
+    let setup = |env: &Env| {
+        for x in [&a, &b, &c] {
+            env.dir.set(x, &[(1, 1)]);
+        }
+    };
+    setup(&env);
+    // send_request appends the device id: 999 + 1 = 1000 bytes of ciphertext each.
+    let body = vec![9u8; 999];
+    let r1 = env.send((&a, 1), &b, &[(1, 1)], "a1", &body).await.unwrap();
+    env.send((&c, 1), &b, &[(1, 1)], "c1", &body).await.unwrap();
+    // 2000 of 2500 bytes queued: another 1000 does not fit, though A's own share would.
+    quota_exceeded(
+        env.send((&a, 1), &b, &[(1, 1)], "a2", &body).await,
+        "queue_bytes",
+    );
+    // A small one still fits.
+    env.send((&a, 1), &b, &[(1, 1)], "a3", b"tiny")
+        .await
+        .unwrap();
+
+    // The accounting is persisted with the queue: a restarted server still refuses.
+    let Env { server, .. } = env;
+    server.stop().await.unwrap();
+    let env = start_small_on(data.path(), &clock).await;
+    setup(&env);
+    quota_exceeded(
+        env.send((&a, 1), &b, &[(1, 1)], "a4", &body).await,
+        "queue_bytes",
+    );
+    // An acknowledgement frees its bytes.
+    assert_eq!(ack(&env, (&b, 1), vec![server_id(&r1)]).await, 1);
+    env.send((&a, 1), &b, &[(1, 1)], "a5", &body).await.unwrap();
+    quota_exceeded(
+        env.send((&c, 1), &b, &[(1, 1)], "c2", &body).await,
+        "queue_bytes",
+    );
+    // Expired entries no longer count.
+    clock.advance(Duration::from_secs(30 * 24 * 60 * 60 + 1));
+    env.send((&c, 1), &b, &[(1, 1)], "c3", &body).await.unwrap();
+    env.send((&a, 1), &b, &[(1, 1)], "a6", &body).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_senders_do_not_overshoot_the_queue() {
+    let env = Env::start_with(|c| c.messaging.max_queue_len = 5).await;
+    let b = acct(100);
+    env.dir.set(&b, &[(1, 1)]);
+    let senders: Vec<String> = (1..=12).map(acct).collect();
+    for s in &senders {
+        env.dir.set(s, &[(1, 1)]);
+    }
+    let env = std::sync::Arc::new(env);
+    let tasks: Vec<_> = senders
+        .iter()
+        .map(|s| {
+            let (env, s, b) = (env.clone(), s.clone(), b.clone());
+            tokio::spawn(async move { env.send((&s, 1), &b, &[(1, 1)], "x", b"m").await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(limit(&e), "queue_len", "{e:?}"),
+        }
+    }
+    assert_eq!(ok, 5);
+    assert_eq!(queued(&env.server, &b, 1).await, 5);
+}
+
+async fn send_group_message(
+    env: &Env,
+    a: &str,
+    g: &mut Group,
+    c: &guardyn_crypto::mls::MlsClient,
+    id: &str,
+) -> Result<(), Status> {
+    let message = g.encrypt(c, id.as_bytes()).unwrap();
+    env.groups()
+        .send_group_message(authed(
+            SendGroupMessageRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: g.epoch(),
+                client_message_id: id.into(),
+                message,
+                urgent: false,
+            },
+            &env.token(a, 1),
+        ))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn group_fan_out_is_charged_to_every_recipient_queue() {
+    let env = Env::start_with(|c| c.messaging.max_sender_queue_len = 2).await;
+    let (a, b) = (acct(1), acct(2));
+    // B's Welcome (A's) was read and acknowledged: A's share of B's queue is empty.
+    let ([ca, _cb], [mut ga, _gb]) = group_of_two(&env, &a, &b).await;
+    send_group_message(&env, &a, &mut ga, &ca, "g1")
+        .await
+        .unwrap();
+    // A 1:1 message counts against the same share.
+    let direct = env
+        .send((&a, 1), &b, &[(1, 1)], "d1", b"1:1")
+        .await
+        .unwrap();
+    let err = send_group_message(&env, &a, &mut ga, &ca, "g2").await;
+    quota_exceeded(err, "sender_queue_len");
+    assert_eq!(queued(&env.server, &b, 1).await, 2);
+    ack(&env, (&b, 1), vec![server_id(&direct)]).await;
+    send_group_message(&env, &a, &mut ga, &ca, "g3")
+        .await
+        .unwrap();
+    assert_eq!(queued(&env.server, &b, 1).await, 2);
+}
+
+#[tokio::test]
+async fn group_creation_and_welcomes_are_rate_limited_per_account() {
+    let env = Env::start_with(|c| {
+        c.messaging.limits.create_group_per_account = RateLimit::new(1, 1);
+        c.messaging.limits.welcome_per_account = RateLimit::new(1, 1);
+    })
+    .await;
+    let (a, b, c) = (acct(1), acct(2), acct(3));
+    // One group created and one Welcome sent: the whole allowance.
+    let ([ca, cb], [mut ga, _gb]) = group_of_two(&env, &a, &b).await;
+    env.dir.set(&c, &[(1, 1)]);
+    let other = Group::create(&ca, b"guardyn-test-group-0002").unwrap();
+    let err = env
+        .groups()
+        .create_group(authed(
+            CreateGroupRequest {
+                group_id: b"guardyn-test-group-0002".to_vec(),
+                group_info: other.export_group_info(&ca).unwrap(),
+            },
+            &env.token(&a, 1),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    assert!(retry_after(&err).is_some());
+    let cc = client(&c, 1);
+    let bundle = ga
+        .add_members(&ca, &[cc.create_key_package().unwrap().as_slice()])
+        .unwrap();
+    let err = env
+        .groups()
+        .send_commit(authed(
+            SendCommitRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 1,
+                commit: bundle.commit.clone(),
+                welcome: bundle.welcome.clone(),
+                welcome_recipients: vec![address(&c, 1)],
+                group_info: bundle.group_info.clone().unwrap(),
+            },
+            &env.token(&a, 1),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    assert!(retry_after(&err).is_some());
+    // Another account has its own buckets.
+    let g2 = Group::create(&cb, b"guardyn-test-group-0003").unwrap();
+    env.groups()
+        .create_group(authed(
+            CreateGroupRequest {
+                group_id: b"guardyn-test-group-0003".to_vec(),
+                group_info: g2.export_group_info(&cb).unwrap(),
+            },
+            &env.token(&b, 1),
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_welcome_is_refused_when_the_added_device_queue_is_full() {
+    let env = Env::start_with(|c| c.messaging.max_queue_len = 1).await;
+    let (a, b, x) = (acct(1), acct(2), acct(3));
+    env.dir.set(&a, &[(1, 1)]);
+    env.dir.set(&b, &[(1, 1)]);
+    env.dir.set(&x, &[(1, 1)]);
+    env.send((&x, 1), &b, &[(1, 1)], "fill", b"x")
+        .await
+        .unwrap();
+    let ca = client(&a, 1);
+    let mut ga = crate::groups::create(&env, (&a, 1), &ca).await;
+    let cb = client(&b, 1);
+    let bundle = ga
+        .add_members(&ca, &[cb.create_key_package().unwrap().as_slice()])
+        .unwrap();
+    let r = env
+        .groups()
+        .send_commit(authed(
+            SendCommitRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 0,
+                commit: bundle.commit.clone(),
+                welcome: bundle.welcome.clone(),
+                welcome_recipients: vec![address(&b, 1)],
+                group_info: bundle.group_info.clone().unwrap(),
+            },
+            &env.token(&a, 1),
+        ))
+        .await;
+    quota_exceeded(r, "queue_len");
+    assert_eq!(queued(&env.server, &b, 1).await, 1);
+}
