@@ -86,6 +86,9 @@ pub(crate) struct Inner {
     /// MLS signature keys the directory pins, per (account, device), as last fetched: incoming
     /// Welcomes, commits and messages whose leaves contradict them are refused (`groups.rs`).
     pub mls_pins: StdMutex<std::collections::HashMap<(String, u32), Vec<u8>>>,
+    /// Accounts whose pinned MLS keys were fetched: a leaf naming one of their devices
+    /// without a pin is refused.
+    pub mls_fetched: StdMutex<std::collections::HashSet<String>>,
 }
 
 /// How long a fetched own-device list is trusted.
@@ -149,6 +152,7 @@ impl Client {
                 own_checked: StdMutex::new(None),
                 mls_verified: StdMutex::new(std::collections::HashMap::new()),
                 mls_pins: StdMutex::new(std::collections::HashMap::new()),
+                mls_fetched: StdMutex::new(std::collections::HashSet::new()),
             }),
         }
     }

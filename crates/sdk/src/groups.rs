@@ -8,9 +8,12 @@
 //! member leaf's signature key is compared with the pinned key of the device it names
 //! ([`Client::verify_group_members`]). A mismatch is [`SdkError::MlsIdentityMismatch`] and
 //! nothing is sent. The pinned keys fetched that way (and with claimed KeyPackages) are kept in
-//! memory, and an incoming Welcome, commit or application message whose leaf contradicts one
-//! of them is refused the same way (not joined, not merged, not delivered); leaves of devices
-//! whose key is not known yet are checked before this device next sends to the group.
+//! memory. Before an incoming commit, proposal or application message of a group is
+//! processed, the pinned keys of every account with a member in it are fetched (once per
+//! account), so the sender's leaf and any leaf a commit adds or changes is checked against
+//! the directory; one that contradicts its pin, or names a device of a fetched account without
+//! a pin, is refused (not merged, not delivered). A Welcome's members are checked against what
+//! is known when it arrives and fetched before the group's first message is processed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -99,6 +102,77 @@ fn parts<'a>(
 }
 
 impl Inner {
+    /// Fetches the pinned MLS signature keys of `accounts` (into the cache, marking them
+    /// fetched) and returns them.
+    pub(crate) async fn fetch_mls_pins(
+        &self,
+        accounts: impl IntoIterator<Item = String>,
+    ) -> Result<HashMap<(String, u32), Vec<u8>>, SdkError> {
+        let mut pins = HashMap::new();
+        for account in accounts {
+            let resp = self
+                .call(
+                    auth::GetMlsSignatureKeysRequest {
+                        account_id: account.clone(),
+                    },
+                    |ch, r| async move {
+                        KeyDirectoryServiceClient::new(ch)
+                            .get_mls_signature_keys(r)
+                            .await
+                    },
+                )
+                .await?;
+            for k in resp.keys {
+                pins.insert((account.clone(), k.device_id), k.signature_key);
+            }
+            if let Ok(mut cache) = self.mls_pins.lock() {
+                cache.retain(|(a, _), _| *a != account);
+                cache.extend(
+                    pins.iter()
+                        .filter(|((a, _), _)| *a == account)
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+            }
+            if let Ok(mut fetched) = self.mls_fetched.lock() {
+                fetched.insert(account);
+            }
+        }
+        Ok(pins)
+    }
+
+    /// Before an MLS envelope of a known group is processed: fetch the pins of member
+    /// accounts not fetched yet. A failure is logged; those leaves stay unchecked until the
+    /// next envelope or send.
+    pub(crate) async fn prepare_mls(&self, env: &msg::DeliveredEnvelope) {
+        let Some(group_id) = &env.group_id else {
+            return;
+        };
+        let missing: BTreeSet<String> = {
+            let st = self.state.lock().await;
+            let Some(group) = st.groups.get(group_id) else {
+                return;
+            };
+            let fetched = self
+                .mls_fetched
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default();
+            group
+                .members()
+                .iter()
+                .filter_map(|m| parse_identity(&m.identity))
+                .map(|a| a.account_id)
+                .filter(|a| !fetched.contains(a))
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        if let Err(e) = self.fetch_mls_pins(missing).await {
+            tracing::warn!(error = %e, "could not fetch pinned MLS keys of group members");
+        }
+    }
+
     /// Processes an MLS envelope (welcome, commit, proposal or application message).
     pub(crate) fn open_mls(
         &self,
@@ -106,10 +180,19 @@ impl Inner {
         env: &msg::DeliveredEnvelope,
     ) -> Result<Option<Event>, SdkError> {
         let pins = self.mls_pins.lock().map(|p| p.clone()).unwrap_or_default();
+        let fetched = self
+            .mls_fetched
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
         let accept = |m: &MemberInfo| {
             parse_identity(&m.identity).is_some_and(|a| {
-                pins.get(&(a.account_id, a.device_id))
-                    .is_none_or(|k| *k == m.signature_key)
+                match pins.get(&(a.account_id.clone(), a.device_id)) {
+                    Some(k) => *k == m.signature_key,
+                    // Not fetched yet (a member added by the commit being processed): checked
+                    // before the group's next message.
+                    None => !fetched.contains(&a.account_id),
+                }
             })
         };
         if env.mls_kind == msg::MlsMessageKind::Welcome as i32 {
@@ -496,28 +579,7 @@ impl Client {
             .filter_map(|m| parse_identity(&m.identity))
             .map(|a| a.account_id)
             .collect();
-        let mut pins = HashMap::new();
-        for account in accounts {
-            let resp = self
-                .inner
-                .call(
-                    auth::GetMlsSignatureKeysRequest {
-                        account_id: account.clone(),
-                    },
-                    |ch, r| async move {
-                        KeyDirectoryServiceClient::new(ch)
-                            .get_mls_signature_keys(r)
-                            .await
-                    },
-                )
-                .await?;
-            for k in resp.keys {
-                pins.insert((account.clone(), k.device_id), k.signature_key);
-            }
-        }
-        if let Ok(mut cache) = self.inner.mls_pins.lock() {
-            cache.extend(pins.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
+        let pins = self.inner.fetch_mls_pins(accounts).await?;
         check_members(&members, &pins)?;
         if let Ok(mut verified) = self.inner.mls_verified.lock() {
             verified.insert(group_id.to_vec(), epoch);

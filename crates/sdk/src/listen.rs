@@ -304,6 +304,9 @@ impl Inner {
                 }
                 Some(Ok(resp)) => match resp.item {
                     Some(msg::listen_response::Item::Envelope(env)) => {
+                        if env.r#type == msg::EnvelopeType::Mls as i32 {
+                            self.prepare_mls(&env).await;
+                        }
                         let mut st = self.state.lock().await;
                         batch.events.extend(self.handle_envelope(&mut st, &env));
                         if env.server_id != 0 {

@@ -151,3 +151,50 @@ async fn mls_leaves_are_bound_to_the_directorys_pinned_keys() {
         vec!["bound"]
     );
 }
+
+#[tokio::test]
+async fn a_member_whose_leaf_contradicts_the_directory_is_not_trusted_on_receive() {
+    use guardyn_proto::guardyn::auth::v1::GetMlsSignatureKeysResponse;
+    use guardyn_sdk::Storage;
+
+    let server = server().await;
+    let alice = register(&server, "alice").await;
+    // Bob reaches the server through a directory that pins other MLS keys than the ones the
+    // group's leaves carry: what Bob sees when a leaf was forged (or the directory lies).
+    let lying = super::mitm::start_on(
+        server.channel(),
+        "/guardyn.auth.v1.KeyDirectoryService/GetMlsSignatureKeys",
+        |resp: &mut GetMlsSignatureKeysResponse| {
+            for k in &mut resp.keys {
+                k.signature_key = vec![7; k.signature_key.len()];
+            }
+        },
+    )
+    .await;
+    let bob = Client::register(
+        lying.channel(),
+        Storage::Memory,
+        config(),
+        &username("bob"),
+        PASSWORD,
+    )
+    .await
+    .unwrap();
+    let group = alice.create_group().await.unwrap();
+    alice
+        .add_to_group(&group, &[bob.account_id()])
+        .await
+        .unwrap();
+    joined(&bob, &group).await;
+    alice.send_group(&group, b"hello").await.unwrap();
+    // Before the message is trusted, Bob fetches the pinned keys of the group's accounts:
+    // Alice's leaf contradicts them, so the message is refused, not attributed to her.
+    let events = bob.sync().await.unwrap();
+    assert!(group_bodies(&events, &group).is_empty(), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Undecryptable { reason, .. } if reason.contains(alice.account_id()))),
+        "{events:?}"
+    );
+}

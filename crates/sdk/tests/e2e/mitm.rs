@@ -1,5 +1,6 @@
 //! A key directory that lies: an HTTP/2 proxy in front of the real server that forwards every
-//! call unchanged except GetPreKeyBundle responses, which it rewrites. This is what a
+//! call unchanged except the responses of one RPC (GetPreKeyBundle unless told otherwise),
+//! which it rewrites. This is what a
 //! compromised or malicious server can do to the bundles a client fetches.
 
 use std::sync::Arc;
@@ -7,7 +8,6 @@ use std::sync::Arc;
 use http_body_util::BodyExt as _;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prost::Message as _;
 use tonic::transport::Channel;
 use tower::ServiceExt as _;
 
@@ -15,7 +15,7 @@ use guardyn_proto::guardyn::auth::v1::GetPreKeyBundleResponse;
 
 const BUNDLE_PATH: &str = "/guardyn.auth.v1.KeyDirectoryService/GetPreKeyBundle";
 
-type Rewrite = Arc<dyn Fn(&mut GetPreKeyBundleResponse) + Send + Sync>;
+type Rewrite<M> = Arc<dyn Fn(&mut M) + Send + Sync>;
 
 /// The running proxy; dropping it stops accepting connections.
 pub struct Mitm {
@@ -43,7 +43,16 @@ pub async fn start(
     upstream: Channel,
     rewrite: impl Fn(&mut GetPreKeyBundleResponse) + Send + Sync + 'static,
 ) -> Mitm {
-    let rewrite: Rewrite = Arc::new(rewrite);
+    start_on(upstream, BUNDLE_PATH, rewrite).await
+}
+
+/// Starts a proxy to `upstream` that applies `rewrite` to every response of `path`.
+pub async fn start_on<M: prost::Message + Default + 'static>(
+    upstream: Channel,
+    path: &'static str,
+    rewrite: impl Fn(&mut M) + Send + Sync + 'static,
+) -> Mitm {
+    let rewrite: Rewrite<M> = Arc::new(rewrite);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -51,7 +60,7 @@ pub async fn start(
             let upstream = upstream.clone();
             let rewrite = rewrite.clone();
             let service = hyper::service::service_fn(move |req| {
-                forward(upstream.clone(), rewrite.clone(), req)
+                forward(upstream.clone(), path, rewrite.clone(), req)
             });
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -63,12 +72,13 @@ pub async fn start(
     Mitm { url, task }
 }
 
-async fn forward(
+async fn forward<M: prost::Message + Default>(
     upstream: Channel,
-    rewrite: Rewrite,
+    path: &str,
+    rewrite: Rewrite<M>,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<tonic::body::Body>, tonic::transport::Error> {
-    let tamper = req.uri().path() == BUNDLE_PATH;
+    let tamper = req.uri().path() == path;
     let resp = upstream.oneshot(req.map(tonic::body::Body::new)).await?;
     if !tamper {
         return Ok(resp);
@@ -81,7 +91,7 @@ async fn forward(
     if bytes.len() >= 5 {
         // One uncompressed gRPC message: flag (0) | length (u32) | message.
         assert_eq!(bytes[0], 0, "compressed responses are not expected");
-        let mut message = GetPreKeyBundleResponse::decode(&bytes[5..]).unwrap();
+        let mut message = M::decode(&bytes[5..]).unwrap();
         rewrite(&mut message);
         let encoded = message.encode_to_vec();
         let mut framed = vec![0];

@@ -174,3 +174,22 @@ async fn list_sessions_pages_without_duplicates_or_gaps() {
         assert_eq!(err.code(), Code::InvalidArgument);
     }
 }
+
+#[tokio::test]
+async fn unused_mfa_tickets_are_swept_after_they_expire() {
+    let env = start().await;
+    let a = env.register("gail", 0).await;
+    super::mfa::enrol(&env, &a).await;
+    // Password accepted, second factor never given: the ticket is left behind.
+    let r = env.login("gail", 1).await.unwrap();
+    assert!(matches!(
+        r.outcome,
+        Some(pb::login_response::Outcome::MfaChallenge(_))
+    ));
+    assert_eq!(keys(&env, "mfaticket").await.len(), 1);
+    env.clock.advance(Duration::from_secs(200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(keys(&env, "mfaticket").await.len(), 1, "not expired yet");
+    env.clock.advance(Duration::from_secs(200));
+    eventually(&env, "mfaticket", <[String]>::is_empty).await;
+}
