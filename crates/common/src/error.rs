@@ -57,7 +57,8 @@ pub fn default_code(reason: Reason) -> Code {
         | R::MfaNotEnabled
         | R::LastDevice
         | R::StepUpRequired
-        | R::LinkPending => Code::FailedPrecondition,
+        | R::LinkPending
+        | R::PushPlatformUnavailable => Code::FailedPrecondition,
         R::StaleEpoch | R::SendInProgress => Code::Aborted,
         R::RateLimited | R::QuotaExceeded | R::DeviceLimitReached | R::Overloaded => {
             Code::ResourceExhausted

@@ -20,7 +20,7 @@ use crate::config::Config;
 
 /// Services this build can host, by `--service` name, in registration order (a service that
 /// provides a seam comes before those that take it).
-pub const SERVICES: &[&str] = &["auth", "messaging", "presence", "media"];
+pub const SERVICES: &[&str] = &["auth", "messaging", "presence", "media", "notification"];
 
 /// Every service this build can host, built from its typed configuration, in [`SERVICES`]
 /// order.
@@ -33,6 +33,9 @@ pub fn catalogue(config: &Config) -> Vec<Box<dyn Service>> {
         Box::new(guardyn_messaging::Messaging::new(config.messaging.clone())),
         Box::new(guardyn_presence::Presence::new(config.presence.clone())),
         Box::new(guardyn_media::Media::new(config.media.clone())),
+        Box::new(guardyn_notification::Notification::new(
+            config.notification.clone(),
+        )),
     ]
 }
 

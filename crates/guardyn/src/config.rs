@@ -27,6 +27,7 @@ pub struct Config {
     pub presence: guardyn_presence::PresenceConfig,
     pub messaging: guardyn_messaging::MessagingConfig,
     pub media: guardyn_media::MediaConfig,
+    pub notification: guardyn_notification::NotificationConfig,
 }
 
 impl Validate for Config {
@@ -42,6 +43,7 @@ impl Validate for Config {
         self.events.validate(&key(prefix, "events"))?;
         self.messaging.validate(&key(prefix, "messaging"))?;
         self.media.validate(&key(prefix, "media"))?;
+        self.notification.validate(&key(prefix, "notification"))?;
         // The bus carries revocations between processes: the same rule as mesh calls.
         if self.events.backend == EventsBackend::Nats && !self.mesh.allow_plaintext {
             for url in self.events.nats_url.split(',').map(str::trim) {

@@ -43,6 +43,16 @@ pub struct MessagingConfig {
     pub sweep_interval_secs: u64,
     /// Keys the sweeper reads per pass (1..=10000).
     pub sweep_batch: usize,
+    /// Enqueue a wake-up job (`notification-wake`, consumed by the notification service) when
+    /// mail is queued for a device with no open Listen stream in the cluster. Off for
+    /// deployments without push, so the queue does not grow unconsumed.
+    pub wake_jobs: bool,
+    /// At most one wake-up job per device per this many milliseconds, per instance
+    /// (0..=600000; 0 = one per stored message).
+    pub wake_coalesce_ms: u64,
+    /// Seconds between two re-announcements of this instance's Listen streams to the others
+    /// (1..=300); an announced stream counts as open for three intervals.
+    pub stream_announce_secs: u64,
     /// Per-account rate limits.
     pub limits: MessagingLimits,
 }
@@ -88,6 +98,9 @@ impl Default for MessagingConfig {
             max_group_members: 10_000,
             sweep_interval_secs: 300,
             sweep_batch: 500,
+            wake_jobs: true,
+            wake_coalesce_ms: 2_000,
+            stream_announce_secs: 10,
             limits: MessagingLimits::default(),
         }
     }
@@ -138,6 +151,18 @@ impl Validate for MessagingConfig {
             return Err(ConfigError::new(
                 key(prefix, "sweep_batch"),
                 "must be between 1 and 10000",
+            ));
+        }
+        if self.wake_coalesce_ms > 600_000 {
+            return Err(ConfigError::new(
+                key(prefix, "wake_coalesce_ms"),
+                "must be at most 600000",
+            ));
+        }
+        if !(1..=300).contains(&self.stream_announce_secs) {
+            return Err(ConfigError::new(
+                key(prefix, "stream_announce_secs"),
+                "must be between 1 and 300",
             ));
         }
         // A byte quota smaller than the largest message would refuse that message forever.
@@ -201,6 +226,24 @@ mod tests {
             c.validate("messaging").unwrap_err().key,
             "messaging.max_sender_queue_bytes"
         );
+        for (c, field) in [
+            (
+                MessagingConfig {
+                    wake_coalesce_ms: 600_001,
+                    ..MessagingConfig::default()
+                },
+                "messaging.wake_coalesce_ms",
+            ),
+            (
+                MessagingConfig {
+                    stream_announce_secs: 0,
+                    ..MessagingConfig::default()
+                },
+                "messaging.stream_announce_secs",
+            ),
+        ] {
+            assert_eq!(c.validate("messaging").unwrap_err().key, field);
+        }
         let mut c = MessagingConfig::default();
         c.limits.welcome_per_account = RateLimit::new(0, 1);
         assert_eq!(

@@ -13,7 +13,9 @@ use crate::config::MessagingConfig;
 use crate::limits::Limits;
 use crate::outbox::backoff::Backoff;
 use crate::outbox::busy::Busy;
+use crate::remote::RemoteStreams;
 use crate::streams::Registry;
+use crate::wake::gate::WakeGate;
 
 /// State shared by both gRPC services and the background tasks.
 #[derive(Debug)]
@@ -25,6 +27,10 @@ pub(crate) struct Core {
     pub clock: SharedClock,
     pub directory: Arc<dyn DeviceDirectory>,
     pub registry: Registry,
+    /// Devices streaming on other instances.
+    pub remote: RemoteStreams,
+    /// Coalescing and counters of wake-up jobs.
+    pub wake: WakeGate,
     /// The process's token verifier: every stream takes its guard (expiry, revocation).
     pub verifier: TokenVerifier,
     pub limits: Limits,

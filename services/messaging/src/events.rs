@@ -1,5 +1,6 @@
 //! Background subscriptions: auth's session/device/account/prekey events and other instances'
-//! Listen claims.
+//! Listen claims, releases and stream announcements (which devices stream elsewhere,
+//! [`crate::remote`]).
 //!
 //! Every instance consumes auth's events itself and applies them to the streams it holds, so
 //! notices need no cross-instance routing.
@@ -12,7 +13,10 @@ use guardyn_common::events::auth::{
     ACCOUNT_DELETED, AccountDeleted, DEVICE_LINKED, DEVICE_REMOVED, DeviceLinked, DeviceRemoved,
     PREKEYS_LOW, PreKeysLow, SESSION_REVOKED, SessionRevoked,
 };
-use guardyn_common::events::messaging::{LISTEN_ALL, ListenClaim, parse_listen_subject};
+use guardyn_common::events::messaging::{
+    LISTEN_ALL, ListenClaim, ListenRelease, STREAMS_ALL, StreamAnnounce, UNLISTEN_ALL,
+    parse_listen_subject, parse_unlisten_subject,
+};
 use guardyn_common::{AccountId, DeviceId};
 use guardyn_events::{Delivery, EventError};
 use guardyn_storage::{Direction, KeyRange, Txn};
@@ -46,6 +50,8 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
     let mut linked = core.bus.subscribe(DEVICE_LINKED).await?;
     let mut prekeys = core.bus.subscribe(PREKEYS_LOW).await?;
     let mut claims = core.bus.subscribe(LISTEN_ALL).await?;
+    let mut releases = core.bus.subscribe(UNLISTEN_ALL).await?;
+    let mut announces = core.bus.subscribe(STREAMS_ALL).await?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -84,6 +90,13 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
                 Some(d) = claims.next() => if let Delivery::Event(ev) = d {
                     on_claim(&core, ev.subject(), ev.payload());
                 },
+                Some(d) = releases.next() => if let Delivery::Event(ev) = d {
+                    on_release(&core, ev.subject(), ev.payload());
+                },
+                Some(d) = announces.next() => if let Some(a) = payload::<StreamAnnounce>(d) {
+                    let lease = std::time::Duration::from_millis(a.lease_ms);
+                    core.remote.announced(a.instance, lease, &a.streams);
+                },
                 else => return,
             }
         }
@@ -119,6 +132,19 @@ fn on_claim(core: &Core, subject: &str, payload: &[u8]) {
     }
     if let Some((account, device)) = parse_listen_subject(subject) {
         core.registry.claimed_elsewhere(account, device);
+        core.remote
+            .claimed(account, device, claim.instance, claim.stream);
+    }
+}
+
+fn on_release(core: &Core, subject: &str, payload: &[u8]) {
+    let Ok(release) = ListenRelease::decode(payload) else {
+        tracing::warn!("malformed listen release");
+        return;
+    };
+    if let Some((account, device)) = parse_unlisten_subject(subject) {
+        core.remote
+            .released(account, device, release.instance, release.stream);
     }
 }
 

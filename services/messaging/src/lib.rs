@@ -3,12 +3,15 @@
 //! Owns the per-device message queues (1:1 Signal-protocol envelopes and MLS group traffic),
 //! the Listen delivery stream with acknowledgements and flow control, and the MLS delivery
 //! service (group membership by device, epoch ordering by compare-and-set, GroupInfo for
-//! external joins). The server stores and forwards ciphertext and never decrypts it.
+//! external joins). The server stores and forwards ciphertext and never decrypts it. Mail for a
+//! device with no open Listen stream anywhere in the cluster enqueues a wake-up job for the
+//! notification service (`wake`).
 //!
 //! Must not depend on any other service crate: the destination's current devices come from
 //! the [`DeviceDirectory`] seam (implemented by auth), session/device/account changes arrive as
 //! auth's bus events.
 
+mod announce;
 mod config;
 mod core;
 mod devices;
@@ -22,9 +25,11 @@ mod listen;
 mod messaging;
 mod outbox;
 mod quota;
+mod remote;
 mod store;
 mod streams;
 mod sweeper;
+mod wake;
 
 use std::sync::Arc;
 
@@ -56,8 +61,9 @@ impl Service for Messaging {
     }
 
     /// Build MessagingService and GroupService, start their event subscriptions and the
-    /// outbox recovery (which completes fan-outs a previous process left unfinished) and the
-    /// idempotency record sweeper, and add them to `set`.
+    /// outbox recovery (which completes fan-outs a previous process left unfinished), the
+    /// idempotency record sweeper and the announcement of this instance's Listen streams, and
+    /// add them to `set`.
     async fn register(
         &self,
         handles: &Handles,
@@ -71,6 +77,13 @@ impl Service for Messaging {
                 service: "messaging",
                 seam: "the auth service's device directory",
             })?;
+        let registry = streams::Registry::new();
+        let remote = remote::RemoteStreams::new(
+            registry.instance,
+            announce::lease(self.config.stream_announce_secs),
+        );
+        let wake = wake::gate::WakeGate::new(self.config.wake_coalesce_ms);
+        handles.ctx.metrics.with_registry(|r| wake.register(r));
         let core = Arc::new(Core {
             cfg: self.config.clone(),
             kv: handles.stores.kv.clone(),
@@ -78,7 +91,9 @@ impl Service for Messaging {
             bus: handles.bus.clone(),
             clock: handles.clock.clone(),
             directory,
-            registry: streams::Registry::new(),
+            registry,
+            remote,
+            wake,
             verifier: handles.ctx.verifier.clone(),
             limits: limits::Limits::new(&self.config.limits),
             outbox_busy: outbox::busy::Busy::default(),
@@ -90,6 +105,7 @@ impl Service for Messaging {
             .map_err(|e| RegisterError::failed("messaging", e))?;
         outbox::spawn_recovery(core.clone());
         tokio::spawn(sweeper::run(core.clone()));
+        tokio::spawn(announce::run(core.clone()));
         let max = handles.server.max_request_bytes;
         set.add(grpc::messaging_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::group_server(core).max_decoding_message_size(max));

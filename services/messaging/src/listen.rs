@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use guardyn_common::auth::StreamAuth;
 use guardyn_common::events::Payload as _;
-use guardyn_common::events::messaging::{Envelope, MailEvent};
+use guardyn_common::events::messaging::{Envelope, ListenRelease, MailEvent, unlisten_subject};
 use guardyn_common::{AccountId, ApiError, DeviceId, Reason};
 use guardyn_events::{Delivery, Subscription};
 use guardyn_storage::LogEntry;
@@ -72,6 +72,22 @@ impl Listener {
         self.core
             .registry
             .unregister(self.account, self.device, self.ctl.id);
+        // The other instances stop counting the device as streaming here (and wake it again).
+        let release = ListenRelease {
+            instance: self.core.registry.instance,
+            stream: self.ctl.id,
+        };
+        if let Err(e) = self
+            .core
+            .bus
+            .publish(
+                &unlisten_subject(self.account, self.device),
+                release.encode(),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not publish a listen release");
+        }
         let at_ms = self.core.clock.now_ms();
         let notice = |notice: Notice| Ok(Item::Notice { at_ms, notice });
         let last: Vec<Result<Item, ApiError>> = match end {

@@ -209,6 +209,8 @@ impl Core {
         for (dest, _) in &queued {
             self.notify_mail(send.destination, *dest).await;
         }
+        let woken: Vec<_> = queued.iter().map(|&(d, _)| (send.destination, d)).collect();
+        self.wake_offline(&woken, send.urgent, now).await;
         Ok(queued)
     }
 

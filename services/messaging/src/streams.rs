@@ -214,4 +214,9 @@ impl Registry {
     pub(crate) fn is_connected(&self, account: AccountId, device: DeviceId) -> bool {
         self.map().contains_key(&(account, device))
     }
+
+    /// Every stream held here: (account, device, stream id).
+    pub(crate) fn open_streams(&self) -> Vec<(AccountId, DeviceId, u64)> {
+        self.map().iter().map(|(&(a, d), s)| (a, d, s.id)).collect()
+    }
 }

@@ -27,3 +27,5 @@ mod stream_auth;
 mod sweeper;
 #[path = "api/verification.rs"]
 mod verification;
+#[path = "api/wake.rs"]
+mod wake;

@@ -25,7 +25,32 @@ pub const LISTEN_ALL: &str = "messaging.listen.>";
 
 /// The device a [`listen_subject`] names.
 pub fn parse_listen_subject(subject: &str) -> Option<(AccountId, DeviceId)> {
-    let rest = subject.strip_prefix("messaging.listen.")?;
+    parse_device_subject(subject.strip_prefix("messaging.listen.")?)
+}
+
+/// `messaging.unlisten.<account>.<device>`: the end of a claimed stream ([`ListenRelease`]).
+pub fn unlisten_subject(account: AccountId, device: DeviceId) -> String {
+    format!("messaging.unlisten.{account}.{device}")
+}
+
+/// Every stream release.
+pub const UNLISTEN_ALL: &str = "messaging.unlisten.>";
+
+/// The device an [`unlisten_subject`] names.
+pub fn parse_unlisten_subject(subject: &str) -> Option<(AccountId, DeviceId)> {
+    parse_device_subject(subject.strip_prefix("messaging.unlisten.")?)
+}
+
+/// `messaging.streams.<instance>`: an instance's re-announcement of its streams
+/// ([`StreamAnnounce`]).
+pub fn streams_subject(instance: [u8; 16]) -> String {
+    format!("messaging.streams.{}", crate::ids::hex(&instance))
+}
+
+/// Every instance's stream announcements.
+pub const STREAMS_ALL: &str = "messaging.streams.*";
+
+fn parse_device_subject(rest: &str) -> Option<(AccountId, DeviceId)> {
     let (account, device) = rest.split_once('.')?;
     Some((
         AccountId::parse(account)?,
@@ -231,6 +256,84 @@ impl Payload for ListenClaim {
     }
 }
 
+/// An [`unlisten_subject`] event: instance `instance` closed stream `stream` of the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenRelease {
+    pub instance: [u8; 16],
+    pub stream: u64,
+}
+
+impl Payload for ListenRelease {
+    type Wire = pb::ListenRelease;
+    const WHAT: &'static str = "messaging.unlisten";
+    fn to_wire(&self) -> Self::Wire {
+        pb::ListenRelease {
+            instance_id: self.instance.to_vec(),
+            stream_id: self.stream,
+        }
+    }
+    fn from_wire(w: Self::Wire) -> Result<Self, DecodeError> {
+        Ok(Self {
+            instance: w
+                .instance_id
+                .try_into()
+                .map_err(|_| bad(Self::WHAT, "instance_id"))?,
+            stream: w.stream_id,
+        })
+    }
+}
+
+/// A [`streams_subject`] event: streams `instance` holds, each open for `lease_ms` from now
+/// unless released.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamAnnounce {
+    pub instance: [u8; 16],
+    pub lease_ms: u64,
+    /// (account, device, stream id on the instance).
+    pub streams: Vec<(AccountId, DeviceId, u64)>,
+}
+
+impl Payload for StreamAnnounce {
+    type Wire = pb::StreamAnnounce;
+    const WHAT: &'static str = "messaging.streams";
+    fn to_wire(&self) -> Self::Wire {
+        pb::StreamAnnounce {
+            instance_id: self.instance.to_vec(),
+            lease_ms: self.lease_ms,
+            streams: self
+                .streams
+                .iter()
+                .map(|(a, d, s)| pb::OpenStream {
+                    account_id: a.to_string(),
+                    device_id: d.get(),
+                    stream_id: *s,
+                })
+                .collect(),
+        }
+    }
+    fn from_wire(w: Self::Wire) -> Result<Self, DecodeError> {
+        let streams = w
+            .streams
+            .into_iter()
+            .map(|s| {
+                Ok((
+                    AccountId::parse(&s.account_id).ok_or(bad(Self::WHAT, "account_id"))?,
+                    DeviceId::new(s.device_id).ok_or(bad(Self::WHAT, "device_id"))?,
+                    s.stream_id,
+                ))
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(Self {
+            instance: w
+                .instance_id
+                .try_into()
+                .map_err(|_| bad(Self::WHAT, "instance_id"))?,
+            lease_ms: w.lease_ms,
+            streams,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -269,6 +372,26 @@ mod tests {
         };
         assert_eq!(ListenClaim::decode(&c.encode()).unwrap(), c);
         assert_eq!(parse_listen_subject(&listen_subject(a, d)), Some((a, d)));
+        assert_eq!(
+            parse_unlisten_subject(&unlisten_subject(a, d)),
+            Some((a, d))
+        );
+        assert_eq!(parse_listen_subject(&unlisten_subject(a, d)), None);
+        let r = ListenRelease {
+            instance: [8; 16],
+            stream: 5,
+        };
+        assert_eq!(ListenRelease::decode(&r.encode()).unwrap(), r);
+        let s = StreamAnnounce {
+            instance: [7; 16],
+            lease_ms: 30_000,
+            streams: vec![(a, d, 9)],
+        };
+        assert_eq!(StreamAnnounce::decode(&s.encode()).unwrap(), s);
+        let mut wire = s.to_wire();
+        wire.streams[0].device_id = 0;
+        assert!(StreamAnnounce::from_wire(wire).is_err());
+        assert!(streams_subject([7; 16]).starts_with("messaging.streams."));
         assert!(mail_subject(a, d).starts_with("messaging.mail."));
     }
 }

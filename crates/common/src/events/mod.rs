@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod messaging;
+pub mod notification;
 pub mod presence;
 
 use bytes::Bytes;

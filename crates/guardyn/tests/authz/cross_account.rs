@@ -170,6 +170,28 @@ fn cases(a: &Victim) -> Vec<(&'static str, Case)> {
             "/guardyn.media.v1.MediaService/GetAvatar",
             Shared("avatars are public profile pictures"),
         ),
+        // Push tokens and settings of the calling device (from its token); another device's
+        // token id is NOT_FOUND (notification API tests).
+        (
+            "/guardyn.notification.v1.NotificationService/RegisterPushToken",
+            Own,
+        ),
+        (
+            "/guardyn.notification.v1.NotificationService/UnregisterPushToken",
+            Own,
+        ),
+        (
+            "/guardyn.notification.v1.NotificationService/ListPushTokens",
+            Own,
+        ),
+        (
+            "/guardyn.notification.v1.NotificationService/SetNotificationSettings",
+            Own,
+        ),
+        (
+            "/guardyn.notification.v1.NotificationService/GetNotificationSettings",
+            Own,
+        ),
         (
             "/guardyn.messaging.v1.GroupService/CreateGroup",
             // Creating a group under A's group id must not replace A's group.

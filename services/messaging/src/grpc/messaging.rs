@@ -54,6 +54,7 @@ impl MessagingService for MessagingApi {
             .await
             .map_err(|e| ApiError::internal(&e))?;
         let ctl = core.registry.register(account, device, &who.session_id);
+        core.remote.forget(account, device);
         let claim = ListenClaim {
             instance: core.registry.instance,
             stream: ctl.id,

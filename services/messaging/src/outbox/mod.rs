@@ -71,15 +71,35 @@ impl Core {
             .unwrap_or_default())
     }
 
-    /// Queue a reference to group message `seq` (`len` bytes) for each recipient and wake
-    /// their streams. Each queue is charged the full length; the message was accepted against
-    /// the quotas already, so the charge is not refused here ([`crate::quota`]).
+    /// Queue a reference to group message `seq` (`len` bytes) for each recipient, wake their
+    /// streams and enqueue wake-up jobs for those without one ([`crate::wake`]). Each queue is
+    /// charged the full length; the message was accepted against the quotas already, so the
+    /// charge is not refused here ([`crate::quota`]).
     async fn queue_refs(
         &self,
         seq: u64,
         len: u64,
         envelope: &Envelope,
         recipients: &[(AccountId, DeviceId)],
+    ) -> Result<(), MessagingError> {
+        let mut queued = Vec::with_capacity(recipients.len());
+        let result = self
+            .append_refs(seq, len, envelope, recipients, &mut queued)
+            .await;
+        let at = envelope.server_timestamp_ms;
+        self.wake_offline(&queued, envelope.urgent, at).await;
+        result
+    }
+
+    /// The appends of [`Core::queue_refs`]; `queued` gets each recipient once its entry is
+    /// stored.
+    async fn append_refs(
+        &self,
+        seq: u64,
+        len: u64,
+        envelope: &Envelope,
+        recipients: &[(AccountId, DeviceId)],
+        queued: &mut Vec<(AccountId, DeviceId)>,
     ) -> Result<(), MessagingError> {
         let ttl = Duration::from_secs(self.cfg.retention_secs);
         let sender = envelope.sender.map(|(a, _)| a);
@@ -111,6 +131,7 @@ impl Core {
                 return Err(e.into());
             }
             self.notify_mail(queue.0, queue.1).await;
+            queued.push(queue);
         }
         Ok(())
     }
