@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api {
+    pub mod end_to_end;
     pub mod fakes;
     pub mod providers;
     pub mod restart;

@@ -178,6 +178,13 @@ fn endpoint(url: &str, allow_loopback_http: bool) -> Result<(), ApiError> {
         if !(allow_loopback_http && loopback) {
             return Err(bad("the Web Push endpoint must be an https:// URL"));
         }
+    } else if !allow_loopback_http
+        && host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| !crate::providers::public_net::is_public(ip))
+    {
+        // Names are checked when the push goes out (they may resolve differently later).
+        return Err(bad("the Web Push endpoint must be a public address"));
     }
     Ok(())
 }
@@ -252,7 +259,10 @@ mod tests {
     #[test]
     fn endpoints_must_be_https_unless_loopback_is_allowed() {
         assert!(endpoint("https://push.example.com/x", false).is_ok());
-        assert!(endpoint("https://[2001:db8::1]:443/x", false).is_ok());
+        assert!(endpoint("https://[2a00:1450::1]:443/x", false).is_ok());
+        assert!(endpoint("https://[2001:db8::1]:443/x", false).is_err());
+        assert!(endpoint("https://10.0.0.7/x", false).is_err());
+        assert!(endpoint("https://169.254.169.254/x", false).is_err());
         assert!(endpoint("http://push.example.com/x", true).is_err());
         assert!(endpoint("http://127.0.0.1:8080/x", false).is_err());
         assert!(endpoint("http://127.0.0.1:8080/x", true).is_ok());

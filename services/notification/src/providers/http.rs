@@ -17,6 +17,30 @@ pub(crate) fn client(
     timeout: Duration,
     http2_only: bool,
 ) -> Result<reqwest::Client, ProviderError> {
+    build(section, reqwest_builder(timeout, http2_only))
+}
+
+/// A client that reaches only public addresses (for client-supplied endpoints).
+pub(crate) fn public_client(
+    section: &'static str,
+    timeout: Duration,
+) -> Result<reqwest::Client, ProviderError> {
+    let builder = reqwest_builder(timeout, false)
+        .dns_resolver(std::sync::Arc::new(super::public_net::PublicOnly));
+    build(section, builder)
+}
+
+fn build(
+    section: &'static str,
+    builder: reqwest::ClientBuilder,
+) -> Result<reqwest::Client, ProviderError> {
+    builder.build().map_err(|e| ProviderError::Client {
+        section,
+        reason: e.to_string(),
+    })
+}
+
+fn reqwest_builder(timeout: Duration, http2_only: bool) -> reqwest::ClientBuilder {
     // reqwest uses rustls without a bundled provider; ring is the one Guardyn uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
@@ -27,10 +51,7 @@ pub(crate) fn client(
     if http2_only {
         builder = builder.http2_prior_knowledge();
     }
-    builder.build().map_err(|e| ProviderError::Client {
-        section,
-        reason: e.to_string(),
-    })
+    builder
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).

@@ -115,6 +115,7 @@ mod ece;
 pub mod fcm;
 mod http;
 mod keys;
+pub mod public_net;
 pub mod webpush;
 
 use std::collections::HashMap;

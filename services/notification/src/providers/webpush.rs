@@ -102,7 +102,12 @@ impl WebPushSender {
         }
         let key = keys::p256(SECTION, "vapid_key_path", &config.vapid_key_path)?;
         Ok(Self {
-            client: http::client(SECTION, Duration::from_millis(config.timeout_ms), false)?,
+            // Endpoints come from clients: outside tests only public addresses are reached.
+            client: if config.allow_http {
+                http::client(SECTION, Duration::from_millis(config.timeout_ms), false)?
+            } else {
+                http::public_client(SECTION, Duration::from_millis(config.timeout_ms))?
+            },
             key: key.signing,
             public_key: B64.encode(&key.public),
             subject: config.subject.clone(),
@@ -144,6 +149,21 @@ impl Sender for WebPushSender {
             "https" => {}
             "http" if self.allow_http => {}
             _ => return rejected("Web Push endpoint is not https"),
+        }
+        let literal = endpoint
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<std::net::IpAddr>().ok());
+        if !self.allow_http {
+            let public = match literal {
+                Some(ip) => super::public_net::is_public(ip),
+                // Checked here so the push is refused for good, and again by the client's
+                // resolver at connect time (a name rebound meanwhile reaches nothing).
+                None => super::public_net::resolves_publicly(&endpoint).await,
+            };
+            if !public {
+                return rejected("Web Push endpoint is not a public address");
+            }
         }
         let origin = endpoint.origin().ascii_serialization();
         let (payload, urgency) = if wake.alert {

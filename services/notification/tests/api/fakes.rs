@@ -34,6 +34,8 @@ pub struct Recorded {
     pub body: Bytes,
     /// The verified JWT claims, or why the request was refused.
     pub auth: Result<Value, String>,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -152,6 +154,15 @@ impl FakeServer {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// How many requests went to paths starting with `prefix`, and when the last arrived
+    /// (without copying them).
+    pub fn count_to(&self, prefix: &str) -> (usize, Option<std::time::Instant>) {
+        let requests = self.state.requests.lock().unwrap();
+        let mut matching = requests.iter().filter(|r| r.path.starts_with(prefix));
+        let count = matching.clone().count();
+        (count, matching.next_back().map(|r| r.at))
+    }
+
     /// Requests whose path starts with `prefix`.
     pub fn requests_to(&self, prefix: &str) -> Vec<Recorded> {
         self.requests()
@@ -179,6 +190,7 @@ async fn handle(req: Request<Incoming>, state: &State, handler: &Handler) -> Res
         headers: parts.headers,
         body,
         auth: Err("not checked".into()),
+        at: std::time::Instant::now(),
     };
     let reply = handler(&mut recorded, state);
     state.requests.lock().unwrap().push(recorded);

@@ -643,6 +643,26 @@ async fn web_push_refuses_plain_http_endpoints_unless_allowed() {
     assert!(t.fake.server.requests().is_empty());
 }
 
+#[tokio::test]
+async fn web_push_refuses_endpoints_on_internal_addresses() {
+    // An https endpoint a client registered that points inside the network (a literal
+    // internal address, or a name resolving to one) is refused without a request.
+    let t = web_push(false).await;
+    for endpoint in [
+        "https://127.0.0.1:9/push/x",
+        "https://[::1]:9/push/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://localhost:9/push/x",
+    ] {
+        let sub = subscribe(endpoint.to_owned());
+        let outcome = t.sender.send(&sub.target, ALERT).await;
+        assert!(
+            matches!(&outcome, Outcome::Rejected { reason } if reason.contains("public")),
+            "{endpoint}: {outcome:?}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------ configuration
 
 #[test]
