@@ -25,6 +25,10 @@ pub trait EventBus: Send + Sync + Debug + 'static {
     /// Start consuming a durable queue. Every consumer of a queue (in every process sharing
     /// the backend) competes for its jobs; each job goes to one consumer at a time.
     async fn consume(&self, queue: &str) -> Result<JobStream, EventError>;
+
+    /// Jobs of `queue` stored and not yet acknowledged (waiting or being handled), across
+    /// every process sharing the backend: the backlog operators watch.
+    async fn queue_depth(&self, queue: &str) -> Result<u64, EventError>;
 }
 
 pub(crate) fn check_payload(payload: &Bytes, max: usize) -> Result<(), EventError> {

@@ -126,6 +126,35 @@ impl NatsBus {
     }
 }
 
+impl NatsBus {
+    /// One round trip through the server. `flush` only empties our socket buffer; the server
+    /// handles a connection's operations in order, so once a message we publish to a fresh
+    /// inbox comes back, every earlier SUB of this connection is in place.
+    async fn barrier(&self) -> Result<(), EventError> {
+        let unavailable = |e: &dyn fmt::Display| EventError::Unavailable(e.to_string());
+        let inbox = self.client.new_inbox();
+        let mut probe = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.client.flush().await.map_err(|e| unavailable(&e))?;
+        match tokio::time::timeout(BARRIER_TIMEOUT, probe.next()).await {
+            Ok(Some(_)) => Ok(()),
+            _ => Err(EventError::Unavailable(
+                "NATS did not answer a round trip after subscribing".into(),
+            )),
+        }
+    }
+}
+
+/// How long [`NatsBus::barrier`] waits for its own message.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn jetstream_error(what: &str, e: impl fmt::Display) -> EventError {
     EventError::Unavailable(format!("JetStream: cannot {what}: {e}"))
 }
@@ -174,10 +203,7 @@ impl EventBus for NatsBus {
             .map_err(|e| EventError::Unavailable(e.to_string()))?;
         // Wait until the server has the subscription, so that anything published after we
         // return (from any connection) reaches it.
-        self.client
-            .flush()
-            .await
-            .map_err(|e| EventError::Unavailable(e.to_string()))?;
+        self.barrier().await?;
         let (tx, rx) = subscriber_channel(self.config.subscriber_buffer);
         let task = tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
@@ -221,6 +247,16 @@ impl EventBus for NatsBus {
                 Some((next, (consumer, name)))
             });
         Ok(JobStream::new(name, jobs.boxed()))
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<u64, EventError> {
+        validate_queue_name(queue)?;
+        let mut consumer = self.consumer(queue).await?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| jetstream_error("read the queue consumer", e))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
     }
 }
 

@@ -395,6 +395,23 @@ pub(crate) async fn run_sweeper(core: Arc<Core>) {
     .await;
 }
 
+/// Samples the wake queue's backlog (all instances) into the `queue_depth` gauge every
+/// second, until shutdown.
+pub(crate) async fn sample_queue_depth(core: Arc<Core>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = core.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match core.bus.queue_depth(WAKE_QUEUE).await {
+            Ok(depth) => core.metrics.set_queue_depth(depth),
+            Err(err) => tracing::debug!(error = %err, "cannot read the wake queue depth"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -87,6 +87,7 @@ impl Service for Notification {
             .await
             .map_err(|e| RegisterError::failed("notification", e))?;
         tokio::spawn(jobs::run_sweeper(core.clone()));
+        tokio::spawn(jobs::sample_queue_depth(core.clone()));
         set.add(grpc::notification_server(core));
         Ok(())
     }

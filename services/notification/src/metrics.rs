@@ -32,6 +32,7 @@ pub(crate) struct PushMetrics {
     pruned: Family<PlatformLabels, Counter>,
     coalesced: Counter,
     in_flight: Gauge,
+    queue_depth: Gauge,
     oldest_age_ms: Gauge,
     latency: Histogram,
     /// queued_at of the jobs in hand, to report the oldest.
@@ -66,6 +67,11 @@ impl PushMetrics {
                 m.in_flight.clone(),
             );
             r.register(
+                "queue_depth",
+                "Wake-up jobs stored and not yet acknowledged, all instances (sampled every second)",
+                m.queue_depth.clone(),
+            );
+            r.register(
                 "oldest_job_age_milliseconds",
                 "Age (since the mail was queued) of the oldest wake-up job in hand",
                 m.oldest_age_ms.clone(),
@@ -86,11 +92,17 @@ impl PushMetrics {
             pruned: Family::default(),
             coalesced: Counter::default(),
             in_flight: Gauge::default(),
+            queue_depth: Gauge::default(),
             oldest_age_ms: Gauge::default(),
             // 1 ms to ~32 s.
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             queued: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    pub fn set_queue_depth(&self, depth: u64) {
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     pub fn sent(&self, p: Platform) {

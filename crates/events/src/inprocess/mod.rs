@@ -151,4 +151,9 @@ impl EventBus for InProcessBus {
         validate_queue_name(queue)?;
         Ok(self.queue(queue).consume())
     }
+
+    async fn queue_depth(&self, queue: &str) -> Result<u64, EventError> {
+        validate_queue_name(queue)?;
+        self.queue(queue).depth().await
+    }
 }

@@ -93,6 +93,11 @@ impl Queue {
         Ok(())
     }
 
+    /// Stored entries (acked jobs are deleted from the log).
+    pub(crate) async fn depth(&self) -> Result<u64, EventError> {
+        Ok(self.log.stats(&self.partition).await?.len)
+    }
+
     pub(crate) fn consume(self: Arc<Self>) -> JobStream {
         let name = self.name.clone();
         let jobs = futures::stream::unfold(self, |queue| async move {

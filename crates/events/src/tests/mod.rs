@@ -246,6 +246,30 @@ async fn unacked_job_is_redelivered_after_ack_wait(h: impl Harness) {
     assert_no_job(&mut jobs, ACK_WAIT + ACK_WAIT / 2).await;
 }
 
+async fn queue_depth_counts_jobs_until_they_are_acked(h: impl Harness) {
+    let bus = h.bus();
+    assert_eq!(bus.queue_depth("depth").await.unwrap(), 0);
+    for p in [&b"a"[..], b"b", b"c"] {
+        bus.enqueue("depth", Bytes::copy_from_slice(p))
+            .await
+            .unwrap();
+    }
+    assert_eq!(bus.queue_depth("depth").await.unwrap(), 3);
+    let mut jobs = bus.consume("depth").await.unwrap();
+    let first = next_job(&mut jobs).await;
+    // Handed out but not acknowledged: still part of the backlog.
+    assert_eq!(bus.queue_depth("depth").await.unwrap(), 3);
+    first.ack().await.unwrap();
+    let depth = async || bus.queue_depth("depth").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while depth().await != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "ack not reflected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(bus.queue_depth("other-queue").await.unwrap(), 0);
+    assert!(bus.queue_depth("bad queue!").await.is_err());
+}
+
 async fn a_job_goes_to_one_consumer_at_a_time(h: impl Harness) {
     let bus = h.bus();
     let mut a = bus.consume("work").await.unwrap();
@@ -342,6 +366,7 @@ suite!(
     acked_jobs_are_not_redelivered,
     unacked_job_is_redelivered_after_ack_wait,
     a_job_goes_to_one_consumer_at_a_time,
+    queue_depth_counts_jobs_until_they_are_acked,
     jobs_survive_restart,
 );
 

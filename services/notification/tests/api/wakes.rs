@@ -154,10 +154,26 @@ async fn a_503_is_retried_then_delivered_once() {
     dev.register(apns(APNS_TOKEN)).await.unwrap();
     t.fake.server.script([
         Reply::status(503).json(json!({ "reason": "ServiceUnavailable" })),
-        Reply::status(503).json(json!({ "reason": "ServiceUnavailable" })),
+        Reply::status(503)
+            .header("retry-after", "3")
+            .json(json!({ "reason": "ServiceUnavailable" })),
     ]);
     t.enqueue(&acct(1), 1, true).await;
+    // While the job waits out the provider's Retry-After it is part of the backlog.
+    eventually(async || t.pushes() == 2).await;
+    eventually(async || {
+        t.metrics()
+            .await
+            .contains("guardyn_notification_queue_depth 1\n")
+    })
+    .await;
     t.expect_pushes(3).await;
+    eventually(async || {
+        t.metrics()
+            .await
+            .contains("guardyn_notification_queue_depth 0\n")
+    })
+    .await;
     assert_eq!(dev.list().await.len(), 1, "a retried token is kept");
     let m = t.metrics().await;
     assert!(
