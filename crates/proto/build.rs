@@ -44,6 +44,9 @@ const REDACTED: &[&str] = &[
     ".guardyn.notification.v1.WebPushKeys",
 ];
 
+/// Packages of the internal mesh contract (`proto/guardyn/internal`).
+const INTERNAL_PACKAGE_PREFIX: &str = "guardyn.internal.";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let proto_root = manifest_dir.join("../../proto");
@@ -71,8 +74,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(&files, [&proto_root])?;
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    // `compile_fds` ignores `file_descriptor_set_path`, so write it ourselves.
-    fs::write(out_dir.join("guardyn_descriptor.bin"), fds.encode_to_vec())?;
+    // `compile_fds` ignores `file_descriptor_set_path`, so write it ourselves. The internal
+    // mesh contract gets its own set, so public reflection and the public contract's checks
+    // never see it (no public file imports an internal one).
+    let mut public_set = fds.clone();
+    public_set
+        .file
+        .retain(|f| !f.package().starts_with(INTERNAL_PACKAGE_PREFIX));
+    let mut internal_set = fds.clone();
+    internal_set
+        .file
+        .retain(|f| f.package().starts_with(INTERNAL_PACKAGE_PREFIX));
+    fs::write(
+        out_dir.join("guardyn_descriptor.bin"),
+        public_set.encode_to_vec(),
+    )?;
+    fs::write(
+        out_dir.join("guardyn_internal_descriptor.bin"),
+        internal_set.encode_to_vec(),
+    )?;
 
     tonic_prost_build::configure()
         .build_server(true)

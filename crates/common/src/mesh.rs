@@ -7,7 +7,11 @@
 //! configured, and retries only for idempotent calls ([`retry_idempotent`]).
 //!
 //! The first seam is [`KeySource`]: every service verifies access tokens with the auth
-//! service's published keys.
+//! service's published keys. [`DeviceDirectory`] (auth's device list, for messaging) goes
+//! over the internal contract `guardyn.internal.v1` ([`directory::RemoteDeviceDirectory`]),
+//! served only on the mesh listener (`mesh.listen`).
+
+pub mod directory;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -28,6 +32,14 @@ pub struct MeshConfig {
     /// Addresses of auth service instances (`http://auth-0.auth:50051`); empty when auth runs
     /// in this process.
     pub auth_addresses: Vec<String>,
+    /// Mesh listeners of the processes hosting auth (`http://auth-0.auth:50061`), for the
+    /// device directory of a messaging process without auth; empty when auth runs in this
+    /// process.
+    pub directory_addresses: Vec<String>,
+    /// Address (`ip:port`) of this process's mesh listener, which serves the internal services
+    /// (`guardyn.internal.v1`) and never the public ones; empty = none. With `tls.ca_path` it
+    /// requires client certificates from that CA and presents `tls.cert_path`.
+    pub listen: String,
     pub connect_timeout_ms: u64,
     /// Deadline of one internal call attempt.
     pub call_timeout_ms: u64,
@@ -48,6 +60,8 @@ impl Default for MeshConfig {
     fn default() -> Self {
         Self {
             auth_addresses: Vec::new(),
+            directory_addresses: Vec::new(),
+            listen: String::new(),
             connect_timeout_ms: 2_000,
             call_timeout_ms: 5_000,
             max_attempts: 3,
@@ -72,11 +86,42 @@ pub struct MeshTlsConfig {
 
 impl Validate for MeshConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        for a in &self.auth_addresses {
-            if Endpoint::from_shared(a.clone()).is_err() {
+        for (field, addresses) in [
+            ("auth_addresses", &self.auth_addresses),
+            ("directory_addresses", &self.directory_addresses),
+        ] {
+            for a in addresses {
+                if Endpoint::from_shared(a.clone()).is_err() {
+                    return Err(ConfigError::new(
+                        key(prefix, field),
+                        format!("{a:?} is not a URI like http://auth:50051"),
+                    ));
+                }
+            }
+        }
+        if !self.listen.is_empty() {
+            let addr = self.listen_addr().ok_or_else(|| {
+                ConfigError::new(
+                    key(prefix, "listen"),
+                    format!("{:?} is not an ip:port address", self.listen),
+                )
+            })?;
+            let tls = &self.tls;
+            if tls.ca_path.as_os_str().is_empty() {
+                if !addr.ip().is_loopback() && !self.allow_plaintext {
+                    return Err(ConfigError::new(
+                        key(prefix, "allow_plaintext"),
+                        format!(
+                            "mesh.listen {addr} would serve internal calls in plaintext beyond \
+                             this host: configure mesh.tls, or set mesh.allow_plaintext = true on \
+                             a network you trust"
+                        ),
+                    ));
+                }
+            } else if tls.cert_path.as_os_str().is_empty() || tls.key_path.as_os_str().is_empty() {
                 return Err(ConfigError::new(
-                    key(prefix, "auth_addresses"),
-                    format!("{a:?} is not a URI like http://auth:50051"),
+                    key(&key(prefix, "tls"), "cert_path"),
+                    "mesh.listen with mesh.tls needs this process's certificate and key",
                 ));
             }
         }
@@ -99,6 +144,7 @@ impl Validate for MeshConfig {
             ));
         }
         check_plaintext(&self.auth_addresses, self)
+            .and_then(|()| check_plaintext(&self.directory_addresses, self))
             .map_err(|e| ConfigError::new(key(prefix, "allow_plaintext"), e.to_string()))?;
         let tls = &self.tls;
         if !tls.ca_path.as_os_str().is_empty() {
@@ -119,6 +165,13 @@ impl Validate for MeshConfig {
     }
 }
 
+impl MeshConfig {
+    /// [`MeshConfig::listen`] parsed; `None` when empty or malformed.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
 /// Failure of an internal call.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -135,6 +188,17 @@ pub enum MeshError {
     Plaintext(String),
     #[error("upstream call failed: {0}")]
     Call(#[from] tonic::Status),
+}
+
+impl MeshError {
+    /// Whether the same call may succeed later (the upstream was unreachable or overloaded),
+    /// as opposed to a configuration or contract error.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Call(s) if matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+        ))
+    }
 }
 
 /// A lazily connecting channel balanced over `addresses`.
@@ -406,6 +470,32 @@ mod tests {
             };
             cfg.validate("mesh").unwrap();
         }
+    }
+
+    #[test]
+    fn the_mesh_listener_beyond_loopback_needs_tls_or_the_flag() {
+        let mut cfg = MeshConfig {
+            listen: "127.0.0.1:0".into(),
+            ..MeshConfig::default()
+        };
+        cfg.validate("mesh").unwrap();
+        cfg.listen = "0.0.0.0:50061".into();
+        assert_eq!(
+            cfg.validate("mesh").unwrap_err().key,
+            "mesh.allow_plaintext"
+        );
+        cfg.allow_plaintext = true;
+        cfg.validate("mesh").unwrap();
+        cfg.listen = "auth:1".into();
+        assert_eq!(cfg.validate("mesh").unwrap_err().key, "mesh.listen");
+        let cfg = MeshConfig {
+            directory_addresses: vec!["http://10.0.0.9:50061".into()],
+            ..MeshConfig::default()
+        };
+        assert_eq!(
+            cfg.validate("mesh").unwrap_err().key,
+            "mesh.allow_plaintext"
+        );
     }
 
     #[test]

@@ -47,12 +47,15 @@ impl ServerContext {
     }
 }
 
-/// The gRPC services one server hosts, with the methods callable without a token.
+/// The gRPC services one server hosts, with the methods callable without a token, and the
+/// internal services its mesh listener serves.
 #[derive(Debug, Default)]
 pub struct ServiceSet {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     public: PublicMethods,
+    internal: RoutesBuilder,
+    internal_names: Vec<&'static str>,
 }
 
 impl ServiceSet {
@@ -76,6 +79,36 @@ impl ServiceSet {
         self
     }
 
+    /// Host an internal service (`guardyn.internal.*`): served only on the mesh listener
+    /// ([`serve_internal`]), never on the public port.
+    pub fn add_internal<S>(&mut self, service: S) -> &mut Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.internal_names.push(S::NAME);
+        self.internal.add_service(service);
+        self
+    }
+
+    /// Fully qualified names of the hosted internal services.
+    pub fn internal_names(&self) -> &[&'static str] {
+        &self.internal_names
+    }
+
+    /// Take the internal services out, for [`serve_internal`].
+    pub fn take_internal(&mut self) -> InternalServices {
+        InternalServices {
+            routes: std::mem::take(&mut self.internal),
+            names: std::mem::take(&mut self.internal_names),
+        }
+    }
+
     /// Methods or services callable without a bearer token.
     pub fn allow_public(&mut self, public: &PublicMethods) -> &mut Self {
         self.public.extend(public);
@@ -88,11 +121,72 @@ impl ServiceSet {
     }
 }
 
+/// The internal services of a [`ServiceSet`], served by [`serve_internal`].
+#[derive(Debug, Default)]
+pub struct InternalServices {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl InternalServices {
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// Serve the internal services on the mesh listener until `ctx.shutdown`. Peers are other
+/// services, not end users: there is no bearer-token layer, no CORS or gRPC-web; with
+/// `mesh.tls.ca_path` the listener requires a client certificate from that CA (mutual TLS) and
+/// presents `mesh.tls.cert_path`, otherwise configuration validation has limited it to
+/// loopback unless `mesh.allow_plaintext`. Health is served here too, so peers and
+/// orchestrators can probe the mesh side.
+pub async fn serve_internal(
+    mesh: &crate::mesh::MeshConfig,
+    listener: TcpListener,
+    ctx: ServerContext,
+    services: InternalServices,
+) -> Result<(), ServeError> {
+    install_crypto_provider();
+    let mut routes = services.routes;
+    routes.add_service(tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(ctx.health.clone()),
+    ));
+    let mut builder = Server::builder()
+        .timeout(Duration::from_millis(mesh.call_timeout_ms))
+        .layer(MetricsLayer::new(ctx.metrics.clone()));
+    let tls = &mesh.tls;
+    if !tls.ca_path.as_os_str().is_empty() {
+        let read = |path: std::path::PathBuf| async move {
+            tokio::fs::read(&path)
+                .await
+                .map_err(|e| ServeError::MeshTls(format!("{}: {e}", path.display())))
+        };
+        let identity = Identity::from_pem(
+            read(tls.cert_path.clone()).await?,
+            read(tls.key_path.clone()).await?,
+        );
+        let ca = Certificate::from_pem(read(tls.ca_path.clone()).await?);
+        builder =
+            builder.tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?;
+    }
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let shutdown = ctx.shutdown.clone();
+    builder
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
 /// Failure to start or run the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("invalid configuration: server.tls: {0}")]
     Tls(String),
+    #[error("invalid configuration: mesh.tls: {0}")]
+    MeshTls(String),
     #[error("reflection: {0}")]
     Reflection(String),
     #[error("server failed: {0}")]

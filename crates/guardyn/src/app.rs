@@ -11,6 +11,7 @@ use guardyn_common::events::Payload as _;
 use guardyn_common::events::auth::{
     SESSION_REVOKED, SIGNING_KEY_REVOKED, SessionRevoked, SigningKeyRevoked,
 };
+use guardyn_common::mesh::directory::RemoteDeviceDirectory;
 use guardyn_common::mesh::{self, RemoteKeySource};
 use guardyn_common::server::{self, ServerContext, ServiceSet};
 use guardyn_service::{Handles, RegisterError, Seams, Service};
@@ -57,12 +58,16 @@ pub fn check_selection(selected: &[String]) -> Result<(), String> {
 pub struct App {
     pub config: Config,
     pub handles: Handles,
-    /// Seams provided before any service registers (tests inject a device directory double).
+    /// Seams provided before any service registers: remote implementations from `mesh`
+    /// (an in-process provider replaces them), or test doubles.
     pub seams: Seams,
+    /// The mesh listener (`mesh.listen`), bound at build time; serves the internal services.
+    pub mesh_listener: Option<TcpListener>,
 }
 
 impl App {
-    /// Open storage and the bus, and start fetching verification keys when auth is remote.
+    /// Open storage and the bus, start fetching verification keys when auth is remote, connect
+    /// the remote seams `mesh` names and bind the mesh listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with_clock(config, Arc::new(SystemClock)).await
     }
@@ -84,6 +89,27 @@ impl App {
                 ctx.shutdown.clone(),
             );
         }
+        let mut seams = Seams::default();
+        if !config.mesh.directory_addresses.is_empty() {
+            let channel = mesh::channel(&config.mesh.directory_addresses, &config.mesh)
+                .await
+                .context("mesh.directory_addresses")?;
+            seams.device_directory =
+                Some(Arc::new(RemoteDeviceDirectory::new(channel, &config.mesh)));
+        }
+        let mesh_listener = match config.mesh.listen.as_str() {
+            "" => None,
+            listen => {
+                let addr = config.mesh.listen_addr().with_context(|| {
+                    format!("mesh.listen: {listen:?} is not an ip:port address")
+                })?;
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("mesh.listen: binding {addr}"))?,
+                )
+            }
+        };
         let handles = Handles {
             stores,
             bus,
@@ -95,7 +121,8 @@ impl App {
         Ok(Self {
             config,
             handles,
-            seams: Seams::default(),
+            seams,
+            mesh_listener,
         })
     }
 
@@ -127,15 +154,37 @@ impl App {
         Ok(set)
     }
 
-    /// Serve until `signal`, then shut down gracefully and close storage.
+    /// The bound address of the mesh listener, if `mesh.listen` is set.
+    pub fn mesh_addr(&self) -> Option<std::net::SocketAddr> {
+        self.mesh_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serve until `signal`, then shut down gracefully and close storage. The internal
+    /// services go to the mesh listener only; without one they are not served.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         metrics_listener: Option<TcpListener>,
-        services: ServiceSet,
+        mut services: ServiceSet,
         signal: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let ctx = &self.handles.ctx;
+        let internal = services.take_internal();
+        let mesh_server = self.mesh_listener.take().map(|l| {
+            let mesh = self.config.mesh.clone();
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let result = server::serve_internal(&mesh, l, ctx.clone(), internal).await;
+                if let Err(e) = &result {
+                    // Peers depend on it: stop the process rather than run half-reachable.
+                    tracing::error!(error = %e, "mesh listener failed; shutting down");
+                    ctx.shutdown.cancel();
+                }
+                result
+            })
+        });
         if let Some(l) = metrics_listener {
             tokio::spawn(guardyn_common::metrics::serve_metrics(
                 l,
@@ -146,8 +195,13 @@ impl App {
         let result =
             server::serve(&self.config.server, listener, ctx.clone(), services, signal).await;
         ctx.shutdown.cancel();
+        let mesh_result = match mesh_server {
+            Some(task) => task.await.context("mesh listener task")?,
+            None => Ok(()),
+        };
         self.handles.stores.close().await;
-        result.context("gRPC server")
+        result.context("gRPC server")?;
+        mesh_result.context("mesh listener")
     }
 }
 

@@ -10,6 +10,9 @@ use guardyn_common::config::{
     ConfigError, MetricsConfig, ObservabilityConfig, ServerConfig, Validate, key,
 };
 use guardyn_common::mesh::MeshConfig;
+use guardyn_storage_postgres::PostgresConfig;
+use guardyn_storage_scylla::ScyllaConfig;
+use guardyn_storage_tikv::TikvConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything `guardyn serve` reads.
@@ -76,6 +79,12 @@ pub enum StorageEngine {
     /// Single node, zero set-up: one data directory.
     #[default]
     Embedded,
+    /// One PostgreSQL database (`storage.postgres`) for the KV store and the append log,
+    /// shared by every instance of every service.
+    Postgres,
+    /// TiKV (`storage.tikv`) for the KV store, ScyllaDB (`storage.scylla`) for the append log.
+    #[serde(rename = "tikv+scylla")]
+    TikvScylla,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +95,15 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// Where immutable objects (media chunks, avatars) live.
     pub blob: BlobConfig,
+    /// The `postgres` engine's database; required when `engine = "postgres"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresConfig>,
+    /// The TiKV cluster of `engine = "tikv+scylla"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tikv: Option<TikvConfig>,
+    /// The ScyllaDB cluster of `engine = "tikv+scylla"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scylla: Option<ScyllaConfig>,
 }
 
 impl Default for StorageConfig {
@@ -94,6 +112,9 @@ impl Default for StorageConfig {
             engine: StorageEngine::Embedded,
             data_dir: PathBuf::from("./data"),
             blob: BlobConfig::default(),
+            postgres: None,
+            tikv: None,
+            scylla: None,
         }
     }
 }
@@ -105,6 +126,36 @@ impl Validate for StorageConfig {
                 key(prefix, "data_dir"),
                 "must not be empty",
             ));
+        }
+        match (&self.engine, &self.postgres) {
+            (StorageEngine::Postgres, None) => {
+                return Err(ConfigError::new(
+                    key(prefix, "postgres"),
+                    "required when storage.engine = \"postgres\"",
+                ));
+            }
+            (_, Some(pg)) => pg
+                .validate()
+                .map_err(|p| ConfigError::new(key(&key(prefix, "postgres"), p.field), p.message))?,
+            (StorageEngine::Embedded | StorageEngine::TikvScylla, None) => {}
+        }
+        if self.engine == StorageEngine::TikvScylla {
+            let (Some(tikv), Some(scylla)) = (&self.tikv, &self.scylla) else {
+                let missing = if self.tikv.is_none() {
+                    "tikv"
+                } else {
+                    "scylla"
+                };
+                return Err(ConfigError::new(
+                    key(prefix, missing),
+                    "required when storage.engine = \"tikv+scylla\"",
+                ));
+            };
+            tikv.validate()
+                .map_err(|e| ConfigError::new(key(prefix, "tikv"), e.to_string()))?;
+            scylla
+                .validate()
+                .map_err(|e| ConfigError::new(key(&key(prefix, "scylla"), e.key), e.reason))?;
         }
         self.blob.validate(&key(prefix, "blob"))
     }
@@ -339,6 +390,38 @@ mod tests {
         config.events.nats_url = "nats://10.0.0.2:4222".into();
         config.mesh.allow_plaintext = true;
         config.validate("").unwrap();
+    }
+
+    #[test]
+    fn tikv_scylla_needs_both_clusters_and_reads_them_from_toml() {
+        let parse = |text: &str| -> StorageConfig { toml::from_str(text).unwrap() };
+        let only_tikv = parse(
+            r#"engine = "tikv+scylla"
+            [tikv]
+            pd_endpoints = ["pd-0:2379", "pd-1:2379"]"#,
+        );
+        assert_eq!(only_tikv.engine, StorageEngine::TikvScylla);
+        let err = only_tikv.validate("storage").unwrap_err();
+        assert_eq!(err.key, "storage.scylla");
+        let both = parse(
+            r#"engine = "tikv+scylla"
+            [tikv]
+            pd_endpoints = ["pd-0:2379"]
+            [scylla]
+            nodes = "scylla-0:9042,scylla-1:9042"
+            keyspace = "guardyn""#,
+        );
+        both.validate("storage").unwrap();
+        assert_eq!(both.scylla.as_ref().unwrap().nodes.len(), 2);
+        let mut bad = both.clone();
+        bad.scylla.as_mut().unwrap().keyspace = "Not-A-Keyspace".into();
+        let err = bad.validate("storage").unwrap_err();
+        assert_eq!(err.key, "storage.scylla.keyspace");
+        let mut bad = both;
+        bad.tikv.as_mut().unwrap().pd_endpoints.clear();
+        let err = bad.validate("storage").unwrap_err();
+        assert_eq!(err.key, "storage.tikv");
+        assert!(err.reason.contains("pd_endpoints"), "{}", err.reason);
     }
 
     /// The example file documents every key with its default value.

@@ -127,6 +127,7 @@ async fn serve(config: Config, selected: Vec<String>) -> anyhow::Result<()> {
     tracing::info!(
         addr = %listener.local_addr()?,
         metrics = ?metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        mesh = ?app.mesh_addr(),
         services = ?services.names(),
         "guardyn serving"
     );

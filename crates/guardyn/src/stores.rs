@@ -6,6 +6,8 @@ use anyhow::Context as _;
 use guardyn_storage::{BlobStore, Stores};
 use guardyn_storage_blob::{FsBlobStore, S3BlobStore, S3Config};
 use guardyn_storage_embedded::EmbeddedStore;
+use guardyn_storage_postgres::PostgresStore;
+use guardyn_storage_tikv::TikvStore;
 
 use crate::config::{BlobEngine, StorageConfig, StorageEngine};
 
@@ -20,6 +22,30 @@ pub async fn open(config: &StorageConfig) -> anyhow::Result<Stores> {
                     format!("opening embedded storage in {}", config.data_dir.display())
                 })?;
             Ok(Stores::new(store.clone(), store.clone(), blob).closing(store))
+        }
+        StorageEngine::Postgres => {
+            let pg = config
+                .postgres
+                .as_ref()
+                .context("storage.postgres is required when storage.engine = \"postgres\"")?;
+            let store = PostgresStore::open(pg)
+                .await
+                .with_context(|| format!("opening PostgreSQL storage ({pg:?})"))?;
+            Ok(Stores::new(store.clone(), store.clone(), blob).closing(store))
+        }
+        StorageEngine::TikvScylla => {
+            let (Some(tikv), Some(scylla)) = (&config.tikv, &config.scylla) else {
+                anyhow::bail!(
+                    "storage.tikv and storage.scylla are required when storage.engine = \"tikv+scylla\""
+                );
+            };
+            let kv = TikvStore::open(tikv)
+                .await
+                .with_context(|| format!("opening TiKV (PD {:?})", tikv.pd_endpoints))?;
+            let log = guardyn_storage_scylla::open_shared(scylla)
+                .await
+                .with_context(|| format!("opening ScyllaDB (nodes {:?})", scylla.nodes))?;
+            Ok(Stores::new(Arc::new(kv), log, blob))
         }
     }
 }

@@ -102,8 +102,13 @@ struct Method {
 
 /// Every method of every service in `guardyn_proto::FILE_DESCRIPTOR_SET`.
 fn contract() -> Vec<Method> {
-    let set = prost_types::FileDescriptorSet::decode(guardyn_proto::FILE_DESCRIPTOR_SET)
-        .expect("the descriptor set decodes");
+    contract_of(guardyn_proto::FILE_DESCRIPTOR_SET)
+}
+
+/// Every method of every service in an encoded descriptor set.
+fn contract_of(descriptors: &[u8]) -> Vec<Method> {
+    let set =
+        prost_types::FileDescriptorSet::decode(descriptors).expect("the descriptor set decodes");
     let mut fields = std::collections::HashMap::new();
     for file in &set.file {
         for msg in &file.message_type {
@@ -518,6 +523,30 @@ async fn every_non_public_rpc_refuses_calls_without_a_valid_token() {
             }
         }
         checked.push(m.path.as_str());
+    }
+
+    // The internal contract (guardyn.internal.*) is served only on the mesh listener: on the
+    // public port every method is unknown, with or without a valid token.
+    let internal = contract_of(guardyn_proto::INTERNAL_FILE_DESCRIPTOR_SET);
+    assert!(!internal.is_empty());
+    for m in &internal {
+        for authorization in [None, Some(live.as_str())] {
+            let outcome = call(&channel, m, authorization).await;
+            let unreachable = match &outcome {
+                Err(s) => {
+                    s.code() == Code::Unimplemented
+                        || (authorization.is_none() && layer_refusal(&outcome))
+                }
+                Ok(()) => false,
+            };
+            if !unreachable {
+                failures.push(format!(
+                    "internal {} is reachable on the public port: {}",
+                    m.path,
+                    describe(&outcome)
+                ));
+            }
+        }
     }
 
     // A valid token of another account reaches nothing of the first one.

@@ -13,6 +13,11 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+#[path = "e2e/mesh.rs"]
+mod mesh;
+#[path = "e2e/postgres.rs"]
+mod postgres;
+
 fn tool(name: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])

@@ -77,12 +77,25 @@ pub mod guardyn {
             tonic::include_proto!("guardyn.notification.v1");
         }
     }
+    /// `guardyn.internal.v1`: calls between services of the mesh, served only on the
+    /// internal listener (never part of the public contract).
+    pub mod internal {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("guardyn.internal.v1");
+        }
+    }
 }
 
-/// Encoded `google.protobuf.FileDescriptorSet` of every Guardyn proto file
-/// (with imports and source info), for gRPC server reflection.
+/// Encoded `google.protobuf.FileDescriptorSet` of every public Guardyn proto
+/// file (with imports and source info), for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/guardyn_descriptor.bin"));
+
+/// Encoded `FileDescriptorSet` of the internal mesh contract (`guardyn.internal.*`), kept
+/// out of [`FILE_DESCRIPTOR_SET`] so the public port can never describe it.
+pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/guardyn_internal_descriptor.bin"));
 
 /// `ErrorInfo.domain` of every Guardyn error (see `errors.proto`).
 pub const ERROR_DOMAIN: &str = "guardyn.v1";
@@ -174,6 +187,34 @@ mod tests {
         assert_eq!(
             listed, expected,
             "SERVICE_NAMES out of sync with the protos"
+        );
+    }
+
+    /// The internal contract stays out of the public descriptor set and has
+    /// its own.
+    #[test]
+    fn internal_services_have_their_own_descriptor_set() {
+        let public = descriptor_set();
+        assert!(
+            public
+                .file
+                .iter()
+                .all(|f| !f.package().starts_with("guardyn.internal.")),
+            "an internal file leaked into FILE_DESCRIPTOR_SET"
+        );
+        let internal = FileDescriptorSet::decode(INTERNAL_FILE_DESCRIPTOR_SET).unwrap();
+        let services: BTreeSet<String> = internal
+            .file
+            .iter()
+            .flat_map(|f| {
+                f.service
+                    .iter()
+                    .map(move |s| format!("{}.{}", f.package(), s.name()))
+            })
+            .collect();
+        assert_eq!(
+            services,
+            BTreeSet::from(["guardyn.internal.v1.DeviceDirectoryService".to_owned()])
         );
     }
 

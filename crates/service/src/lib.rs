@@ -33,8 +33,9 @@ pub struct Handles {
     pub data_dir: PathBuf,
 }
 
-/// Handles one service provides to others in the same process (see `guardyn_common::mesh`):
-/// a service registered earlier fills in what it implements, a later one takes what it needs.
+/// Handles one service provides to others (see `guardyn_common::mesh`): a service registered
+/// earlier fills in what it implements, a later one takes what it needs. The binary pre-fills
+/// remote implementations from the mesh configuration; an in-process provider replaces them.
 #[derive(Clone, Debug, Default)]
 pub struct Seams {
     /// The accounts' current devices (provided by auth; needed by messaging).
@@ -44,11 +45,13 @@ pub struct Seams {
 /// Why a service could not be registered.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    /// A seam this service needs is not provided in this process.
-    #[error("{service} needs {seam}: host it in this process")]
+    /// A seam this service needs is neither provided in this process nor configured remotely.
+    #[error("{service} needs {seam}: host it in this process or set {config_key}")]
     MissingSeam {
         service: &'static str,
         seam: &'static str,
+        /// The configuration key naming the remote provider.
+        config_key: &'static str,
     },
     #[error("{service}: {source}")]
     Failed {

@@ -32,6 +32,8 @@ pub use guardyn_events::testing::NatsServer;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// The mesh listener (internal services), when `mesh.listen` is set.
+    pub mesh_addr: Option<SocketAddr>,
     channel: Channel,
     signal: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -131,6 +133,7 @@ impl TestServer {
             .verifier
             .add_keys([signer.verification_key()]);
         let services = app.services(&options.services).await?;
+        let mesh_addr = app.mesh_addr();
         let hosted = services.names().iter().map(|s| (*s).to_owned()).collect();
         let signal = CancellationToken::new();
         let stop = signal.clone();
@@ -156,6 +159,7 @@ impl TestServer {
         Ok(Self {
             addr,
             metrics_addr,
+            mesh_addr,
             channel,
             signal,
             handle: Some(handle),

@@ -56,7 +56,8 @@ pub use crate::mfa::totp_code;
 pub use crate::signing::KeyStore;
 
 /// The auth service's registration: built from its configuration, registered into a process
-/// with [`Service::register`]. Provides the device directory seam.
+/// with [`Service::register`]. Provides the device directory seam, in-process and as the
+/// internal `guardyn.internal.v1.DeviceDirectoryService` for the mesh listener.
 #[derive(Clone, Debug)]
 pub struct Auth {
     config: AuthConfig,
@@ -115,7 +116,9 @@ impl Service for Auth {
         set.add(grpc::device_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::mfa_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::keys_server(core.clone()).max_decoding_message_size(max));
-        seams.device_directory = Some(Arc::new(AuthDirectory(core)));
+        let directory = AuthDirectory(core);
+        set.add_internal(grpc::directory_server(directory.clone()));
+        seams.device_directory = Some(Arc::new(directory));
         Ok(())
     }
 }

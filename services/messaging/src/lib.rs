@@ -76,6 +76,7 @@ impl Service for Messaging {
             .ok_or(RegisterError::MissingSeam {
                 service: "messaging",
                 seam: "the auth service's device directory",
+                config_key: "mesh.directory_addresses",
             })?;
         let registry = streams::Registry::new();
         let remote = remote::RemoteStreams::new(

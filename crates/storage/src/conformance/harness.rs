@@ -15,6 +15,14 @@ pub trait KvHarness: Send + Sync {
     /// dropped; the new handle must see everything acknowledged through the old ones (embedded:
     /// same data directory; cluster: same database).
     async fn open_kv(&self) -> Arc<dyn KvStore>;
+
+    /// Another instance on the same backend, as a second process of a cluster would open it:
+    /// its own handle (own connections, caches, background tasks) on the data `first` sees.
+    /// The default shares `first`: an embedded engine is one process, and its instances are
+    /// the clones of one handle.
+    async fn open_kv_instance(&self, first: &Arc<dyn KvStore>) -> Arc<dyn KvStore> {
+        first.clone()
+    }
 }
 
 /// What a backend's test provides to run the log cases: a way to (re)open its [`AppendLog`].
@@ -24,6 +32,12 @@ pub trait LogHarness: Send + Sync {
     /// dropped; the new handle must see everything acknowledged through the old ones (embedded:
     /// same data directory; cluster: same keyspace).
     async fn open_log(&self) -> Arc<dyn AppendLog>;
+
+    /// Another instance on the same backend (see [`KvHarness::open_kv_instance`]); the
+    /// default shares `first`.
+    async fn open_log_instance(&self, first: &Arc<dyn AppendLog>) -> Arc<dyn AppendLog> {
+        first.clone()
+    }
 }
 
 /// What a backend's test provides to run the blob cases: a way to (re)open its [`BlobStore`].

@@ -584,3 +584,123 @@ pub async fn kv_durability_across_reopen<H: KvHarness + ?Sized>(h: &H) {
         assert_eq!(pair.value, i.to_le_bytes(), "value of key {i} after reopen");
     }
 }
+
+/// Two instances on one backend: what one writes, the other reads (get and scan), and back.
+pub async fn kv_instances_see_each_other<H: KvHarness + ?Sized>(h: &H) {
+    let a = h.open_kv().await;
+    let b = h.open_kv_instance(&a).await;
+    let p = ns("instances_visible");
+    let (x, y) = (k(&p, b"x"), k(&p, b"y"));
+    a.put(&x, b"from-a").await.unwrap();
+    assert_eq!(
+        b.get(&x).await.unwrap().as_deref(),
+        Some(&b"from-a"[..]),
+        "a put through one instance must be visible to a get through the other"
+    );
+    b.put(&y, b"from-b").await.unwrap();
+    let seen = a
+        .scan(KeyRange::prefix(&p), Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&seen),
+        vec![x.clone(), y.clone()],
+        "a scan through one instance must see the other's puts"
+    );
+    let seen = b
+        .scan(KeyRange::prefix(&p), Direction::Reverse, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&seen),
+        vec![y.clone(), x.clone()],
+        "reverse, other instance"
+    );
+    let out = b
+        .commit(
+            Txn::new()
+                .require_equals(x.clone(), b"from-a".to_vec())
+                .put(x.clone(), b"moved-by-b".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, TxnOutcome::Committed, "condition on the other's write");
+    assert_eq!(
+        a.get(&x).await.unwrap().as_deref(),
+        Some(&b"moved-by-b"[..])
+    );
+    a.delete(&y).await.unwrap();
+    assert_eq!(b.get(&y).await.unwrap(), None, "a delete must be visible");
+}
+
+/// Conflicting transactions from two instances, on one key and on two keys taken in opposite
+/// orders: exactly one commits, every other one reports a conflict and writes nothing.
+pub async fn txn_instances_race_has_one_winner<H: KvHarness + ?Sized>(h: &H) {
+    const TASKS: usize = 8;
+    let a = h.open_kv().await;
+    let b = h.open_kv_instance(&a).await;
+    let p = ns("instances_race");
+    let (k1, k2) = (k(&p, b"1"), k(&p, b"2"));
+    a.put(&k1, b"start").await.unwrap();
+    b.put(&k2, b"start").await.unwrap();
+    for round in 0..3 {
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let tasks = (0..TASKS).map(|i| {
+            let kv = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (k1, k2, barrier) = (k1.clone(), k2.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let v1 = kv.get(&k1).await.unwrap().unwrap();
+                let v2 = kv.get(&k2).await.unwrap().unwrap();
+                let mine = format!("round-{round}-task-{i}").into_bytes();
+                // Even tasks take the keys in one order, odd ones in the other; round 0
+                // touches only one key.
+                let txn = match (round, i % 2) {
+                    (0, _) => Txn::new()
+                        .require_equals(k1.clone(), v1)
+                        .put(k1.clone(), mine),
+                    (_, 0) => Txn::new()
+                        .require_equals(k1.clone(), v1)
+                        .require_equals(k2.clone(), v2)
+                        .put(k1.clone(), mine.clone())
+                        .put(k2.clone(), mine),
+                    _ => Txn::new()
+                        .require_equals(k2.clone(), v2)
+                        .require_equals(k1.clone(), v1)
+                        .put(k2.clone(), mine.clone())
+                        .put(k1.clone(), mine),
+                };
+                barrier.wait().await;
+                (i, kv.commit(txn).await.unwrap())
+            })
+        });
+        let results: Vec<(usize, TxnOutcome)> = join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let winners: Vec<usize> = results
+            .iter()
+            .filter(|(_, o)| o.is_committed())
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one of the racing transactions from two instances must \
+             commit: {results:?}"
+        );
+        let want = format!("round-{round}-task-{}", winners[0]).into_bytes();
+        assert_eq!(
+            a.get(&k1).await.unwrap().unwrap(),
+            want,
+            "round {round}: k1"
+        );
+        if round > 0 {
+            assert_eq!(
+                b.get(&k2).await.unwrap().unwrap(),
+                want,
+                "round {round}: k2"
+            );
+        }
+    }
+}

@@ -370,3 +370,97 @@ pub async fn log_durability_across_reopen<H: LogHarness + ?Sized>(h: &H) {
         "sequences must continue after reopen even when the partition was emptied"
     );
 }
+
+/// Two instances append concurrently to one partition while a reader on one of them follows
+/// with a cursor (`read(last seen + 1)`): the reader sees every entry exactly once, in strictly
+/// increasing order, and sequences are unique across the instances.
+pub async fn log_instances_append_while_cursor_follows<H: LogHarness + ?Sized>(h: &H) {
+    const APPENDERS_PER_INSTANCE: usize = 2;
+    const APPENDS: usize = 30;
+    let a = h.open_log().await;
+    let b = h.open_log_instance(&a).await;
+    let part = ns("log_instances_cursor");
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let appenders: Vec<_> = (0..2 * APPENDERS_PER_INSTANCE)
+        .map(|t| {
+            let log = if t % 2 == 0 { a.clone() } else { b.clone() };
+            let (part, done) = (part.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for i in 0..APPENDS {
+                    // Batches of 1 to 3 entries, so multi-entry appends interleave too.
+                    let batch: Vec<_> = (0..1 + (i % 3))
+                        .map(|j| entry(format!("{t}/{i}/{j}").as_bytes(), HOUR))
+                        .collect();
+                    let payloads: Vec<Vec<u8>> = batch.iter().map(|e| e.payload.clone()).collect();
+                    let seqs = log.append(&part, batch).await.unwrap();
+                    assert_eq!(seqs.len(), payloads.len());
+                    mine.extend(seqs.into_iter().zip(payloads));
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                mine
+            })
+        })
+        .collect();
+    let reader = {
+        let (log, part, done) = (b.clone(), part.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut cursor = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let finished =
+                    done.load(std::sync::atomic::Ordering::SeqCst) == 2 * APPENDERS_PER_INSTANCE;
+                let page = log.read(&part, cursor, 7).await.unwrap();
+                for e in &page {
+                    assert!(
+                        e.seq >= cursor,
+                        "read({cursor}) returned seq {} (seen twice)",
+                        e.seq
+                    );
+                    cursor = e.seq + 1;
+                    seen.push((e.seq, e.payload.clone()));
+                }
+                // Drained after every appender returned: nothing more can become visible.
+                if page.is_empty() && finished {
+                    return seen;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "reader did not finish"
+                );
+                if page.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let mut appended = Vec::new();
+    for r in join_all(appenders).await {
+        let mine = r.unwrap();
+        assert!(
+            mine.windows(2).all(|w| w[0].0 < w[1].0),
+            "one appender's sequences must increase"
+        );
+        appended.extend(mine);
+    }
+    appended.sort();
+    assert!(
+        appended.windows(2).all(|w| w[0].0 < w[1].0),
+        "sequences from two instances must be distinct"
+    );
+    let seen = reader.await.unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "the cursor reader must see strictly increasing sequences"
+    );
+    assert_eq!(
+        seen.len(),
+        appended.len(),
+        "the cursor reader missed entries (an entry became visible below its cursor)"
+    );
+    assert_eq!(
+        seen, appended,
+        "the reader must see exactly what was appended"
+    );
+}

@@ -48,6 +48,14 @@
 //! Each case is also a public `async fn` taking `&impl KvHarness` / `&impl LogHarness`, for
 //! engines that want to call one directly.
 //!
+//! # Several instances
+//!
+//! The `*_instances_*` cases open a second handle with `open_kv_instance` / `open_log_instance`
+//! (another process of a cluster, on the same database): writes through one are seen through
+//! the other, conflicting transactions from both have one winner, and concurrent appenders on
+//! both leave a following cursor reader nothing missed or seen twice. The default instance is
+//! a clone of the first handle (one-process engines).
+//!
 //! # Isolation and durability
 //!
 //! Every case opens the stores itself and works under its own key prefix / partition names,
@@ -94,6 +102,8 @@ macro_rules! kv_conformance_suite {
             txn_cas_race_has_one_winner,
             txn_optimistic_counter,
             kv_durability_across_reopen,
+            kv_instances_see_each_other,
+            txn_instances_race_has_one_winner,
         }
     };
 }
@@ -119,6 +129,7 @@ macro_rules! log_conformance_suite {
             log_invalid_requests,
             log_ttl_expiry,
             log_durability_across_reopen,
+            log_instances_append_while_cursor_follows,
         }
     };
 }

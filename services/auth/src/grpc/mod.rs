@@ -3,12 +3,14 @@
 mod auth;
 mod convert;
 mod devices;
+mod directory;
 mod keys;
 mod mfa;
 mod paging;
 
 pub use auth::AuthApi;
 pub use devices::DeviceApi;
+pub use directory::DirectoryApi;
 pub use keys::KeysApi;
 pub use mfa::MfaApi;
 
@@ -18,8 +20,10 @@ use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthServiceServer;
 use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceServiceServer;
 use guardyn_proto::guardyn::auth::v1::key_directory_service_server::KeyDirectoryServiceServer;
 use guardyn_proto::guardyn::auth::v1::mfa_service_server::MfaServiceServer;
+use guardyn_proto::guardyn::internal::v1::device_directory_service_server::DeviceDirectoryServiceServer;
 
 use crate::core::Core;
+use crate::directory::AuthDirectory;
 
 pub(crate) fn auth_server(core: Arc<Core>) -> AuthServiceServer<AuthApi> {
     AuthServiceServer::new(AuthApi(core))
@@ -35,4 +39,11 @@ pub(crate) fn mfa_server(core: Arc<Core>) -> MfaServiceServer<MfaApi> {
 
 pub(crate) fn keys_server(core: Arc<Core>) -> KeyDirectoryServiceServer<KeysApi> {
     KeyDirectoryServiceServer::new(KeysApi(core))
+}
+
+/// The internal device directory, for the mesh listener only.
+pub(crate) fn directory_server(
+    directory: AuthDirectory,
+) -> DeviceDirectoryServiceServer<DirectoryApi> {
+    DeviceDirectoryServiceServer::new(DirectoryApi(directory))
 }
