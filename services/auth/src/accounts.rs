@@ -332,19 +332,7 @@ impl Core {
         password: &str,
         factor: Option<SecondFactor>,
     ) -> AuthResult<()> {
-        let account = self.recheck_password(acc, password).await?;
-        if account.totp.is_some() {
-            let factor = factor.ok_or(AuthError::MfaRequired)?;
-            take(&self.limits.totp_per_account, &acc)?;
-            self.consume_second_factor(acc, &factor)
-                .await
-                .map_err(|e| match e {
-                    AuthError::InvalidCode { .. } => AuthError::InvalidCode {
-                        code: tonic::Code::PermissionDenied,
-                    },
-                    other => other,
-                })?;
-        }
+        self.reauthenticate(acc, password, factor).await?;
         // The account goes first, with a tombstone, in one transaction: from here on nobody
         // can sign in or refresh; the purge after it is finished by the sweeper if this
         // process dies before it does (`deletion.rs`).

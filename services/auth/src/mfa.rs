@@ -300,7 +300,8 @@ impl Core {
     }
 }
 
-fn permission(e: AuthError) -> AuthError {
+/// A wrong code from a caller that holds a token: PERMISSION_DENIED.
+pub(crate) fn permission(e: AuthError) -> AuthError {
     match e {
         AuthError::InvalidCode { .. } => AuthError::InvalidCode {
             code: Code::PermissionDenied,

@@ -11,11 +11,30 @@ use crate::audit::AuditKind;
 use crate::core::Core;
 use crate::error::{AuthError, AuthResult};
 use crate::limits::take;
-use crate::mfa::SecondFactor;
+use crate::mfa::{SecondFactor, permission};
 use crate::model::{Session, SessionState};
 use crate::store;
 
 impl Core {
+    /// The password, plus the second factor when TOTP is enabled, of an authenticated caller
+    /// (StepUp, DeleteAccount). A wrong code is PERMISSION_DENIED: the caller holds a token.
+    pub async fn reauthenticate(
+        &self,
+        acc: AccountId,
+        password: &str,
+        factor: Option<SecondFactor>,
+    ) -> AuthResult<()> {
+        let account = self.recheck_password(acc, password).await?;
+        if account.totp.is_some() {
+            let factor = factor.ok_or(AuthError::MfaRequired)?;
+            take(&self.limits.totp_per_account, &acc)?;
+            self.consume_second_factor(acc, &factor)
+                .await
+                .map_err(permission)?;
+        }
+        Ok(())
+    }
+
     /// StepUp: check the password and second factor, then mark the calling session. Returns
     /// until when (ms) sensitive operations are allowed.
     pub async fn step_up(
@@ -25,19 +44,7 @@ impl Core {
         password: &str,
         factor: Option<SecondFactor>,
     ) -> AuthResult<u64> {
-        let account = self.recheck_password(acc, password).await?;
-        if account.totp.is_some() {
-            let factor = factor.ok_or(AuthError::MfaRequired)?;
-            take(&self.limits.totp_per_account, &acc)?;
-            self.consume_second_factor(acc, &factor)
-                .await
-                .map_err(|e| match e {
-                    AuthError::InvalidCode { .. } => AuthError::InvalidCode {
-                        code: tonic::Code::PermissionDenied,
-                    },
-                    other => other,
-                })?;
-        }
+        self.reauthenticate(acc, password, factor).await?;
         let key = store::session(sid);
         for _ in 0..store::MAX_ATTEMPTS {
             let Some((mut s, raw)) = store::get::<Session>(&*self.kv, &key).await? else {
