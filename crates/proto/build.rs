@@ -42,6 +42,7 @@ const REDACTED: &[&str] = &[
     ".guardyn.media.v1.DownloadResponse",
     ".guardyn.notification.v1.RegisterPushTokenRequest",
     ".guardyn.notification.v1.WebPushKeys",
+    ".guardyn.admin.v1.ClaimOwnerRequest",
 ];
 
 /// Packages of the internal mesh contract (`proto/guardyn/internal`).

@@ -122,6 +122,13 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// On SIGTERM/SIGINT, in-flight calls and streams get this long to finish.
     pub shutdown_grace_ms: u64,
+    /// How long `guardyn serve` waits for its dependencies (storage, the NATS bus, mesh peers)
+    /// while answering health with NOT_SERVING; after it the process exits non-zero naming
+    /// what never appeared.
+    pub startup_timeout_secs: u64,
+    /// This process's name in the `instance` label of every metric. Empty: `<hostname>-<pid>`
+    /// (in Kubernetes set `GUARDYN_SERVER__INSTANCE_ID` to the pod name).
+    pub instance_id: String,
     pub tls: TlsConfig,
     pub cors: CorsConfig,
 }
@@ -135,6 +142,8 @@ impl Default for ServerConfig {
             max_concurrent_requests: 4096,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            startup_timeout_secs: 300,
+            instance_id: String::new(),
             tls: TlsConfig::default(),
             cors: CorsConfig::default(),
         }
@@ -152,6 +161,25 @@ impl ServerConfig {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.startup_timeout_secs)
+    }
+
+    /// [`ServerConfig::instance_id`], or `<hostname>-<pid>` when it is empty: unique per host
+    /// outside containers, and the pod name (the container's hostname) in Kubernetes.
+    pub fn effective_instance_id(&self) -> String {
+        if !self.instance_id.is_empty() {
+            return self.instance_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "guardyn".to_owned());
+        format!("{host}-{}", std::process::id())
     }
 }
 
@@ -179,6 +207,19 @@ impl Validate for ServerConfig {
             return Err(ConfigError::new(
                 key(prefix, "shutdown_grace_ms"),
                 "must be at most 600000 (10 minutes)",
+            ));
+        }
+        if self.startup_timeout_secs == 0 {
+            return Err(ConfigError::new(
+                key(prefix, "startup_timeout_secs"),
+                "must be at least 1",
+            ));
+        }
+        // A label value: printable, and short enough for every metrics backend.
+        if self.instance_id.len() > 128 || self.instance_id.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                key(prefix, "instance_id"),
+                "must be at most 128 printable characters",
             ));
         }
         self.tls.validate(&key(prefix, "tls"))?;

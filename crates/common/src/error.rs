@@ -42,8 +42,9 @@ pub fn default_code(reason: Reason) -> Code {
         | R::InvalidRefreshToken
         | R::InvalidCode
         | R::CodeExpired
-        | R::UnidentifiedAccessDenied => Code::Unauthenticated,
-        R::PermissionDenied => Code::PermissionDenied,
+        | R::UnidentifiedAccessDenied
+        | R::AccountSuspended => Code::Unauthenticated,
+        R::PermissionDenied | R::RoleRequired => Code::PermissionDenied,
         R::NotFound => Code::NotFound,
         R::AlreadyExists => Code::AlreadyExists,
         R::MfaRequired
@@ -58,7 +59,9 @@ pub fn default_code(reason: Reason) -> Code {
         | R::LastDevice
         | R::StepUpRequired
         | R::LinkPending
-        | R::PushPlatformUnavailable => Code::FailedPrecondition,
+        | R::PushPlatformUnavailable
+        | R::MfaEnrollmentRequired
+        | R::LastOwner => Code::FailedPrecondition,
         R::StaleEpoch | R::SendInProgress => Code::Aborted,
         R::RateLimited | R::QuotaExceeded | R::DeviceLimitReached | R::Overloaded => {
             Code::ResourceExhausted

@@ -7,6 +7,7 @@
 //! This crate must not depend on any service crate, storage engine or event bus
 //! implementation (the storage traits crate is fine: it maps their errors): services depend on it, never the reverse.
 
+pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -16,8 +17,10 @@ pub mod ids;
 pub mod mesh;
 pub mod metrics;
 pub mod middleware;
+pub mod policy;
 pub mod ratelimit;
 pub mod server;
+pub mod stats;
 pub mod telemetry;
 pub mod wire;
 

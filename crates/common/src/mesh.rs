@@ -11,7 +11,11 @@
 //! over the internal contract `guardyn.internal.v1` ([`directory::RemoteDeviceDirectory`]),
 //! served only on the mesh listener (`mesh.listen`).
 
+pub mod account_admin;
 pub mod directory;
+mod trace;
+
+pub use trace::MeshChannel;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -36,6 +40,10 @@ pub struct MeshConfig {
     /// device directory of a messaging process without auth; empty when auth runs in this
     /// process.
     pub directory_addresses: Vec<String>,
+    /// Mesh listeners of the processes hosting auth, for the account administration of an
+    /// admin process without auth (`guardyn serve --service admin`); empty when auth runs in
+    /// this process.
+    pub account_admin_addresses: Vec<String>,
     /// Address (`ip:port`) of this process's mesh listener, which serves the internal services
     /// (`guardyn.internal.v1`) and never the public ones; empty = none. With `tls.ca_path` it
     /// requires client certificates from that CA and presents `tls.cert_path`.
@@ -61,6 +69,7 @@ impl Default for MeshConfig {
         Self {
             auth_addresses: Vec::new(),
             directory_addresses: Vec::new(),
+            account_admin_addresses: Vec::new(),
             listen: String::new(),
             connect_timeout_ms: 2_000,
             call_timeout_ms: 5_000,
@@ -89,6 +98,7 @@ impl Validate for MeshConfig {
         for (field, addresses) in [
             ("auth_addresses", &self.auth_addresses),
             ("directory_addresses", &self.directory_addresses),
+            ("account_admin_addresses", &self.account_admin_addresses),
         ] {
             for a in addresses {
                 if Endpoint::from_shared(a.clone()).is_err() {
@@ -145,6 +155,7 @@ impl Validate for MeshConfig {
         }
         check_plaintext(&self.auth_addresses, self)
             .and_then(|()| check_plaintext(&self.directory_addresses, self))
+            .and_then(|()| check_plaintext(&self.account_admin_addresses, self))
             .map_err(|e| ConfigError::new(key(prefix, "allow_plaintext"), e.to_string()))?;
         let tls = &self.tls;
         if !tls.ca_path.as_os_str().is_empty() {
@@ -182,8 +193,9 @@ pub enum MeshError {
     #[error("mesh TLS: {0}")]
     Tls(String),
     #[error(
-        "{0} is not a loopback address and mesh.tls.ca_path is empty: internal calls would be \
-         plaintext; configure mesh.tls, or set mesh.allow_plaintext = true on a network you trust"
+        "{0} is not a loopback address and not https:// with mesh.tls.ca_path set: internal \
+         calls would be plaintext; use https:// with mesh.tls, or set mesh.allow_plaintext = \
+         true on a network you trust"
     )]
     Plaintext(String),
     #[error("upstream call failed: {0}")]
@@ -201,8 +213,9 @@ impl MeshError {
     }
 }
 
-/// A lazily connecting channel balanced over `addresses`.
-pub async fn channel(addresses: &[String], config: &MeshConfig) -> Result<Channel, MeshError> {
+/// A lazily connecting channel balanced over `addresses`, tracing every call
+/// ([`MeshChannel`]).
+pub async fn channel(addresses: &[String], config: &MeshConfig) -> Result<MeshChannel, MeshError> {
     if addresses.is_empty() {
         return Err(MeshError::NoUpstream);
     }
@@ -222,16 +235,44 @@ pub async fn channel(addresses: &[String], config: &MeshConfig) -> Result<Channe
         }
         endpoints.push(e);
     }
-    Ok(Channel::balance_list(endpoints.into_iter()))
+    Ok(MeshChannel::new(Channel::balance_list(
+        endpoints.into_iter(),
+    )))
 }
 
-/// Refuse plaintext to a peer that is not on this host unless `mesh.allow_plaintext`.
+/// Whether the peers behind `channel` report SERVING on `grpc.health.v1` (overall status):
+/// start-up waits for it before relying on a seam they provide.
+pub async fn check_serving(channel: MeshChannel) -> Result<(), MeshError> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await?
+        .into_inner()
+        .status;
+    if status == ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err(MeshError::Call(tonic::Status::unavailable(
+            "the peer is not serving yet",
+        )))
+    }
+}
+
+/// Refuse plaintext to a peer that is not on this host unless `mesh.allow_plaintext`. The
+/// scheme decides, not the TLS settings: tonic speaks plaintext to an `http://` address even
+/// when `mesh.tls` is configured, so `http://` with a CA would be plaintext in disguise.
 fn check_plaintext(addresses: &[String], config: &MeshConfig) -> Result<(), MeshError> {
-    if !config.tls.ca_path.as_os_str().is_empty() || config.allow_plaintext {
+    if config.allow_plaintext {
         return Ok(());
     }
+    let tls = !config.tls.ca_path.as_os_str().is_empty();
     for a in addresses {
-        if !is_loopback_uri(a) {
+        let encrypted = tls
+            && a.parse::<http::Uri>()
+                .ok()
+                .is_some_and(|u| u.scheme_str() == Some("https"));
+        if !encrypted && !is_loopback_uri(a) {
             return Err(MeshError::Plaintext(a.clone()));
         }
     }
@@ -308,12 +349,12 @@ pub trait KeySource: Send + Sync + fmt::Debug + 'static {
 /// [`KeySource`] over gRPC to auth instances.
 #[derive(Clone, Debug)]
 pub struct RemoteKeySource {
-    client: guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient<Channel>,
+    client: guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient<MeshChannel>,
     attempts: u32,
 }
 
 impl RemoteKeySource {
-    pub fn new(channel: Channel, config: &MeshConfig) -> Self {
+    pub fn new(channel: MeshChannel, config: &MeshConfig) -> Self {
         Self {
             client: guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient::new(
                 channel,
@@ -459,6 +500,27 @@ mod tests {
             ..remote.clone()
         };
         allowed.validate("mesh").unwrap();
+        // With a CA configured, an http:// address would still be plaintext.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, b"-").unwrap();
+        let with_ca = MeshConfig {
+            tls: MeshTlsConfig {
+                ca_path: ca,
+                ..MeshTlsConfig::default()
+            },
+            ..remote.clone()
+        };
+        assert_eq!(
+            with_ca.validate("mesh").unwrap_err().key,
+            "mesh.allow_plaintext"
+        );
+        MeshConfig {
+            auth_addresses: vec!["https://auth-0.auth:50051".into()],
+            ..with_ca
+        }
+        .validate("mesh")
+        .unwrap();
         for local in [
             "http://127.0.0.1:50051",
             "http://localhost:1",

@@ -1,10 +1,16 @@
 //! Per-RPC Prometheus metrics and the scrape endpoint on its own port.
 //!
+//! Every metric carries the process's `instance` label (a constant label of the registry, so a
+//! scrape of several processes never mixes them up); per-RPC metrics add the gRPC `service` of
+//! the method, and a hosted service registers its own metrics under `service="<name>"`
+//! ([`Metrics::with_service_registry`]).
+//!
 //! [`MetricsLayer`] counts every call by method and final gRPC code and records its latency.
 //! The code is read from the response headers (trailers-only errors) or from the trailers at the
 //! end of the body; a body dropped before its trailers (client went away) counts as
 //! `CANCELLED`. Streaming calls are measured until the stream ends.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -24,13 +30,30 @@ use tower::{Layer, Service};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
+    service: String,
     method: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
+    service: String,
     method: String,
     code: String,
+}
+
+impl MethodLabels {
+    /// `/pkg.Service/Method` → service `pkg.Service`.
+    fn of(path: &str) -> Self {
+        let service = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        Self {
+            service: service.to_owned(),
+            method: path.to_owned(),
+        }
+    }
 }
 
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
@@ -51,20 +74,18 @@ impl fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn latency_histogram() -> Histogram {
     // 0.5 ms to ~16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("guardyn");
+    /// The registry of the process named `instance` (the `instance` label of every metric).
+    pub fn new(instance: &str) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "guardyn",
+            std::iter::once((Cow::Borrowed("instance"), Cow::Owned(instance.to_owned()))),
+        );
         let started = Family::<MethodLabels, Counter>::default();
         let handled = Family::<CodeLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
@@ -98,10 +119,21 @@ impl Metrics {
         }
     }
 
-    /// Let a component register its own metrics.
+    /// Let a component register its own process-wide metrics.
     pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut registry)
+    }
+
+    /// Let a hosted service register its metrics, labelled `service="<service>"`.
+    pub fn with_service_registry<R>(
+        &self,
+        service: &'static str,
+        f: impl FnOnce(&mut Registry) -> R,
+    ) -> R {
+        self.with_registry(|r| {
+            f(r.sub_registry_with_label((Cow::Borrowed("service"), Cow::Borrowed(service))))
+        })
     }
 
     /// The OpenMetrics text exposition.
@@ -114,14 +146,12 @@ impl Metrics {
     }
 
     fn start(&self, method: &str) -> CallRecord {
-        let labels = MethodLabels {
-            method: method.to_owned(),
-        };
+        let labels = MethodLabels::of(method);
         self.started.get_or_create(&labels).inc();
         self.in_flight.inc();
         CallRecord {
             metrics: self.clone(),
-            method: method.to_owned(),
+            labels,
             started: Instant::now(),
             code: None,
             done: false,
@@ -132,7 +162,7 @@ impl Metrics {
 /// Records one call exactly once, when the response ends or is dropped.
 struct CallRecord {
     metrics: Metrics,
-    method: String,
+    labels: MethodLabels,
     started: Instant,
     code: Option<tonic::Code>,
     done: bool,
@@ -147,15 +177,14 @@ impl CallRecord {
         self.metrics
             .handled
             .get_or_create(&CodeLabels {
-                method: self.method.clone(),
+                service: self.labels.service.clone(),
+                method: self.labels.method.clone(),
                 code: code_name(code).to_owned(),
             })
             .inc();
         self.metrics
             .latency
-            .get_or_create(&MethodLabels {
-                method: self.method.clone(),
-            })
+            .get_or_create(&self.labels)
             .observe(self.started.elapsed().as_secs_f64());
         self.metrics.in_flight.dec();
     }
@@ -364,5 +393,33 @@ pub async fn serve_metrics(
                 tracing::debug!(error = %e, "metrics connection failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_carries_the_instance_and_service_metrics_their_service() {
+        let metrics = Metrics::new("node-a-42");
+        let jobs = Counter::<u64>::default();
+        metrics.with_service_registry("messaging", |r| {
+            r.register("jobs", "Jobs", jobs.clone());
+        });
+        jobs.inc();
+        let mut call = metrics.start("/guardyn.presence.v1.PresenceService/Heartbeat");
+        call.code = Some(tonic::Code::Ok);
+        drop(call);
+
+        let text = metrics.render();
+        for line in [
+            r#"guardyn_jobs_total{instance="node-a-42",service="messaging"} 1"#,
+            r#"guardyn_grpc_server_started_total{instance="node-a-42",service="guardyn.presence.v1.PresenceService",method="/guardyn.presence.v1.PresenceService/Heartbeat"} 1"#,
+            r#"guardyn_grpc_server_handled_total{instance="node-a-42",service="guardyn.presence.v1.PresenceService",method="/guardyn.presence.v1.PresenceService/Heartbeat",code="OK"} 1"#,
+            r#"guardyn_grpc_server_in_flight{instance="node-a-42"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::error::{ApiError, Reason};
 
@@ -30,7 +31,8 @@ fn valid_request_id(v: &http::HeaderValue) -> Option<String> {
 }
 
 /// Takes the client's `x-request-id` (or generates one), opens the call's tracing span with it
-/// and echoes it in the response headers.
+/// (an OpenTelemetry server span, child of the caller's `traceparent` when there is one) and
+/// echoes it in the response headers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RequestIdLayer;
 
@@ -71,7 +73,16 @@ where
             method = %req.uri().path(),
             request_id = %id,
             account = tracing::field::Empty,
+            otel.name = %req.uri().path(),
+            otel.kind = "server",
+            rpc.system = "grpc",
         );
+        // A caller's W3C trace context (another Guardyn process, or a client that traces)
+        // makes this call part of its trace.
+        if let Some(parent) = crate::telemetry::extract_parent(req.headers()) {
+            // Fails only without an OpenTelemetry layer, when there is no trace to join.
+            let _ = span.set_parent(parent);
+        }
         let header = http::HeaderValue::from_str(&id).ok();
         if let Some(h) = &header {
             req.headers_mut().insert(REQUEST_ID, h.clone());

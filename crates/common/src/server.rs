@@ -3,7 +3,7 @@
 //! (mutual) TLS, request ids, metrics, authentication, deadlines and load shedding, and graceful
 //! shutdown.
 //!
-//! Layer order, outermost first: CORS → gRPC-web translation → request id / span → metrics →
+//! Layer order, outermost first: CORS → instance header and stream count → gRPC-web translation → request id / span → metrics →
 //! deadlines and load shedding → request size limit → authentication → routes. CORS answers browser preflights before
 //! anything else; metrics see every call including shed and unauthenticated ones.
 
@@ -25,6 +25,10 @@ use crate::auth::{AuthLayer, PublicMethods, RevocationList, TokenConfig, TokenVe
 use crate::config::ServerConfig;
 use crate::metrics::{Metrics, MetricsLayer};
 use crate::middleware::{BodyLimitLayer, LimitLayer, Limits, RequestIdLayer};
+use crate::stats::ProcessStats;
+
+mod instance;
+pub use instance::{INSTANCE_HEADER, InstanceLayer};
 
 /// Handles shared by the server and the services it hosts.
 #[derive(Clone, Debug)]
@@ -34,15 +38,24 @@ pub struct ServerContext {
     pub verifier: TokenVerifier,
     pub metrics: Metrics,
     pub health: HealthReporter,
+    /// This process's name among the instances of its services (`server.instance_id`, or
+    /// derived): the `instance` label of every metric.
+    pub instance_id: String,
+    /// Live counters (open streams, connected devices) the monitoring beacon reports.
+    pub stats: ProcessStats,
 }
 
 impl ServerContext {
-    pub fn new(tokens: &TokenConfig) -> Self {
+    /// A context for the process named `instance_id`
+    /// ([`ServerConfig::effective_instance_id`]).
+    pub fn new(tokens: &TokenConfig, instance_id: &str) -> Self {
         Self {
             shutdown: CancellationToken::new(),
             verifier: TokenVerifier::new(tokens, RevocationList::new()),
-            metrics: Metrics::new(),
+            metrics: Metrics::new(instance_id),
             health: HealthReporter::new(),
+            instance_id: instance_id.to_owned(),
+            stats: ProcessStats::new(),
         }
     }
 }
@@ -153,7 +166,18 @@ pub async fn serve_internal(
     ));
     let mut builder = Server::builder()
         .timeout(Duration::from_millis(mesh.call_timeout_ms))
-        .layer(MetricsLayer::new(ctx.metrics.clone()));
+        .layer(
+            tower::ServiceBuilder::new()
+                // The calling process's span becomes the parent of this call's span.
+                .layer(InstanceLayer::new(
+                    &ctx.instance_id,
+                    ctx.stats.clone(),
+                    Vec::new(),
+                ))
+                .layer(RequestIdLayer)
+                .layer(MetricsLayer::new(ctx.metrics.clone()))
+                .into_inner(),
+        );
     let tls = &mesh.tls;
     if !tls.ca_path.as_os_str().is_empty() {
         let read = |path: std::path::PathBuf| async move {
@@ -198,6 +222,61 @@ pub enum ServeError {
 pub fn install_crypto_provider() {
     // Err means a provider is already installed, which is all we need.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Answer health on `listener` while the process waits for its dependencies, until `until` is
+/// cancelled (then the real server takes the listener over). Only health (and reflection of
+/// it) is routed: every other call is UNIMPLEMENTED, as no service has registered yet. Orchestrators see the process alive
+/// (it answers) and not ready (NOT_SERVING, set by the caller).
+pub async fn serve_health_only(
+    config: &ServerConfig,
+    listener: TcpListener,
+    health: HealthReporter,
+    until: CancellationToken,
+) -> Result<(), ServeError> {
+    install_crypto_provider();
+    let mut builder = Server::builder().accept_http1(true);
+    if let Some(tls) = tls_config(config).await? {
+        builder = builder.tls_config(tls)?;
+    }
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Reflection describes health only, so `grpcurl ... grpc.health.v1.Health/Check` works.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    builder
+        .add_service(tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health),
+        ))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, async move { until.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// Fully qualified names of the public gRPC services of a proto package (`guardyn.auth.v1`),
+/// from the descriptor set: the health names of a service before it has registered.
+pub fn services_in_package(package: &str) -> Vec<String> {
+    use prost::Message;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(guardyn_proto::FILE_DESCRIPTOR_SET) else {
+        return Vec::new();
+    };
+    set.file
+        .into_iter()
+        .filter(|f| f.package.as_deref() == Some(package))
+        .flat_map(|f| f.service)
+        .map(|s| format!("{package}.{}", s.name.unwrap_or_default()))
+        .collect()
 }
 
 /// Names of server-streaming methods, from the descriptor sets: they get no server deadline.
@@ -277,6 +356,7 @@ fn cors(config: &ServerConfig) -> tower_http::cors::CorsLayer {
             h("grpc-message"),
             h("grpc-status-details-bin"),
             h("x-request-id"),
+            h(INSTANCE_HEADER),
         ])
         .max_age(Duration::from_secs(3600))
 }
@@ -354,6 +434,11 @@ pub async fn serve(
     };
     let stack = tower::ServiceBuilder::new()
         .layer(cors(config))
+        .layer(InstanceLayer::new(
+            &ctx.instance_id,
+            ctx.stats.clone(),
+            limits.streaming_methods.clone(),
+        ))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(RequestIdLayer)
         .layer(MetricsLayer::new(ctx.metrics.clone()))

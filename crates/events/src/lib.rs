@@ -18,6 +18,9 @@
 //!   durable; it is handed to one consumer at a time and redelivered if not settled within
 //!   `ack_wait`. Consumers must therefore be idempotent.
 //!
+//! Events and jobs carry the trace context of the span that published them
+//! ([`Event::trace_context`], [`Job::trace_context`]; see [`TraceContext`]).
+//!
 //! This crate depends on the storage traits only, never on a storage engine, on gRPC or on a
 //! Guardyn service. Feature `testing` adds [`testing::NatsServer`], a throwaway `nats-server`
 //! for tests.
@@ -32,6 +35,7 @@ pub mod subject;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod types;
 
 use std::sync::Arc;
@@ -43,6 +47,7 @@ pub use config::{Backend, EventsConfig, NatsAuth, NatsConfig};
 pub use error::EventError;
 pub use inprocess::InProcessBus;
 pub use nats::NatsBus;
+pub use trace::TraceContext;
 pub use types::{Delivery, Event, Job, JobStream, Subscription};
 
 /// Build the bus selected by `config.backend`. `log` backs the in-process job queues and is

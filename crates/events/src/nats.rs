@@ -17,12 +17,13 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 
 use crate::bus::{EventBus, check_payload};
 use crate::config::{EventsConfig, NatsAuth, NatsConfig};
 use crate::error::EventError;
 use crate::subject::{Pattern, validate_queue_name, validate_subject};
+use crate::trace::TraceContext;
 use crate::types::{Event, Job, JobSettle, JobStream, Subscription, subscriber_channel};
 
 const VERSION_HEADER: &str = "Guardyn-Job-Version";
@@ -41,19 +42,31 @@ pub struct NatsBus {
     jobs_stream: String,
     replicas: usize,
     stream: OnceCell<stream::Stream>,
+    /// Bumped after each reconnection, once the subscriptions are back (see
+    /// [`resync_after_reconnects`]); every subscription turns it into `Lagged`.
+    resync: watch::Receiver<u64>,
+    _resync_task: AbortOnDrop,
 }
 
 impl NatsBus {
     /// Connects to NATS. The initial connection must succeed within `connect_timeout`
     /// ([`EventError::Unavailable`] otherwise); after that the client reconnects forever.
     pub async fn connect(config: EventsConfig, nats: NatsConfig) -> Result<Self, EventError> {
+        let (connected_tx, connected) = watch::channel(0u64);
+        let connected_tx = Arc::new(connected_tx);
         let mut options = async_nats::ConnectOptions::new()
             .name(&nats.client_name)
             .connection_timeout(nats.connect_timeout)
             .require_tls(nats.require_tls)
             .max_reconnects(None)
-            .event_callback(|event| async move {
-                tracing::info!(%event, "nats connection event");
+            .event_callback(move |event| {
+                let connected_tx = connected_tx.clone();
+                async move {
+                    tracing::info!(%event, "nats connection event");
+                    if matches!(event, async_nats::Event::Connected) {
+                        connected_tx.send_modify(|n| *n += 1);
+                    }
+                }
             });
         options = match nats.auth {
             NatsAuth::None => options,
@@ -65,6 +78,12 @@ impl NatsBus {
             .await
             .map_err(|e| EventError::Unavailable(format!("cannot connect to NATS: {e}")))?;
         let jetstream = jetstream::new(client.clone());
+        let (resync_tx, resync) = watch::channel(0u64);
+        let task = tokio::spawn(resync_after_reconnects(
+            client.clone(),
+            connected,
+            resync_tx,
+        ));
         Ok(Self {
             client,
             jetstream,
@@ -72,6 +91,8 @@ impl NatsBus {
             jobs_stream: nats.jobs_stream,
             replicas: nats.replicas,
             stream: OnceCell::new(),
+            resync,
+            _resync_task: AbortOnDrop(task),
         })
     }
 
@@ -131,24 +152,51 @@ impl NatsBus {
     /// handles a connection's operations in order, so once a message we publish to a fresh
     /// inbox comes back, every earlier SUB of this connection is in place.
     async fn barrier(&self) -> Result<(), EventError> {
-        let unavailable = |e: &dyn fmt::Display| EventError::Unavailable(e.to_string());
-        let inbox = self.client.new_inbox();
-        let mut probe = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| unavailable(&e))?;
-        self.client
-            .publish(inbox, Bytes::new())
-            .await
-            .map_err(|e| unavailable(&e))?;
-        self.client.flush().await.map_err(|e| unavailable(&e))?;
-        match tokio::time::timeout(BARRIER_TIMEOUT, probe.next()).await {
-            Ok(Some(_)) => Ok(()),
-            _ => Err(EventError::Unavailable(
-                "NATS did not answer a round trip after subscribing".into(),
-            )),
+        round_trip(&self.client).await
+    }
+}
+
+/// See [`NatsBus::barrier`].
+async fn round_trip(client: &async_nats::Client) -> Result<(), EventError> {
+    let unavailable = |e: &dyn fmt::Display| EventError::Unavailable(e.to_string());
+    let inbox = client.new_inbox();
+    let mut probe = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| unavailable(&e))?;
+    client
+        .publish(inbox, Bytes::new())
+        .await
+        .map_err(|e| unavailable(&e))?;
+    client.flush().await.map_err(|e| unavailable(&e))?;
+    match tokio::time::timeout(BARRIER_TIMEOUT, probe.next()).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(EventError::Unavailable(
+            "NATS did not answer a round trip after subscribing".into(),
+        )),
+    }
+}
+
+/// Events published while a connection was down, or before the server had our subscriptions
+/// again, are gone: after each reconnection tell every subscription (`resync`), so subscribers
+/// re-read what they follow from storage. Only once the subscriptions are back, or the
+/// re-read could miss what is published before they are: the client sends every SUB first on
+/// a new connection, so a completed round trip on it proves them in place.
+async fn resync_after_reconnects(
+    client: async_nats::Client,
+    mut connected: watch::Receiver<u64>,
+    resync: watch::Sender<u64>,
+) {
+    while connected.changed().await.is_ok() {
+        // Every successful connection counts once: the first one is no reconnection.
+        if *connected.borrow_and_update() < 2 {
+            continue;
         }
+        if let Err(e) = round_trip(&client).await {
+            // Disconnected again: the next reconnection resynchronises once more.
+            tracing::warn!(error = %e, "no round trip through NATS after reconnecting");
+        }
+        resync.send_modify(|n| *n += 1);
     }
 }
 
@@ -183,15 +231,20 @@ impl EventBus for NatsBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), EventError> {
         validate_subject(subject)?;
         check_payload(&payload, self.config.max_payload)?;
-        self.client
-            .publish(subject.to_owned(), payload)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-                    EventError::Backend(e.to_string())
-                }
-                _ => EventError::Unavailable(e.to_string()),
-            })
+        let trace = TraceContext::current();
+        let published = if trace.is_empty() {
+            self.client.publish(subject.to_owned(), payload).await
+        } else {
+            self.client
+                .publish_with_headers(subject.to_owned(), headers_of(&trace), payload)
+                .await
+        };
+        published.map_err(|e| match e.kind() {
+            async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                EventError::Backend(e.to_string())
+            }
+            _ => EventError::Unavailable(e.to_string()),
+        })
     }
 
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, EventError> {
@@ -212,20 +265,23 @@ impl EventBus for NatsBus {
                 if validate_subject(&message.subject).is_err() {
                     continue;
                 }
-                let event = Event::new(message.subject.as_str().into(), message.payload);
+                let trace = message.headers.as_ref().map(trace_of).unwrap_or_default();
+                let event = Event::new(message.subject.as_str().into(), message.payload, trace);
                 if tx.send(event).is_err() {
                     break;
                 }
             }
         });
-        Ok(Subscription::new(pattern, rx, Box::new(AbortOnDrop(task))))
+        let mut resync = self.resync.clone();
+        resync.mark_unchanged();
+        Ok(Subscription::new(pattern, rx, Box::new(AbortOnDrop(task))).resync_on(resync))
     }
 
     async fn enqueue(&self, queue: &str, payload: Bytes) -> Result<(), EventError> {
         validate_queue_name(queue)?;
         check_payload(&payload, self.config.max_payload)?;
         self.stream().await?;
-        let mut headers = async_nats::HeaderMap::new();
+        let mut headers = headers_of(&TraceContext::current());
         headers.insert(VERSION_HEADER, JOB_VERSION);
         let ack = self
             .jetstream
@@ -310,12 +366,38 @@ fn decode(message: jetstream::Message, queue: &Arc<str>) -> Option<Job> {
         .and_then(|info| u64::try_from(info.delivered).ok())
         .unwrap_or(1);
     let payload = message.payload.clone();
+    let trace = message.headers.as_ref().map(trace_of).unwrap_or_default();
     Some(Job::new(
         queue.clone(),
         payload,
+        trace,
         delivery_count,
         Box::new(message),
     ))
+}
+
+/// The trace context as message headers.
+fn headers_of(trace: &TraceContext) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in trace.fields() {
+        // Parsed, because `insert` of a `&str` panics on a malformed name or value.
+        if let (Ok(name), Ok(value)) = (
+            name.parse::<async_nats::HeaderName>(),
+            value.parse::<async_nats::HeaderValue>(),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
+/// The trace context among a message's headers.
+fn trace_of(headers: &async_nats::HeaderMap) -> TraceContext {
+    TraceContext::from_pairs(
+        headers
+            .iter()
+            .filter_map(|(name, values)| Some((name.as_ref(), values.first()?.as_str()))),
+    )
 }
 
 /// A JetStream job message settles itself.

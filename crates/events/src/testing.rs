@@ -52,6 +52,12 @@ impl NatsServer {
 
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> io::Result<Self> {
+        Self::start_on(free_port()?)
+    }
+
+    /// [`NatsServer::start`] on a chosen client port, e.g. one a process under test was told
+    /// about before the server existed.
+    pub fn start_on(port: u16) -> io::Result<Self> {
         let binary = Self::binary().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -59,7 +65,6 @@ impl NatsServer {
             )
         })?;
         let store = tempfile::tempdir()?;
-        let port = free_port()?;
         let monitor_port = free_port()?;
         let child = spawn(&binary, port, monitor_port, store.path())?;
         let mut server = Self {
@@ -95,7 +100,19 @@ impl NatsServer {
     /// Stops the server gracefully (SIGTERM, so JetStream flushes its state) and starts it again
     /// on the same ports with the same JetStream storage, like a rolling restart in production.
     pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        self.start_again()
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits until it exited: an outage until
+    /// [`NatsServer::start_again`].
+    pub fn stop(&mut self) {
         self.terminate();
+    }
+
+    /// Starts a [stopped](NatsServer::stop) server again on the same ports with the same
+    /// JetStream storage.
+    pub fn start_again(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         // The old process may hold the port for a moment after it died.
         loop {

@@ -10,23 +10,29 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use futures::stream::BoxStream;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 use crate::error::EventError;
 use crate::subject::Pattern;
+use crate::trace::TraceContext;
 
 /// A live event. `Debug` prints the payload length only: payloads may be ciphertext.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Event {
     subject: Arc<str>,
     payload: Bytes,
+    trace: TraceContext,
 }
 
 impl Event {
-    pub(crate) fn new(subject: Arc<str>, payload: Bytes) -> Self {
-        Self { subject, payload }
+    pub(crate) fn new(subject: Arc<str>, payload: Bytes, trace: TraceContext) -> Self {
+        Self {
+            subject,
+            payload,
+            trace,
+        }
     }
 
     pub fn subject(&self) -> &str {
@@ -39,6 +45,11 @@ impl Event {
 
     pub fn into_payload(self) -> Bytes {
         self.payload
+    }
+
+    /// The context of the span that published the event (empty when none was recorded).
+    pub fn trace_context(&self) -> &TraceContext {
+        &self.trace
     }
 }
 
@@ -56,9 +67,11 @@ impl fmt::Debug for Event {
 pub enum Delivery {
     Event(Event),
     /// The subscriber fell more than [`crate::EventsConfig::subscriber_buffer`] events behind
-    /// and the `missed` oldest buffered events were dropped for it (and only for it). Live
-    /// events are at-most-once; a subscriber that needs every event must resynchronise from
-    /// durable state when it sees this.
+    /// and the `missed` oldest buffered events were dropped for it (and only for it); or, with
+    /// `missed: 0`, the bus lost its connection and is back (NATS: once the subscription is in
+    /// place again), so events published meanwhile may never arrive. Live events are
+    /// at-most-once; a subscriber that needs every event must resynchronise from durable state
+    /// when it sees this.
     Lagged {
         missed: u64,
     },
@@ -81,6 +94,8 @@ pub(crate) fn subscriber_channel(
 pub struct Subscription {
     pattern: Pattern,
     rx: BroadcastStream<Event>,
+    /// Bumped when events may have been lost outside the buffer (the bus reconnected).
+    resync: Option<WatchStream<u64>>,
     /// Unsubscribes when dropped.
     _guard: Box<dyn Send + Sync>,
 }
@@ -94,8 +109,15 @@ impl Subscription {
         Self {
             pattern,
             rx,
+            resync: None,
             _guard: guard,
         }
+    }
+
+    /// Yield [`Delivery::Lagged`] (`missed: 0`) whenever `resync` changes.
+    pub(crate) fn resync_on(mut self, resync: watch::Receiver<u64>) -> Self {
+        self.resync = Some(WatchStream::from_changes(resync));
+        self
     }
 
     pub fn pattern(&self) -> &Pattern {
@@ -107,7 +129,15 @@ impl Stream for Subscription {
     type Item = Delivery;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        Pin::new(&mut self.get_mut().rx).poll_next(cx).map(|item| {
+        let this = self.get_mut();
+        if let Some(resync) = &mut this.resync {
+            match Pin::new(resync).poll_next(cx) {
+                Poll::Ready(Some(_)) => return Poll::Ready(Some(Delivery::Lagged { missed: 0 })),
+                Poll::Ready(None) => this.resync = None,
+                Poll::Pending => {}
+            }
+        }
+        Pin::new(&mut this.rx).poll_next(cx).map(|item| {
             item.map(|r| match r {
                 Ok(event) => Delivery::Event(event),
                 Err(BroadcastStreamRecvError::Lagged(missed)) => Delivery::Lagged { missed },
@@ -141,6 +171,7 @@ pub(crate) trait JobSettle: Send + Sync + 'static {
 pub struct Job {
     queue: Arc<str>,
     payload: Bytes,
+    trace: TraceContext,
     delivery_count: u64,
     settle: Box<dyn JobSettle>,
 }
@@ -149,15 +180,22 @@ impl Job {
     pub(crate) fn new(
         queue: Arc<str>,
         payload: Bytes,
+        trace: TraceContext,
         delivery_count: u64,
         settle: Box<dyn JobSettle>,
     ) -> Self {
         Self {
             queue,
             payload,
+            trace,
             delivery_count,
             settle,
         }
+    }
+
+    /// The context of the span that enqueued the job (empty when none was recorded).
+    pub fn trace_context(&self) -> &TraceContext {
+        &self.trace
     }
 
     pub fn queue(&self) -> &str {

@@ -11,17 +11,26 @@ use guardyn_common::events::Payload as _;
 use guardyn_common::events::auth::{
     SESSION_REVOKED, SIGNING_KEY_REVOKED, SessionRevoked, SigningKeyRevoked,
 };
+use guardyn_common::mesh::account_admin::RemoteAccountAdmin;
 use guardyn_common::mesh::directory::RemoteDeviceDirectory;
-use guardyn_common::mesh::{self, RemoteKeySource};
+use guardyn_common::mesh::{self, KeySource as _, RemoteKeySource};
 use guardyn_common::server::{self, ServerContext, ServiceSet};
 use guardyn_service::{Handles, RegisterError, Seams, Service};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, EventsBackend, StorageConfig, StorageEngine};
+use crate::wait::Waiter;
 
 /// Services this build can host, by `--service` name, in registration order (a service that
 /// provides a seam comes before those that take it).
-pub const SERVICES: &[&str] = &["auth", "messaging", "presence", "media", "notification"];
+pub const SERVICES: &[&str] = &[
+    "auth",
+    "messaging",
+    "presence",
+    "media",
+    "notification",
+    "admin",
+];
 
 /// Every service this build can host, built from its typed configuration, in [`SERVICES`]
 /// order.
@@ -37,6 +46,7 @@ pub fn catalogue(config: &Config) -> Vec<Box<dyn Service>> {
         Box::new(guardyn_notification::Notification::new(
             config.notification.clone(),
         )),
+        Box::new(guardyn_admin::Admin::new(config.admin.clone())),
     ]
 }
 
@@ -72,18 +82,70 @@ impl App {
         Self::build_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    /// [`App::build`] with a chosen clock (tests move a manual one).
+    /// [`App::build`] with a chosen clock (tests move a manual one). Every dependency is tried
+    /// once; mesh peers are not awaited (keys arrive with the first successful refresh).
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
-        let stores = crate::stores::open(&config.storage).await?;
-        let bus = guardyn_events::connect(&config.events.to_events_config(), stores.log.clone())
-            .await
-            .context("connecting the event bus")?;
-        let ctx = ServerContext::new(&config.tokens);
+        let ctx = ServerContext::new(&config.tokens, &config.server.effective_instance_id());
+        Self::assemble(config, clock, ctx, None).await
+    }
+
+    /// The binary's build: storage, the bus and mesh peers are retried through `waiter` until
+    /// they answer (see [`crate::startup`]), on the context the start-up health server reports
+    /// through.
+    pub async fn build_waiting(
+        config: Config,
+        ctx: ServerContext,
+        waiter: &Waiter,
+    ) -> anyhow::Result<Self> {
+        Self::assemble(config, Arc::new(SystemClock), ctx, Some(waiter)).await
+    }
+
+    async fn assemble(
+        config: Config,
+        clock: SharedClock,
+        ctx: ServerContext,
+        waiter: Option<&Waiter>,
+    ) -> anyhow::Result<Self> {
+        // The embedded engine and the in-process bus have nothing to wait for: a failure there
+        // is local (a locked or unreadable directory) and stops start-up at once.
+        let stores = match (waiter, storage_key(&config.storage)) {
+            (Some(w), Some(key)) => {
+                w.until(key, "storage", || crate::stores::open(&config.storage))
+                    .await?
+            }
+            _ => crate::stores::open(&config.storage).await?,
+        };
+        let events = config.events.to_events_config();
+        let connect = || async {
+            guardyn_events::connect(&events, stores.log.clone())
+                .await
+                .context("connecting the event bus")
+        };
+        let bus = match waiter {
+            Some(w) if config.events.backend == EventsBackend::Nats => {
+                w.until("events.nats_url", "the NATS event bus", connect)
+                    .await?
+            }
+            _ => connect().await?,
+        };
         spawn_revocation_listener(bus.clone(), stores.kv.clone(), ctx.clone()).await?;
         if !config.mesh.auth_addresses.is_empty() {
             let channel = mesh::channel(&config.mesh.auth_addresses, &config.mesh).await?;
+            let source = Arc::new(RemoteKeySource::new(channel, &config.mesh));
+            // Without auth's keys no token verifies: serving before they arrive would refuse
+            // every call.
+            if let Some(w) = waiter {
+                let keys = w
+                    .until(
+                        "mesh.auth_addresses",
+                        "auth's token verification keys",
+                        || source.verification_keys(),
+                    )
+                    .await?;
+                ctx.verifier.replace_keys(keys);
+            }
             mesh::spawn_key_refresh(
-                Arc::new(RemoteKeySource::new(channel, &config.mesh)),
+                source,
                 ctx.verifier.clone(),
                 std::time::Duration::from_secs(config.mesh.key_refresh_secs),
                 ctx.shutdown.clone(),
@@ -94,8 +156,30 @@ impl App {
             let channel = mesh::channel(&config.mesh.directory_addresses, &config.mesh)
                 .await
                 .context("mesh.directory_addresses")?;
+            if let Some(w) = waiter {
+                w.until(
+                    "mesh.directory_addresses",
+                    "the device directory (auth's mesh listener)",
+                    || mesh::check_serving(channel.clone()),
+                )
+                .await?;
+            }
             seams.device_directory =
                 Some(Arc::new(RemoteDeviceDirectory::new(channel, &config.mesh)));
+        }
+        if !config.mesh.account_admin_addresses.is_empty() {
+            let channel = mesh::channel(&config.mesh.account_admin_addresses, &config.mesh)
+                .await
+                .context("mesh.account_admin_addresses")?;
+            if let Some(w) = waiter {
+                w.until(
+                    "mesh.account_admin_addresses",
+                    "account administration (auth's mesh listener)",
+                    || mesh::check_serving(channel.clone()),
+                )
+                .await?;
+            }
+            seams.account_admin = Some(Arc::new(RemoteAccountAdmin::new(channel, &config.mesh)));
         }
         let mesh_listener = match config.mesh.listen.as_str() {
             "" => None,
@@ -185,6 +269,18 @@ impl App {
                 result
             })
         });
+        tokio::spawn(
+            crate::beacon::Beacon {
+                bus: self.handles.bus.clone(),
+                clock: self.handles.clock.clone(),
+                ctx: ctx.clone(),
+                interval_secs: self.config.monitoring.beacon_interval_secs,
+                services: crate::beacon::service_names(services.names()),
+                data_dir: self.config.storage.data_dir.clone(),
+                embedded: self.config.storage.engine == StorageEngine::Embedded,
+            }
+            .run(),
+        );
         if let Some(l) = metrics_listener {
             tokio::spawn(guardyn_common::metrics::serve_metrics(
                 l,
@@ -202,6 +298,16 @@ impl App {
         self.handles.stores.close().await;
         result.context("gRPC server")?;
         mesh_result.context("mesh listener")
+    }
+}
+
+/// The key naming a networked storage engine, which start-up waits for; `None` for the
+/// embedded engine.
+fn storage_key(storage: &StorageConfig) -> Option<&'static str> {
+    match storage.engine {
+        StorageEngine::Embedded => None,
+        StorageEngine::Postgres => Some("storage.postgres"),
+        StorageEngine::TikvScylla => Some("storage.tikv / storage.scylla"),
     }
 }
 

@@ -4,6 +4,9 @@
 //! 1. 1:1: `pairs` senders each send `messages` end-to-end-encrypted messages to their own
 //!    receiver; latency is measured from just before `Client::send` to the moment the
 //!    receiver's Listen pump hands out the decrypted message (same process, same clock).
+//!    With several `--server` addresses (instances of a cluster, or gateways to them), the
+//!    clients are spread round-robin: pair `p`'s sender on address `p % n`, its receiver on
+//!    `(p + 1) % n`, so with two or more every message crosses instances.
 //! 2. Echo baseline: the same clients (same channels, same auth/refresh path) call
 //!    MessagingService.Echo `messages` times each with a payload of the same size.
 //! 3. Group fan-out: one member sends `group_rounds` messages to a group of `group_size`
@@ -20,9 +23,15 @@ use tokio::sync::mpsc;
 /// `guardyn bench` options.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Server URL (loopback only).
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Server URLs (loopback only), repeatable or comma-separated; each must serve the whole
+    /// public API (a process hosting every service, or a gateway to one instance).
+    #[arg(
+        long,
+        alias = "addr",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: Vec<String>,
     /// Sender/receiver pairs (clients = 2 x pairs).
     #[arg(long, default_value_t = 8)]
     pub pairs: usize,
@@ -32,7 +41,7 @@ pub struct BenchArgs {
     /// Message body size in bytes (at least 8).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// HTTP/2 connections shared by the clients.
+    /// HTTP/2 connections per server address, shared by the clients on it.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
     /// Group size (members including the sender; at most 2 x pairs).
@@ -102,6 +111,16 @@ fn loopback(url: &str) -> bool {
     rest.starts_with("127.") || rest.starts_with("localhost") || rest.starts_with("[::1]")
 }
 
+/// The address index of client `i` (senders are `0..pairs`, receivers `pairs..2 * pairs`):
+/// pair `p`'s sender on `p % n`, its receiver on `(p + 1) % n`.
+fn instance_of(i: usize, pairs: usize, n: usize) -> usize {
+    if i < pairs {
+        i % n
+    } else {
+        (i - pairs + 1) % n
+    }
+}
+
 /// Received (tag, send offset) notes from the receivers' pumps.
 type Note = (u64, Duration);
 
@@ -121,15 +140,22 @@ fn unstamp(base: Instant, body: &[u8]) -> Option<Note> {
 
 /// Runs the benchmark and prints the results.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if !loopback(&args.server) {
-        anyhow::bail!("bench only drives a loopback server (got {})", args.server);
+    if let Some(remote) = args.server.iter().find(|s| !loopback(s)) {
+        anyhow::bail!("bench only drives a loopback server (got {remote})");
     }
     let pairs = args.pairs.max(1);
     let group_size = args.group_size.clamp(2, pairs * 2);
+    let instances = args.server.len().max(1);
+    // channels[instance][connection]
     let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        channels.push(connect(&args.server).await?);
+    for server in &args.server {
+        let mut on = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            on.push(connect(server).await?);
+        }
+        channels.push(on);
     }
+    let connections: usize = channels.iter().map(Vec::len).sum();
     let config = ClientConfig {
         device_name: "bench".into(),
         prekey_batch: 10,
@@ -142,7 +168,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("registering {} clients...", pairs * 2);
     let mut clients = Vec::new();
     for i in 0..pairs * 2 {
-        let channel = channels[i % channels.len()].clone();
+        let on = &channels[instance_of(i, pairs, instances)];
+        let channel = on[i % on.len()].clone();
         let name = format!("bench{run_id}x{i}");
         clients.push(
             Client::register(
@@ -156,6 +183,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let (senders, receivers) = clients.split_at(pairs);
+    let cross_instance = (0..pairs)
+        .filter(|&p| instance_of(p, pairs, instances) != instance_of(pairs + p, pairs, instances))
+        .count();
     let base = Instant::now();
     let deadline = Duration::from_secs(args.max_secs);
 
@@ -305,7 +335,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     if args.json {
         let v = serde_json::json!({
-            "clients": pairs * 2, "pairs": pairs, "connections": channels.len(), "body_bytes": args.size,
+            "clients": pairs * 2, "pairs": pairs, "connections": connections, "body_bytes": args.size,
+            "servers": args.server, "pairs_across_servers": cross_instance,
             "one_to_one": one_to_one.json(), "lost": lost,
             "send_call": send_call.json(),
             "echo": echo.json(),
@@ -318,8 +349,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "clients {} ({} pairs), connections {}, body {} B",
             pairs * 2,
             pairs,
-            channels.len(),
+            connections,
             args.size
+        );
+        println!(
+            "servers {} ({}): pair p sends on server p % {instances}, receives on (p + 1) % \
+             {instances}; {cross_instance} of {pairs} pairs across servers",
+            instances,
+            args.server.join(", ")
         );
         println!(
             "{:<30} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}",
@@ -353,4 +390,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("messaging/echo throughput ratio: {ratio:.3}; lost: {lost}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instance_of;
+
+    #[test]
+    fn each_pair_spans_two_servers_when_there_are_two_or_more() {
+        let pairs = 5;
+        for n in 2..=4 {
+            let mut used = vec![0; n];
+            for p in 0..pairs {
+                let (s, r) = (instance_of(p, pairs, n), instance_of(pairs + p, pairs, n));
+                assert_ne!(s, r, "pair {p} on one of {n} servers");
+                used[s] += 1;
+                used[r] += 1;
+            }
+            // Round-robin: no server gets more than its share plus one per role.
+            assert!(used.iter().all(|&u| u >= 2 * pairs / n - 1), "{used:?}");
+        }
+        for i in 0..2 * pairs {
+            assert_eq!(instance_of(i, pairs, 1), 0);
+        }
+    }
 }

@@ -192,7 +192,7 @@ async fn resolve_peer(client: &Client, peer: &str) -> anyhow::Result<String> {
     }
 }
 
-fn secret_from(env: &str, prompt: &str) -> anyhow::Result<Zeroizing<String>> {
+pub(crate) fn secret_from(env: &str, prompt: &str) -> anyhow::Result<Zeroizing<String>> {
     if let Ok(v) = std::env::var(env) {
         return Ok(Zeroizing::new(v));
     }
@@ -221,7 +221,7 @@ fn config() -> ClientConfig {
     }
 }
 
-async fn open(args: &ClientArgs) -> anyhow::Result<Client> {
+pub(crate) async fn open(args: &ClientArgs) -> anyhow::Result<Client> {
     if !args.state.exists() {
         anyhow::bail!(
             "no state file at {} (run `guardyn register` or `guardyn link` first)",
@@ -420,6 +420,9 @@ fn print_event(event: &Event) -> bool {
             "new device {peer}: its safety number changed (`guardyn verify {}`)",
             peer.account_id
         ),
+        Event::ClientConfigChanged { version } => {
+            println!("client configuration version {version} published");
+        }
         Event::CaughtUp => {}
         Event::Undecryptable { sender, reason } => {
             eprintln!("undecryptable message from {sender:?}: {reason}");

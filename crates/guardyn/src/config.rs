@@ -31,6 +31,8 @@ pub struct Config {
     pub messaging: guardyn_messaging::MessagingConfig,
     pub media: guardyn_media::MediaConfig,
     pub notification: guardyn_notification::NotificationConfig,
+    pub admin: guardyn_admin::AdminConfig,
+    pub monitoring: crate::beacon::MonitoringConfig,
 }
 
 impl Validate for Config {
@@ -47,6 +49,8 @@ impl Validate for Config {
         self.messaging.validate(&key(prefix, "messaging"))?;
         self.media.validate(&key(prefix, "media"))?;
         self.notification.validate(&key(prefix, "notification"))?;
+        self.admin.validate(&key(prefix, "admin"))?;
+        self.monitoring.validate(&key(prefix, "monitoring"))?;
         // The bus carries revocations between processes: the same rule as mesh calls.
         if self.events.backend == EventsBackend::Nats && !self.mesh.allow_plaintext {
             for url in self.events.nats_url.split(',').map(str::trim) {

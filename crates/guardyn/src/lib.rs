@@ -2,11 +2,15 @@
 //! event bus into one server. `main.rs` only parses the command line and calls into here, so
 //! tests (through `guardyn-testkit`) start exactly what the binary starts.
 
+pub mod admin;
 pub mod app;
+pub mod beacon;
 pub mod bench;
 pub mod bench_login;
 pub mod bench_media;
 pub mod client;
 pub mod config;
 pub mod keys;
+pub mod startup;
 pub mod stores;
+pub mod wait;

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use guardyn::app::App;
 use guardyn::config::Config;
 
 #[derive(Debug, Parser)]
@@ -40,6 +39,9 @@ enum Command {
     BenchMedia(guardyn::bench_media::BenchMediaArgs),
     /// Flood a server with concurrent wrong-password logins; sample server memory.
     BenchLogin(guardyn::bench_login::BenchLoginArgs),
+    /// Administration: bootstrap the first owner, then the admin RPCs as an admin account.
+    #[command(subcommand)]
+    Admin(guardyn::admin::AdminCommand),
     #[command(flatten)]
     Client(guardyn::client::ClientCommand),
 }
@@ -62,6 +64,9 @@ fn main() -> ExitCode {
         Command::BenchMedia(args) => return run(guardyn::bench_media::run(args)),
         Command::BenchLogin(args) => return run(guardyn::bench_login::run(args)),
         Command::Client(command) => return run(guardyn::client::run(command)),
+        Command::Admin(command) => {
+            return run(guardyn::admin::run(command, cli.config.as_deref()));
+        }
         other => other,
     };
     let config: Config = match guardyn_common::config::load(cli.config.as_deref()) {
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Bench(_)
         | Command::BenchMedia(_)
         | Command::BenchLogin(_)
+        | Command::Admin(_)
         | Command::Client(_) => ExitCode::SUCCESS,
     }
 }
@@ -111,33 +117,18 @@ fn run(task: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
 async fn serve(config: Config, selected: Vec<String>) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     guardyn::app::check_selection(&selected).map_err(anyhow::Error::msg)?;
-    let _telemetry = guardyn_common::telemetry::init(&config.observability)?;
-    let bind = |addr: std::net::SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
+    // One instance id for the process's metrics (`instance`) and spans (`service.instance.id`).
+    let process = guardyn_common::telemetry::ProcessIdentity {
+        services: selected.clone(),
+        instance_id: config.server.effective_instance_id(),
     };
-    let listener = bind(config.server.addr()).await?;
-    let metrics_listener = match config.metrics.enabled {
-        true => Some(bind(config.metrics.addr()).await?),
-        false => None,
-    };
-    let mut app = App::build(config).await?;
-    let services = app.services(&selected).await?;
-    tracing::info!(
-        addr = %listener.local_addr()?,
-        metrics = ?metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
-        mesh = ?app.mesh_addr(),
-        services = ?services.names(),
-        "guardyn serving"
-    );
-    app.serve(listener, metrics_listener, services, signal)
-        .await
+    let _telemetry = guardyn_common::telemetry::init(&config.observability, &process)?;
+    guardyn::startup::serve(config, selected, signal).await
 }
 
 /// SIGTERM or SIGINT. The handlers are installed here, before the server reports SERVING, so
 /// a signal that arrives at any moment after start-up drains instead of killing the process.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send> {
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     #[cfg(unix)]

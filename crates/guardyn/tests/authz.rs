@@ -354,6 +354,7 @@ async fn every_non_public_rpc_refuses_calls_without_a_valid_token() {
         c.auth.limits.register_per_address = many;
         c.auth.limits.login_per_address = many;
         c.auth.limits.login_per_account = many;
+        c.auth.limits.login_per_username = many;
         c.auth.limits.link_code_per_account = many;
         c.auth.limits.password_per_account = many;
     }))

@@ -13,10 +13,28 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+#[path = "e2e/admin_audit.rs"]
+mod admin_audit;
+#[path = "e2e/admin_config.rs"]
+mod admin_config;
+#[path = "e2e/admin_monitoring.rs"]
+mod admin_monitoring;
+#[path = "e2e/admin_policy.rs"]
+mod admin_policy;
+#[path = "e2e/admin_users.rs"]
+mod admin_users;
+#[path = "e2e/cluster.rs"]
+mod cluster;
+#[path = "e2e/gateway.rs"]
+mod gateway;
 #[path = "e2e/mesh.rs"]
 mod mesh;
 #[path = "e2e/postgres.rs"]
 mod postgres;
+#[path = "e2e/startup.rs"]
+mod startup;
+#[path = "e2e/traces.rs"]
+mod traces;
 
 fn tool(name: &str) -> bool {
     let found = Command::new("sh")
@@ -252,13 +270,13 @@ async fn metrics_count_rpcs_by_method_and_code() {
     .unwrap();
     assert!(
         body.contains(
-            r#"guardyn_grpc_server_handled_total{method="/grpc.health.v1.Health/Check",code="OK"} 1"#
+            r#"guardyn_grpc_server_handled_total{instance="testkit",service="grpc.health.v1.Health",method="/grpc.health.v1.Health/Check",code="OK"} 1"#
         ),
         "{body}"
     );
     assert!(
         body.contains(
-            r#"guardyn_grpc_server_handled_total{method="/grpc.health.v1.Health/Check",code="NOT_FOUND"} 1"#
+            r#"guardyn_grpc_server_handled_total{instance="testkit",service="grpc.health.v1.Health",method="/grpc.health.v1.Health/Check",code="NOT_FOUND"} 1"#
         ),
         "{body}"
     );
@@ -385,10 +403,12 @@ async fn oversized_requests_are_refused_with_payload_too_large() {
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
-/// A CA, a server certificate for `localhost` and a client certificate, as PEM files.
+/// A CA, a server certificate for `localhost` and a client certificate, as PEM files; more
+/// certificates from the same CA with [`Pki::issue`].
 struct Pki {
     dir: tempfile::TempDir,
     ca: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Pki {
@@ -399,18 +419,27 @@ impl Pki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = ca_params.self_signed(&ca_key).unwrap().pem();
-        let issuer = Issuer::new(ca_params, ca_key);
-        for (name, san) in [("server", "localhost"), ("client", "device-1")] {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(vec![san.to_owned()])
-                .unwrap()
-                .signed_by(&key, &issuer)
-                .unwrap();
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        }
         std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
-        Self { dir, ca }
+        let pki = Self {
+            dir,
+            ca,
+            issuer: Issuer::new(ca_params, ca_key),
+        };
+        pki.issue("server", &["localhost"]);
+        pki.issue("client", &["device-1"]);
+        pki
+    }
+
+    /// A certificate for `sans` signed by the CA, as `<name>.pem` and `<name>.key`.
+    fn issue(&self, name: &str, sans: &[&str]) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let sans = sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let cert = rcgen::CertificateParams::new(sans)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {

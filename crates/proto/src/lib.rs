@@ -77,6 +77,14 @@ pub mod guardyn {
             tonic::include_proto!("guardyn.notification.v1");
         }
     }
+    /// `guardyn.admin.v1`: roles, user lifecycle, policies, signed client configuration,
+    /// security events, audit and monitoring.
+    pub mod admin {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("guardyn.admin.v1");
+        }
+    }
     /// `guardyn.internal.v1`: calls between services of the mesh, served only on the
     /// internal listener (never part of the public contract).
     pub mod internal {
@@ -112,6 +120,13 @@ pub const SERVICE_NAMES: &[&str] = &[
     guardyn::presence::v1::presence_service_server::SERVICE_NAME,
     guardyn::media::v1::media_service_server::SERVICE_NAME,
     guardyn::notification::v1::notification_service_server::SERVICE_NAME,
+    guardyn::admin::v1::policy_service_server::SERVICE_NAME,
+    guardyn::admin::v1::monitoring_service_server::SERVICE_NAME,
+    guardyn::admin::v1::client_config_service_server::SERVICE_NAME,
+    guardyn::admin::v1::audit_service_server::SERVICE_NAME,
+    guardyn::admin::v1::security_event_service_server::SERVICE_NAME,
+    guardyn::admin::v1::admin_user_service_server::SERVICE_NAME,
+    guardyn::admin::v1::bootstrap_service_server::SERVICE_NAME,
 ];
 
 impl guardyn::common::v1::ErrorReason {
@@ -178,6 +193,13 @@ mod tests {
             "guardyn.presence.v1.PresenceService",
             "guardyn.media.v1.MediaService",
             "guardyn.notification.v1.NotificationService",
+            "guardyn.admin.v1.PolicyService",
+            "guardyn.admin.v1.MonitoringService",
+            "guardyn.admin.v1.ClientConfigService",
+            "guardyn.admin.v1.AuditService",
+            "guardyn.admin.v1.SecurityEventService",
+            "guardyn.admin.v1.AdminUserService",
+            "guardyn.admin.v1.BootstrapService",
         ]
         .into_iter()
         .map(String::from)
@@ -214,7 +236,10 @@ mod tests {
             .collect();
         assert_eq!(
             services,
-            BTreeSet::from(["guardyn.internal.v1.DeviceDirectoryService".to_owned()])
+            BTreeSet::from([
+                "guardyn.internal.v1.DeviceDirectoryService".to_owned(),
+                "guardyn.internal.v1.AccountAdminService".to_owned(),
+            ])
         );
     }
 
@@ -261,6 +286,8 @@ mod tests {
             "guardyn.messaging.v1.MessagingService/Listen",
             "guardyn.presence.v1.PresenceService/Subscribe",
             "guardyn.media.v1.MediaService/Download",
+            "guardyn.admin.v1.MonitoringService/WatchMonitoring",
+            "guardyn.admin.v1.SecurityEventService/ExportSecurityEvents",
         ]
         .into_iter()
         .map(String::from)

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::guardyn::{auth, media, messaging, notification};
+use crate::guardyn::{admin, auth, media, messaging, notification};
 
 /// Debug stand-in for a secret value: prints its size only.
 enum Redacted {
@@ -90,7 +90,7 @@ macro_rules! redacted_oneof {
 
 // guardyn.auth.v1
 redacted_debug!(auth::v1 => Tokens {
-    access_token_expires_at, refresh_token_expires_at, session_id;
+    access_token_expires_at, refresh_token_expires_at, session_id, mfa_enrollment_required;
     access_token, refresh_token
 });
 redacted_debug!(auth::v1 => RegisterRequest { username, device; password });
@@ -146,6 +146,7 @@ redacted_debug!(notification::v1 => RegisterPushTokenRequest {
     token
 });
 redacted_debug!(notification::v1 => WebPushKeys { p256dh; auth });
+redacted_debug!(admin::v1 => ClaimOwnerRequest { ; code });
 
 #[cfg(test)]
 mod tests {

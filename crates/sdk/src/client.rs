@@ -34,6 +34,9 @@ pub struct ClientConfig {
     /// [`SdkError::PqxdhRequired`], so a server cannot downgrade sessions by withholding KEM
     /// prekeys.
     pub allow_x3dh_fallback: bool,
+    /// The Ed25519 public key the server signs the client configuration with (pin it from
+    /// `guardyn admin config show`); without it [`Client::fetch_client_config`] refuses.
+    pub client_config_key: Option<[u8; 32]>,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +48,7 @@ impl Default for ClientConfig {
             key_package_batch: 20,
             max_attempts: 5,
             allow_x3dh_fallback: false,
+            client_config_key: None,
         }
     }
 }
@@ -193,7 +197,7 @@ impl Client {
 }
 
 impl Inner {
-    fn access_token(&self) -> Option<String> {
+    pub(crate) fn access_token(&self) -> Option<String> {
         self.tokens
             .lock()
             .ok()
@@ -250,7 +254,7 @@ impl Inner {
     }
 
     /// Exchanges the refresh token, unless another task already did so since `used` failed.
-    async fn refresh(&self, used: &str) -> Result<(), tonic::Status> {
+    pub(crate) async fn refresh(&self, used: &str) -> Result<(), tonic::Status> {
         let _guard = self.refresh_lock.lock().await;
         let current = self
             .tokens

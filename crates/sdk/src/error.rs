@@ -104,6 +104,9 @@ pub enum SdkError {
         /// The device without a KEM prekey.
         device: u32,
     },
+    /// A client configuration document was refused (not applied).
+    #[error("client configuration refused: {0}")]
+    ClientConfigRefused(#[from] crate::config_doc::ConfigRefusal),
 }
 
 impl SdkError {

@@ -105,6 +105,12 @@ pub enum Event {
         /// The new device.
         peer: Address,
     },
+    /// A new client configuration version was published; fetch and apply it with
+    /// [`crate::Client::fetch_client_config`].
+    ClientConfigChanged {
+        /// The new version.
+        version: u64,
+    },
     /// The backlog queued while this device was offline has been delivered.
     CaughtUp,
     /// An envelope could not be decrypted or parsed; it was acknowledged and dropped.

@@ -16,8 +16,9 @@
 //!   drops sessions of extra and stale devices, fetches bundles for missing ones, re-encrypts
 //!   and resends with the same client message id (idempotent on the server).
 //! * [`Client::listen`] runs the Listen stream: envelopes are decrypted, the state is saved,
-//!   events are handed out ([`Inbox::next`]) and then acknowledged. [`Client::sync`] does the
-//!   same for the queued backlog only.
+//!   events are handed out ([`Inbox::next`]) and then acknowledged; a stream broken by an
+//!   unreachable server is reopened with backoff. [`Client::sync`] does the same for the
+//!   queued backlog only.
 //! * Groups: [`Client::create_group`], [`Client::add_to_group`],
 //!   [`Client::remove_from_group`], [`Client::send_group`]. A commit or message rejected with
 //!   `ABORTED / STALE_EPOCH` is retried after the winning commit has been processed.
@@ -60,9 +61,15 @@
 //! fetch, verify and decrypt it. See `media.rs` for the formats.
 
 mod account;
+mod admin_audit;
+mod admin_monitoring;
+mod admin_policy;
+mod admin_users;
 mod attachment;
 mod client;
+mod client_config;
 mod codec;
+mod config_doc;
 mod content;
 mod enrol;
 mod error;
@@ -79,6 +86,10 @@ mod trust;
 pub use account::{KeyCounts, TotpEnrollment};
 pub use attachment::{ATTACHMENT_VERSION, Attachment, BLOB_VERSION, SEGMENT_SIZE};
 pub use client::{Client, ClientConfig, connect};
+pub use config_doc::{
+    AppliedClientConfig, ConfigRefusal, SIGNING_CONTEXT as CLIENT_CONFIG_SIGNING_CONTEXT,
+    config_key_id, verify_client_config,
+};
 pub use content::CONTENT_VERSION;
 pub use enrol::{LinkedDevice, LoginOutcome, PendingLink, SecondFactor};
 pub use error::SdkError;

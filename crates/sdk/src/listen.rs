@@ -24,6 +24,20 @@ use crate::state::State;
 /// `max_in_flight`, default 256, unacknowledged envelopes).
 const ACK_BATCH: usize = 64;
 
+/// First and longest wait before reopening a broken Listen stream.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Failures that say "the server is not reachable right now": UNAVAILABLE (refused
+/// connection, a server shutting down, a proxy whose upstream died) and UNKNOWN, which is what
+/// a connection broken mid-stream surfaces as (an h2 or I/O error carries no gRPC status).
+fn reconnectable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown
+    )
+}
+
 /// Live events of a client. Dropping it closes the Listen stream.
 pub struct Inbox {
     rx: mpsc::Receiver<Event>,
@@ -211,6 +225,10 @@ impl Inner {
                 }),
                 true,
             ),
+            Some(Notice::ClientConfigChanged(c)) => (
+                Some(Event::ClientConfigChanged { version: c.version }),
+                false,
+            ),
             Some(Notice::StreamReplaced(_)) => (
                 Some(Event::StreamEnded {
                     reason: "another Listen for this device replaced this one".into(),
@@ -235,16 +253,44 @@ impl Inner {
         self.changed.send_modify(|n| *n += 1);
         if !batch.acks.is_empty() {
             let ids = std::mem::take(&mut batch.acks);
-            self.call(
-                msg::AckRequest {
-                    server_ids: ids,
-                    up_to_server_id: 0,
-                },
-                |ch, r| async move { MessagingServiceClient::new(ch).ack(r).await },
-            )
-            .await?;
+            let acked = self
+                .call(
+                    msg::AckRequest {
+                        server_ids: ids,
+                        up_to_server_id: 0,
+                    },
+                    |ch, r| async move { MessagingServiceClient::new(ch).ack(r).await },
+                )
+                .await;
+            match acked {
+                Ok(_) => {}
+                // The envelopes are redelivered (the queue keeps them until acknowledged),
+                // recognised by their queue position and acknowledged again: losing these acks
+                // costs a redelivery, never a message.
+                Err(status) if reconnectable(&status) => {
+                    tracing::debug!(error = %status, "ack failed; the envelopes come again");
+                }
+                Err(status) => return Err(status.into()),
+            }
         }
         Ok(open)
+    }
+
+    /// Opens the Listen stream again after it broke, with exponential backoff while the
+    /// server is unreachable (an instance died or restarts: the next attempt may reach another
+    /// one). Any other refusal ends the attempts.
+    async fn reopen_listen(&self) -> Result<tonic::Streaming<msg::ListenResponse>, tonic::Status> {
+        let mut backoff = RECONNECT_FIRST;
+        loop {
+            tokio::time::sleep(backoff).await;
+            match self.open_listen().await {
+                Err(status) if reconnectable(&status) => {
+                    tracing::debug!(error = %status, "reopening Listen failed; retrying");
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs a Listen stream until it ends (or, with `until_caught_up`, until the backlog is
@@ -284,6 +330,26 @@ impl Inner {
                         return Ok(());
                     }
                     match self.open_listen().await {
+                        Ok(reopened) => {
+                            stream = reopened;
+                            continue;
+                        }
+                        Err(status) => {
+                            batch.events.push(Event::StreamEnded {
+                                reason: format!("stream error: {}", SdkError::from(status)),
+                            });
+                            ended = true;
+                        }
+                    }
+                }
+                Some(Err(status)) if reconnectable(&status) && matches!(sink, Sink::Channel(_)) => {
+                    // A live Inbox outlives the stream: the server went away (crash, restart,
+                    // shutdown, a dead instance behind a balancer), the queue did not.
+                    tracing::info!(error = %status, "Listen stream broke; reconnecting");
+                    if !self.flush(&mut batch, &mut sink).await? {
+                        return Ok(());
+                    }
+                    match self.reopen_listen().await {
                         Ok(reopened) => {
                             stream = reopened;
                             continue;
@@ -355,7 +421,10 @@ impl Inner {
 impl Client {
     /// Opens the Listen stream and processes it in a background task until the returned
     /// [`Inbox`] is dropped. Only one Listen per device is served: opening another one (here
-    /// or elsewhere) ends this one with [`Event::StreamEnded`].
+    /// or elsewhere) ends this one with [`Event::StreamEnded`]. A stream that breaks because
+    /// the server is unreachable (UNAVAILABLE, or a connection lost mid-stream) is reopened
+    /// with backoff (100 ms doubling to 5 s) until it is served again; what was queued
+    /// meanwhile arrives then.
     pub async fn listen(&self) -> Result<Inbox, SdkError> {
         let stream = self.inner.open_listen().await?;
         // Device changes while this device was offline (the stream carries only live ones).

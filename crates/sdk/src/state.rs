@@ -1,6 +1,6 @@
 //! Everything a device must remember between runs, and its versioned binary encoding.
 //!
-//! State encoding, version 2 (see `codec.rs` for the primitives):
+//! State encoding, version 3 (see `codec.rs` for the primitives):
 //! ```text
 //! 0x01 | account id | device id (u32) | registration id (u32) | username
 //!      | identity private key (32) | tokens flag [| access | refresh | session id]
@@ -8,12 +8,14 @@
 //!      | own devices flag [| count (u32) | ids (u32)...]
 //!      | MLS flag [| MlsClient::to_bytes] | group count (u32) | group ids...
 //!      | trust (pinned identity keys and held messages, see `Trust::encode`)
+//!      | client config flag [| version (u64) | issued at (u64) | expires at (u64) | key id
+//!                            | payload]
 //! peer = account | device (u32) | registration id (u32) | record count (u32) | records...
 //! record = base key (33) | pending flag [| signed prekey id (u32) | otk flag [| id]
 //!          | kem flag [| id | ciphertext]] | Session::to_bytes
 //! ```
-//! Version 1 is the same without the trust part; it is still read, pinning the identity of
-//! each peer's current session. The whole encoding is sealed by `store.rs` before it touches
+//! Version 2 is the same without the client configuration, version 1 also without the trust
+//! part; both are still read (version 1 pinning the identity of each peer's current session). The whole encoding is sealed by `store.rs` before it touches
 //! the disk.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,14 +24,16 @@ use guardyn_crypto::mls::{Group, MlsClient};
 use guardyn_crypto::{IdentityKeyPair, InitialMessage, PublicKey, RatchetMessage, Session};
 
 use crate::codec::{Reader, Writer};
+use crate::config_doc::AppliedClientConfig;
 use crate::error::SdkError;
 use crate::keys::LocalKeys;
 use crate::trust::Trust;
 
 /// Version byte of the state encoding.
-pub const STATE_VERSION: u8 = 2;
-/// The previous version, read for upgrade.
+pub const STATE_VERSION: u8 = 3;
+/// Older versions, read for upgrade.
 const STATE_VERSION_1: u8 = 1;
+const STATE_VERSION_2: u8 = 2;
 /// Sessions kept per peer device besides the current one (simultaneous-initiation races).
 const ARCHIVED_SESSIONS: usize = 4;
 
@@ -162,6 +166,8 @@ pub(crate) struct State {
     pub groups: BTreeMap<Vec<u8>, Group>,
     /// Pinned identity keys of peer devices (trust on first use).
     pub trust: Trust,
+    /// The signed client configuration applied last: no older version is applied after it.
+    pub client_config: Option<AppliedClientConfig>,
 }
 
 impl std::fmt::Debug for State {
@@ -191,6 +197,7 @@ impl State {
             mls: None,
             groups: BTreeMap::new(),
             trust: Trust::default(),
+            client_config: None,
         }
     }
 
@@ -268,13 +275,26 @@ impl State {
             w.bytes(id);
         }
         self.trust.encode(&mut w);
+        match &self.client_config {
+            Some(c) => {
+                w.u8(1)
+                    .u64(c.version)
+                    .u64(c.issued_at_ms)
+                    .u64(c.expires_at_ms)
+                    .str(&c.key_id)
+                    .str(&c.payload_json);
+            }
+            None => {
+                w.u8(0);
+            }
+        }
         Ok(w.finish())
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, SdkError> {
         let mut r = Reader::new(bytes, "state");
         let version = r.u8()?;
-        if version != STATE_VERSION && version != STATE_VERSION_1 {
+        if ![STATE_VERSION, STATE_VERSION_2, STATE_VERSION_1].contains(&version) {
             return Err(SdkError::Format {
                 what: "state",
                 reason: "unsupported state version",
@@ -368,6 +388,17 @@ impl State {
         } else {
             Trust::decode(&mut r)?
         };
+        let client_config = if version == STATE_VERSION && r.u8()? == 1 {
+            Some(AppliedClientConfig {
+                version: r.u64()?,
+                issued_at_ms: r.u64()?,
+                expires_at_ms: r.u64()?,
+                key_id: r.str()?,
+                payload_json: r.str()?,
+            })
+        } else {
+            None
+        };
         r.end()?;
         Ok(Self {
             account_id,
@@ -383,6 +414,7 @@ impl State {
             mls,
             groups,
             trust,
+            client_config,
         })
     }
 }
@@ -415,18 +447,38 @@ mod tests {
         state
             .peers
             .insert(("bob".into(), 1), PeerSessions::new(9, record));
-        // Version 1 is version 2 without the trust part (two zero counts when empty).
-        let v2 = state.encode().unwrap();
-        assert_eq!(v2[0], STATE_VERSION);
-        assert_eq!(&v2[v2.len() - 8..], &[0; 8]);
-        let mut v1 = v2[..v2.len() - 8].to_vec();
+        // Version 2 is version 3 without the client configuration (a zero flag when none),
+        // version 1 also without the trust part (two zero counts when empty).
+        let v3 = state.encode().unwrap();
+        assert_eq!(v3[0], STATE_VERSION);
+        assert_eq!(&v3[v3.len() - 9..], &[0; 9]);
+        let mut v2 = v3[..v3.len() - 1].to_vec();
+        v2[0] = STATE_VERSION_2;
+        let from_v2 = State::decode(&v2).unwrap();
+        assert_eq!(from_v2.peers.len(), 1);
+        assert!(from_v2.client_config.is_none());
+        let mut v1 = v3[..v3.len() - 9].to_vec();
         v1[0] = STATE_VERSION_1;
 
         let upgraded = State::decode(&v1).unwrap();
         assert_eq!(upgraded.trust.active("bob"), vec![(1, bob.identity_key())]);
         let again = State::decode(&upgraded.encode().unwrap()).unwrap();
         assert_eq!(again.trust.active("bob"), vec![(1, bob.identity_key())]);
-        v1[0] = 3;
+        v1[0] = 4;
         assert!(State::decode(&v1).is_err());
+    }
+
+    #[test]
+    fn the_applied_client_config_survives_encoding() {
+        let mut state = State::new(IdentityKeyPair::generate(), 7, "alice");
+        state.client_config = Some(AppliedClientConfig {
+            version: 4,
+            issued_at_ms: 10,
+            expires_at_ms: 20,
+            key_id: "00aa".into(),
+            payload_json: r#"{"x":1}"#.into(),
+        });
+        let again = State::decode(&state.encode().unwrap()).unwrap();
+        assert_eq!(again.client_config, state.client_config);
     }
 }

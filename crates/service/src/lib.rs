@@ -6,11 +6,14 @@
 //! Depends on common and on the storage and event *traits*; never on a service, a storage
 //! engine or a bus implementation (the binary chooses those).
 
+pub mod policy;
+
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use guardyn_common::admin::AccountAdmin;
 use guardyn_common::auth::PublicMethods;
 use guardyn_common::clock::SharedClock;
 use guardyn_common::config::ServerConfig;
@@ -40,6 +43,8 @@ pub struct Handles {
 pub struct Seams {
     /// The accounts' current devices (provided by auth; needed by messaging).
     pub device_directory: Option<Arc<dyn DeviceDirectory>>,
+    /// Account administration (provided by auth; needed by admin).
+    pub account_admin: Option<Arc<dyn AccountAdmin>>,
 }
 
 /// Why a service could not be registered.

@@ -102,6 +102,8 @@ impl TestServer {
             .unwrap_or_else(|| data_dir.path().join("data"));
         config.metrics.port = 0;
         config.metrics.enabled = options.metrics;
+        // A fixed `instance` label, so tests can name whole metric lines.
+        config.server.instance_id = "testkit".to_owned();
         if let Some(f) = options.configure {
             f(&mut config);
         }
@@ -231,6 +233,26 @@ impl TestServer {
                 session_id: session_id.to_owned(),
                 roles: vec!["user".to_owned()],
                 ttl,
+            })
+            .unwrap_or_else(|e| panic!("testkit signer failed: {e}"))
+    }
+
+    /// An access token carrying `roles` (claim values such as "admin"), for tests of
+    /// role-gated RPCs that do not exercise how roles are granted.
+    pub fn token_with_roles(
+        &self,
+        account_id: &str,
+        device_id: u32,
+        session_id: &str,
+        roles: &[&str],
+    ) -> String {
+        self.signer
+            .sign(&TokenGrant {
+                account_id: account_id.to_owned(),
+                device_id,
+                session_id: session_id.to_owned(),
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                ttl: Duration::from_secs(900),
             })
             .unwrap_or_else(|e| panic!("testkit signer failed: {e}"))
     }

@@ -7,7 +7,7 @@ use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
 use zeroize::Zeroizing;
 
-use crate::audit::AuditKind;
+use crate::admin_state;
 use crate::core::{Core, IssuedTokens, day};
 use crate::deletion;
 use crate::error::{AuthError, AuthResult};
@@ -17,6 +17,7 @@ use crate::model::{Account, Device, MfaTicket, SessionState, UsernameEntry};
 use crate::prekeys::{PreKeyUpload, add_upload, check_identity_key, validate_upload};
 use crate::secrets;
 use crate::store;
+use guardyn_audit::{AuditKind, AuditRecord};
 
 /// A device joining an account (Register, LinkDevice), validated at the edge.
 #[derive(Clone, Debug)]
@@ -66,7 +67,7 @@ impl Core {
     ) -> AuthResult<(AccountId, IssuedTokens)> {
         take(&self.limits.register_per_address, &addr)?;
         let name = secrets::normalize_username(username)?;
-        secrets::check_password_policy(password, self.config.password_min_length)?;
+        self.check_new_password(password)?;
         device.validate("device.")?;
         let hash = self.hash_password(password).await?;
         let acc = AccountId::random();
@@ -165,10 +166,12 @@ impl Core {
             self.audit
                 .append_sampled(
                     logged,
-                    AuditKind::LoginFailed,
-                    &acc.map(|a| a.to_string()).unwrap_or_default(),
-                    acc.map(|_| device_id),
-                    format!("from {addr}"),
+                    AuditRecord::new(
+                        AuditKind::LoginFailed,
+                        acc.map(|a| a.to_string()).unwrap_or_default(),
+                        acc.map(|_| device_id),
+                        format!("from {addr}"),
+                    ),
                 )
                 .await?;
             return Err(AuthError::InvalidCredentials {
@@ -176,6 +179,8 @@ impl Core {
             });
         };
         limits::clear_login_failures(&*self.kv, &name, addr).await?;
+        // Only a caller who knows the password learns of the suspension.
+        admin_state::check_active(&admin_state::load(&*self.kv, acc).await?.0)?;
         if account.totp.is_some() {
             let ticket = secrets::random_token();
             let expires_ms = now + self.config.mfa_ticket_ttl_secs * 1000;
@@ -298,11 +303,7 @@ impl Core {
         new: &str,
     ) -> AuthResult<u32> {
         self.recheck_password(acc, old).await?;
-        secrets::check_password_policy(new, self.config.password_min_length).map_err(|_| {
-            AuthError::WeakPassword {
-                min: self.config.password_min_length,
-            }
-        })?;
+        self.check_new_password(new)?;
         let hash = self.hash_password(new).await?;
         let key = store::account(acc);
         loop {

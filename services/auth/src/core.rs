@@ -4,9 +4,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use guardyn_common::auth::{TokenConfig, TokenGrant, TokenVerifier, persist_revocation};
+use guardyn_common::auth::{
+    TokenConfig, TokenGrant, TokenScope, TokenVerifier, persist_revocation,
+};
 use guardyn_common::clock::SharedClock;
 use guardyn_common::ids::{AccountId, DeviceId};
+use guardyn_common::policy::PolicyCache;
 use guardyn_crypto::mls::KeyPackagePolicy;
 use guardyn_service::Handles;
 use guardyn_storage::record::{decode, encode};
@@ -15,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditKind, AuditLog};
+use crate::admin_state;
 use crate::config::AuthConfig;
 use crate::error::{AuthError, AuthResult};
 use crate::events::{Publisher, SessionRevoked};
@@ -25,6 +28,7 @@ use crate::sealing::MasterKey;
 use crate::secrets::{self, HashMemory};
 use crate::signing::KeyStore;
 use crate::store;
+use guardyn_audit::{AuditKind, AuditLog, AuditRecord};
 
 /// Consumed refresh-token hashes remembered per session for theft detection.
 const USED_HASHES_KEPT: usize = 32;
@@ -40,6 +44,8 @@ pub struct IssuedTokens {
     pub refresh_token: Zeroizing<String>,
     pub refresh_expires_ms: u64,
     pub session_id: String,
+    /// Limited to TOTP enrolment when the policy requires a second factor the account lacks.
+    pub scope: TokenScope,
 }
 
 impl std::fmt::Debug for IssuedTokens {
@@ -86,6 +92,8 @@ pub struct Core {
     /// Argon2id working memory, one buffer per slot in use at most, reused.
     pub hash_memory: Arc<Mutex<Vec<HashMemory>>>,
     pub kp_policy: KeyPackagePolicy,
+    /// The admin policy in force (password rules, second factor, device limit).
+    pub policy: PolicyCache,
 }
 
 /// Unix seconds on the clock `TokenSigner` stamps `iat`/`exp` with (the system clock), so that
@@ -113,6 +121,7 @@ impl Core {
         config: &AuthConfig,
         tokens: &TokenConfig,
         handles: &Handles,
+        policy: PolicyCache,
     ) -> AuthResult<Self> {
         let key_file = config.master_key_file.clone();
         let data_dir = handles.data_dir.clone();
@@ -150,6 +159,7 @@ impl Core {
             hashing: Arc::new(Semaphore::new(config.argon2_permits())),
             hash_memory: Arc::default(),
             kp_policy: KeyPackagePolicy::default(),
+            policy,
         })
     }
 
@@ -165,9 +175,15 @@ impl Core {
         dev: Option<DeviceId>,
         detail: impl Into<String>,
     ) -> AuthResult<()> {
-        self.audit
-            .append(kind, &acc.to_string(), dev.map(DeviceId::get), detail)
-            .await
+        Ok(self
+            .audit
+            .append(AuditRecord::new(
+                kind,
+                acc.to_string(),
+                dev.map(DeviceId::get),
+                detail,
+            ))
+            .await?)
     }
 
     pub async fn check_password(&self, password: &str, stored: PasswordHash) -> AuthResult<bool> {
@@ -223,15 +239,24 @@ impl Core {
         }
     }
 
-    fn sign_access(&self, acc: AccountId, dev: DeviceId, sid: &str) -> AuthResult<(String, u64)> {
+    /// `roles`: the account's current ones (`AdminState::token_roles`).
+    fn sign_access(
+        &self,
+        acc: AccountId,
+        dev: DeviceId,
+        sid: &str,
+        roles: Vec<String>,
+        scope: TokenScope,
+    ) -> AuthResult<(String, u64)> {
         let ttl = self.config.access_token_ttl_secs;
-        let token = self.keys.signer().sign(&TokenGrant {
+        let grant = TokenGrant {
             account_id: acc.to_string(),
             device_id: dev.get(),
             session_id: sid.to_owned(),
-            roles: vec!["user".to_owned()],
+            roles,
             ttl: Duration::from_secs(ttl),
-        })?;
+        };
+        let token = self.keys.signer().sign_scoped(&grant, scope)?;
         Ok((token, token_now_s() + ttl))
     }
 
@@ -260,10 +285,14 @@ impl Core {
             if self.kv.get(&akey).await?.is_none() {
                 return Err(AuthError::DeviceRemoved);
             }
+            let (admin, admin_raw) = admin_state::load(&*self.kv, acc).await?;
+            admin_state::check_active(&admin)?;
             let now = self.now_ms();
             let sid = uuid::Uuid::new_v4().to_string();
             let (refresh, refresh_hash) = self.new_refresh(&sid);
-            let (access, access_exp) = self.sign_access(acc, dev, &sid)?;
+            let scope = self.token_scope(acc).await?;
+            let (access, access_exp) =
+                self.sign_access(acc, dev, &sid, admin.token_roles(), scope)?;
             let refresh_expires_ms = now + self.config.refresh_token_ttl_secs * 1000;
             let session = Session {
                 account_id: acc,
@@ -279,7 +308,7 @@ impl Core {
             };
             let previous = device.session_id.replace(sid.clone());
             device.last_seen_ms = day(now);
-            let txn = Txn::new()
+            let txn = admin_state::unchanged(Txn::new(), acc, admin_raw.as_deref())
                 .require_equals(dkey.clone(), raw)
                 .require_exists(akey)
                 .put(dkey.clone(), encode(&device))
@@ -298,6 +327,7 @@ impl Core {
                     refresh_token: refresh,
                     refresh_expires_ms,
                     session_id: sid,
+                    scope,
                 });
             }
         }
@@ -317,6 +347,9 @@ impl Core {
             let Some((mut s, raw)) = store::get::<Session>(&*self.kv, &skey).await? else {
                 return Err(AuthError::InvalidRefreshToken);
             };
+            // A suspended account's sessions were revoked; say why rather than just that.
+            let (admin, admin_raw) = admin_state::load(&*self.kv, s.account_id).await?;
+            admin_state::check_active(&admin)?;
             match s.state {
                 SessionState::Live => {}
                 SessionState::Revoked => return Err(AuthError::SessionRevoked),
@@ -355,7 +388,9 @@ impl Core {
                 return Err(AuthError::DeviceRemoved);
             }
             let (refresh, refresh_hash) = self.new_refresh(sid);
-            let (access, access_exp) = self.sign_access(s.account_id, s.device_id, sid)?;
+            let scope = self.token_scope(s.account_id).await?;
+            let (access, access_exp) =
+                self.sign_access(s.account_id, s.device_id, sid, admin.token_roles(), scope)?;
             s.used_hashes.push(s.refresh_hash);
             if s.used_hashes.len() > USED_HASHES_KEPT {
                 s.used_hashes.remove(0);
@@ -364,7 +399,7 @@ impl Core {
             s.refresh_expires_ms = now + self.config.refresh_token_ttl_secs * 1000;
             s.last_refreshed_ms = now;
             s.access_exp_max_s = s.access_exp_max_s.max(access_exp);
-            let mut txn = Txn::new()
+            let mut txn = admin_state::unchanged(Txn::new(), s.account_id, admin_raw.as_deref())
                 .require_equals(skey.clone(), raw)
                 .require_exists(akey)
                 .put(skey.clone(), encode(&s));
@@ -381,6 +416,7 @@ impl Core {
                     refresh_token: refresh,
                     refresh_expires_ms: s.refresh_expires_ms,
                     session_id: sid.to_owned(),
+                    scope,
                 });
             }
         }

@@ -15,12 +15,12 @@ use guardyn_storage::record::{Record, encode};
 use guardyn_storage::{KvStore, Txn};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditKind;
 use crate::core::Core;
 use crate::error::{AuthError, AuthResult};
 use crate::events::AccountDeleted;
 use crate::model::{Account, SessionState};
 use crate::store;
+use guardyn_audit::AuditKind;
 
 /// `deleted/<acc>`: the account was deleted; its data may not be purged yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +104,7 @@ impl Core {
             self.delete_prefix(&prefix).await?;
         }
         self.kv.delete(&store::mfa_lockout(acc)).await?;
+        self.forget_admin_state(acc).await?;
         self.events
             .publish(&AccountDeleted {
                 account: acc,

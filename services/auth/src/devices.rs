@@ -4,13 +4,13 @@ use guardyn_common::ids::{AccountId, DeviceId};
 use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
 
-use crate::audit::AuditKind;
 use crate::core::Core;
 use crate::device_ids;
 use crate::error::{AuthError, AuthResult};
 use crate::events::DeviceRemoved;
 use crate::model::{Device, DeviceNotice, NoticeKind, SessionState};
 use crate::store;
+use guardyn_audit::AuditKind;
 
 /// Check a device name: 1..64 characters.
 pub fn check_name(name: &str, field: &str) -> AuthResult<String> {

@@ -12,6 +12,8 @@ pub enum AuthError {
     InvalidField { field: String, reason: String },
     #[error("password must be {min} to 1024 bytes")]
     WeakPassword { min: usize },
+    #[error("password is one of the most common passwords")]
+    CommonPassword,
     #[error("{field}: invalid key: {reason}")]
     InvalidKey { field: String, reason: String },
     #[error("{field}: signature does not verify against the identity key")]
@@ -51,6 +53,12 @@ pub enum AuthError {
     StepUpRequired { window_secs: u64 },
     #[error("a second factor is required")]
     MfaRequired,
+    #[error("the account is suspended")]
+    AccountSuspended,
+    #[error("the deployment's last owner cannot lose the owner role")]
+    LastOwner,
+    #[error("the deployment already has an owner")]
+    OwnerExists,
     #[error("TOTP is already enabled")]
     MfaAlreadyEnabled,
     #[error("TOTP is not enabled or no enrolment is pending")]
@@ -87,6 +95,8 @@ pub enum AuthError {
     Hash(String),
     #[error("storage kept conflicting; gave up")]
     Contention,
+    #[error("audit log: {0}")]
+    Audit(#[from] guardyn_audit::AuditError),
     /// The master key file cannot be used (missing when configured, unreadable, wrong size).
     #[error("auth master key: {0}")]
     MasterKey(String),
@@ -118,6 +128,9 @@ impl From<AuthError> for ApiError {
             E::WeakPassword { min } => ApiError::new(Reason::WeakPassword, msg)
                 .with_violation("password", format!("must be {min} to 1024 bytes"))
                 .with_metadata("min_length", min.to_string()),
+            E::CommonPassword => ApiError::new(Reason::WeakPassword, msg)
+                .with_violation("password", "is one of the most common passwords")
+                .with_metadata("check", "common_passwords"),
             E::InvalidKey { field, reason } => ApiError::new(Reason::InvalidKey, msg)
                 .with_violation(field.clone(), reason)
                 .with_metadata("field", field),
@@ -164,6 +177,11 @@ impl From<AuthError> for ApiError {
             E::StepUpRequired { window_secs } => ApiError::new(Reason::StepUpRequired, msg)
                 .with_metadata("window_secs", window_secs.to_string()),
             E::MfaRequired => ApiError::new(Reason::MfaRequired, msg),
+            E::AccountSuspended => ApiError::new(Reason::AccountSuspended, msg),
+            E::LastOwner => ApiError::new(Reason::LastOwner, msg),
+            E::OwnerExists => {
+                ApiError::new(Reason::AlreadyExists, msg).with_metadata("resource", "owner")
+            }
             E::MfaAlreadyEnabled => ApiError::new(Reason::MfaAlreadyEnabled, msg),
             E::MfaNotEnabled => ApiError::new(Reason::MfaNotEnabled, msg),
             E::NotFound { resource } => {
@@ -182,8 +200,9 @@ impl From<AuthError> for ApiError {
                 .with_metadata("limit", "argon2_concurrency")
                 .with_retry_after(retry_after),
             E::Limited(api) => api,
-            E::Storage(e) => ApiError::from(e),
-            E::Corrupt(_)
+            E::Storage(e) | E::Audit(guardyn_audit::AuditError::Storage(e)) => ApiError::from(e),
+            E::Audit(guardyn_audit::AuditError::Contention)
+            | E::Corrupt(_)
             | E::Sign(_)
             | E::Hash(_)
             | E::Contention

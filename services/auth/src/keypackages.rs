@@ -20,13 +20,13 @@ use guardyn_storage::record::{Record, decode, encode};
 use guardyn_storage::{Direction, KeyRange, Txn};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditKind;
 use crate::core::{Core, token_now_s};
 use crate::error::{AuthError, AuthResult};
 use crate::limits::take;
 use crate::model::StoredKeyPackage;
 use crate::prekeys::{MAX_BATCH, claim_first, count};
 use crate::store;
+use guardyn_audit::AuditKind;
 
 pub const MAX_KEY_PACKAGE_BYTES: usize = 64 * 1024;
 

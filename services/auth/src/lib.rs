@@ -15,7 +15,10 @@
 //! not depend on another service crate or on a storage engine.
 
 mod accounts;
-pub mod audit;
+mod admin_ops;
+mod admin_seam;
+mod admin_state;
+pub use guardyn_audit as audit;
 mod config;
 mod core;
 pub mod deletion;
@@ -32,6 +35,7 @@ mod lookup;
 mod mfa;
 mod model;
 mod notices;
+mod policy;
 mod prekeys;
 pub mod sealing;
 mod secrets;
@@ -102,7 +106,8 @@ impl Service for Auth {
         seams: &mut Seams,
         set: &mut ServiceSet,
     ) -> Result<(), RegisterError> {
-        let core = Core::build(&self.config, &self.tokens, handles)
+        let policy = guardyn_service::policy::watch("auth", handles).await?;
+        let core = Core::build(&self.config, &self.tokens, handles, policy.cache())
             .await
             .map_err(|e| RegisterError::failed("auth", e))?;
         core.keys.install(&handles.ctx.verifier);
@@ -110,12 +115,16 @@ impl Service for Auth {
             .await
             .map_err(|e| RegisterError::failed("auth", e))?;
         let core = Arc::new(core);
+        policy.follow();
         sweeper::spawn(core.clone(), handles.ctx.clone());
         let max = handles.server.max_request_bytes;
         set.add(grpc::auth_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::device_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::mfa_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::keys_server(core.clone()).max_decoding_message_size(max));
+        let account_admin = admin_seam::AuthAccountAdmin(core.clone());
+        set.add_internal(grpc::account_admin_server(account_admin.clone()));
+        seams.account_admin = Some(Arc::new(account_admin));
         let directory = AuthDirectory(core);
         set.add_internal(grpc::directory_server(directory.clone()));
         seams.device_directory = Some(Arc::new(directory));

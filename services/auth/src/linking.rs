@@ -14,7 +14,6 @@ use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use crate::accounts::NewDevice;
-use crate::audit::AuditKind;
 use crate::core::{Core, IssuedTokens};
 use crate::error::{AuthError, AuthResult};
 use crate::events::DeviceLinked;
@@ -23,6 +22,7 @@ use crate::model::{Device, DeviceNotice, LinkApproval, LinkRequest, NoticeKind, 
 use crate::prekeys::{PreKeyUpload, add_upload};
 use crate::secrets;
 use crate::store;
+use guardyn_audit::AuditKind;
 
 impl From<NewDevice> for PendingDevice {
     fn from(d: NewDevice) -> Self {
@@ -122,7 +122,7 @@ impl Core {
             }
             let (mut account, araw) = self.account(acc).await?;
             let devices = self.devices(acc).await?;
-            if devices.len() >= self.config.max_devices as usize {
+            if devices.len() >= self.max_devices() {
                 return Err(AuthError::DeviceLimit);
             }
             let taken: Vec<DeviceId> = devices.iter().map(|(id, _)| *id).collect();

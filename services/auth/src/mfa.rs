@@ -17,7 +17,6 @@ use guardyn_storage::record::encode;
 use tonic::Code;
 use zeroize::Zeroizing;
 
-use crate::audit::AuditKind;
 use crate::core::Core;
 use crate::error::{AuthError, AuthResult};
 use crate::limits::{self, LockPolicy, take};
@@ -25,6 +24,7 @@ use crate::model::{Account, PendingTotp, Totp};
 use crate::sealing::Purpose;
 use crate::secrets;
 use crate::store;
+use guardyn_audit::AuditKind;
 
 pub const RECOVERY_CODES: usize = 10;
 const STEP: u64 = 30;

@@ -9,13 +9,13 @@ use guardyn_crypto::{IdentityKey, KemPublicKey, PublicKey};
 use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{KvStore, Txn, TxnOutcome};
 
-use crate::audit::AuditKind;
 use crate::core::Core;
 use crate::error::{AuthError, AuthResult};
 use crate::events::PreKeysLow;
 use crate::limits::take;
 use crate::model::{Device, StoredPreKey};
 use crate::store;
+use guardyn_audit::AuditKind;
 
 pub const MAX_BATCH: usize = 100;
 pub const MAX_KEY_ID: u32 = 0xFF_FFFF;

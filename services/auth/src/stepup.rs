@@ -7,13 +7,13 @@ use guardyn_common::ids::AccountId;
 use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
 
-use crate::audit::AuditKind;
 use crate::core::Core;
 use crate::error::{AuthError, AuthResult};
 use crate::limits::take;
 use crate::mfa::{SecondFactor, permission};
 use crate::model::{Session, SessionState};
 use crate::store;
+use guardyn_audit::AuditKind;
 
 impl Core {
     /// The password, plus the second factor when TOTP is enabled, of an authenticated caller

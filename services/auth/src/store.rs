@@ -25,8 +25,10 @@
 //! | `pk/<acc>/<dev>/s` · `/l` · `/k<id>` · `/o<id>` | signed, last-resort KEM, one-time KEM, one-time EC prekeys |
 //! | `kp/<acc>/<dev>/l` · `/o<ref>` | last-resort and one-time KeyPackages |
 //! | `kp/<acc>/<dev>/s` · `/c<ref>` | pinned MLS signature key; handed-out KeyPackageRefs (`keypackages.rs`) |
+//! | `admin/<acc>` | `AdminState` (`admin_state.rs`): roles beyond `user`, suspension |
+//! | `owners` | `Owners` (`admin_state.rs`): the accounts holding the owner role |
 //! | `signing` | [`crate::model::SigningKeys`] (seeds sealed, [`crate::sealing`]; version 2, record impl in [`crate::signing`]) |
-//! | `audit/<seq>` · `audithead` | the audit chain ([`crate::audit`]) |
+//! | `audit/<seq>` · `audithead` · `auditcheckpoint` | the audit chain (crate `guardyn-audit`, shared with admin) |
 
 use guardyn_common::ids::{AccountId, DeviceId, hex};
 use guardyn_storage::record::{Record, decode, postcard_body};
@@ -288,17 +290,15 @@ pub fn lockouts_prefix() -> Vec<u8> {
     k(&[b"lockout", b""])
 }
 
+pub fn admin_state(acc: AccountId) -> Vec<u8> {
+    k(&[b"admin", acc.to_string().as_bytes()])
+}
+pub fn owners() -> Vec<u8> {
+    k(&[b"owners"])
+}
+
 pub fn signing() -> Vec<u8> {
     k(&[b"signing"])
-}
-pub fn audit(seq: u64) -> Vec<u8> {
-    k(&[b"audit", &seq.to_be_bytes()])
-}
-pub fn audit_prefix() -> Vec<u8> {
-    k(&[b"audit", b""])
-}
-pub fn audit_head() -> Vec<u8> {
-    k(&[b"audithead"])
 }
 
 /// Prefix of all prekeys of one device.

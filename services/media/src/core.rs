@@ -27,6 +27,8 @@ pub(crate) struct Core {
     /// The process's token verifier: a Download ends when its caller's token expires or its
     /// session is revoked.
     pub verifier: TokenVerifier,
+    /// The admin policy in force (the attachment size limit).
+    pub policy: guardyn_common::policy::PolicyCache,
 }
 
 /// A record as read, with its stored bytes for a compare-and-set.

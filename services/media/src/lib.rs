@@ -25,6 +25,7 @@ mod events;
 mod grpc;
 mod lifecycle;
 mod model;
+mod policy;
 mod store;
 mod upload;
 
@@ -66,6 +67,7 @@ impl Service for Media {
         _seams: &mut Seams,
         set: &mut ServiceSet,
     ) -> Result<(), RegisterError> {
+        let policy = guardyn_service::policy::watch("media", handles).await?;
         let core = Arc::new(Core {
             cfg: self.config.clone(),
             kv: handles.stores.kv.clone(),
@@ -75,10 +77,12 @@ impl Service for Media {
             upload_limiter: KeyedLimiter::new("media_upload_per_account", self.config.upload_rate),
             shutdown: handles.ctx.shutdown.clone(),
             verifier: handles.ctx.verifier.clone(),
+            policy: policy.cache(),
         });
         events::spawn(core.clone())
             .await
             .map_err(|e| RegisterError::failed("media", e))?;
+        policy.follow();
         tokio::spawn(lifecycle::run_sweeper(core.clone()));
         let max = handles.server.max_request_bytes;
         set.add(grpc::media_server(core).max_decoding_message_size(max));

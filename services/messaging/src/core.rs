@@ -33,8 +33,12 @@ pub(crate) struct Core {
     pub wake: WakeGate,
     /// The process's token verifier: every stream takes its guard (expiry, revocation).
     pub verifier: TokenVerifier,
+    /// The process's live counters: each Listen stream counts its device as connected.
+    pub stats: guardyn_common::stats::ProcessStats,
     pub limits: Limits,
     pub outbox_busy: Busy,
     pub outbox_backoff: Backoff,
     pub shutdown: CancellationToken,
+    /// The admin policy in force (message size, retention).
+    pub policy: guardyn_common::policy::PolicyCache,
 }

@@ -1,6 +1,6 @@
-//! Background subscriptions: auth's session/device/account/prekey events and other instances'
-//! Listen claims, releases and stream announcements (which devices stream elsewhere,
-//! [`crate::remote`]).
+//! Background subscriptions: auth's session/device/account/prekey events, admin's client
+//! configuration versions, and other instances' Listen claims, releases and stream
+//! announcements (which devices stream elsewhere, [`crate::remote`]).
 //!
 //! Every instance consumes auth's events itself and applies them to the streams it holds, so
 //! notices need no cross-instance routing.
@@ -13,6 +13,7 @@ use guardyn_common::events::auth::{
     ACCOUNT_DELETED, AccountDeleted, DEVICE_LINKED, DEVICE_REMOVED, DeviceLinked, DeviceRemoved,
     PREKEYS_LOW, PreKeysLow, SESSION_REVOKED, SessionRevoked,
 };
+use guardyn_common::events::client_config::{CLIENT_CONFIG_PUBLISHED, ClientConfigPublished};
 use guardyn_common::events::messaging::{
     LISTEN_ALL, ListenClaim, ListenRelease, STREAMS_ALL, StreamAnnounce, UNLISTEN_ALL,
     parse_listen_subject, parse_unlisten_subject,
@@ -52,6 +53,7 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
     let mut claims = core.bus.subscribe(LISTEN_ALL).await?;
     let mut releases = core.bus.subscribe(UNLISTEN_ALL).await?;
     let mut announces = core.bus.subscribe(STREAMS_ALL).await?;
+    let mut configs = core.bus.subscribe(CLIENT_CONFIG_PUBLISHED).await?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -86,6 +88,10 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
                     };
                     let now = core.clock.now_ms();
                     core.registry.notify(e.account, |d| d == e.device, now, &notice);
+                },
+                Some(d) = configs.next() => if let Some(e) = payload::<ClientConfigPublished>(d) {
+                    let notice = Notice::ClientConfigChanged { version: e.version };
+                    core.registry.notify_all(core.clock.now_ms(), &notice);
                 },
                 Some(d) = claims.next() => if let Delivery::Event(ev) = d {
                     on_claim(&core, ev.subject(), ev.payload());

@@ -24,6 +24,7 @@ mod limits;
 mod listen;
 mod messaging;
 mod outbox;
+mod policy;
 mod quota;
 mod remote;
 mod store;
@@ -84,7 +85,11 @@ impl Service for Messaging {
             announce::lease(self.config.stream_announce_secs),
         );
         let wake = wake::gate::WakeGate::new(self.config.wake_coalesce_ms);
-        handles.ctx.metrics.with_registry(|r| wake.register(r));
+        handles
+            .ctx
+            .metrics
+            .with_service_registry("messaging", |r| wake.register(r));
+        let policy = guardyn_service::policy::watch("messaging", handles).await?;
         let core = Arc::new(Core {
             cfg: self.config.clone(),
             kv: handles.stores.kv.clone(),
@@ -96,14 +101,17 @@ impl Service for Messaging {
             remote,
             wake,
             verifier: handles.ctx.verifier.clone(),
+            stats: handles.ctx.stats.clone(),
             limits: limits::Limits::new(&self.config.limits),
             outbox_busy: outbox::busy::Busy::default(),
             outbox_backoff: outbox::backoff::Backoff::default(),
             shutdown: handles.ctx.shutdown.clone(),
+            policy: policy.cache(),
         });
         events::spawn(core.clone())
             .await
             .map_err(|e| RegisterError::failed("messaging", e))?;
+        policy.follow();
         outbox::spawn_recovery(core.clone());
         tokio::spawn(sweeper::run(core.clone()));
         tokio::spawn(announce::run(core.clone()));

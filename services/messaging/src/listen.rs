@@ -17,6 +17,7 @@ use guardyn_events::{Delivery, Subscription};
 use guardyn_storage::LogEntry;
 use guardyn_storage::record;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::core::Core;
 use crate::error::MessagingError;
@@ -51,6 +52,17 @@ pub(crate) struct Listener {
     pub tx: Tx,
     /// Taken before the stream registered, so no revocation falls in between.
     pub auth: StreamAuth,
+}
+
+/// How far a stream got through its queue.
+#[derive(Default)]
+struct Cursor {
+    /// Sent and not acknowledged (server ids = sequences), oldest first.
+    in_flight: VecDeque<u64>,
+    /// Highest sequence sent (or skipped).
+    sent_upto: u64,
+    /// `QueueEmpty` was sent.
+    backlog_done: bool,
 }
 
 enum End {
@@ -149,56 +161,21 @@ impl Listener {
     {
         // An `Ok` never leaves this loop; the signature keeps `?` usable.
         let partition = store::queue_partition(self.account, self.device);
-        let window = self.core.cfg.max_in_flight;
         let keepalive = Duration::from_secs(self.core.cfg.keepalive_secs);
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
-        let mut sent_upto = 0u64;
-        let mut backlog_done = false;
+        let mut cursor = Cursor::default();
+        // The span of the mail event that woke the stream: the next pass delivers that mail,
+        // in the trace of the send that stored it.
+        let mut woken_by: Option<tracing::Span> = None;
         loop {
             for (at_ms, notice) in self.ctl.take_notices() {
                 self.send(Item::Notice { at_ms, notice }).await?;
             }
-            // Forget acknowledged envelopes: what is still stored at or below `sent_upto` is
-            // still in flight.
-            if let Some(&first) = in_flight.front() {
-                let still = self
-                    .core
-                    .log
-                    .read(&partition, first, in_flight.len())
-                    .await
-                    .map_err(|e| End::Failed(e.into()))?;
-                in_flight = still
-                    .iter()
-                    .map(|e| e.seq)
-                    .filter(|s| *s <= sent_upto)
-                    .collect();
-            }
-            let room = window.saturating_sub(in_flight.len());
-            if room > 0 {
-                let want = room.min(READ_BATCH);
-                // One entry more than we may send tells whether the backlog ends here.
-                let mut batch = self
-                    .core
-                    .log
-                    .read(&partition, sent_upto + 1, want + 1)
-                    .await
-                    .map_err(|e| End::Failed(e.into()))?;
-                let more = batch.len() > want;
-                batch.truncate(want);
-                for entry in batch {
-                    sent_upto = entry.seq;
-                    if let Some(env) = self.resolve(&partition, entry).await? {
-                        in_flight.push_back(env.server_id);
-                        self.send(Item::Envelope(env)).await?;
-                    }
-                }
-                if !more && !backlog_done {
-                    backlog_done = true;
-                    self.send(Item::QueueEmpty).await?;
-                }
-                if more {
-                    continue;
-                }
+            let more = match woken_by.take() {
+                Some(span) => self.pass(&partition, &mut cursor).instrument(span).await?,
+                None => self.pass(&partition, &mut cursor).await?,
+            };
+            if more {
+                continue;
             }
             tokio::select! {
                 () = self.core.shutdown.cancelled() => return Err(End::Shutdown),
@@ -209,11 +186,17 @@ impl Listener {
                 () = self.ctl.wake.notified() => {}
                 () = self.tx.closed() => return Err(End::Gone),
                 d = self.sub.next() => match d {
-                    Some(Delivery::Event(ev)) => match MailEvent::decode(ev.payload()) {
-                        Ok(MailEvent::OnlineOnly(env)) => self.send(Item::Envelope(env)).await?,
-                        Ok(MailEvent::Stored) => {}
-                        Err(e) => tracing::warn!(error = %e, "ignoring a malformed mail event"),
-                    },
+                    Some(Delivery::Event(ev)) => {
+                        let span = tracing::info_span!("mail_event", otel.kind = "consumer");
+                        ev.trace_context().set_parent_of(&span);
+                        match MailEvent::decode(ev.payload()) {
+                            Ok(MailEvent::OnlineOnly(env)) => {
+                                self.send(Item::Envelope(env)).instrument(span).await?;
+                            }
+                            Ok(MailEvent::Stored) => woken_by = Some(span),
+                            Err(e) => tracing::warn!(error = %e, "ignoring a malformed mail event"),
+                        }
+                    }
                     // Missed events only mean "re-read the queue", which the loop does.
                     Some(Delivery::Lagged { .. }) => {}
                     None => return Err(End::Shutdown),
@@ -223,6 +206,55 @@ impl Listener {
                 }
             }
         }
+    }
+
+    /// Forget acknowledged envelopes, then send what the window has room for; `true` when the
+    /// queue holds more than was sent.
+    async fn pass(&self, partition: &[u8], cursor: &mut Cursor) -> Result<bool, End> {
+        // What is still stored at or below `sent_upto` is still in flight.
+        if let Some(&first) = cursor.in_flight.front() {
+            let still = self
+                .core
+                .log
+                .read(partition, first, cursor.in_flight.len())
+                .await
+                .map_err(|e| End::Failed(e.into()))?;
+            cursor.in_flight = still
+                .iter()
+                .map(|e| e.seq)
+                .filter(|s| *s <= cursor.sent_upto)
+                .collect();
+        }
+        let room = self
+            .core
+            .cfg
+            .max_in_flight
+            .saturating_sub(cursor.in_flight.len());
+        if room == 0 {
+            return Ok(false);
+        }
+        let want = room.min(READ_BATCH);
+        // One entry more than we may send tells whether the backlog ends here.
+        let mut batch = self
+            .core
+            .log
+            .read(partition, cursor.sent_upto + 1, want + 1)
+            .await
+            .map_err(|e| End::Failed(e.into()))?;
+        let more = batch.len() > want;
+        batch.truncate(want);
+        for entry in batch {
+            cursor.sent_upto = entry.seq;
+            if let Some(env) = self.resolve(partition, entry).await? {
+                cursor.in_flight.push_back(env.server_id);
+                self.send(Item::Envelope(env)).await?;
+            }
+        }
+        if !more && !cursor.backlog_done {
+            cursor.backlog_done = true;
+            self.send(Item::QueueEmpty).await?;
+        }
+        Ok(more)
     }
 
     /// The envelope to deliver for a queue entry; `None` (after deleting the entry) when it
@@ -266,7 +298,7 @@ impl Listener {
         // The log's own TTL runs on the storage engine's wall clock; the service clock decides
         // too, so that expiry is the same everywhere the clock is injected.
         let accepted = env.server_timestamp_ms;
-        let expires = accepted.saturating_add(self.core.cfg.retention_secs.saturating_mul(1000));
+        let expires = accepted.saturating_add(self.core.retention_secs().saturating_mul(1000));
         if self.core.clock.now_ms() >= expires {
             self.drop_entry(partition, seq).await?;
             return Ok(None);

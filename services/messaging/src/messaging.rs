@@ -178,7 +178,7 @@ impl Core {
                 return Err(e);
             }
         }
-        let ttl = Duration::from_secs(self.cfg.retention_secs);
+        let ttl = Duration::from_secs(self.retention_secs());
         let mut queued = Vec::with_capacity(send.envelopes.len());
         for (i, e) in send.envelopes.into_iter().enumerate() {
             let dest = e.device;

@@ -194,7 +194,7 @@ impl Core {
         let expired_before = self
             .clock
             .now_ms()
-            .saturating_sub(self.cfg.retention_secs.saturating_mul(1000));
+            .saturating_sub(self.retention_secs().saturating_mul(1000));
         let mut from = 1;
         loop {
             let page = self.log.read(&partition, from, REBUILD_PAGE).await?;
@@ -223,7 +223,7 @@ impl Core {
     /// Drop the shares whose newest entry expired (all of theirs did).
     fn drop_expired(&self, usage: &mut QueueUsage) {
         let now = self.clock.now_ms();
-        let retention_ms = self.cfg.retention_secs.saturating_mul(1000);
+        let retention_ms = self.retention_secs().saturating_mul(1000);
         usage
             .senders
             .retain(|_, s| s.newest_ms.saturating_add(retention_ms) > now);

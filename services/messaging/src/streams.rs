@@ -33,6 +33,9 @@ pub(crate) enum Notice {
         has_last_resort_kem_prekey: bool,
         key_packages: u32,
     },
+    ClientConfigChanged {
+        version: u64,
+    },
 }
 
 /// Why a stream was closed from outside.
@@ -188,6 +191,14 @@ impl Registry {
             if *a == account && to(*d) {
                 s.push_notice(at_ms, notice.clone());
             }
+        }
+    }
+
+    /// Queue `notice` on every stream held here (server-wide news such as a new client
+    /// configuration).
+    pub(crate) fn notify_all(&self, at_ms: u64, notice: &Notice) {
+        for s in self.map().values() {
+            s.push_notice(at_ms, notice.clone());
         }
     }
 

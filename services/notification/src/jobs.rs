@@ -47,6 +47,7 @@ use guardyn_storage::record::encode;
 use guardyn_storage::{Direction, KeyRange, Txn, TxnOutcome};
 use rand::RngExt as _;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use crate::core::Core;
 use crate::error::NotificationError;
@@ -92,10 +93,20 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
             match next {
                 Some(Ok(job)) => {
                     let core = core.clone();
-                    tokio::spawn(async move {
-                        handle(&core, job).await;
-                        drop(permit);
-                    });
+                    // In the trace of the send that queued the mail.
+                    let span = tracing::info_span!(
+                        "wake_job",
+                        otel.kind = "consumer",
+                        delivery = job.delivery_count(),
+                    );
+                    job.trace_context().set_parent_of(&span);
+                    tokio::spawn(
+                        async move {
+                            handle(&core, job).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Some(Err(err)) => {
                     tracing::warn!(error = %err, "wake-up queue error");

@@ -43,7 +43,7 @@ impl PushMetrics {
     /// Create the metrics and register them in `metrics`' registry.
     pub fn register(metrics: &Metrics) -> Self {
         let m = Self::unregistered();
-        metrics.with_registry(|r| {
+        metrics.with_service_registry("notification", |r| {
             let r = r.sub_registry_with_prefix("notification");
             r.register("pushes_sent", "Pushes a provider accepted", m.sent.clone());
             r.register(

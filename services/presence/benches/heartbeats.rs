@@ -179,6 +179,7 @@ fn main() {
             bus,
             shared,
             tokio_util::sync::CancellationToken::new(),
+            guardyn_common::policy::PolicyCache::new(Default::default()),
         );
         let cpu0 = cpu_ns();
         for i in 0..n {

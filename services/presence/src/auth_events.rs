@@ -15,7 +15,8 @@ use guardyn_common::events::auth::{
     ACCOUNT_DELETED, AccountDeleted, DEVICE_REMOVED, DeviceRemoved,
 };
 use guardyn_common::events::presence::Change;
-use guardyn_events::Delivery;
+use guardyn_events::{Delivery, Event};
+use tracing::Instrument as _;
 
 use crate::core::{Core, lock};
 use crate::error::PresenceError;
@@ -33,14 +34,22 @@ pub(crate) async fn run(core: Arc<Core>, subs: AuthEvents) {
             () = core.shutdown.cancelled() => return,
             Some(d) = removed.next() => match d {
                 Delivery::Event(ev) => match DeviceRemoved::decode(ev.payload()) {
-                    Ok(e) => report(core.device_removed(e.account, e.device).await),
+                    Ok(e) => report(
+                        core.device_removed(e.account, e.device)
+                            .instrument(event_span(DEVICE_REMOVED, &ev))
+                            .await,
+                    ),
                     Err(err) => tracing::warn!(error = %err, "malformed auth.device.removed"),
                 },
                 Delivery::Lagged { missed } => lagged(DEVICE_REMOVED, missed),
             },
             Some(d) = deleted.next() => match d {
                 Delivery::Event(ev) => match AccountDeleted::decode(ev.payload()) {
-                    Ok(e) => report(core.account_deleted(e.account).await),
+                    Ok(e) => report(
+                        core.account_deleted(e.account)
+                            .instrument(event_span(ACCOUNT_DELETED, &ev))
+                            .await,
+                    ),
                     Err(err) => tracing::warn!(error = %err, "malformed auth.account.deleted"),
                 },
                 Delivery::Lagged { missed } => lagged(ACCOUNT_DELETED, missed),
@@ -51,6 +60,13 @@ pub(crate) async fn run(core: Arc<Core>, subs: AuthEvents) {
             }
         }
     }
+}
+
+/// The span of applying `ev`: in the trace of the auth request that published it.
+fn event_span(subject: &str, ev: &Event) -> tracing::Span {
+    let span = tracing::info_span!("auth_event", otel.name = subject, otel.kind = "consumer");
+    ev.trace_context().set_parent_of(&span);
+    span
 }
 
 fn report(result: Result<(), PresenceError>) {

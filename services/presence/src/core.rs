@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures::StreamExt as _;
 use guardyn_common::clock::SharedClock;
 use guardyn_common::events::presence::{AccountEvent, Change, TypingSignal};
+use guardyn_common::policy::PolicyCache;
 use guardyn_events::{Delivery, EventBus};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,8 @@ pub struct Core {
     /// Wakes the expiry driver when a timer was added that may be due before its sleep ends.
     pub(crate) wake: Notify,
     pub(crate) shutdown: CancellationToken,
+    /// The admin policy in force (the heartbeat interval range).
+    pub(crate) policy: PolicyCache,
     /// The source task of every watched topic, with a task id.
     topic_tasks: Mutex<HashMap<TopicKey, (u64, CancellationToken)>>,
     /// The open stream of each device on this instance (a new Subscribe replaces it).
@@ -91,6 +94,7 @@ impl Core {
         bus: Arc<dyn EventBus>,
         clock: SharedClock,
         shutdown: CancellationToken,
+        policy: PolicyCache,
     ) -> Arc<Self> {
         let instance = uuid::Uuid::new_v4();
         let now = clock.now_ms();
@@ -105,6 +109,7 @@ impl Core {
             views: Views::default(),
             wake: Notify::new(),
             shutdown,
+            policy,
             topic_tasks: Mutex::default(),
             streams: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -122,8 +127,7 @@ impl Core {
         device: DeviceId,
     ) -> Result<(), PresenceError> {
         let now = self.clock.now_ms();
-        let outcome =
-            lock(&self.local).heartbeat(account, device, now, self.config.device_expiry_ms());
+        let outcome = lock(&self.local).heartbeat(account, device, now, self.device_expiry_ms());
         if let Heartbeat::CameOnline { generation } = outcome {
             if let Err(err) = self
                 .store

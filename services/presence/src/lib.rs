@@ -62,6 +62,7 @@ mod grpc;
 mod local;
 mod model;
 mod peers;
+mod policy;
 mod store;
 mod tasks;
 mod views;
@@ -115,12 +116,14 @@ impl Service for Presence {
         let auth_events = events::subscribe_auth(&*handles.bus)
             .await
             .map_err(|e| failed(e.into()))?;
+        let policy = guardyn_service::policy::watch("presence", handles).await?;
         let core = Core::new(
             self.config.clone(),
             store::Store::new(handles.stores.kv.clone()),
             handles.bus.clone(),
             handles.clock.clone(),
             handles.ctx.shutdown.clone(),
+            policy.follow(),
         );
         tokio::spawn(tasks::run_expiry(core.clone()));
         tokio::spawn(tasks::run_beacons(core.clone()));

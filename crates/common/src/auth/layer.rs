@@ -6,8 +6,9 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
+use super::context::AuthContext;
 use super::token::TokenVerifier;
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
 
 /// Extract the bearer token from request headers.
 fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -22,6 +23,18 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthenticated("authorization must be `Bearer <token>`"))?;
     Ok(Some(token.trim()))
+}
+
+/// A limited token ([`TokenScope`]) reaches only the methods of its scope (public ones need no
+/// token, so they stay open to it).
+fn in_scope(ctx: AuthContext, path: &str, public: bool) -> Result<AuthContext, ApiError> {
+    if public || ctx.scope.allows(path) {
+        return Ok(ctx);
+    }
+    Err(ApiError::new(
+        Reason::MfaEnrollmentRequired,
+        "the policy requires a second factor: enroll TOTP, then sign in again",
+    ))
 }
 
 /// Which gRPC methods can be called without a token. Everything else requires one.
@@ -117,9 +130,14 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let public = self.public.is_public(req.uri().path());
+        let path = req.uri().path();
+        let public = self.public.is_public(path);
         let outcome = match bearer(req.headers()) {
-            Ok(Some(token)) => self.verifier.verify(token).map(Some),
+            Ok(Some(token)) => self
+                .verifier
+                .verify(token)
+                .and_then(|ctx| in_scope(ctx, path, public))
+                .map(Some),
             Ok(None) if public => Ok(None),
             Ok(None) => Err(ApiError::unauthenticated("missing bearer token")),
             Err(e) => Err(e),
@@ -217,6 +235,55 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(code(&r).as_deref(), Some("16"));
+    }
+
+    #[tokio::test]
+    async fn an_enrolment_only_token_reaches_only_the_enrolment_methods() {
+        use tower::ServiceExt as _;
+        let cfg = TokenConfig::default();
+        let signer = TokenSigner::generate("k1", &cfg);
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        verifier.add_keys([signer.verification_key()]);
+        let inner = tower::service_fn(|req: http::Request<()>| async move {
+            let scope = req.extensions().get::<AuthContext>().map(|c| c.scope);
+            Ok::<_, std::convert::Infallible>(http::Response::new(format!("{scope:?}")))
+        });
+        let svc =
+            AuthLayer::new(verifier, PublicMethods::new().method("/a.Auth/Login")).layer(inner);
+        let token = signer
+            .sign_scoped(&grant(), crate::auth::TokenScope::MfaEnrollment)
+            .unwrap();
+        let call = |path: &str| {
+            let req = http::Request::post(path)
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap();
+            svc.clone().oneshot(req)
+        };
+        let r = call("/guardyn.auth.v1.MfaService/BeginTotpEnrollment")
+            .await
+            .unwrap();
+        assert_eq!(r.body(), "Some(MfaEnrollment)");
+        let r = call("/guardyn.auth.v1.DeviceService/ListDevices")
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers().get("grpc-status").unwrap(),
+            "9",
+            "FAILED_PRECONDITION"
+        );
+        // Public methods need no token, so a limited one does not close them.
+        assert_eq!(
+            call("/a.Auth/Login").await.unwrap().body(),
+            "Some(MfaEnrollment)"
+        );
+        // A full token is not limited.
+        let full = signer.sign(&grant()).unwrap();
+        let req = http::Request::post("/guardyn.auth.v1.DeviceService/ListDevices")
+            .header("authorization", format!("Bearer {full}"))
+            .body(())
+            .unwrap();
+        assert_eq!(svc.clone().oneshot(req).await.unwrap().body(), "Some(Full)");
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod stream;
 mod token;
 
 pub use config::{StaticKey, TokenConfig};
-pub use context::{AuthContext, caller};
+pub use context::{AuthContext, MFA_ENROLLMENT_METHODS, Role, TokenScope, caller};
 pub use layer::{AuthLayer, AuthService, PublicMethods};
 pub use revocation::{
     RevocationList, RevokedSession, SessionWatch, load_revocations, persist_revocation,

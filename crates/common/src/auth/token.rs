@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::config::TokenConfig;
-use super::context::AuthContext;
+use super::context::{AuthContext, TokenScope};
 use super::revocation::RevocationList;
 use super::stream::StreamAuth;
 use crate::config::{ConfigError, Validate, key};
@@ -31,6 +31,9 @@ struct Claims {
     sid: String,
     #[serde(default)]
     roles: Vec<String>,
+    /// What the token is limited to (absent: everything its roles allow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
     iat: u64,
     exp: u64,
 }
@@ -255,6 +258,12 @@ impl TokenVerifier {
             session_id: claims.sid,
             roles: claims.roles,
             expires_at: claims.exp,
+            // An unknown scope from a newer auth limits more than this version knows of:
+            // treat it as the narrowest one rather than as none.
+            scope: match claims.scope.as_deref() {
+                None => TokenScope::Full,
+                Some(_) => TokenScope::MfaEnrollment,
+            },
         })
     }
 }
@@ -330,6 +339,11 @@ impl TokenSigner {
     }
 
     pub fn sign(&self, grant: &TokenGrant) -> Result<String, SignError> {
+        self.sign_scoped(grant, TokenScope::Full)
+    }
+
+    /// A token limited to `scope` (see [`TokenScope`]).
+    pub fn sign_scoped(&self, grant: &TokenGrant, scope: TokenScope) -> Result<String, SignError> {
         let iat = unix_now();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -338,6 +352,7 @@ impl TokenSigner {
             did: grant.device_id,
             sid: grant.session_id.clone(),
             roles: grant.roles.clone(),
+            scope: scope.claim().map(str::to_owned),
             iat,
             exp: iat.saturating_add(grant.ttl.as_secs()),
         };

@@ -10,8 +10,11 @@
 //! [`DeviceId`]: crate::ids::DeviceId
 
 pub mod auth;
+pub mod client_config;
 pub mod messaging;
+pub mod monitoring;
 pub mod notification;
+pub mod policy;
 pub mod presence;
 
 use bytes::Bytes;

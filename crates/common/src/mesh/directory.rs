@@ -12,14 +12,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use guardyn_proto::guardyn::internal::v1 as pb;
 use pb::device_directory_service_client::DeviceDirectoryServiceClient;
-use tonic::transport::Channel;
 
-use super::{DeviceDirectory, DeviceEntry, MeshConfig, MeshError, retry_idempotent};
+use super::{DeviceDirectory, DeviceEntry, MeshChannel, MeshConfig, MeshError, retry_idempotent};
 
 /// [`DeviceDirectory`] over gRPC to the mesh listeners of auth's processes.
 #[derive(Clone)]
 pub struct RemoteDeviceDirectory {
-    client: DeviceDirectoryServiceClient<Channel>,
+    client: DeviceDirectoryServiceClient<MeshChannel>,
     attempts: u32,
     deadline: Duration,
 }
@@ -35,7 +34,7 @@ impl fmt::Debug for RemoteDeviceDirectory {
 
 impl RemoteDeviceDirectory {
     /// Over `channel` (see [`super::channel`] on `mesh.directory_addresses`).
-    pub fn new(channel: Channel, config: &MeshConfig) -> Self {
+    pub fn new(channel: MeshChannel, config: &MeshConfig) -> Self {
         Self {
             client: DeviceDirectoryServiceClient::new(channel),
             attempts: config.max_attempts,

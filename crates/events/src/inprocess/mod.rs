@@ -16,6 +16,7 @@ use crate::bus::{EventBus, check_payload};
 use crate::config::EventsConfig;
 use crate::error::EventError;
 use crate::subject::{Pattern, validate_queue_name, validate_subject};
+use crate::trace::TraceContext;
 use crate::types::{Event, JobStream, Subscription, subscriber_channel};
 use queue::Queue;
 use registry::Trie;
@@ -110,7 +111,7 @@ impl EventBus for InProcessBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), EventError> {
         validate_subject(subject)?;
         check_payload(&payload, self.config.max_payload)?;
-        let event = Event::new(subject.into(), payload);
+        let event = Event::new(subject.into(), payload, TraceContext::current());
         let tokens: Vec<&str> = subject.split('.').collect();
         let trie = self
             .registry
@@ -144,7 +145,9 @@ impl EventBus for InProcessBus {
     async fn enqueue(&self, queue: &str, payload: Bytes) -> Result<(), EventError> {
         validate_queue_name(queue)?;
         check_payload(&payload, self.config.max_payload)?;
-        self.queue(queue).enqueue(&payload).await
+        self.queue(queue)
+            .enqueue(&payload, &TraceContext::current())
+            .await
     }
 
     async fn consume(&self, queue: &str) -> Result<JobStream, EventError> {

@@ -6,7 +6,9 @@
 //! Claims are serialised by one async mutex per queue, which is what makes a job go to one
 //! consumer at a time.
 //!
-//! Entry format: one version byte ([`ENTRY_V1`]) followed by the job payload.
+//! Entry format: one version byte, then for [`ENTRY_V2`] the enqueuing span's trace context
+//! ([`TraceContext::encode_into`]), then the job payload. [`ENTRY_V1`] (no context) is written
+//! when there is no context, so a build that knows only V1 still reads those.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -21,9 +23,11 @@ use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 use crate::error::EventError;
+use crate::trace::TraceContext;
 use crate::types::{Job, JobSettle, JobStream};
 
 const ENTRY_V1: u8 = 1;
+const ENTRY_V2: u8 = 2;
 /// Entries read per log round trip while looking for a free job.
 const PAGE: usize = 64;
 
@@ -80,9 +84,18 @@ impl Queue {
         }
     }
 
-    pub(crate) async fn enqueue(&self, payload: &Bytes) -> Result<(), EventError> {
-        let mut encoded = Vec::with_capacity(payload.len() + 1);
-        encoded.push(ENTRY_V1);
+    pub(crate) async fn enqueue(
+        &self,
+        payload: &Bytes,
+        trace: &TraceContext,
+    ) -> Result<(), EventError> {
+        let mut encoded = Vec::with_capacity(payload.len() + 128);
+        if trace.is_empty() {
+            encoded.push(ENTRY_V1);
+        } else {
+            encoded.push(ENTRY_V2);
+            trace.encode_into(&mut encoded);
+        }
         encoded.extend_from_slice(payload);
         let entry = NewEntry {
             payload: encoded,
@@ -157,7 +170,7 @@ impl Queue {
                 {
                     continue;
                 }
-                let Some((&ENTRY_V1, payload)) = entry.payload.split_first() else {
+                let Some((trace, payload)) = decode_entry(&entry.payload) else {
                     tracing::error!(queue = %self.name, seq = entry.seq, "skipping job entry with unknown format");
                     state.unreadable.insert(entry.seq);
                     continue;
@@ -180,6 +193,7 @@ impl Queue {
                 return Ok(Claimed::Job(Job::new(
                     self.name.clone(),
                     Bytes::copy_from_slice(payload),
+                    trace,
                     handed.deliveries,
                     Box::new(claim),
                 )));
@@ -196,6 +210,15 @@ impl Queue {
             .filter(|d| *d > now)
             .min();
         Ok(Claimed::Idle(next_deadline))
+    }
+}
+
+/// The trace context and payload of a stored entry; `None` for an unknown format.
+fn decode_entry(entry: &[u8]) -> Option<(TraceContext, &[u8])> {
+    match entry.split_first()? {
+        (&ENTRY_V1, payload) => Some((TraceContext::default(), payload)),
+        (&ENTRY_V2, rest) => TraceContext::decode_from(rest),
+        _ => None,
     }
 }
 

@@ -118,7 +118,7 @@ impl Nats {
     }
 }
 
-async fn connect(server: &NatsServer) -> NatsBus {
+pub(super) async fn connect(server: &NatsServer) -> NatsBus {
     let nats = NatsConfig {
         url: server.url.clone(),
         client_name: "guardyn-events-test".to_owned(),

@@ -335,6 +335,99 @@ async fn jobs_survive_restart(mut h: impl Harness) {
     assert!(got.iter().all(|p| known.contains(&&p[..])), "{got:?}");
 }
 
+/// Records spans with OpenTelemetry ids on this thread (where the test body runs), with the
+/// W3C propagator that `guardyn_common::telemetry::init` installs.
+fn trace_capture() -> (
+    tracing::subscriber::DefaultGuard,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("events-test")));
+    (tracing::subscriber::set_default(subscriber), provider)
+}
+
+/// The trace and span id a `TraceContext` names, as a child span created from it sees them.
+fn parent_ids(trace: &crate::TraceContext) -> (String, String) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let child = tracing::info_span!("consumer");
+    trace.set_parent_of(&child);
+    let cx = child.context();
+    let span = cx.span();
+    let sc = span.span_context();
+    assert!(sc.is_valid(), "the consumer span must be recorded");
+    let parent = trace
+        .fields()
+        .find(|(k, _)| *k == "traceparent")
+        .map(|(_, v)| v.split('-').nth(2).unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    (sc.trace_id().to_string(), parent)
+}
+
+async fn trace_context_travels_with_events_and_jobs(mut h: impl Harness) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let (_capture, _provider) = trace_capture();
+    let bus = h.bus();
+    let mut sub = bus.subscribe("traced.event").await.unwrap();
+    let publisher = tracing::info_span!("publisher");
+    let (trace_id, span_id) = {
+        let cx = publisher.context();
+        let span = cx.span();
+        let sc = span.span_context();
+        (sc.trace_id().to_string(), sc.span_id().to_string())
+    };
+    async {
+        bus.publish("traced.event", Bytes::from_static(b"traced"))
+            .await
+            .unwrap();
+        bus.enqueue("traced", Bytes::from_static(b"traced job"))
+            .await
+            .unwrap();
+    }
+    .instrument(publisher)
+    .await;
+    // Outside any span: nothing to carry.
+    bus.publish("traced.event", Bytes::from_static(b"untraced"))
+        .await
+        .unwrap();
+
+    let event = match timeout(PATIENCE, sub.next()).await.unwrap() {
+        Some(Delivery::Event(e)) => e,
+        other => panic!("expected an event, got {other:?}"),
+    };
+    assert_eq!(event.payload(), "traced");
+    assert_eq!(
+        parent_ids(event.trace_context()),
+        (trace_id.clone(), span_id.clone()),
+        "a span started from the event continues the publisher's trace"
+    );
+    match timeout(PATIENCE, sub.next()).await.unwrap() {
+        Some(Delivery::Event(e)) => {
+            assert_eq!(e.payload(), "untraced");
+            assert!(e.trace_context().is_empty(), "{:?}", e.trace_context());
+        }
+        other => panic!("expected an event, got {other:?}"),
+    }
+
+    // The job's context is stored with it: it survives a restart.
+    drop((sub, bus));
+    h.restart().await;
+    let bus = h.bus();
+    let mut jobs = bus.consume("traced").await.unwrap();
+    let job = next_job(&mut jobs).await;
+    assert_eq!(job.payload(), "traced job");
+    assert_eq!(parent_ids(job.trace_context()), (trace_id, span_id));
+    job.ack().await.unwrap();
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod in_process {
@@ -368,6 +461,7 @@ suite!(
     a_job_goes_to_one_consumer_at_a_time,
     queue_depth_counts_jobs_until_they_are_acked,
     jobs_survive_restart,
+    trace_context_travels_with_events_and_jobs,
 );
 
 /// Publish cost on the in-process bus with 10,000 subscriptions (printed, not asserted).
@@ -448,4 +542,31 @@ async fn debug_output_never_shows_payload_bytes() {
         !shown.contains("XYZ") && shown.contains("payload_len: 14"),
         "{shown}"
     );
+}
+
+/// Events published while NATS is down, or before the server has a subscription again, are
+/// gone: every subscription is told so (`Lagged`) once it is back in place, and then receives
+/// new events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_reconnection_tells_every_subscription_to_resynchronise() {
+    use crate::EventBus as _;
+    let Some(mut server) = crate::testing::NatsServer::start_or_skip() else {
+        return;
+    };
+    let bus = harness::connect(&server).await;
+    let mut sub = bus.subscribe("resync.test").await.unwrap();
+    bus.publish("resync.test", Bytes::from_static(b"before"))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut sub).await.1, "before");
+
+    tokio::task::block_in_place(|| server.restart()).unwrap();
+    match timeout(PATIENCE * 3, sub.next()).await {
+        Ok(Some(Delivery::Lagged { missed: 0 })) => {}
+        other => panic!("expected a resynchronisation after the reconnection, got {other:?}"),
+    }
+    bus.publish("resync.test", Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut sub).await.1, "after");
 }

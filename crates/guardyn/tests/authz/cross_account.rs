@@ -10,6 +10,8 @@
 //! - `Shared`: the RPC reaches other accounts by design (the key directory, sending, presence
 //!   under visibility rules, media capabilities); the reason is stated, and each has its own
 //!   tests in its service.
+//! - `RoleGated`: an admin RPC; B's token (role `user`) is refused with PERMISSION_DENIED /
+//!   ROLE_REQUIRED before the request is even read.
 
 use prost::Message as _;
 use sha2::Digest as _;
@@ -36,6 +38,7 @@ enum Case {
     Own,
     Denied(Vec<u8>, &'static [Code]),
     Shared(&'static str),
+    RoleGated,
 }
 
 /// Account A's resources.
@@ -49,7 +52,7 @@ struct Victim {
 }
 
 fn cases(a: &Victim) -> Vec<(&'static str, Case)> {
-    use Case::{Denied, Own, Shared};
+    use Case::{Denied, Own, RoleGated, Shared};
     const DIRECTORY: &str =
         "the key directory serves any account's public keys (rate limited per caller and target)";
     const CAPABILITY: &str = "a media id is a 128-bit capability shared inside end-to-end encrypted messages; blobs are ciphertext";
@@ -191,6 +194,69 @@ fn cases(a: &Victim) -> Vec<(&'static str, Case)> {
         (
             "/guardyn.notification.v1.NotificationService/GetNotificationSettings",
             Own,
+        ),
+        // Any device reads the signed client configuration; it names no account.
+        ("/guardyn.admin.v1.ClientConfigService/GetClientConfig", Own),
+        (
+            "/guardyn.admin.v1.ClientConfigService/PublishClientConfig",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.ClientConfigService/ListClientConfigVersions",
+            RoleGated,
+        ),
+        ("/guardyn.admin.v1.PolicyService/GetPolicy", RoleGated),
+        ("/guardyn.admin.v1.PolicyService/SetPolicy", RoleGated),
+        (
+            "/guardyn.admin.v1.PolicyService/ListPolicyVersions",
+            RoleGated,
+        ),
+        ("/guardyn.admin.v1.AuditService/ListAuditEntries", RoleGated),
+        ("/guardyn.admin.v1.AuditService/VerifyAuditLog", RoleGated),
+        ("/guardyn.admin.v1.AdminUserService/ListAccounts", RoleGated),
+        ("/guardyn.admin.v1.AdminUserService/GetAccount", RoleGated),
+        ("/guardyn.admin.v1.AdminUserService/SetRoles", RoleGated),
+        (
+            "/guardyn.admin.v1.AdminUserService/SuspendAccount",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.AdminUserService/UnsuspendAccount",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.AdminUserService/DeleteAccount",
+            RoleGated,
+        ),
+        ("/guardyn.admin.v1.AdminUserService/ResetMfa", RoleGated),
+        ("/guardyn.admin.v1.AdminUserService/ListSessions", RoleGated),
+        (
+            "/guardyn.admin.v1.AdminUserService/TerminateSessions",
+            RoleGated,
+        ),
+        ("/guardyn.admin.v1.AdminUserService/RemoveDevice", RoleGated),
+        // The caller claims ownership for its own account with a code; it names no account.
+        ("/guardyn.admin.v1.BootstrapService/ClaimOwner", Own),
+        // A device reports about itself; the event is stored against the token's account.
+        (
+            "/guardyn.admin.v1.SecurityEventService/ReportSecurityEvent",
+            Own,
+        ),
+        (
+            "/guardyn.admin.v1.SecurityEventService/ListSecurityEvents",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.SecurityEventService/ExportSecurityEvents",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.MonitoringService/GetMonitoringData",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.MonitoringService/WatchMonitoring",
+            RoleGated,
         ),
         (
             "/guardyn.messaging.v1.GroupService/CreateGroup",
@@ -402,7 +468,7 @@ pub(crate) async fn check(
 
     let mut table: std::collections::HashMap<&str, Case> = cases(&a).into_iter().collect();
     let mut failures = Vec::new();
-    let (mut own, mut denied, mut shared) = (0, 0, 0);
+    let (mut own, mut denied, mut shared, mut gated) = (0, 0, 0, 0);
     for m in methods.iter().filter(|m| !public.contains(&m.path)) {
         let Some(case) = table.remove(m.path.as_str()) else {
             failures.push(format!(
@@ -455,9 +521,28 @@ pub(crate) async fn check(
                 shared += 1;
                 eprintln!("  shared  {}: {reason}", m.path);
             }
+            Case::RoleGated => {
+                gated += 1;
+                let outcome = call_with(&channel, m, Some(&auth), Bytes::new()).await;
+                let ok = matches!(&outcome, Err(s) if s.code() == Code::PermissionDenied
+                    && reason_of(s).as_deref() == Some("ROLE_REQUIRED"));
+                if !ok {
+                    failures.push(format!(
+                        "{} with a user's token: expected PERMISSION_DENIED / ROLE_REQUIRED, got {}",
+                        m.path,
+                        match &outcome {
+                            Ok(_) => "OK (not refused)".to_owned(),
+                            Err(s) => describe(&Err(s.clone())),
+                        }
+                    ));
+                }
+            }
         }
     }
-    eprintln!("another account's token: {own} own, {denied} denied, {shared} shared by design");
+    eprintln!(
+        "another account's token: {own} own, {denied} denied, {shared} shared by design, \
+         {gated} role-gated"
+    );
 
     // A's resources survived everything B tried.
     let a_auth = a.tokens.access_token.clone();

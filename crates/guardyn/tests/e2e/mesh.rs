@@ -3,9 +3,6 @@
 //! NATS bus; SDK clients reach both through a gateway that routes by gRPC service, as an
 //! ingress in front of a cluster would.
 
-use std::convert::Infallible;
-use std::marker::PhantomData;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use guardyn_common::ratelimit::RateLimit;
@@ -13,111 +10,16 @@ use guardyn_proto::guardyn::internal::v1 as pb;
 use guardyn_proto::guardyn::internal::v1::device_directory_service_client::DeviceDirectoryServiceClient;
 use guardyn_sdk::{Client, ClientConfig, Event, Inbox, Storage};
 use guardyn_testkit::{NatsServer, Options, TestServer};
-use tonic::body::Body;
-use tonic::codegen::{BoxFuture, Service};
-use tonic::server::NamedService;
 use tonic::transport::{Channel, Endpoint};
 
-const PASSWORD: &str = "correct horse battery staple";
+use super::gateway::{Upstreams, gateway};
+
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 const WAIT: Duration = Duration::from_secs(15);
-
-// ---- the gateway ------------------------------------------------------------------------------
-
-trait Name: Send + Sync + 'static {
-    const NAME: &'static str;
-}
-
-macro_rules! names {
-    ($($marker:ident = $name:literal),* $(,)?) => {$(
-        struct $marker;
-        impl Name for $marker {
-            const NAME: &'static str = $name;
-        }
-    )*};
-}
-
-names! {
-    AuthSvc = "guardyn.auth.v1.AuthService",
-    DeviceSvc = "guardyn.auth.v1.DeviceService",
-    MfaSvc = "guardyn.auth.v1.MfaService",
-    KeysSvc = "guardyn.auth.v1.KeyDirectoryService",
-    MessagingSvc = "guardyn.messaging.v1.MessagingService",
-    GroupSvc = "guardyn.messaging.v1.GroupService",
-}
-
-/// Forwards every call of one gRPC service to an upstream channel, untouched.
-struct Forward<N> {
-    upstream: Channel,
-    _name: PhantomData<fn() -> N>,
-}
-
-impl<N> Clone for Forward<N> {
-    fn clone(&self) -> Self {
-        Self {
-            upstream: self.upstream.clone(),
-            _name: PhantomData,
-        }
-    }
-}
-
-impl<N: Name> NamedService for Forward<N> {
-    const NAME: &'static str = N::NAME;
-}
-
-impl<N: Name> Service<http::Request<Body>> for Forward<N> {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let mut upstream = self.upstream.clone();
-        Box::pin(async move {
-            let answer = async {
-                std::future::poll_fn(|cx| upstream.poll_ready(cx)).await?;
-                upstream.call(request).await
-            };
-            Ok(answer.await.unwrap_or_else(|e| {
-                tonic::Status::unavailable(format!("gateway: {e}")).into_http()
-            }))
-        })
-    }
-}
-
-fn forward<N>(upstream: &Channel) -> Forward<N> {
-    Forward {
-        upstream: upstream.clone(),
-        _name: PhantomData,
-    }
-}
-
-/// A gateway on a free loopback port: auth's services to `auth`, messaging's to `messaging`.
-async fn gateway(auth: Channel, messaging: Channel) -> Channel {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = tonic::transport::Server::builder()
-        .add_service(forward::<AuthSvc>(&auth))
-        .add_service(forward::<DeviceSvc>(&auth))
-        .add_service(forward::<MfaSvc>(&auth))
-        .add_service(forward::<KeysSvc>(&auth))
-        .add_service(forward::<MessagingSvc>(&messaging))
-        .add_service(forward::<GroupSvc>(&messaging));
-    tokio::spawn(router.serve_with_incoming(
-        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-    ));
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
 
 // ---- the two servers --------------------------------------------------------------------------
 
-fn fast_auth(c: &mut guardyn::config::Config) {
+pub(crate) fn fast_auth(c: &mut guardyn::config::Config) {
     c.auth.argon2.memory_kib = 1024;
     c.auth.argon2.iterations = 1;
     let many = RateLimit::new(10_000, 600_000);
@@ -144,7 +46,7 @@ fn sdk_config() -> ClientConfig {
     }
 }
 
-async fn register(channel: &Channel, name: &str) -> Client {
+pub(crate) async fn register(channel: &Channel, name: &str) -> Client {
     let username = format!("{name}{}", std::process::id());
     Client::register(
         channel.clone(),
@@ -157,7 +59,7 @@ async fn register(channel: &Channel, name: &str) -> Client {
     .unwrap()
 }
 
-async fn next_body(inbox: &mut Inbox) -> Vec<u8> {
+pub(crate) async fn next_body(inbox: &mut Inbox) -> Vec<u8> {
     loop {
         match inbox.next_timeout(WAIT).await {
             Some(Event::Message(m)) => return m.body,
@@ -200,7 +102,12 @@ async fn messaging_alone_uses_auths_directory_over_the_mesh_listener() {
     assert!(b.hosts("guardyn.messaging.v1.MessagingService"));
     assert!(!b.hosts("guardyn.auth.v1.AuthService"));
 
-    let channel = gateway(a.channel(), b.channel()).await;
+    let channel = gateway(Upstreams {
+        auth: vec![a.channel()],
+        messaging: vec![b.channel()],
+        ..Upstreams::default()
+    })
+    .await;
     let alice = register(&channel, "meshalice").await;
     let bob = register(&channel, "meshbob").await;
     let pending = Client::request_link(channel.clone(), Storage::Memory, sdk_config())

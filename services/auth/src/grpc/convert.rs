@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use guardyn_common::ApiError;
+use guardyn_common::auth::TokenScope;
 use guardyn_common::ids::DeviceId;
 use guardyn_proto::guardyn::auth::v1 as pb;
 use zeroize::Zeroizing;
@@ -43,6 +44,7 @@ pub fn tokens(t: IssuedTokens) -> pb::Tokens {
         refresh_token: t.refresh_token.to_string(),
         refresh_token_expires_at: Some(ts_ms(t.refresh_expires_ms)),
         session_id: t.session_id,
+        mfa_enrollment_required: t.scope == TokenScope::MfaEnrollment,
     }
 }
 

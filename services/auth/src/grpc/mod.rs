@@ -1,5 +1,6 @@
 //! The gRPC edge: prost in, domain calls, prost out.
 
+mod account_admin;
 mod auth;
 mod convert;
 mod devices;
@@ -8,6 +9,7 @@ mod keys;
 mod mfa;
 mod paging;
 
+pub use account_admin::AccountAdminApi;
 pub use auth::AuthApi;
 pub use devices::DeviceApi;
 pub use directory::DirectoryApi;
@@ -20,8 +22,10 @@ use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthServiceServer;
 use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceServiceServer;
 use guardyn_proto::guardyn::auth::v1::key_directory_service_server::KeyDirectoryServiceServer;
 use guardyn_proto::guardyn::auth::v1::mfa_service_server::MfaServiceServer;
+use guardyn_proto::guardyn::internal::v1::account_admin_service_server::AccountAdminServiceServer;
 use guardyn_proto::guardyn::internal::v1::device_directory_service_server::DeviceDirectoryServiceServer;
 
+use crate::admin_seam::AuthAccountAdmin;
 use crate::core::Core;
 use crate::directory::AuthDirectory;
 
@@ -46,4 +50,11 @@ pub(crate) fn directory_server(
     directory: AuthDirectory,
 ) -> DeviceDirectoryServiceServer<DirectoryApi> {
     DeviceDirectoryServiceServer::new(DirectoryApi(directory))
+}
+
+/// The internal account administration, for the mesh listener only.
+pub(crate) fn account_admin_server(
+    admin: AuthAccountAdmin,
+) -> AccountAdminServiceServer<AccountAdminApi> {
+    AccountAdminServiceServer::new(AccountAdminApi(admin))
 }

@@ -315,7 +315,7 @@ async fn verification_keys_are_published_and_persist_across_restarts_and_the_aud
         .await
         .unwrap();
     let kv: Arc<dyn guardyn_storage::KvStore> = store.clone();
-    let n = guardyn_auth::audit::verify(&*kv).await.unwrap();
+    let n = guardyn_auth::audit::verify(&*kv).await.unwrap().checked;
     assert!(n >= 2, "{n}");
     let entries = guardyn_auth::audit::entries(&*kv).await.unwrap();
     use guardyn_auth::audit::AuditKind as K;
@@ -325,7 +325,7 @@ async fn verification_keys_are_published_and_persist_across_restarts_and_the_aud
     for e in &entries {
         assert!(!e.detail.contains(PASSWORD) && !e.detail.contains(&a.tokens.refresh_token));
     }
-    let key1 = guardyn_auth::store::audit(1);
+    let key1 = guardyn_auth::audit::entry_key(1);
     let original = kv.get(&key1).await.unwrap().unwrap();
     let mut altered = original.clone();
     let last = altered.len() - 40;
@@ -333,14 +333,14 @@ async fn verification_keys_are_published_and_persist_across_restarts_and_the_aud
     kv.put(&key1, &altered).await.unwrap();
     assert!(guardyn_auth::audit::verify(&*kv).await.is_err());
     kv.put(&key1, &original).await.unwrap();
-    assert_eq!(guardyn_auth::audit::verify(&*kv).await.unwrap(), n);
+    assert_eq!(guardyn_auth::audit::verify(&*kv).await.unwrap().checked, n);
     kv.delete(&key1).await.unwrap();
     assert!(matches!(
         guardyn_auth::audit::verify(&*kv).await,
         Err(guardyn_auth::audit::AuditViolation::Missing(1))
     ));
     kv.put(&key1, &original).await.unwrap();
-    let last_key = guardyn_auth::store::audit(n);
+    let last_key = guardyn_auth::audit::entry_key(n);
     kv.delete(&last_key).await.unwrap();
     assert!(matches!(
         guardyn_auth::audit::verify(&*kv).await,

@@ -5,26 +5,24 @@ use guardyn_common::ApiError;
 use guardyn_common::wire::timestamp;
 use guardyn_proto::guardyn::media::v1 as pb;
 
-use crate::config::MediaConfig;
 use crate::error::MediaError;
 use crate::model::{MediaInfo, NewUpload, Range, UploadStatus};
 
 /// Longest content-type hint, in characters.
 pub(super) const MAX_CONTENT_TYPE_CHARS: usize = 128;
 
+/// `max_blob_bytes`: the stricter of `media.max_blob_bytes` and the policy's attachment limit.
 pub(super) fn create_upload(
     r: pb::CreateUploadRequest,
-    cfg: &MediaConfig,
+    max_blob_bytes: u64,
 ) -> Result<NewUpload, ApiError> {
     if r.total_size == 0 {
         return Err(ApiError::invalid_field("total_size", "must be at least 1"));
     }
-    if r.total_size > cfg.max_blob_bytes {
-        return Err(MediaError::too_large(
-            "total_size",
-            format!("at most {} bytes", cfg.max_blob_bytes),
-        )
-        .into());
+    if r.total_size > max_blob_bytes {
+        return Err(
+            MediaError::too_large("total_size", format!("at most {max_blob_bytes} bytes")).into(),
+        );
     }
     let sha256: [u8; 32] = r
         .sha256

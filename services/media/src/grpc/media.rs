@@ -27,7 +27,7 @@ impl MediaService for MediaApi {
         request: Request<CreateUploadRequest>,
     ) -> Result<Response<CreateUploadResponse>, Status> {
         let account = caller(&request)?.account_id;
-        let new = convert::create_upload(request.into_inner(), &self.core.cfg)?;
+        let new = convert::create_upload(request.into_inner(), self.core.max_blob_bytes())?;
         self.core.upload_limiter.check(&account)?;
         let s = self.core.create_upload(account, new).await?;
         Ok(Response::new(convert::created(s)))

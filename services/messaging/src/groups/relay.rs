@@ -166,7 +166,7 @@ impl Core {
         r: GroupMessage,
     ) -> Result<(u64, bool), MessagingError> {
         self.limits.send(account)?;
-        check_size("message", &r.message, self.cfg.max_mls_message_bytes)?;
+        check_size("message", &r.message, self.max_mls_message_bytes())?;
         self.require_member(&r.group, account, device, false)
             .await?;
         let parsed = mls::parse(

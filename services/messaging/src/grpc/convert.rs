@@ -26,6 +26,7 @@ pub(super) fn send_message(
     r: pb::SendMessageRequest,
     caller: AccountId,
     cfg: &MessagingConfig,
+    max_envelope_bytes: usize,
 ) -> Result<SendMessage, ApiError> {
     let destination = AccountId::parse_field("destination_account_id", &r.destination_account_id)?;
     check_client_message_id(&r.client_message_id)?;
@@ -82,10 +83,10 @@ pub(super) fn send_message(
                 "must not be empty",
             ));
         }
-        if e.content.len() > cfg.max_envelope_bytes {
+        if e.content.len() > max_envelope_bytes {
             return Err(MessagingError::too_large(
                 &format!("{field}.content"),
-                format!("at most {} bytes", cfg.max_envelope_bytes),
+                format!("at most {max_envelope_bytes} bytes"),
             )
             .into());
         }
@@ -165,6 +166,9 @@ pub(super) fn listen_item(item: Item) -> pb::ListenResponse {
                     has_last_resort_kem_prekey,
                     key_packages,
                 }),
+                Notice::ClientConfigChanged { version } => {
+                    WireNotice::ClientConfigChanged(pb::ClientConfigChanged { version })
+                }
             }),
         }),
     };

@@ -28,7 +28,12 @@ impl MessagingService for MessagingApi {
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
         let who = caller(&request)?.clone();
-        let send = convert::send_message(request.into_inner(), who.account_id, &self.core.cfg)?;
+        let send = convert::send_message(
+            request.into_inner(),
+            who.account_id,
+            &self.core.cfg,
+            self.core.max_envelope_bytes(),
+        )?;
         let r = self
             .core
             .send_message(who.account_id, who.device_id, send)
@@ -67,18 +72,20 @@ impl MessagingService for MessagingApi {
             tracing::warn!(error = %e, "could not publish a listen claim");
         }
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(
-            Listener {
-                core,
-                ctl,
-                account,
-                device,
-                sub,
-                tx,
-                auth,
-            }
-            .run(),
-        );
+        let connected = core.stats.listen(account, device);
+        let listener = Listener {
+            core,
+            ctl,
+            account,
+            device,
+            sub,
+            tx,
+            auth,
+        };
+        tokio::spawn(async move {
+            listener.run().await;
+            drop(connected);
+        });
         let stream = ReceiverStream::new(rx)
             .map(|item| item.map(convert::listen_item).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))

@@ -55,7 +55,7 @@ impl Core {
         group_id: &GroupId,
         mls: &[u8],
     ) -> Result<u64, MessagingError> {
-        let ttl = Duration::from_secs(self.cfg.retention_secs);
+        let ttl = Duration::from_secs(self.retention_secs());
         Ok(self
             .log
             .append(
@@ -101,7 +101,7 @@ impl Core {
         recipients: &[(AccountId, DeviceId)],
         queued: &mut Vec<(AccountId, DeviceId)>,
     ) -> Result<(), MessagingError> {
-        let ttl = Duration::from_secs(self.cfg.retention_secs);
+        let ttl = Duration::from_secs(self.retention_secs());
         let sender = envelope.sender.map(|(a, _)| a);
         let entry = encode(&QueueEntry::GroupRef {
             seq,

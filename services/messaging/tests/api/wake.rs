@@ -105,9 +105,9 @@ async fn one_job_per_offline_device_and_window_never_for_a_streaming_device() {
 
     let metrics = metrics(&env).await;
     for line in [
-        "guardyn_messaging_wake_jobs_enqueued_total 6",
-        "guardyn_messaging_wake_jobs_coalesced_total 5",
-        "guardyn_messaging_wake_jobs_failed_total 0",
+        r#"guardyn_messaging_wake_jobs_enqueued_total{instance="testkit",service="messaging"} 6"#,
+        r#"guardyn_messaging_wake_jobs_coalesced_total{instance="testkit",service="messaging"} 5"#,
+        r#"guardyn_messaging_wake_jobs_failed_total{instance="testkit",service="messaging"} 0"#,
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }

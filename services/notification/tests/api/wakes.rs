@@ -116,14 +116,19 @@ async fn a_burst_of_mail_wakes_the_device_exactly_once() {
     eprintln!("burst of 10 → 1 push in {:?}", started.elapsed());
     let m = t.metrics().await;
     assert!(
-        m.contains(r#"guardyn_notification_pushes_sent_total{platform="apns"} 1"#),
+        m.contains(r#"guardyn_notification_pushes_sent_total{instance="testkit",service="notification",platform="apns"} 1"#),
         "{m}"
     );
     assert!(
-        m.contains("guardyn_notification_push_latency_seconds_count 1"),
+        m.contains(r#"guardyn_notification_push_latency_seconds_count{instance="testkit",service="notification"} 1"#),
         "{m}"
     );
-    assert!(m.contains("guardyn_notification_jobs_in_flight 0"), "{m}");
+    assert!(
+        m.contains(
+            r#"guardyn_notification_jobs_in_flight{instance="testkit",service="notification"} 0"#
+        ),
+        "{m}"
+    );
     // A device without tokens, or another account's device, is not pushed.
     t.enqueue(&acct(2), 1, true).await;
     t.expect_pushes(1).await;
@@ -142,7 +147,7 @@ async fn a_dead_token_is_pruned() {
     t.expect_pushes(1).await;
     let m = t.metrics().await;
     assert!(
-        m.contains(r#"guardyn_notification_tokens_pruned_total{platform="apns"} 1"#),
+        m.contains(r#"guardyn_notification_tokens_pruned_total{instance="testkit",service="notification",platform="apns"} 1"#),
         "{m}"
     );
 }
@@ -162,26 +167,26 @@ async fn a_503_is_retried_then_delivered_once() {
     // While the job waits out the provider's Retry-After it is part of the backlog.
     eventually(async || t.pushes() == 2).await;
     eventually(async || {
-        t.metrics()
-            .await
-            .contains("guardyn_notification_queue_depth 1\n")
+        t.metrics().await.contains(
+            "guardyn_notification_queue_depth{instance=\"testkit\",service=\"notification\"} 1\n",
+        )
     })
     .await;
     t.expect_pushes(3).await;
     eventually(async || {
-        t.metrics()
-            .await
-            .contains("guardyn_notification_queue_depth 0\n")
+        t.metrics().await.contains(
+            "guardyn_notification_queue_depth{instance=\"testkit\",service=\"notification\"} 0\n",
+        )
     })
     .await;
     assert_eq!(dev.list().await.len(), 1, "a retried token is kept");
     let m = t.metrics().await;
     assert!(
-        m.contains(r#"guardyn_notification_pushes_failed_total{platform="apns",kind="retry"} 2"#),
+        m.contains(r#"guardyn_notification_pushes_failed_total{instance="testkit",service="notification",platform="apns",kind="retry"} 2"#),
         "{m}"
     );
     assert!(
-        m.contains(r#"guardyn_notification_pushes_sent_total{platform="apns"} 1"#),
+        m.contains(r#"guardyn_notification_pushes_sent_total{instance="testkit",service="notification",platform="apns"} 1"#),
         "{m}"
     );
 }

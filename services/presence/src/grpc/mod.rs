@@ -85,10 +85,10 @@ impl PresenceService for PresenceApi {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let (account, device) = convert::me(&request)?;
         self.core.heartbeat(account, device).await?;
-        let interval = self.core.config.heartbeat_interval();
+        let interval = self.core.heartbeat_secs();
         Ok(Response::new(pb::HeartbeatResponse {
             interval: Some(prost_types::Duration {
-                seconds: i64::try_from(interval.as_secs()).unwrap_or(i64::MAX),
+                seconds: i64::try_from(interval).unwrap_or(i64::MAX),
                 nanos: 0,
             }),
             server_time: Some(timestamp(self.core.clock.now_ms())),
