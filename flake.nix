@@ -62,6 +62,7 @@
             kubectl
             kustomize
             nodejs
+            chromium
             hadolint
             shellcheck
             buildah

@@ -53,6 +53,7 @@ PROVIDES = {
     "curl": "curl",
     "cargo": "rust",
     "protoc": "protobuf",
+    "chromium": "chromium",
 }
 
 # The stand-in nixpkgs: top-level and Python package names that exist in nixpkgs.

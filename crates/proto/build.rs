@@ -43,6 +43,8 @@ const REDACTED: &[&str] = &[
     ".guardyn.notification.v1.RegisterPushTokenRequest",
     ".guardyn.notification.v1.WebPushKeys",
     ".guardyn.admin.v1.ClaimOwnerRequest",
+    ".guardyn.admin.v1.IssueCredentialResponse",
+    ".guardyn.admin.v1.RotateCredentialResponse",
 ];
 
 /// Packages of the internal mesh contract (`proto/guardyn/internal`).

@@ -56,6 +56,11 @@ kinds! {
     SecurityEventReported => "SECURITY_EVENT_REPORTED",
     MonitoringAlert => "MONITORING_ALERT",
     AuditPruned => "AUDIT_PRUNED",
+    CredentialIssued => "CREDENTIAL_ISSUED",
+    CredentialRotated => "CREDENTIAL_ROTATED",
+    CredentialRevoked => "CREDENTIAL_REVOKED",
+    CredentialUsed => "CREDENTIAL_USED",
+    CredentialRefused => "CREDENTIAL_REFUSED",
 }
 
 impl AuditKind {

@@ -227,8 +227,9 @@ impl Validate for ServerConfig {
     }
 }
 
-/// TLS for the gRPC listener (rustls). Mutual TLS when `client_ca_path` is set.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// TLS for the gRPC listener (rustls). Mutual TLS when `client_ca_path` is set. The files are
+/// re-read when they change (`guardyn_common::tls_reload`), checked every `reload_secs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     pub enabled: bool,
@@ -238,6 +239,23 @@ pub struct TlsConfig {
     pub key_path: PathBuf,
     /// PEM CA bundle; when set, clients must present a certificate it signed.
     pub client_ca_path: PathBuf,
+    /// PEM CRL of the client CA (`guardyn certs revoke`); empty = no revocation list.
+    pub crl_path: PathBuf,
+    /// How often the files are checked for changes.
+    pub reload_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cert_path: PathBuf::new(),
+            key_path: PathBuf::new(),
+            client_ca_path: PathBuf::new(),
+            crl_path: PathBuf::new(),
+            reload_secs: 10,
+        }
+    }
 }
 
 impl TlsConfig {
@@ -264,6 +282,18 @@ impl Validate for TlsConfig {
                     format!("{} is not a readable file", path.display()),
                 ));
             }
+        }
+        if self.reload_secs == 0 {
+            return Err(ConfigError::new(
+                key(prefix, "reload_secs"),
+                "must be at least 1",
+            ));
+        }
+        if !self.crl_path.as_os_str().is_empty() && !self.crl_path.is_file() {
+            return Err(ConfigError::new(
+                key(prefix, "crl_path"),
+                format!("{} is not a readable file", self.crl_path.display()),
+            ));
         }
         if self.mutual() && !self.client_ca_path.is_file() {
             return Err(ConfigError::new(

@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod stats;
 pub mod telemetry;
+pub mod tls_reload;
 pub mod wire;
 
 pub use auth::{AuthContext, caller};

@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::auth::{TokenVerifier, VerificationKey};
 use crate::config::{ConfigError, Validate, key};
+use crate::tls_reload::FollowingServerVerifier;
 
 /// Where the other services are, for processes that do not host them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,8 +82,10 @@ impl Default for MeshConfig {
     }
 }
 
-/// Client-side TLS for internal calls; with a certificate and key it is mutual.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Client-side TLS for internal calls; with a certificate and key it is mutual. The mesh
+/// listener and the clients' verification of servers follow the files on disk (checked every
+/// `reload_secs`), so `guardyn certs rotate` and `revoke` need no restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MeshTlsConfig {
     /// PEM CA that signed the other services' certificates; empty = plaintext.
@@ -91,6 +94,34 @@ pub struct MeshTlsConfig {
     pub key_path: PathBuf,
     /// Name expected in the servers' certificates.
     pub domain: String,
+    /// PEM CRL signed by the CA's intermediate (`guardyn certs revoke`): peers whose
+    /// certificate it lists are refused, on both ends of a call. Empty = none.
+    pub crl_path: PathBuf,
+    pub reload_secs: u64,
+}
+
+impl Default for MeshTlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_path: PathBuf::new(),
+            cert_path: PathBuf::new(),
+            key_path: PathBuf::new(),
+            domain: String::new(),
+            crl_path: PathBuf::new(),
+            reload_secs: 10,
+        }
+    }
+}
+
+impl MeshTlsConfig {
+    /// The CRL path, when configured.
+    pub fn crl(&self) -> Option<PathBuf> {
+        (!self.crl_path.as_os_str().is_empty()).then(|| self.crl_path.clone())
+    }
+
+    pub fn reload_every(&self) -> Duration {
+        Duration::from_secs(self.reload_secs.max(1))
+    }
 }
 
 impl Validate for MeshConfig {
@@ -163,6 +194,7 @@ impl Validate for MeshConfig {
                 ("ca_path", &tls.ca_path),
                 ("cert_path", &tls.cert_path),
                 ("key_path", &tls.key_path),
+                ("crl_path", &tls.crl_path),
             ] {
                 if !p.as_os_str().is_empty() && !p.is_file() {
                     return Err(ConfigError::new(
@@ -228,9 +260,9 @@ pub async fn channel(addresses: &[String], config: &MeshConfig) -> Result<MeshCh
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.call_timeout_ms))
             .tcp_nodelay(true);
-        if let Some(tls) = &tls {
+        if let Some((tls, verifier)) = &tls {
             e = e
-                .tls_config(tls.clone())
+                .tls_config_with_verifier(tls.clone(), verifier.clone())
                 .map_err(|err| MeshError::Tls(err.to_string()))?;
         }
         endpoints.push(e);
@@ -294,7 +326,10 @@ pub fn is_loopback_uri(uri: &str) -> bool {
         })
 }
 
-async fn client_tls(tls: &MeshTlsConfig) -> Result<Option<ClientTlsConfig>, MeshError> {
+/// The client TLS settings and the verifier of servers' chains (CA + CRL, following the files).
+async fn client_tls(
+    tls: &MeshTlsConfig,
+) -> Result<Option<(ClientTlsConfig, Arc<FollowingServerVerifier>)>, MeshError> {
     if tls.ca_path.as_os_str().is_empty() {
         return Ok(None);
     }
@@ -303,8 +338,9 @@ async fn client_tls(tls: &MeshTlsConfig) -> Result<Option<ClientTlsConfig>, Mesh
             .await
             .map_err(|e| MeshError::Tls(format!("{}: {e}", p.display())))
     };
-    let mut out = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(tls.ca_path.clone()).await?));
+    let verifier = FollowingServerVerifier::new(tls.ca_path.clone(), tls.crl(), tls.reload_every())
+        .map_err(|e| MeshError::Tls(e.to_string()))?;
+    let mut out = ClientTlsConfig::new();
     if !tls.domain.is_empty() {
         out = out.domain_name(tls.domain.clone());
     }
@@ -314,7 +350,7 @@ async fn client_tls(tls: &MeshTlsConfig) -> Result<Option<ClientTlsConfig>, Mesh
             read(tls.key_path.clone()).await?,
         ));
     }
-    Ok(Some(out))
+    Ok(Some((out, verifier)))
 }
 
 /// Run an idempotent call up to `attempts` times, retrying only when the failure says the

@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::Service;
@@ -26,6 +27,7 @@ use crate::config::ServerConfig;
 use crate::metrics::{Metrics, MetricsLayer};
 use crate::middleware::{BodyLimitLayer, LimitLayer, Limits, RequestIdLayer};
 use crate::stats::ProcessStats;
+use crate::tls_reload::{self, ServerTlsFiles};
 
 mod instance;
 pub use instance::{INSTANCE_HEADER, InstanceLayer};
@@ -43,6 +45,8 @@ pub struct ServerContext {
     pub instance_id: String,
     /// Live counters (open streams, connected devices) the monitoring beacon reports.
     pub stats: ProcessStats,
+    /// The API-credential verifier the service owning credentials installs (auth).
+    pub credentials: crate::auth::CredentialHook,
 }
 
 impl ServerContext {
@@ -56,6 +60,7 @@ impl ServerContext {
             health: HealthReporter::new(),
             instance_id: instance_id.to_owned(),
             stats: ProcessStats::new(),
+            credentials: crate::auth::CredentialHook::default(),
         }
     }
 }
@@ -179,29 +184,44 @@ pub async fn serve_internal(
                 .into_inner(),
         );
     let tls = &mesh.tls;
-    if !tls.ca_path.as_os_str().is_empty() {
-        let read = |path: std::path::PathBuf| async move {
-            tokio::fs::read(&path)
-                .await
-                .map_err(|e| ServeError::MeshTls(format!("{}: {e}", path.display())))
+    let reloading = if tls.ca_path.as_os_str().is_empty() {
+        None
+    } else {
+        let files = ServerTlsFiles {
+            cert: tls.cert_path.clone(),
+            key: tls.key_path.clone(),
+            client_ca: Some(tls.ca_path.clone()),
+            crl: tls.crl(),
+            alpn: vec![b"h2".to_vec()],
         };
-        let identity = Identity::from_pem(
-            read(tls.cert_path.clone()).await?,
-            read(tls.key_path.clone()).await?,
-        );
-        let ca = Certificate::from_pem(read(tls.ca_path.clone()).await?);
-        builder =
-            builder.tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?;
-    }
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+        Some(
+            tls_reload::server_config("mesh.tls", files, tls.reload_every())
+                .map_err(|e| ServeError::MeshTls(e.to_string()))?,
+        )
+    };
     let shutdown = ctx.shutdown.clone();
-    builder
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
-        .await?;
+    let router = builder.add_routes(routes.routes());
+    let until = async move { shutdown.cancelled().await };
+    match reloading {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls_reload::incoming(tls, listener), until)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(plain_incoming(listener), until)
+                .await?
+        }
+    }
     Ok(())
+}
+
+/// Accepted plaintext connections (see `serve` on nodelay and keepalive).
+fn plain_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
 }
 
 /// Failure to start or run the server.
@@ -217,12 +237,7 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Install ring as rustls's process-wide crypto provider (idempotent). Every binary and test
-/// harness that touches TLS calls it first; tonic's server builds its rustls config from it.
-pub fn install_crypto_provider() {
-    // Err means a provider is already installed, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::tls_reload::install_crypto_provider;
 
 /// Answer health on `listener` while the process waits for its dependencies, until `until` is
 /// cancelled (then the real server takes the listener over). Only health (and reflection of
@@ -236,10 +251,7 @@ pub async fn serve_health_only(
 ) -> Result<(), ServeError> {
     install_crypto_provider();
     let mut builder = Server::builder().accept_http1(true);
-    if let Some(tls) = tls_config(config).await? {
-        builder = builder.tls_config(tls)?;
-    }
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let tls = server_tls(config)?;
     // Reflection describes health only, so `grpcurl ... grpc.health.v1.Health/Check` works.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -253,14 +265,25 @@ pub async fn serve_health_only(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    builder
+    let router = builder
         .add_service(tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health),
         ))
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, async move { until.cancelled().await })
-        .await?;
+        .add_service(reflection_v1alpha);
+    let until = async move { until.cancelled().await };
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls_reload::incoming(tls, listener), until)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(plain_incoming(listener), until)
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -310,24 +333,29 @@ fn streaming_methods() -> Vec<String> {
     out
 }
 
-async fn tls_config(config: &ServerConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
+/// The public listener's TLS, following its files (`server.tls`); `None` = plaintext.
+fn server_tls(
+    config: &ServerConfig,
+) -> Result<Option<Arc<tls_reload::Reloading<rustls::ServerConfig>>>, ServeError> {
     let tls = &config.tls;
     if !tls.enabled {
         return Ok(None);
     }
-    let read = |path: std::path::PathBuf| async move {
-        tokio::fs::read(&path)
-            .await
-            .map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))
+    let files = ServerTlsFiles {
+        cert: tls.cert_path.clone(),
+        key: tls.key_path.clone(),
+        client_ca: tls.mutual().then(|| tls.client_ca_path.clone()),
+        crl: (!tls.crl_path.as_os_str().is_empty()).then(|| tls.crl_path.clone()),
+        // gRPC over HTTP/2, gRPC-web from browsers over either.
+        alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
     };
-    let cert = read(tls.cert_path.clone()).await?;
-    let key = read(tls.key_path.clone()).await?;
-    let mut out = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if tls.mutual() {
-        let ca = read(tls.client_ca_path.clone()).await?;
-        out = out.client_ca_root(Certificate::from_pem(ca));
-    }
-    Ok(Some(out))
+    tls_reload::server_config(
+        "server.tls",
+        files,
+        Duration::from_secs(tls.reload_secs.max(1)),
+    )
+    .map(Some)
+    .map_err(|e| ServeError::Tls(e.to_string()))
 }
 
 fn cors(config: &ServerConfig) -> tower_http::cors::CorsLayer {
@@ -444,24 +472,17 @@ pub async fn serve(
         .layer(MetricsLayer::new(ctx.metrics.clone()))
         .layer(LimitLayer::new(limits))
         .layer(BodyLimitLayer::new(config.max_request_bytes))
-        .layer(AuthLayer::new(
-            ctx.verifier.clone(),
-            services.public.clone(),
-        ))
+        .layer(
+            AuthLayer::new(ctx.verifier.clone(), services.public.clone())
+                .with_credentials(ctx.credentials.clone()),
+        )
         .into_inner();
 
-    let mut builder = Server::builder().accept_http1(true);
-    if let Some(tls) = tls_config(config).await? {
-        builder = builder.tls_config(tls)?;
-    }
-    let router = builder.layer(stack).add_routes(services.routes.routes());
-
-    // Small request/response frames on long-lived HTTP/2 connections: without TCP_NODELAY,
-    // Nagle's algorithm and the peer's delayed ACK add ~40 ms to a send that shares a
-    // connection with a busy stream. Keepalive finds dead peers of idle streams.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+    let tls = server_tls(config)?;
+    let router = Server::builder()
+        .accept_http1(true)
+        .layer(stack)
+        .add_routes(services.routes.routes());
     let shutdown = ctx.shutdown.clone();
     let health = ctx.health.clone();
     let names = services.names.clone();
@@ -483,7 +504,17 @@ pub async fn serve(
         shutdown.cancel();
         let _ = signalled_tx.send(());
     };
-    let server = router.serve_with_incoming_shutdown(incoming, graceful);
+    // Small request/response frames on long-lived HTTP/2 connections: without TCP_NODELAY,
+    // Nagle's algorithm and the peer's delayed ACK add ~40 ms to a send that shares a
+    // connection with a busy stream. Keepalive finds dead peers of idle streams.
+    let server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match tls {
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(tls_reload::incoming(tls, listener), graceful),
+        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(plain_incoming(listener), graceful)),
+    };
     tokio::pin!(server);
     let grace = config.shutdown_grace();
     let deadline = async move {

@@ -42,6 +42,9 @@ enum Command {
     /// Administration: bootstrap the first owner, then the admin RPCs as an admin account.
     #[command(subcommand)]
     Admin(guardyn::admin::AdminCommand),
+    /// The mesh certificate authority: init, issue, rotate, revoke (files servers reload).
+    #[command(subcommand)]
+    Certs(guardyn::certs::CertsCommand),
     #[command(flatten)]
     Client(guardyn::client::ClientCommand),
 }
@@ -66,6 +69,16 @@ fn main() -> ExitCode {
         Command::Client(command) => return run(guardyn::client::run(command)),
         Command::Admin(command) => {
             return run(guardyn::admin::run(command, cli.config.as_deref()));
+        }
+        Command::Certs(command) => {
+            return run(async move {
+                let report = guardyn::certs::run(command)?;
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{report}");
+                }
+                Ok(())
+            });
         }
         other => other,
     };
@@ -94,6 +107,7 @@ fn main() -> ExitCode {
         | Command::BenchMedia(_)
         | Command::BenchLogin(_)
         | Command::Admin(_)
+        | Command::Certs(_)
         | Command::Client(_) => ExitCode::SUCCESS,
     }
 }

@@ -51,6 +51,17 @@ pub async fn serve(
             ctx.shutdown.clone(),
         ));
     }
+    if !config.admin.console_dir.as_os_str().is_empty() {
+        let l = bind(config.admin.console_listen).await?;
+        tracing::info!(addr = %l.local_addr()?, dir = %config.admin.console_dir.display(), "admin console listening");
+        let console = crate::console::Console {
+            dir: config.admin.console_dir.clone(),
+            api_url: config.admin.console_api_url.clone(),
+            api_port: listener.local_addr()?.port(),
+            api_tls: config.server.tls.enabled,
+        };
+        tokio::spawn(crate::console::serve(l, console, ctx.shutdown.clone()));
+    }
     // A signal from now on cancels the shutdown token: the waiter gives up, or the server drains.
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {

@@ -23,8 +23,12 @@ mod admin_monitoring;
 mod admin_policy;
 #[path = "e2e/admin_users.rs"]
 mod admin_users;
+#[path = "e2e/certs.rs"]
+mod certs;
 #[path = "e2e/cluster.rs"]
 mod cluster;
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/gateway.rs"]
 mod gateway;
 #[path = "e2e/mesh.rs"]

@@ -127,6 +127,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     guardyn::admin::v1::security_event_service_server::SERVICE_NAME,
     guardyn::admin::v1::admin_user_service_server::SERVICE_NAME,
     guardyn::admin::v1::bootstrap_service_server::SERVICE_NAME,
+    guardyn::admin::v1::credential_service_server::SERVICE_NAME,
 ];
 
 impl guardyn::common::v1::ErrorReason {
@@ -198,6 +199,7 @@ mod tests {
             "guardyn.admin.v1.ClientConfigService",
             "guardyn.admin.v1.AuditService",
             "guardyn.admin.v1.SecurityEventService",
+            "guardyn.admin.v1.CredentialService",
             "guardyn.admin.v1.AdminUserService",
             "guardyn.admin.v1.BootstrapService",
         ]

@@ -147,6 +147,8 @@ redacted_debug!(notification::v1 => RegisterPushTokenRequest {
 });
 redacted_debug!(notification::v1 => WebPushKeys { p256dh; auth });
 redacted_debug!(admin::v1 => ClaimOwnerRequest { ; code });
+redacted_debug!(admin::v1 => IssueCredentialResponse { credential; secret });
+redacted_debug!(admin::v1 => RotateCredentialResponse { credential; secret });
 
 #[cfg(test)]
 mod tests {

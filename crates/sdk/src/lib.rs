@@ -62,6 +62,7 @@
 
 mod account;
 mod admin_audit;
+mod admin_credentials;
 mod admin_monitoring;
 mod admin_policy;
 mod admin_users;

@@ -4,7 +4,7 @@ use guardyn_common::config::{ConfigError, Validate};
 use serde::{Deserialize, Serialize};
 
 /// Settings of the admin service.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// `[admin.client_config]`: signing the client configuration.
@@ -15,6 +15,30 @@ pub struct AdminConfig {
     pub audit: crate::audit_settings::AuditSettings,
     /// `[admin.security_events]`: report rate and the retention sweeper.
     pub security_events: crate::security_events::SecurityEventSettings,
+    /// The built web admin console (`web/admin/dist`) that `guardyn serve` hosts on
+    /// `console_listen`. Empty: no console is served.
+    pub console_dir: std::path::PathBuf,
+    /// Where the console's static files are served (plain HTTP: bind it to loopback behind a
+    /// TLS-terminating proxy, or host `web/admin/dist` elsewhere).
+    pub console_listen: std::net::SocketAddr,
+    /// The gRPC-web URL the console calls (the public listener as browsers reach it). Empty:
+    /// the console's host name with `server.port`. Its origin is the page's only
+    /// `connect-src`; the console's own origin must be in `server.cors.allowed_origins`.
+    pub console_api_url: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            client_config: ClientConfigSettings::default(),
+            monitoring: crate::monitoring::AlertThresholds::default(),
+            audit: crate::audit_settings::AuditSettings::default(),
+            security_events: crate::security_events::SecurityEventSettings::default(),
+            console_dir: std::path::PathBuf::new(),
+            console_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 50080)),
+            console_api_url: String::new(),
+        }
+    }
 }
 
 impl Validate for AdminConfig {
@@ -25,6 +49,19 @@ impl Validate for AdminConfig {
         self.audit.validate(&format!("{prefix}.audit"))?;
         self.security_events
             .validate(&format!("{prefix}.security_events"))?;
+        let url = &self.console_api_url;
+        let scheme = url.is_empty() || url.starts_with("http://") || url.starts_with("https://");
+        // The URL's origin goes into the console's Content-Security-Policy header: nothing in
+        // it may end a directive or the header.
+        let plain = !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ';' | ',' | '\'' | '"'));
+        if !(scheme && plain) {
+            return Err(ConfigError::new(
+                format!("{prefix}.console_api_url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
         Ok(())
     }
 }
@@ -62,5 +99,35 @@ impl Validate for ClientConfigSettings {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod console_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_console_api_url_that_is_not_a_plain_http_url_is_refused_naming_the_key() {
+        for good in ["", "https://chat.example:443", "http://127.0.0.1:50051/"] {
+            let c = AdminConfig {
+                console_api_url: good.into(),
+                ..AdminConfig::default()
+            };
+            c.validate("admin").unwrap();
+        }
+        for bad in [
+            "chat.example",
+            "javascript:alert(1)",
+            "https://a.example; script-src *",
+            "https://a.example 'unsafe-inline'",
+        ] {
+            let c = AdminConfig {
+                console_api_url: bad.into(),
+                ..AdminConfig::default()
+            };
+            let err = c.validate("admin").unwrap_err();
+            assert_eq!(err.key, "admin.console_api_url", "{bad}");
+        }
     }
 }

@@ -208,6 +208,9 @@ pub struct AuthLimits {
     pub link_code_per_account: RateLimit,
     /// LookupUsername per caller account.
     pub lookup_per_account: RateLimit,
+    /// Failed API-credential verifications per client address; beyond it every credential
+    /// call from that address is refused (the right secret too) until the bucket refills.
+    pub credential_failures_per_address: RateLimit,
 }
 
 impl Default for AuthLimits {
@@ -224,6 +227,7 @@ impl Default for AuthLimits {
             prekey_fetch_per_target: RateLimit::new(60, 60),
             link_code_per_account: RateLimit::new(5, 5),
             lookup_per_account: RateLimit::new(20, 60),
+            credential_failures_per_address: RateLimit::new(20, 20),
         }
     }
 }
@@ -329,6 +333,10 @@ impl Validate for AuthConfig {
             ("prekey_fetch_per_target", &lim.prekey_fetch_per_target),
             ("link_code_per_account", &lim.link_code_per_account),
             ("lookup_per_account", &lim.lookup_per_account),
+            (
+                "credential_failures_per_address",
+                &lim.credential_failures_per_address,
+            ),
         ] {
             limit.validate(&key(&limits, name))?;
         }

@@ -2,7 +2,9 @@
 //! rotating refresh tokens), devices and device linking, TOTP second factor, the key directory
 //! (libsignal prekeys and MLS KeyPackages) and the hash-chained audit log.
 //!
-//! It serves `guardyn.auth.v1.{AuthService, DeviceService, MfaService, KeyDirectoryService}`.
+//! It serves `guardyn.auth.v1.{AuthService, DeviceService, MfaService, KeyDirectoryService}`
+//! and `guardyn.admin.v1.CredentialService` (API credentials: their pepper derives from the
+//! master key, so they live here), and installs the credential verifier of the auth layer.
 //! It owns every KvStore key under `auth/v1/` (layout in [`store`]) and publishes the events
 //! `auth.session.revoked`, `auth.account.deleted`, `auth.device.linked`, `auth.device.removed`
 //! and `auth.prekeys.low` (payloads in `guardyn_common::events::auth`, published through
@@ -21,6 +23,8 @@ mod admin_state;
 pub use guardyn_audit as audit;
 mod config;
 mod core;
+mod credential_verify;
+mod credentials;
 pub mod deletion;
 mod device_ids;
 mod devices;
@@ -122,6 +126,16 @@ impl Service for Auth {
         set.add(grpc::device_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::mfa_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::keys_server(core.clone()).max_decoding_message_size(max));
+        let credentials = Arc::new(credentials::Credentials::new(core.clone()));
+        handles
+            .ctx
+            .credentials
+            .install(Arc::new(credential_verify::CredentialCheck::new(
+                credentials.clone(),
+                self.config.limits.credential_failures_per_address,
+                &handles.ctx.instance_id,
+            )));
+        set.add(grpc::credential_server(credentials).max_decoding_message_size(max));
         let account_admin = admin_seam::AuthAccountAdmin(core.clone());
         set.add_internal(grpc::account_admin_server(account_admin.clone()));
         seams.account_admin = Some(Arc::new(account_admin));

@@ -87,6 +87,16 @@ impl MasterKey {
         Aes256Gcm::new((&*self.key).into())
     }
 
+    /// A 32-byte key for one use, derived with HKDF-SHA256 under `label`, so that the master
+    /// key itself never leaves this type and each use gets an unrelated key.
+    pub fn derive(&self, label: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        // 32 bytes are far below HKDF-SHA256's limit of 8160, so expand cannot fail.
+        let _ =
+            hkdf::Hkdf::<sha2::Sha256>::new(None, self.key.as_ref()).expand(label, out.as_mut());
+        out
+    }
+
     pub fn seal(&self, purpose: Purpose<'_>, plaintext: &[u8]) -> AuthResult<Vec<u8>> {
         let nonce: [u8; NONCE_LEN] = rand::random();
         let aad = purpose.aad();

@@ -171,6 +171,15 @@ fn k(parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// An API credential (`CredentialRecord`), by its id.
+pub fn credential(id: &str) -> Vec<u8> {
+    k(&[b"credential", id.as_bytes()])
+}
+
+pub fn credentials_prefix() -> Vec<u8> {
+    k(&[b"credential", b""])
+}
+
 pub fn username(name: &str) -> Vec<u8> {
     k(&[b"username", name.as_bytes()])
 }

@@ -5,6 +5,7 @@
 mod api {
     pub mod accounts;
     pub mod audit;
+    pub mod credentials;
     pub mod devices;
     pub mod events;
     pub mod hashing;

@@ -30,6 +30,9 @@ pub struct PresenceConfig {
     /// Interval of this instance's liveness beacon to its peers, seconds. A peer that hears
     /// nothing from an instance for 3 intervals treats that instance's devices as offline.
     pub instance_beacon_secs: u64,
+    /// Interval of the sweep that deletes last-seen times older than the policy's
+    /// `retention.realtime_secs`, seconds. Reads never show an expired one meanwhile.
+    pub retention_sweep_secs: u64,
 }
 
 impl Default for PresenceConfig {
@@ -41,6 +44,7 @@ impl Default for PresenceConfig {
             typing_rate: RateLimit::new(20, 120),
             max_custom_text_chars: 140,
             instance_beacon_secs: 10,
+            retention_sweep_secs: 3600,
         }
     }
 }
@@ -95,6 +99,12 @@ impl Validate for PresenceConfig {
             return Err(ConfigError::new(
                 key(prefix, "instance_beacon_secs"),
                 "must be between 1 and 300",
+            ));
+        }
+        if !(1..=86_400).contains(&self.retention_sweep_secs) {
+            return Err(ConfigError::new(
+                key(prefix, "retention_sweep_secs"),
+                "must be between 1 and 86400",
             ));
         }
         Ok(())

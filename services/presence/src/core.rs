@@ -23,7 +23,7 @@ use crate::model::{
 };
 use crate::peers::Peers;
 use crate::store::Store;
-use crate::views::{Item, TopicKey, Views, Watcher};
+use crate::views::{Cutoff, Item, TopicKey, Views, Watcher};
 
 /// See the module docs.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub struct Core {
     /// Wakes the expiry driver when a timer was added that may be due before its sleep ends.
     pub(crate) wake: Notify,
     pub(crate) shutdown: CancellationToken,
-    /// The admin policy in force (the heartbeat interval range).
+    /// The admin policy in force (the heartbeat interval range, the real-time retention).
     pub(crate) policy: PolicyCache,
     /// The source task of every watched topic, with a task id.
     topic_tasks: Mutex<HashMap<TopicKey, (u64, CancellationToken)>>,
@@ -98,6 +98,10 @@ impl Core {
     ) -> Arc<Self> {
         let instance = uuid::Uuid::new_v4();
         let now = clock.now_ms();
+        let cutoff = Cutoff::new({
+            let (clock, policy) = (clock.clone(), policy.clone());
+            move || crate::views::cutoff_ms(&clock, &policy)
+        });
         Arc::new(Self {
             peers: Peers::new(instance, config.instance_lease()),
             config,
@@ -106,7 +110,7 @@ impl Core {
             store,
             bus,
             local: Mutex::new(LocalTable::new(now)),
-            views: Views::default(),
+            views: Views::new(cutoff),
             wake: Notify::new(),
             shutdown,
             policy,
@@ -282,7 +286,7 @@ impl Core {
                 Some(v) => v,
                 None => self.load(account).await?,
             };
-            out.push(view.seen_by(account, viewer));
+            out.push(view.seen_by(account, viewer, self.last_seen_cutoff_ms()));
         }
         Ok(out)
     }

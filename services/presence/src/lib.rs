@@ -52,6 +52,8 @@
 //!   indicator on `presence.<sender>` to streams that watch the sender and may see it
 //!   (no group-membership check until a group service exists). On expiry or stop,
 //!   receivers get `typing = false`.
+//! - **Retention** (`retention`): a last seen older than the policy's
+//!   `retention.realtime_secs` is never shown and is deleted by a periodic sweep.
 
 mod auth_events;
 mod config;
@@ -63,6 +65,7 @@ mod local;
 mod model;
 mod peers;
 mod policy;
+mod retention;
 mod store;
 mod tasks;
 mod views;
@@ -127,6 +130,7 @@ impl Service for Presence {
         );
         tokio::spawn(tasks::run_expiry(core.clone()));
         tokio::spawn(tasks::run_beacons(core.clone()));
+        tokio::spawn(retention::run(core.clone()));
         tokio::spawn(auth_events::run(core.clone(), auth_events));
         set.add(
             PresenceServiceServer::new(PresenceApi::new(core, handles.ctx.verifier.clone()))

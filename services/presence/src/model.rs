@@ -61,8 +61,10 @@ impl AccountView {
 
     /// The single visibility rule used by every read path (GetPresence, Subscribe snapshot and
     /// updates): INVISIBLE shows as OFFLINE to others, last seen only while offline and only to
-    /// viewers the visibility setting allows. An account always sees itself in full.
-    pub fn seen_by(&self, account: AccountId, viewer: AccountId) -> Seen {
+    /// viewers the visibility setting allows. An account always sees itself in full, except
+    /// that a last seen before `keep_after_ms` (the real-time retention, see `retention`) is
+    /// shown to nobody, as if the account had never been online.
+    pub fn seen_by(&self, account: AccountId, viewer: AccountId, keep_after_ms: u64) -> Seen {
         let myself = viewer == account;
         let s = &self.settings;
         let state = if !self.online() || (s.status == Status::Invisible && !myself) {
@@ -80,7 +82,9 @@ impl AccountView {
             s.custom_text.clone()
         };
         let last_seen_ms = if state == State::Offline && (myself || s.visibility.allows(viewer)) {
-            s.last_seen_ms.map(|ms| ms - ms % 60_000)
+            s.last_seen_ms
+                .filter(|ms| *ms >= keep_after_ms)
+                .map(|ms| ms - ms % 60_000)
         } else {
             None
         };
@@ -162,15 +166,15 @@ mod tests {
         let inst = Uuid::from_u128(9);
         let mut v = AccountView::default();
         v.device_online((inst, 1), 1);
-        assert_eq!(v.seen_by(me, other).state, State::Online);
+        assert_eq!(v.seen_by(me, other, 0).state, State::Online);
         v.device_offline((inst, 1), 1, 120_000);
-        assert_eq!(v.seen_by(me, other).last_seen_ms, Some(120_000));
+        assert_eq!(v.seen_by(me, other, 0).last_seen_ms, Some(120_000));
         v.settings.status = Status::Invisible;
         v.device_online((inst, 1), 2);
-        assert_eq!(v.seen_by(me, other).state, State::Offline);
-        assert_eq!(v.seen_by(me, me).state, State::Online);
+        assert_eq!(v.seen_by(me, other, 0).state, State::Offline);
+        assert_eq!(v.seen_by(me, me, 0).state, State::Online);
         v.device_offline((inst, 1), 2, 999_000);
-        assert_eq!(v.seen_by(me, other).last_seen_ms, Some(120_000));
+        assert_eq!(v.seen_by(me, other, 0).last_seen_ms, Some(120_000));
     }
 
     #[test]
@@ -179,11 +183,14 @@ mod tests {
         let mut v = AccountView::default();
         v.settings.last_seen_ms = Some(61_500);
         v.settings.visibility = Visibility::AllowList([friend].into_iter().collect());
-        assert_eq!(v.seen_by(me, friend).last_seen_ms, Some(60_000));
-        assert_eq!(v.seen_by(me, stranger).last_seen_ms, None);
+        assert_eq!(v.seen_by(me, friend, 0).last_seen_ms, Some(60_000));
+        assert_eq!(v.seen_by(me, stranger, 0).last_seen_ms, None);
         v.settings.visibility = Visibility::Nobody;
-        assert_eq!(v.seen_by(me, friend).last_seen_ms, None);
-        assert_eq!(v.seen_by(me, me).last_seen_ms, Some(60_000));
+        assert_eq!(v.seen_by(me, friend, 0).last_seen_ms, None);
+        assert_eq!(v.seen_by(me, me, 0).last_seen_ms, Some(60_000));
+        // Past the retention it is gone for everyone, the account itself included.
+        assert_eq!(v.seen_by(me, me, 61_501).last_seen_ms, None);
+        assert_eq!(v.seen_by(me, me, 61_500).last_seen_ms, Some(60_000));
     }
 
     #[test]

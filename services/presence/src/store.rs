@@ -67,8 +67,10 @@ impl Record for DeviceEntry {
     const VERSION: u8 = 2;
 }
 
+const ACCOUNTS_PREFIX: &[u8] = b"presence/v1/acct/";
+
 fn account_prefix(account: AccountId) -> Vec<u8> {
-    let mut k = b"presence/v1/acct/".to_vec();
+    let mut k = ACCOUNTS_PREFIX.to_vec();
     k.extend_from_slice(account.as_bytes());
     k.push(b'/');
     k
@@ -139,6 +141,15 @@ pub struct StoredDevice {
     pub instance: InstanceId,
     pub device: u32,
     pub generation: u64,
+}
+
+/// The outcome of one [`Store::forget_last_seen`] batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepBatch {
+    /// Where the next batch starts; `None` when the key space was read to its end.
+    pub next: Option<Vec<u8>>,
+    /// Last-seen values deleted.
+    pub forgotten: usize,
 }
 
 /// What one scan of an account returns.
@@ -349,6 +360,55 @@ impl Store {
             }
         }
         Err(PresenceError::Contention(account))
+    }
+
+    /// One batch of the real-time retention sweep: read up to `limit` presence keys after
+    /// `after` (from the first when `None`) and drop every last seen before `cutoff_ms`. Each
+    /// record changes only if it still holds the value read (compare-and-set), so a last seen
+    /// written meanwhile by a device going offline is kept; a record left with nothing but
+    /// defaults is deleted, which reads the same.
+    pub async fn forget_last_seen(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+        cutoff_ms: u64,
+    ) -> Result<SweepBatch, PresenceError> {
+        let mut range = KeyRange::prefix(ACCOUNTS_PREFIX);
+        if let Some(after) = after {
+            range.start = std::ops::Bound::Excluded(after.to_vec());
+        }
+        let pairs = self.kv.scan(range, Direction::Forward, limit).await?;
+        let mut forgotten = 0;
+        for pair in &pairs {
+            if !pair.key.ends_with(b"/r") || pair.key.len() != ACCOUNTS_PREFIX.len() + 18 {
+                continue;
+            }
+            let mut settings = match decode_settings(&pair.value) {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(error = %err, "retention sweep skips an unreadable presence record");
+                    continue;
+                }
+            };
+            if settings.last_seen_ms.is_none_or(|ms| ms >= cutoff_ms) {
+                continue;
+            }
+            settings.last_seen_ms = None;
+            let txn = Txn::new().require_equals(pair.key.clone(), pair.value.clone());
+            let txn = if settings == Settings::default() {
+                txn.delete(pair.key.clone())
+            } else {
+                txn.put(pair.key.clone(), encode_settings(&settings))
+            };
+            // A lost race means the record changed: its new last seen is recent.
+            if self.kv.commit(txn).await? == TxnOutcome::Committed {
+                forgotten += 1;
+            }
+        }
+        let next = (pairs.len() >= limit)
+            .then(|| pairs.last().map(|p| p.key.clone()))
+            .flatten();
+        Ok(SweepBatch { next, forgotten })
     }
 
     pub async fn settings(&self, account: AccountId) -> Result<Settings, PresenceError> {

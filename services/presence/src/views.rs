@@ -7,6 +7,10 @@
 //! what *it* sees changed: an invisible account's devices coming and going, or a last-seen
 //! change a viewer may not see, produce nothing for that viewer.
 //!
+//! Last seen is filtered through the real-time retention on every read (a cutoff computed by
+//! the [`Cutoff`] given at construction), and [`Views::forget_last_seen`] drops expired values
+//! from memory and tells the watchers.
+//!
 //! Synchronous and runtime-free (sends are `try_send`), so the benchmark drives it directly.
 
 use std::collections::HashMap;
@@ -20,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 use guardyn_common::events::presence::{
     AccountEvent, Change, TypingSignal, account_subject, inbox_subject,
 };
+
+use guardyn_common::clock::SharedClock;
+use guardyn_common::policy::PolicyCache;
 
 use crate::model::{AccountId, AccountView, DeviceId, InstanceId, Seen};
 
@@ -110,21 +117,49 @@ struct Topic {
 
 const SHARDS: usize = 16;
 
+/// The oldest last seen (Unix ms) that may still be shown, read at each use: it moves with
+/// the clock and the policy.
+#[derive(Clone)]
+pub struct Cutoff(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Cutoff {
+    pub fn new(f: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    fn ms(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Cutoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cutoff")
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Views {
     shards: Vec<Mutex<HashMap<TopicKey, Topic>>>,
+    cutoff: Cutoff,
 }
 
 impl Default for Views {
+    /// Views that keep every last seen (benchmark, unit tests).
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        }
+        Self::new(Cutoff::new(|| 0))
     }
 }
 
 impl Views {
+    pub fn new(cutoff: Cutoff) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            cutoff,
+        }
+    }
+
     fn shard(&self, key: &TopicKey) -> std::sync::MutexGuard<'_, HashMap<TopicKey, Topic>> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
@@ -143,7 +178,10 @@ impl Views {
         topic.watchers.push(watcher.clone());
         if topic.ready {
             if let TopicKey::Account(account) = key {
-                watcher.send(Item::Presence(topic.view.seen_by(account, watcher.viewer)));
+                let seen = topic
+                    .view
+                    .seen_by(account, watcher.viewer, self.cutoff.ms());
+                watcher.send(Item::Presence(seen));
             }
             watcher.initial_done();
         }
@@ -178,12 +216,13 @@ impl Views {
         let was_ready = topic.ready;
         let old = std::mem::replace(&mut topic.view, view);
         topic.ready = true;
+        let cutoff = self.cutoff.ms();
         for w in &topic.watchers {
-            let seen = topic.view.seen_by(account, w.viewer);
+            let seen = topic.view.seen_by(account, w.viewer, cutoff);
             if !was_ready {
                 w.send(Item::Presence(seen));
                 w.initial_done();
-            } else if old.seen_by(account, w.viewer) != seen {
+            } else if old.seen_by(account, w.viewer, cutoff) != seen {
                 w.send(Item::Presence(seen));
             }
         }
@@ -236,11 +275,8 @@ impl Views {
             }
             return;
         }
-        let before: Vec<Seen> = topic
-            .watchers
-            .iter()
-            .map(|w| topic.view.seen_by(account, w.viewer))
-            .collect();
+        let cutoff = self.cutoff.ms();
+        let before = seen_by_each(account, topic, cutoff);
         let view = &mut topic.view;
         let changed = match &event.change {
             Change::DeviceOnline { device, generation } => {
@@ -264,13 +300,13 @@ impl Views {
             Change::GroupTyping { .. } => false,
         };
         if changed {
-            Self::push_changes(account, topic, &before);
+            Self::push_changes(account, topic, &before, cutoff);
         }
     }
 
-    fn push_changes(account: AccountId, topic: &Topic, before: &[Seen]) {
+    fn push_changes(account: AccountId, topic: &Topic, before: &[Seen], cutoff: u64) {
         for (w, old) in topic.watchers.iter().zip(before) {
-            let seen = topic.view.seen_by(account, w.viewer);
+            let seen = topic.view.seen_by(account, w.viewer, cutoff);
             if &seen != old {
                 w.send(Item::Presence(seen));
             }
@@ -317,34 +353,60 @@ impl Views {
         let Some(topic) = shard.get_mut(&key) else {
             return;
         };
-        let before: Vec<Seen> = topic
-            .watchers
-            .iter()
-            .map(|w| topic.view.seen_by(account, w.viewer))
-            .collect();
+        let cutoff = self.cutoff.ms();
+        let before = seen_by_each(account, topic, cutoff);
         if change(&mut topic.view) && topic.ready {
-            Self::push_changes(account, topic, &before);
+            Self::push_changes(account, topic, &before, cutoff);
         }
     }
 
-    /// An instance died: its devices go offline in every view. Returns the accounts that
-    /// had devices there.
-    pub fn drop_instance(&self, instance: InstanceId, now_ms: u64) -> Vec<AccountId> {
-        let mut affected = Vec::new();
+    /// Drop every last seen older than the retention from the views and push the change to
+    /// the watchers. A watcher that subscribed after the value expired (and so never saw it)
+    /// may get its unchanged state once more. Returns how many views changed.
+    pub fn forget_last_seen(&self) -> usize {
+        let cutoff = self.cutoff.ms();
+        let mut forgotten = 0;
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for (key, topic) in shard.iter_mut() {
                 let TopicKey::Account(account) = *key else {
                     continue;
                 };
-                let before: Vec<Seen> = topic
-                    .watchers
-                    .iter()
-                    .map(|w| topic.view.seen_by(account, w.viewer))
-                    .collect();
+                if topic
+                    .view
+                    .settings
+                    .last_seen_ms
+                    .is_none_or(|ms| ms >= cutoff)
+                {
+                    continue;
+                }
+                // What the watchers may have been shown before the value expired.
+                let before = seen_by_each(account, topic, 0);
+                topic.view.settings.last_seen_ms = None;
+                forgotten += 1;
+                if topic.ready {
+                    Self::push_changes(account, topic, &before, cutoff);
+                }
+            }
+        }
+        forgotten
+    }
+
+    /// An instance died: its devices go offline in every view. Returns the accounts that
+    /// had devices there.
+    pub fn drop_instance(&self, instance: InstanceId, now_ms: u64) -> Vec<AccountId> {
+        let mut affected = Vec::new();
+        let cutoff = self.cutoff.ms();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, topic) in shard.iter_mut() {
+                let TopicKey::Account(account) = *key else {
+                    continue;
+                };
+                let before = seen_by_each(account, topic, cutoff);
                 if topic.view.drop_instance(instance, now_ms) {
                     affected.push(account);
-                    Self::push_changes(account, topic, &before);
+                    Self::push_changes(account, topic, &before, cutoff);
                 }
             }
         }
@@ -365,6 +427,25 @@ impl Views {
             .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
     }
+}
+
+/// What each watcher of a topic sees now.
+fn seen_by_each(account: AccountId, topic: &Topic, cutoff: u64) -> Vec<Seen> {
+    topic
+        .watchers
+        .iter()
+        .map(|w| topic.view.seen_by(account, w.viewer, cutoff))
+        .collect()
+}
+
+/// The oldest last seen (Unix ms) that may still be shown or kept.
+pub(crate) fn cutoff_ms(clock: &SharedClock, policy: &PolicyCache) -> u64 {
+    let keep_ms = policy
+        .current()
+        .retention
+        .realtime_secs
+        .saturating_mul(1000);
+    clock.now_ms().saturating_sub(keep_ms)
 }
 
 #[cfg(test)]
@@ -461,6 +542,36 @@ mod tests {
         ));
         views.account_deleted(id(1));
         assert!(rx.try_recv().is_err(), "nothing left to change");
+    }
+
+    #[test]
+    fn expired_last_seen_is_hidden_then_forgotten_and_pushed() {
+        use std::sync::atomic::AtomicU64;
+        let cutoff = Arc::new(AtomicU64::new(0));
+        let views = Views::new(Cutoff::new({
+            let cutoff = cutoff.clone();
+            move || cutoff.load(Ordering::Relaxed)
+        }));
+        let (tx, mut rx) = mpsc::channel(16);
+        let w = Arc::new(Watcher::new(1, id(2), tx, 1));
+        views.watch(TopicKey::Account(id(1)), &w);
+        let mut view = AccountView::default();
+        view.settings.last_seen_ms = Some(120_000);
+        views.install(TopicKey::Account(id(1)), view);
+        assert!(
+            matches!(rx.try_recv().unwrap(), Item::Presence(s) if s.last_seen_ms == Some(120_000))
+        );
+        assert_eq!(rx.try_recv().unwrap(), Item::Ready);
+        assert_eq!(views.forget_last_seen(), 0, "not expired yet");
+        cutoff.store(120_001, Ordering::Relaxed);
+        assert_eq!(views.forget_last_seen(), 1);
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Item::Presence(s) if s.state == State::Offline && s.last_seen_ms.is_none()
+        ));
+        assert_eq!(views.view(id(1)).unwrap().settings.last_seen_ms, None);
+        assert_eq!(views.forget_last_seen(), 0);
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

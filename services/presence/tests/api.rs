@@ -10,6 +10,8 @@ mod cluster;
 mod presence;
 #[path = "api/privacy.rs"]
 mod privacy;
+#[path = "api/retention.rs"]
+mod retention;
 #[path = "api/stream_auth.rs"]
 mod stream_auth;
 #[path = "api/typing.rs"]

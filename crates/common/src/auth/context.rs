@@ -25,6 +25,9 @@ pub enum TokenScope {
     /// ([`MFA_ENROLLMENT_METHODS`]); every other call is refused with
     /// FAILED_PRECONDITION / MFA_ENROLLMENT_REQUIRED before its handler runs.
     MfaEnrollment,
+    /// An API credential: only the methods its scopes admit; every other call is refused
+    /// with PERMISSION_DENIED before its handler runs.
+    Credential(super::scopes::CredentialScopes),
 }
 
 impl TokenScope {
@@ -33,6 +36,8 @@ impl TokenScope {
         match self {
             Self::Full => None,
             Self::MfaEnrollment => Some("mfa_enrollment"),
+            // Never signed into a token: the context comes from the credential verifier.
+            Self::Credential(_) => Some("credential"),
         }
     }
 
@@ -41,6 +46,7 @@ impl TokenScope {
         match self {
             Self::Full => true,
             Self::MfaEnrollment => MFA_ENROLLMENT_METHODS.contains(&path),
+            Self::Credential(scopes) => scopes.admitting(path).is_some(),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! The tower layer that authenticates every call before a handler runs.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use super::context::AuthContext;
+use super::context::{AuthContext, TokenScope};
+use super::credential::{CREDENTIAL_PREFIX, CredentialHook, invalid_credential};
 use super::token::TokenVerifier;
 use crate::error::{ApiError, Reason};
 
@@ -31,10 +33,28 @@ fn in_scope(ctx: AuthContext, path: &str, public: bool) -> Result<AuthContext, A
     if public || ctx.scope.allows(path) {
         return Ok(ctx);
     }
+    if let TokenScope::Credential(_) = ctx.scope {
+        return Err(ApiError::permission_denied(
+            "the credential's scopes do not admit this method",
+        ));
+    }
     Err(ApiError::new(
         Reason::MfaEnrollmentRequired,
         "the policy requires a second factor: enroll TOTP, then sign in again",
     ))
+}
+
+/// The client's address as tonic recorded it for the connection (plain TCP or TLS).
+fn remote_ip<B>(req: &http::Request<B>) -> Option<IpAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+        .map(|a| a.ip())
 }
 
 /// Which gRPC methods can be called without a token. Everything else requires one.
@@ -82,6 +102,7 @@ impl PublicMethods {
 pub struct AuthLayer {
     verifier: TokenVerifier,
     public: Arc<PublicMethods>,
+    credentials: CredentialHook,
 }
 
 impl AuthLayer {
@@ -89,7 +110,14 @@ impl AuthLayer {
         Self {
             verifier,
             public: Arc::new(public),
+            credentials: CredentialHook::default(),
         }
+    }
+
+    /// Verify `gdc_` credentials with whatever verifier `hook` holds at call time.
+    pub fn with_credentials(mut self, hook: CredentialHook) -> Self {
+        self.credentials = hook;
+        self
     }
 }
 
@@ -101,6 +129,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             verifier: self.verifier.clone(),
             public: self.public.clone(),
+            credentials: self.credentials.clone(),
         }
     }
 }
@@ -110,19 +139,24 @@ pub struct AuthService<S> {
     inner: S,
     verifier: TokenVerifier,
     public: Arc<PublicMethods>,
+    credentials: CredentialHook,
 }
+
+type Ready<RB, E> = futures::future::Ready<Result<http::Response<RB>, E>>;
 
 impl<S, B, RB> Service<http::Request<B>> for AuthService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
     RB: Default + Send + 'static,
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
     type Future = futures::future::Either<
-        S::Future,
-        futures::future::Ready<Result<http::Response<RB>, S::Error>>,
+        futures::future::Either<S::Future, Ready<RB, S::Error>>,
+        futures::future::BoxFuture<'static, Result<http::Response<RB>, S::Error>>,
     >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -130,8 +164,16 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        use futures::future::Either;
         let path = req.uri().path();
         let public = self.public.is_public(path);
+        let credential = match bearer(req.headers()) {
+            Ok(Some(token)) if token.starts_with(CREDENTIAL_PREFIX) => Some(token.to_owned()),
+            _ => None,
+        };
+        if let Some(credential) = credential {
+            return Either::Right(self.call_with_credential(req, credential, public));
+        }
         let outcome = match bearer(req.headers()) {
             Ok(Some(token)) => self
                 .verifier
@@ -148,13 +190,56 @@ where
                     tracing::Span::current().record("account", ctx.account_id.to_string());
                     req.extensions_mut().insert(ctx);
                 }
-                futures::future::Either::Left(self.inner.call(req))
+                Either::Left(Either::Left(self.inner.call(req)))
             }
             Err(err) => {
                 let status: tonic::Status = err.into();
-                futures::future::Either::Right(futures::future::ready(Ok(status.into_http())))
+                Either::Left(Either::Right(futures::future::ready(
+                    Ok(status.into_http()),
+                )))
             }
         }
+    }
+}
+
+impl<S> AuthService<S> {
+    /// Verification of a credential is asynchronous (a storage read where its hash is), so
+    /// the call moves into a future with its own clone of the inner service (the one that was
+    /// polled ready goes with it, as tower requires).
+    fn call_with_credential<B, RB>(
+        &mut self,
+        mut req: http::Request<B>,
+        credential: String,
+        public: bool,
+    ) -> futures::future::BoxFuture<'static, Result<http::Response<RB>, S::Error>>
+    where
+        S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+        RB: Default + Send + 'static,
+    {
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let verifier = self.credentials.get();
+        let path = req.uri().path().to_owned();
+        let remote = remote_ip(&req);
+        Box::pin(async move {
+            let outcome = match verifier {
+                Some(v) => v
+                    .verify(&credential, &path, remote)
+                    .await
+                    .and_then(|ctx| in_scope(ctx, &path, public)),
+                None => Err(invalid_credential()),
+            };
+            match outcome {
+                Ok(ctx) => {
+                    tracing::Span::current().record("account", ctx.account_id.to_string());
+                    req.extensions_mut().insert(ctx);
+                    inner.call(req).await
+                }
+                Err(err) => Ok(tonic::Status::from(err).into_http()),
+            }
+        })
     }
 }
 
@@ -284,6 +369,85 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(svc.clone().oneshot(req).await.unwrap().body(), "Some(Full)");
+    }
+
+    /// Admits `gdc_good` with the monitoring scope, refuses anything else.
+    #[derive(Debug)]
+    struct FakeCredentials;
+
+    #[async_trait::async_trait]
+    impl crate::auth::CredentialVerifier for FakeCredentials {
+        async fn verify(
+            &self,
+            credential: &str,
+            _path: &str,
+            _remote: Option<std::net::IpAddr>,
+        ) -> Result<AuthContext, ApiError> {
+            if credential != "gdc_good" {
+                return Err(crate::auth::invalid_credential());
+            }
+            Ok(AuthContext {
+                account_id: crate::ids::AccountId::random(),
+                device_id: crate::ids::DeviceId::new(1).unwrap(),
+                session_id: "credential:x".into(),
+                roles: vec!["auditor".into()],
+                expires_at: u64::MAX,
+                scope: TokenScope::Credential(
+                    [crate::auth::CredentialScope::Monitoring]
+                        .into_iter()
+                        .collect(),
+                ),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_go_to_the_installed_verifier_and_reach_only_their_scopes() {
+        use tower::ServiceExt as _;
+        let verifier = TokenVerifier::new(&TokenConfig::default(), RevocationList::new());
+        let hook = CredentialHook::default();
+        let inner = tower::service_fn(|req: http::Request<()>| async move {
+            let roles = req
+                .extensions()
+                .get::<AuthContext>()
+                .map(|c| c.roles.join(","))
+                .unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(http::Response::new(roles))
+        });
+        let svc = AuthLayer::new(verifier, PublicMethods::new())
+            .with_credentials(hook.clone())
+            .layer(inner);
+        let call = |path: &str, credential: &str| {
+            let req = http::Request::post(path)
+                .header("authorization", format!("Bearer {credential}"))
+                .body(())
+                .unwrap();
+            svc.clone().oneshot(req)
+        };
+        let status = |r: &http::Response<String>| {
+            r.headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let monitoring = "/guardyn.admin.v1.MonitoringService/GetMonitoringData";
+
+        // No verifier in this process: refused like a wrong secret.
+        let r = call(monitoring, "gdc_good").await.unwrap();
+        assert_eq!(status(&r).as_deref(), Some("16"));
+
+        hook.install(std::sync::Arc::new(FakeCredentials));
+        let r = call(monitoring, "gdc_good").await.unwrap();
+        assert_eq!(status(&r), None);
+        assert_eq!(r.body(), "auditor");
+        let r = call(
+            "/guardyn.admin.v1.AuditService/ListAuditEntries",
+            "gdc_good",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&r).as_deref(), Some("7"), "PERMISSION_DENIED");
+        let r = call(monitoring, "gdc_bad").await.unwrap();
+        assert_eq!(status(&r).as_deref(), Some("16"));
     }
 
     #[test]

@@ -15,17 +15,23 @@
 
 mod config;
 mod context;
+mod credential;
 mod layer;
 mod revocation;
+mod scopes;
 mod stream;
 mod token;
 
 pub use config::{StaticKey, TokenConfig};
 pub use context::{AuthContext, MFA_ENROLLMENT_METHODS, Role, TokenScope, caller};
+pub use credential::{
+    CREDENTIAL_PREFIX, CREDENTIAL_ROLE, CredentialHook, CredentialVerifier, invalid_credential,
+};
 pub use layer::{AuthLayer, AuthService, PublicMethods};
 pub use revocation::{
     RevocationList, RevokedSession, SessionWatch, load_revocations, persist_revocation,
     sweep_revocations,
 };
+pub use scopes::{ADMIN_READ_METHODS, CredentialScope, CredentialScopes};
 pub use stream::StreamAuth;
 pub use token::{KeyError, SignError, TokenGrant, TokenSigner, TokenVerifier, VerificationKey};

@@ -11,6 +11,7 @@ use clap::Subcommand;
 mod audit;
 mod bootstrap;
 mod config;
+mod credentials;
 mod monitoring;
 mod policy;
 mod users;
@@ -49,6 +50,10 @@ pub enum AdminCommand {
     /// aggregate and the alerts in force; `--watch` keeps printing. Roles: owner, admin,
     /// auditor.
     Monitoring(monitoring::MonitoringArgs),
+    /// API credentials for bots and integrations: `issue --name ... --scope ...`, `list`,
+    /// `rotate ID`, `revoke ID`. Roles: owner, admin.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
 }
 
 /// Run one admin command. `config` is the `--config` file, read only by commands that act on
@@ -63,5 +68,6 @@ pub async fn run(command: AdminCommand, config: Option<&Path>) -> anyhow::Result
         AdminCommand::SecurityEvents(command) => audit::security_events(command).await,
         AdminCommand::Policy(command) => policy::run(command).await,
         AdminCommand::Monitoring(args) => monitoring::run(args).await,
+        AdminCommand::Credentials(command) => credentials::run(command).await,
     }
 }

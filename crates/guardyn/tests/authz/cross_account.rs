@@ -258,6 +258,23 @@ fn cases(a: &Victim) -> Vec<(&'static str, Case)> {
             "/guardyn.admin.v1.MonitoringService/WatchMonitoring",
             RoleGated,
         ),
+        // API credentials: owners and admins only, whatever the account.
+        (
+            "/guardyn.admin.v1.CredentialService/IssueCredential",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.CredentialService/ListCredentials",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.CredentialService/RotateCredential",
+            RoleGated,
+        ),
+        (
+            "/guardyn.admin.v1.CredentialService/RevokeCredential",
+            RoleGated,
+        ),
         (
             "/guardyn.messaging.v1.GroupService/CreateGroup",
             // Creating a group under A's group id must not replace A's group.

@@ -232,6 +232,7 @@ async fn the_mesh_listener_with_tls_admits_only_peers_with_a_certificate_from_th
         cert_path: pki.path("server.pem"),
         key_path: pki.path("server.key"),
         domain: String::new(),
+        ..MeshTlsConfig::default()
     };
     let a = TestServer::start_with(Options {
         services: vec!["auth".into()],
@@ -263,6 +264,7 @@ async fn the_mesh_listener_with_tls_admits_only_peers_with_a_certificate_from_th
         cert_path: pki.path("client.pem"),
         key_path: pki.path("client.key"),
         domain: "localhost".into(),
+        ..MeshTlsConfig::default()
     };
     assert_eq!(peer(client_tls.clone(), "https").await.unwrap(), None);
 

@@ -3,6 +3,7 @@
 mod account_admin;
 mod auth;
 mod convert;
+mod credentials;
 mod devices;
 mod directory;
 mod keys;
@@ -11,6 +12,7 @@ mod paging;
 
 pub use account_admin::AccountAdminApi;
 pub use auth::AuthApi;
+pub use credentials::CredentialApi;
 pub use devices::DeviceApi;
 pub use directory::DirectoryApi;
 pub use keys::KeysApi;
@@ -18,6 +20,7 @@ pub use mfa::MfaApi;
 
 use std::sync::Arc;
 
+use guardyn_proto::guardyn::admin::v1::credential_service_server::CredentialServiceServer;
 use guardyn_proto::guardyn::auth::v1::auth_service_server::AuthServiceServer;
 use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceServiceServer;
 use guardyn_proto::guardyn::auth::v1::key_directory_service_server::KeyDirectoryServiceServer;
@@ -27,10 +30,17 @@ use guardyn_proto::guardyn::internal::v1::device_directory_service_server::Devic
 
 use crate::admin_seam::AuthAccountAdmin;
 use crate::core::Core;
+use crate::credentials::Credentials;
 use crate::directory::AuthDirectory;
 
 pub(crate) fn auth_server(core: Arc<Core>) -> AuthServiceServer<AuthApi> {
     AuthServiceServer::new(AuthApi(core))
+}
+
+pub(crate) fn credential_server(
+    credentials: Arc<Credentials>,
+) -> CredentialServiceServer<CredentialApi> {
+    CredentialServiceServer::new(CredentialApi(credentials))
 }
 
 pub(crate) fn device_server(core: Arc<Core>) -> DeviceServiceServer<DeviceApi> {

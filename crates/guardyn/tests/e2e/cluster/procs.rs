@@ -143,6 +143,7 @@ impl Plan {
             cert_path: self.pki_dir.join(format!("{name}.pem")),
             key_path: self.pki_dir.join(format!("{name}.key")),
             domain: "localhost".into(),
+            ..MeshTlsConfig::default()
         };
         match service {
             "auth" => {
