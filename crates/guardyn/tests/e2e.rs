@@ -15,6 +15,8 @@ use tonic_health::pb::health_client::HealthClient;
 
 #[path = "e2e/admin_audit.rs"]
 mod admin_audit;
+#[path = "e2e/admin_cli.rs"]
+mod admin_cli;
 #[path = "e2e/admin_config.rs"]
 mod admin_config;
 #[path = "e2e/admin_monitoring.rs"]
@@ -304,6 +306,34 @@ fn guardyn() -> Command {
         }
     }
     cmd
+}
+
+/// `guardyn --config DIR/NAME.toml serve --service SERVICE` with `config` written to that file,
+/// no inherited `GUARDYN_*` settings, stderr to `DIR/NAME.stderr` (returned with it) and killed
+/// when dropped; the caller may add to it before spawning it.
+fn serve_command(
+    dir: &std::path::Path,
+    name: &str,
+    service: &str,
+    config: &guardyn::config::Config,
+) -> (tokio::process::Command, std::path::PathBuf) {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
+    let stderr = dir.join(format!("{name}.stderr"));
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_guardyn"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GUARDYN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("--config")
+        .arg(&file)
+        .args(["serve", "--service", service])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .kill_on_drop(true);
+    (cmd, stderr)
 }
 
 #[test]

@@ -2,18 +2,9 @@
 //! owner made through the real path (bootstrap code, ClaimOwner, a new sign-in), the instance's
 //! figures, the cluster line and an alert crossed on purpose (memory above 0 %).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use guardyn_proto::guardyn::admin::v1 as admin;
-use guardyn_proto::guardyn::admin::v1::bootstrap_service_client::BootstrapServiceClient;
-use guardyn_proto::guardyn::auth::v1 as auth;
-use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
-use guardyn_testkit::rpc::authed;
 use guardyn_testkit::{Options, TestServer};
 
-use super::guardyn;
-
-const PASSWORD: &str = "correct horse battery staple";
+use super::admin_cli::{Cli, make_owner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_reads_the_monitoring_data_from_the_cli() {
@@ -26,70 +17,20 @@ async fn an_owner_reads_the_monitoring_data_from_the_cli() {
     }))
     .await
     .unwrap();
-    let url = format!("http://{}", server.addr);
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("owner.state");
-    let run = |args: &[&str]| {
-        let mut cmd = guardyn();
-        cmd.args(args)
-            .arg("--server")
-            .arg(&url)
-            .arg("--state")
-            .arg(&state)
-            .env("GDN_PASSWORD", PASSWORD)
-            .env("GDN_STATE_PASSPHRASE", "a state passphrase");
-        async move {
-            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-                .await
-                .unwrap();
-            let stdout = String::from_utf8(out.stdout).unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            (out.status.success(), stdout, stderr)
-        }
-    };
+    let cli = Cli::new(&server, dir.path().join("owner.state"));
     let username = format!("monowner{}", std::process::id());
-    let (ok, _, err) = run(&["register", "--username", &username]).await;
-    assert!(ok, "{err}");
+    cli.ok(&["register", "--username", &username]).await;
 
-    let (ok, _, err) = run(&["admin", "monitoring"]).await;
-    assert!(!ok, "a plain user read the monitoring data");
-    assert!(
-        err.contains("ROLE_REQUIRED") || err.contains("roles"),
-        "{err}"
-    );
+    cli.refused_without_role(&["admin", "monitoring"]).await;
 
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let issued = guardyn_admin::users_bootstrap::issue(
-        &server.data_dir().join("data"),
-        u64::try_from(now.as_millis()).unwrap(),
-    )
-    .unwrap();
-    let login = AuthServiceClient::new(server.channel())
-        .login(auth::LoginRequest {
-            username: username.clone(),
-            password: PASSWORD.into(),
-            device_id: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(auth::login_response::Outcome::Tokens(tokens)) = login.outcome else {
-        panic!("login did not sign in");
-    };
-    BootstrapServiceClient::new(server.channel())
-        .claim_owner(authed(
-            admin::ClaimOwnerRequest { code: issued.code },
-            &tokens.access_token,
-        ))
-        .await
-        .unwrap();
-    let (ok, _, err) = run(&["login"]).await;
-    assert!(ok, "{err}");
+    make_owner(&server, &username).await;
+    cli.ok(&["login"]).await;
 
     // The first beacon is published at start; the alert follows it.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let out = loop {
-        let (ok, out, err) = run(&["admin", "monitoring"]).await;
+        let (ok, out, err) = cli.run(&["admin", "monitoring"]).await;
         assert!(ok, "{err}");
         if out.contains("ALERT cli-node memory") {
             break out;

@@ -12,8 +12,6 @@ mod procs;
 
 use std::time::Duration;
 
-use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
-use guardyn_proto::guardyn::auth::v1::{LoginRequest, login_response};
 use guardyn_proto::guardyn::presence::v1 as presence;
 use guardyn_proto::guardyn::presence::v1::presence_service_client::PresenceServiceClient;
 use guardyn_sdk::{Client, Event, Inbox};
@@ -21,7 +19,7 @@ use guardyn_testkit::rpc::authed;
 use tonic::transport::Channel;
 
 use crate::gateway::{Upstreams, gateway};
-use crate::mesh::{PASSWORD, next_body, register};
+use crate::mesh::{access_token, next_body, register};
 use procs::Cluster;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -63,23 +61,6 @@ async fn joined(client: &Client, group: &[u8]) {
             .any(|e| matches!(e, Event::GroupJoined { group_id } if group_id == group)),
         "{events:?}"
     );
-}
-
-/// An access token of a new session of `client`'s device 1 (`name` as given to `register`).
-async fn access_token(channel: &Channel, name: &str) -> String {
-    let response = AuthServiceClient::new(channel.clone())
-        .login(LoginRequest {
-            username: format!("{name}{}", std::process::id()),
-            password: PASSWORD.into(),
-            device_id: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    match response.outcome {
-        Some(login_response::Outcome::Tokens(t)) => t.access_token,
-        other => panic!("no tokens: {other:?}"),
-    }
 }
 
 /// The next presence of `account` on a Subscribe stream whose state is `state`.

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use guardyn_common::ratelimit::RateLimit;
+use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
+use guardyn_proto::guardyn::auth::v1::{LoginRequest, login_response};
 use guardyn_proto::guardyn::internal::v1 as pb;
 use guardyn_proto::guardyn::internal::v1::device_directory_service_client::DeviceDirectoryServiceClient;
 use guardyn_sdk::{Client, ClientConfig, Event, Inbox, Storage};
@@ -57,6 +59,23 @@ pub(crate) async fn register(channel: &Channel, name: &str) -> Client {
     )
     .await
     .unwrap()
+}
+
+/// A new session's access token for device 1 of the account registered as `name`.
+pub(crate) async fn access_token(channel: &Channel, name: &str) -> String {
+    let response = AuthServiceClient::new(channel.clone())
+        .login(LoginRequest {
+            username: format!("{name}{}", std::process::id()),
+            password: PASSWORD.into(),
+            device_id: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match response.outcome {
+        Some(login_response::Outcome::Tokens(t)) => t.access_token,
+        other => panic!("no tokens: {other:?}"),
+    }
 }
 
 pub(crate) async fn next_body(inbox: &mut Inbox) -> Vec<u8> {

@@ -5,7 +5,6 @@
 //! services of the calls.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use guardyn::config::{Config, EventsBackend};
@@ -31,25 +30,8 @@ struct Proc {
 
 impl Proc {
     fn spawn(dir: &Path, name: &'static str, service: &str, config: &Config) -> Self {
-        let file = dir.join(format!("{name}.toml"));
-        std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
-        let stderr = dir.join(format!("{name}.stderr"));
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_guardyn"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("GUARDYN_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .arg("--config")
-            .arg(&file)
-            .args(["serve", "--service", service])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let (mut cmd, stderr) = crate::serve_command(dir, name, service, config);
+        let child = cmd.spawn().unwrap();
         Self {
             name,
             port: config.server.port,

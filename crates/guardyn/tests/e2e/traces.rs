@@ -8,13 +8,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use guardyn::config::{Config, EventsBackend, StorageEngine};
-use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
-use guardyn_proto::guardyn::auth::v1::{LoginRequest, login_response};
 use guardyn_proto::guardyn::internal::v1 as internal;
 use guardyn_proto::guardyn::internal::v1::device_directory_service_client::DeviceDirectoryServiceClient;
 use guardyn_proto::guardyn::messaging::v1 as messaging;
@@ -36,7 +33,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::gateway::{Upstreams, gateway};
-use crate::mesh::{PASSWORD, fast_auth, register};
+use crate::mesh::{access_token, fast_auth, register};
 
 /// Start-up of a debug build, and span export, on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(90);
@@ -200,25 +197,15 @@ impl Setup<'_> {
         c.observability.otlp_endpoint = self.otlp.to_owned();
         fast_auth(&mut c);
         configure(&mut c);
-        let file = self.dir.join(format!("{name}.toml"));
-        std::fs::write(&file, toml::to_string(&c).unwrap()).unwrap();
-        let stderr = self.dir.join(format!("{name}.stderr"));
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_guardyn"));
+        let (mut cmd, stderr) = crate::serve_command(self.dir, name, name, &c);
         for (k, _) in std::env::vars() {
-            if k.starts_with("GUARDYN_") || k.starts_with("OTEL_") {
+            if k.starts_with("OTEL_") {
                 cmd.env_remove(k);
             }
         }
         let child = cmd
-            .arg("--config")
-            .arg(&file)
-            .args(["serve", "--service", name])
             // Export finished spans within a fraction of a second instead of every 5 s.
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         Proc {
@@ -227,23 +214,6 @@ impl Setup<'_> {
             child,
             stderr,
         }
-    }
-}
-
-/// A new session's access token for device 1 of the account registered as `name`.
-async fn access_token(channel: &Channel, name: &str) -> String {
-    let response = AuthServiceClient::new(channel.clone())
-        .login(LoginRequest {
-            username: format!("{name}{}", std::process::id()),
-            password: PASSWORD.into(),
-            device_id: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    match response.outcome {
-        Some(login_response::Outcome::Tokens(t)) => t.access_token,
-        other => panic!("no tokens: {other:?}"),
     }
 }
 

@@ -9,7 +9,6 @@
 //! environment, not the configuration file.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use guardyn::config::{Config, EventsBackend, StorageEngine};
@@ -168,25 +167,10 @@ impl Plan {
     }
 
     fn spawn(&self, name: &str, service: &str, port: u16, tls: Option<ClientTlsConfig>) -> Proc {
-        let file = self.dir.join(format!("{name}.toml"));
         let config = self.config(name, service, port);
-        std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
-        let stderr = self.dir.join(format!("{name}.stderr"));
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_guardyn"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("GUARDYN_") {
-                cmd.env_remove(k);
-            }
-        }
+        let (mut cmd, stderr) = crate::serve_command(&self.dir, name, service, &config);
         let child = cmd
-            .arg("--config")
-            .arg(&file)
-            .args(["serve", "--service", service])
             .env("GUARDYN_STORAGE__POSTGRES__URL", &self.pg.url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         Proc {
