@@ -19,14 +19,24 @@ async fn concurrent_audited_operations_all_land_in_one_intact_chain() {
         let channel = env.server.channel();
         tasks.push(tokio::spawn(async move {
             let ik = guardyn_crypto::IdentityKeyPair::generate();
-            pb::auth_service_client::AuthServiceClient::new(channel)
-                .register(pb::RegisterRequest {
-                    username: format!("user{i}"),
-                    password: PASSWORD.into(),
-                    device: Some(new_device("phone", &ik, 0)),
-                })
-                .await
-                .map(|r| r.into_inner().account_id)
+            let mut client = pb::auth_service_client::AuthServiceClient::new(channel);
+            // A slow machine sheds password hashing with OVERLOADED (RESOURCE_EXHAUSTED and a
+            // RetryInfo); a client retries after the hint, and so does this one.
+            loop {
+                let answer = client
+                    .register(pb::RegisterRequest {
+                        username: format!("user{i}"),
+                        password: PASSWORD.into(),
+                        device: Some(new_device("phone", &ik, 0)),
+                    })
+                    .await;
+                match answer {
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    other => return other.map(|r| r.into_inner().account_id),
+                }
+            }
         }));
     }
     let mut accounts = Vec::new();
