@@ -7,7 +7,6 @@
 //! a seam ([`guardyn_service::Seams`]), shared records through `guardyn_common`.
 
 mod audit_read;
-mod audit_retention;
 mod audit_settings;
 mod client_config;
 mod client_config_key;
@@ -19,9 +18,9 @@ mod monitoring;
 mod monitoring_events;
 mod monitoring_metrics;
 mod policy;
+mod retention;
 mod security_events;
 mod security_events_json;
-mod security_events_retention;
 mod security_events_store;
 mod users;
 pub mod users_bootstrap;
@@ -76,8 +75,8 @@ impl Service for Admin {
         set.add(grpc::policy_server(core.clone()));
         set.add(grpc::audit_server(core.clone()));
         set.add(grpc::security_event_server(core.clone()));
-        tokio::spawn(audit_retention::run(core.clone()));
-        tokio::spawn(security_events_retention::run(core.clone()));
+        tokio::spawn(retention::run_audit(core.clone()));
+        tokio::spawn(retention::run_security_events(core.clone()));
         let accounts = seams
             .account_admin
             .clone()
