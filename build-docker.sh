@@ -23,6 +23,7 @@ Options:
                      Without --platform: the host's platform.
   --tool NAME        docker or buildah (default: docker when its daemon answers, else buildah)
   --build-arg K=V    passed to the builder (repeatable), e.g. RUNTIME_BASE=... BINARY_FROM=...
+                     CONSOLE_FROM=... (an image with the built web console in /out/console)
   -h, --help         this text
 
 Environment: REGISTRY, IMAGE_NAME; for buildah also BUILDAH_ISOLATION (e.g. chroot where no
@@ -158,11 +159,16 @@ elif [ "$tool" = docker ]; then
 else
   # buildah does not resolve a stage name that an ARG puts in FROM (BuildKit does), so unless
   # the caller names a binary image, the build stage is built and tagged first and the
-  # runtime stage takes its binary from that image. Layers are cached for the build stage
-  # (the dependency cache); the runtime stage is two copies, cheaper to redo than to cache.
+  # runtime stage takes its binary from that image; the same for the web console's stage
+  # and CONSOLE_FROM. Layers are cached for the build stages (the dependency caches); the
+  # runtime stage is a few copies, cheaper to redo than to cache.
   own_binary=true
+  own_console=true
   for arg in "${build_args[@]}"; do
-    case "$arg" in BINARY_FROM=*) own_binary=false ;; esac
+    case "$arg" in
+      BINARY_FROM=*) own_binary=false ;;
+      CONSOLE_FROM=*) own_console=false ;;
+    esac
   done
   platforms=("")
   if [ -n "$platform" ]; then
@@ -174,22 +180,28 @@ else
   fi
   for target_platform in "${platforms[@]}"; do
     per_platform=()
-    binary=()
+    stages=()
     if [ -n "$target_platform" ]; then
       per_platform=(--platform "$target_platform")
     fi
+    platform_tag="${target_platform:-host}"
     if $own_binary; then
-      platform_tag="${target_platform:-host}"
       build_image="localhost/${IMAGE_NAME:-guardyn}-build:${platform_tag//\//-}"
       run buildah bud --layers "${args[@]}" "${per_platform[@]}" --target build \
         --tag "$build_image" "${extra[@]}" .
-      binary=(--build-arg "BINARY_FROM=$build_image")
+      stages=(--build-arg "BINARY_FROM=$build_image")
+    fi
+    if $own_console; then
+      console_image="localhost/${IMAGE_NAME:-guardyn}-console:${platform_tag//\//-}"
+      run buildah bud --layers "${args[@]}" "${per_platform[@]}" --target console \
+        --tag "$console_image" "${extra[@]}" .
+      stages+=(--build-arg "CONSOLE_FROM=$console_image")
     fi
     if [ -n "$target_platform" ]; then
-      run buildah bud "${args[@]}" "${binary[@]}" "${per_platform[@]}" --target runtime \
+      run buildah bud "${args[@]}" "${stages[@]}" "${per_platform[@]}" --target runtime \
         --manifest "${tags[1]}" "${extra[@]}" .
     else
-      run buildah bud "${args[@]}" "${binary[@]}" --target runtime \
+      run buildah bud "${args[@]}" "${stages[@]}" --target runtime \
         --tag "${tags[0]}" --tag "${tags[1]}" "${extra[@]}" .
     fi
   done

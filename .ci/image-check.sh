@@ -6,7 +6,9 @@
 # No base image can be pulled here, so the runtime base is a root filesystem made from the
 # host's shared libraries that the binary needs, and the binary comes from an image holding the
 # already compiled target/{release,debug}/guardyn (the Dockerfile's BINARY_FROM), not from the
-# build stage. Needs root (buildah with vfs storage, a private mount namespace).
+# build stage; likewise the web console comes from an image holding the built web/admin/dist
+# (the Dockerfile's CONSOLE_FROM), not from its node stage. Needs root (buildah with vfs
+# storage, a private mount namespace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -117,6 +119,16 @@ buildah copy --quiet "$ctr" "$base/" / >/dev/null
 buildah commit --quiet "$ctr" localhost/guardyn-ci-base:ci >/dev/null
 buildah rm "$ctr" >/dev/null
 
+step "web console (web/admin/dist)"
+if [ ! -f web/admin/dist/index.html ] || [ ! -f web/admin/dist/app.js ]; then
+  [ -x web/admin/node_modules/.bin/esbuild ] || npm ci --prefix web/admin --no-audit --no-fund --silent
+  (cd web/admin && node build.mjs)
+fi
+ctr="$(buildah from scratch)"
+buildah copy --quiet "$ctr" web/admin/dist /out/console >/dev/null
+buildah commit --quiet "$ctr" localhost/guardyn-ci-console:ci >/dev/null
+buildah rm "$ctr" >/dev/null
+
 mkdir -p "$work/empty"
 ctr="$(buildah from scratch)"
 buildah copy --quiet "$ctr" "$binary" /out/guardyn >/dev/null
@@ -127,7 +139,8 @@ buildah rm "$ctr" >/dev/null
 step "build the runtime stage (build-docker.sh)"
 tags="$(./build-docker.sh --tool buildah \
   --build-arg RUNTIME_BASE=localhost/guardyn-ci-base:ci \
-  --build-arg BINARY_FROM=localhost/guardyn-ci-binary:ci)"
+  --build-arg BINARY_FROM=localhost/guardyn-ci-binary:ci \
+  --build-arg CONSOLE_FROM=localhost/guardyn-ci-console:ci)"
 version_tag="$(sed -n 1p <<<"$tags")"
 rev_tag="$(sed -n 2p <<<"$tags")"
 version="$(awk '/^\[workspace\.package\]/ { s = 1; next } /^\[/ { s = 0 }
@@ -155,11 +168,13 @@ problems = [f"{k}: {config.get(k)!r}, want {v!r}" for k, v in expect.items() if 
 if set(config.get("Volumes", {})) != {"/var/lib/guardyn"}:
     problems.append(f"Volumes: {config.get('Volumes')!r}")
 ports = set(config.get("ExposedPorts", {}))
-if not {"50051/tcp", "9464/tcp", "50061/tcp"} <= ports:
+if not {"50051/tcp", "9464/tcp", "50061/tcp", "50080/tcp"} <= ports:
     problems.append(f"ExposedPorts: {sorted(ports)}")
 env = dict(e.split("=", 1) for e in config.get("Env", []))
 if env.get("GUARDYN_STORAGE__DATA_DIR") != "/var/lib/guardyn":
     problems.append("GUARDYN_STORAGE__DATA_DIR is not the data volume")
+if env.get("GUARDYN_ADMIN__CONSOLE_DIR") != "/usr/share/guardyn/console":
+    problems.append("GUARDYN_ADMIN__CONSOLE_DIR is not the console shipped in the image")
 secretish = [k for k in env if re.search(r"PASSWORD|SECRET|TOKEN|_KEY\b", k)]
 if secretish:
     problems.append(f"secret-like variables baked in: {secretish}")
@@ -177,11 +192,16 @@ free_port() {
 }
 port="$(free_port)"
 metrics_port="$(free_port)"
+console_port="$(free_port)"
 data="$work/data"
 mkdir -p "$data"
 chown 65532:65532 "$data"
 ctr="$(buildah from "$rev_tag")"
 rootfs="$(buildah mount "$ctr")"
+for shipped in index.html app.js style.css; do
+  [ -f "$rootfs/usr/share/guardyn/console/$shipped" ] ||
+    fail "the web console is not in the image (/usr/share/guardyn/console/$shipped)"
+done
 
 # Starts the container as an engine would (the image's entrypoint, command, environment,
 # working directory and user), on a read-only root filesystem with the data volume as the only
@@ -214,7 +234,8 @@ start_readonly=(unshare --mount --propagation private -- sh -c '
     exec python3 "$@"' sh "$rootfs" "$data" "$work/start.py" "$work/inspect.json" "$rootfs")
 # Loopback ports: the image's 0.0.0.0 default would expose the CI host.
 listen=(GUARDYN_SERVER__HOST=127.0.0.1 "GUARDYN_SERVER__PORT=$port"
-  GUARDYN_METRICS__HOST=127.0.0.1 "GUARDYN_METRICS__PORT=$metrics_port")
+  GUARDYN_METRICS__HOST=127.0.0.1 "GUARDYN_METRICS__PORT=$metrics_port"
+  "GUARDYN_ADMIN__CONSOLE_LISTEN=127.0.0.1:$console_port")
 
 step "the root filesystem is read-only"
 # Even root inside cannot write outside the volume: a data directory elsewhere fails (were
@@ -252,6 +273,11 @@ $serving || {
 metrics="$(curl -fsS "http://127.0.0.1:$metrics_port/metrics")" ||
   fail "no answer on the metrics port"
 grep -q '^guardyn_grpc_server_started' <<<"$metrics" || fail "no guardyn metrics on the metrics port"
+console="$(curl -fsS "http://127.0.0.1:$console_port/")" || fail "no answer on the console port"
+cmp -s <(printf '%s\n' "$console") "$rootfs/usr/share/guardyn/console/index.html" ||
+  fail "the console port does not serve the image's index.html"
+curl -fsS "http://127.0.0.1:$console_port/config.json" | grep -q '"api"' ||
+  fail "the console serves no config.json"
 comm="$(cat "/proc/$run_pid/comm")"
 [ "$comm" = guardyn ] || fail "pid $run_pid is $comm, not the server"
 uid="$(awk '/^Uid:/ { print $2 }' "/proc/$run_pid/status")"
@@ -267,4 +293,4 @@ if [ "$status" -ne 0 ]; then
   cat "$work/serve.log" >&2
   fail "guardyn exited with $status after SIGTERM"
 fi
-step "image ok: $rev_tag (health SERVING as uid 65532 on a read-only root, exit 0 on SIGTERM)"
+step "image ok: $rev_tag (health SERVING and the console as uid 65532 on a read-only root, exit 0 on SIGTERM)"

@@ -45,6 +45,7 @@ const REDACTED: &[&str] = &[
     ".guardyn.admin.v1.ClaimOwnerRequest",
     ".guardyn.admin.v1.IssueCredentialResponse",
     ".guardyn.admin.v1.RotateCredentialResponse",
+    ".guardyn.internal.v1.VerifyCredentialRequest",
 ];
 
 /// Packages of the internal mesh contract (`proto/guardyn/internal`).

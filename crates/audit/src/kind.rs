@@ -61,6 +61,7 @@ kinds! {
     CredentialRevoked => "CREDENTIAL_REVOKED",
     CredentialUsed => "CREDENTIAL_USED",
     CredentialRefused => "CREDENTIAL_REFUSED",
+    SystemNoticeSent => "SYSTEM_NOTICE_SENT",
 }
 
 impl AuditKind {

@@ -12,7 +12,9 @@
 //! served only on the mesh listener (`mesh.listen`).
 
 pub mod account_admin;
+pub mod credentials;
 pub mod directory;
+mod identity;
 mod trace;
 
 pub use trace::MeshChannel;
@@ -28,7 +30,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::auth::{TokenVerifier, VerificationKey};
 use crate::config::{ConfigError, Validate, key};
-use crate::tls_reload::FollowingServerVerifier;
+use crate::tls_reload::{self, ClientIdentity, FollowingServerVerifier, Reloading};
+use identity::FollowingIdentity;
 
 /// Where the other services are, for processes that do not host them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,8 +45,8 @@ pub struct MeshConfig {
     /// process.
     pub directory_addresses: Vec<String>,
     /// Mesh listeners of the processes hosting auth, for the account administration of an
-    /// admin process without auth (`guardyn serve --service admin`); empty when auth runs in
-    /// this process.
+    /// admin process without auth (`guardyn serve --service admin`) and the verification of
+    /// API credentials presented to it; empty when auth runs in this process.
     pub account_admin_addresses: Vec<String>,
     /// Address (`ip:port`) of this process's mesh listener, which serves the internal services
     /// (`guardyn.internal.v1`) and never the public ones; empty = none. With `tls.ca_path` it
@@ -83,8 +86,8 @@ impl Default for MeshConfig {
 }
 
 /// Client-side TLS for internal calls; with a certificate and key it is mutual. The mesh
-/// listener and the clients' verification of servers follow the files on disk (checked every
-/// `reload_secs`), so `guardyn certs rotate` and `revoke` need no restart.
+/// listener, the clients' certificate and their verification of servers follow the files on
+/// disk (checked every `reload_secs`), so `guardyn certs rotate` and `revoke` need no restart.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MeshTlsConfig {
@@ -246,30 +249,53 @@ impl MeshError {
 }
 
 /// A lazily connecting channel balanced over `addresses`, tracing every call
-/// ([`MeshChannel`]).
+/// ([`MeshChannel`]). With `mesh.tls.cert_path` the client certificate follows its files: the
+/// channel is rebuilt for a rotated certificate, calls in flight keep their connection.
 pub async fn channel(addresses: &[String], config: &MeshConfig) -> Result<MeshChannel, MeshError> {
     if addresses.is_empty() {
         return Err(MeshError::NoUpstream);
     }
     check_plaintext(addresses, config)?;
-    let tls = client_tls(&config.tls).await?;
-    let mut endpoints = Vec::with_capacity(addresses.len());
-    for a in addresses {
-        let mut e = Endpoint::from_shared(a.clone())
-            .map_err(|_| MeshError::Address(a.clone()))?
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .timeout(Duration::from_millis(config.call_timeout_ms))
-            .tcp_nodelay(true);
-        if let Some((tls, verifier)) = &tls {
-            e = e
-                .tls_config_with_verifier(tls.clone(), verifier.clone())
-                .map_err(|err| MeshError::Tls(err.to_string()))?;
+    let tls = client_tls(&config.tls)?;
+    let identity = tls.as_ref().and_then(|t| t.identity.clone());
+    let addresses = addresses.to_vec();
+    let (connect, call) = (
+        Duration::from_millis(config.connect_timeout_ms),
+        Duration::from_millis(config.call_timeout_ms),
+    );
+    let build = move |presented: Option<&ClientIdentity>| -> Result<Channel, MeshError> {
+        let mut endpoints = Vec::with_capacity(addresses.len());
+        for a in &addresses {
+            let mut e = Endpoint::from_shared(a.clone())
+                .map_err(|_| MeshError::Address(a.clone()))?
+                .connect_timeout(connect)
+                .timeout(call)
+                .tcp_nodelay(true);
+            if let Some(tls) = &tls {
+                let mut client = tls.client.clone();
+                if let Some(p) = presented {
+                    client = client.identity(Identity::from_pem(&p.cert_pem, &p.key_pem));
+                }
+                e = e
+                    .tls_config_with_verifier(client, tls.verifier.clone())
+                    .map_err(|err| MeshError::Tls(err.to_string()))?;
+            }
+            endpoints.push(e);
         }
-        endpoints.push(e);
+        Ok(Channel::balance_list(endpoints.into_iter()))
+    };
+    match identity {
+        None => Ok(MeshChannel::new(build(None)?)),
+        Some(identity) => {
+            // Built now, so a bad address or identity fails at start-up.
+            let held = identity.current();
+            let channel = build(Some(&held))?;
+            let rebuild: identity::Rebuild =
+                Box::new(move |p| build(Some(p)).map_err(|e| e.to_string()));
+            let follow = FollowingIdentity::new(identity, held.clone(), channel.clone(), rebuild);
+            Ok(MeshChannel::following(follow, held, channel))
+        }
     }
-    Ok(MeshChannel::new(Channel::balance_list(
-        endpoints.into_iter(),
-    )))
 }
 
 /// Whether the peers behind `channel` report SERVING on `grpc.health.v1` (overall status):
@@ -326,31 +352,42 @@ pub fn is_loopback_uri(uri: &str) -> bool {
         })
 }
 
-/// The client TLS settings and the verifier of servers' chains (CA + CRL, following the files).
-async fn client_tls(
-    tls: &MeshTlsConfig,
-) -> Result<Option<(ClientTlsConfig, Arc<FollowingServerVerifier>)>, MeshError> {
+/// What a mesh client's TLS is made of: the settings without a client certificate, the
+/// verifier of servers' chains (CA + CRL) and this process's certificate, each following
+/// its files.
+struct ClientTls {
+    client: ClientTlsConfig,
+    verifier: Arc<FollowingServerVerifier>,
+    identity: Option<Arc<Reloading<ClientIdentity>>>,
+}
+
+fn client_tls(tls: &MeshTlsConfig) -> Result<Option<ClientTls>, MeshError> {
     if tls.ca_path.as_os_str().is_empty() {
         return Ok(None);
     }
-    let read = |p: PathBuf| async move {
-        tokio::fs::read(&p)
-            .await
-            .map_err(|e| MeshError::Tls(format!("{}: {e}", p.display())))
-    };
     let verifier = FollowingServerVerifier::new(tls.ca_path.clone(), tls.crl(), tls.reload_every())
         .map_err(|e| MeshError::Tls(e.to_string()))?;
-    let mut out = ClientTlsConfig::new();
+    let mut client = ClientTlsConfig::new();
     if !tls.domain.is_empty() {
-        out = out.domain_name(tls.domain.clone());
+        client = client.domain_name(tls.domain.clone());
     }
-    if !tls.cert_path.as_os_str().is_empty() {
-        out = out.identity(Identity::from_pem(
-            read(tls.cert_path.clone()).await?,
-            read(tls.key_path.clone()).await?,
-        ));
-    }
-    Ok(Some((out, verifier)))
+    let identity = if tls.cert_path.as_os_str().is_empty() {
+        None
+    } else {
+        Some(
+            tls_reload::client_identity(
+                tls.cert_path.clone(),
+                tls.key_path.clone(),
+                tls.reload_every(),
+            )
+            .map_err(|e| MeshError::Tls(e.to_string()))?,
+        )
+    };
+    Ok(Some(ClientTls {
+        client,
+        verifier,
+        identity,
+    }))
 }
 
 /// Run an idempotent call up to `attempts` times, retrying only when the failure says the

@@ -145,6 +145,23 @@ impl Metrics {
         out
     }
 
+    /// How many calls of `methods` (`/pkg.Service/Method` paths) ended OK so far: the
+    /// `grpc_server_handled` counter itself, read without creating a series, so a figure
+    /// reported elsewhere (the monitoring beacon) always agrees with the scrape.
+    pub fn handled_ok(&self, methods: &[&str]) -> u64 {
+        methods
+            .iter()
+            .map(|method| {
+                let labels = CodeLabels {
+                    service: MethodLabels::of(method).service,
+                    method: (*method).to_owned(),
+                    code: code_name(tonic::Code::Ok).to_owned(),
+                };
+                self.handled.get(&labels).map_or(0, |c| c.get())
+            })
+            .sum()
+    }
+
     fn start(&self, method: &str) -> CallRecord {
         let labels = MethodLabels::of(method);
         self.started.get_or_create(&labels).inc();
@@ -421,5 +438,30 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn handled_ok_reads_the_ok_count_of_the_named_methods_only() {
+        let metrics = Metrics::new("node-a");
+        let send = "/guardyn.messaging.v1.MessagingService/SendMessage";
+        let group = "/guardyn.messaging.v1.GroupService/SendGroupMessage";
+        for (method, code) in [
+            (send, tonic::Code::Ok),
+            (send, tonic::Code::Ok),
+            (send, tonic::Code::InvalidArgument),
+            (group, tonic::Code::Ok),
+            (
+                "/guardyn.messaging.v1.MessagingService/Ack",
+                tonic::Code::Ok,
+            ),
+        ] {
+            let mut call = metrics.start(method);
+            call.code = Some(code);
+        }
+        assert_eq!(metrics.handled_ok(&[send]), 2);
+        assert_eq!(metrics.handled_ok(&[send, group]), 3);
+        // Reading creates no series.
+        assert_eq!(metrics.handled_ok(&["/x.Y/Z"]), 0);
+        assert!(!metrics.render().contains("/x.Y/Z"));
     }
 }

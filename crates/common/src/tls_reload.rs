@@ -156,6 +156,11 @@ pub enum Spec {
         ca: PathBuf,
         crl: Option<PathBuf>,
     },
+    /// The certificate and key a mesh client presents.
+    ClientIdentity {
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 impl Spec {
@@ -163,6 +168,7 @@ impl Spec {
         match self {
             Spec::Server(files) => files.paths(),
             Spec::Verifier { ca, crl } => std::iter::once(ca.clone()).chain(crl.clone()).collect(),
+            Spec::ClientIdentity { cert, key } => vec![cert.clone(), key.clone()],
         }
     }
 }
@@ -259,8 +265,61 @@ pub fn server_config(
 ) -> Result<Arc<Reloading<ServerConfig>>, TlsLoadError> {
     let this = Reloading::new(label, Spec::Server(files), |spec| match spec {
         Spec::Server(files) => files.build(),
-        Spec::Verifier { ca, .. } => Err(load_error(ca, "not a server identity")),
+        Spec::Verifier { ca, .. } | Spec::ClientIdentity { cert: ca, .. } => {
+            Err(load_error(ca, "not a server identity"))
+        }
     })?;
+    this.watch(every);
+    Ok(this)
+}
+
+/// The certificate chain and key a mesh client presents, as PEM (what tonic's `Identity`
+/// takes), checked to parse and to match each other before they replace the previous pair.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClientIdentity")
+            .field("cert_pem_bytes", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    fn load(cert: &Path, key_path: &Path) -> Result<Arc<Self>, TlsLoadError> {
+        // Parsed and matched here, so a half-rotated pair (new key, old certificate) keeps the
+        // previous identity in force instead of breaking every new connection.
+        rustls::sign::CertifiedKey::from_der(certs(cert)?, key(key_path)?, &provider())
+            .map_err(|e| load_error(key_path, format!("does not match the certificate: {e}")))?;
+        Ok(Arc::new(Self {
+            cert_pem: read(cert)?,
+            key_pem: read(key_path)?,
+        }))
+    }
+}
+
+/// A mesh client's own certificate and key following their files, checked every `every`:
+/// after `guardyn certs rotate` new connections present the new certificate.
+pub fn client_identity(
+    cert: PathBuf,
+    key: PathBuf,
+    every: Duration,
+) -> Result<Arc<Reloading<ClientIdentity>>, TlsLoadError> {
+    let this = Reloading::new(
+        "mesh client identity",
+        Spec::ClientIdentity { cert, key },
+        |spec| match spec {
+            Spec::ClientIdentity { cert, key } => ClientIdentity::load(cert, key),
+            Spec::Server(ServerTlsFiles { cert, .. }) | Spec::Verifier { ca: cert, .. } => {
+                Err(load_error(cert, "not a client identity"))
+            }
+        },
+    )?;
     this.watch(every);
     Ok(this)
 }
@@ -343,7 +402,9 @@ impl FollowingServerVerifier {
                     .build()
                     .map_err(|e| load_error(ca, e))
                 }
-                Spec::Server(files) => Err(load_error(&files.cert, "not a verifier")),
+                Spec::Server(ServerTlsFiles { cert, .. }) | Spec::ClientIdentity { cert, .. } => {
+                    Err(load_error(cert, "not a verifier"))
+                }
             },
         )?;
         inner.watch(every);
@@ -432,7 +493,7 @@ mod tests {
     fn server(files: ServerTlsFiles) -> Arc<Reloading<ServerConfig>> {
         Reloading::new("test", Spec::Server(files), |spec| match spec {
             Spec::Server(files) => files.build(),
-            Spec::Verifier { ca, .. } => Err(load_error(ca, "not a server identity")),
+            _ => Err(load_error(Path::new("-"), "not a server identity")),
         })
         .unwrap()
     }
@@ -463,6 +524,34 @@ mod tests {
         write_pair(dir.path(), "server");
         assert!(reloading.reload_if_changed(), "a good pair loads");
         assert!(!Arc::ptr_eq(&first, &reloading.current()));
+    }
+
+    #[tokio::test]
+    async fn a_client_identity_takes_a_matching_pair_and_keeps_its_own_over_a_half_written_one() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path(), "client");
+        let identity = client_identity(
+            dir.path().join("client.pem"),
+            dir.path().join("client.key"),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let first = identity.current();
+        assert!(!format!("{first:?}").contains("PRIVATE"), "{first:?}");
+
+        // A rotation caught between its two renames: new key, old certificate.
+        write_pair(dir.path(), "other");
+        std::fs::rename(dir.path().join("other.key"), dir.path().join("client.key")).unwrap();
+        assert!(!identity.reload_if_changed());
+        assert!(
+            Arc::ptr_eq(&first, &identity.current()),
+            "kept the old pair"
+        );
+
+        write_pair(dir.path(), "client");
+        assert!(identity.reload_if_changed(), "a matching pair loads");
+        assert_ne!(first.cert_pem, identity.current().cert_pem);
     }
 
     #[test]

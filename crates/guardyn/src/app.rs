@@ -12,6 +12,7 @@ use guardyn_common::events::auth::{
     SESSION_REVOKED, SIGNING_KEY_REVOKED, SessionRevoked, SigningKeyRevoked,
 };
 use guardyn_common::mesh::account_admin::RemoteAccountAdmin;
+use guardyn_common::mesh::credentials::RemoteCredentialVerifier;
 use guardyn_common::mesh::directory::RemoteDeviceDirectory;
 use guardyn_common::mesh::{self, KeySource as _, RemoteKeySource};
 use guardyn_common::server::{self, ServerContext, ServiceSet};
@@ -179,6 +180,14 @@ impl App {
                 )
                 .await?;
             }
+            // API credentials presented to this process are checked by auth too (their hashes
+            // are keyed with auth's pepper); an in-process auth installs its own verifier over
+            // this one when it registers.
+            ctx.credentials
+                .install(Arc::new(RemoteCredentialVerifier::new(
+                    channel.clone(),
+                    &config.mesh,
+                )));
             seams.account_admin = Some(Arc::new(RemoteAccountAdmin::new(channel, &config.mesh)));
         }
         let mesh_listener = match config.mesh.listen.as_str() {

@@ -1,7 +1,8 @@
 //! The monitoring beacon every process publishes, whatever services it hosts: its own figures
 //! (host CPU and memory, the data directory's disk, its streams, the queues' backlog, the
-//! embedded engine's size) on `monitoring.beacon` every `monitoring.beacon_interval_secs`. The
-//! admin service aggregates the beacons it hears; nothing polls the instances.
+//! embedded engine's size, the messages it accepted so far) on `monitoring.beacon` every
+//! `monitoring.beacon_interval_secs`. The admin service aggregates the beacons it hears (and
+//! turns two message counts into a rate); nothing polls the instances.
 
 mod sample;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use guardyn_common::clock::SharedClock;
 use guardyn_common::config::{ConfigError, Validate, key};
 use guardyn_common::events::Payload as _;
-use guardyn_common::events::monitoring::{BEACON, InstanceReport};
+use guardyn_common::events::monitoring::{BEACON, InstanceReport, MESSAGE_SEND_METHODS};
 use guardyn_common::events::notification::WAKE_QUEUE;
 use guardyn_common::server::ServerContext;
 use guardyn_events::EventBus;
@@ -129,6 +130,8 @@ impl Beacon {
                 .unwrap_or_default(),
             push_backlog,
             storage_bytes: host.storage_bytes,
+            messages_sent_total: self.ctx.metrics.handled_ok(&MESSAGE_SEND_METHODS),
+            messages_sent_per_sec: 0.0,
         }
     }
 }

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use guardyn_sdk::{Client, ClientConfig, Event, Storage, connect};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::bench_proc::{ProcSample, Sampler};
 
 /// `guardyn bench` options.
 #[derive(Debug, Clone, Args)]
@@ -53,6 +56,18 @@ pub struct BenchArgs {
     /// Stop sending after this many seconds per phase.
     #[arg(long, default_value_t = 60)]
     pub max_secs: u64,
+    /// Messages (or echo calls) in flight per sender.
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+    /// The local server's process id: report its CPU seconds per phase (and messages per server
+    /// CPU-second), its resident memory before, at peak and after, and its threads.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Instead of the phases above: hold this many idle Listen streams, each its own
+    /// registered device, and report the server's memory per stream (needs `--server-pid`)
+    /// and its CPU while they sit idle for `--max-secs` (5..=60).
+    #[arg(long, default_value_t = 0)]
+    pub idle_streams: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -138,10 +153,82 @@ fn unstamp(base: Instant, body: &[u8]) -> Option<Note> {
     Some((tag, base.elapsed().saturating_sub(Duration::from_nanos(at))))
 }
 
+/// Calls `call(i)` for `i` in `0..n` with up to `window` calls in flight, until `n` or the
+/// deadline; returns each call's duration.
+async fn windowed<F, Fut>(
+    n: usize,
+    window: usize,
+    until: Instant,
+    call: F,
+) -> anyhow::Result<Vec<Duration>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<(), guardyn_sdk::SdkError>> + Send + 'static,
+{
+    let mut samples = Vec::with_capacity(n);
+    let mut inflight = JoinSet::new();
+    let mut next = 0;
+    loop {
+        while inflight.len() < window.max(1) && next < n && Instant::now() < until {
+            let fut = call(next);
+            inflight.spawn(async move {
+                let t = Instant::now();
+                fut.await.map(|()| t.elapsed())
+            });
+            next += 1;
+        }
+        match inflight.join_next().await {
+            None => return Ok(samples),
+            Some(done) => samples.push(done??),
+        }
+    }
+}
+
+/// Server CPU and memory readings around the phases (all `None` without `--server-pid`).
+struct ServerWatch {
+    pid: Option<u32>,
+    marks: Vec<(&'static str, ProcSample)>,
+}
+
+impl ServerWatch {
+    fn mark(&mut self, name: &'static str) {
+        if let Some(s) = self.pid.and_then(ProcSample::read) {
+            self.marks.push((name, s));
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<ProcSample> {
+        self.marks.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+    }
+
+    /// Server CPU seconds between two marks.
+    fn cpu(&self, from: &str, to: &str) -> Option<f64> {
+        Some(self.get(to)?.cpu_secs - self.get(from)?.cpu_secs)
+    }
+
+    /// Work units per server CPU-second between two marks.
+    fn per_cpu_sec(&self, units: usize, from: &str, to: &str) -> Option<f64> {
+        self.cpu(from, to)
+            .filter(|c| *c > 0.0)
+            .map(|c| units as f64 / c)
+    }
+}
+
 /// Runs the benchmark and prints the results.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(remote) = args.server.iter().find(|s| !loopback(s)) {
         anyhow::bail!("bench only drives a loopback server (got {remote})");
+    }
+    if args.idle_streams > 0 {
+        return crate::bench_idle::run(crate::bench_idle::IdleArgs {
+            server: args.server.first().map(String::as_str),
+            connections: args.connections,
+            server_pid: args.server_pid,
+            streams: args.idle_streams,
+            hold: Duration::from_secs(args.max_secs.clamp(5, 60)),
+            json: args.json,
+        })
+        .await;
     }
     let pairs = args.pairs.max(1);
     let group_size = args.group_size.clamp(2, pairs * 2);
@@ -188,6 +275,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .count();
     let base = Instant::now();
     let deadline = Duration::from_secs(args.max_secs);
+    let window = args.window.max(1);
+    let mut server = ServerWatch {
+        pid: args.server_pid,
+        marks: Vec::new(),
+    };
+    let sampler = Sampler::start(args.server_pid);
 
     // Warm-up: establish every session, so the figures measure steady-state messaging.
     for (s, r) in senders.iter().zip(receivers) {
@@ -211,6 +304,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }));
     }
+    server.mark("idle");
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (s, r) in senders
@@ -219,18 +313,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .zip(receivers.iter().map(|r| r.account_id().to_owned()))
     {
         let (n, size) = (args.messages, args.size);
-        tasks.push(tokio::spawn(async move {
-            let mut calls = Vec::with_capacity(n);
-            for i in 0..n {
-                if start.elapsed() > deadline {
-                    break;
-                }
-                let t = Instant::now();
-                s.send(&r, &stamp(base, i as u64, size)).await?;
-                calls.push(t.elapsed());
-            }
-            Ok::<Vec<Duration>, guardyn_sdk::SdkError>(calls)
-        }));
+        tasks.push(tokio::spawn(windowed(
+            n,
+            window,
+            start + deadline,
+            move |i| {
+                let (s, r) = (s.clone(), r.clone());
+                let body = stamp(base, i as u64, size);
+                async move { s.send(&r, &body).await.map(drop) }
+            },
+        )));
     }
     let mut send_calls = Vec::new();
     for t in tasks {
@@ -246,6 +338,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let one_to_one = Stats::of(latencies, start.elapsed().as_secs_f64());
+    server.mark("one_to_one");
     let send_call = Stats::of(send_calls, send_secs);
     let lost = total - one_to_one.count;
     for i in inboxes {
@@ -257,26 +350,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for s in senders {
-        let s = s.clone();
-        let (n, payload) = (args.messages, payload.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(n);
-            for _ in 0..n {
-                if start.elapsed() > deadline {
-                    break;
-                }
-                let t = Instant::now();
-                s.echo(&payload).await?;
-                samples.push(t.elapsed());
-            }
-            Ok::<Vec<Duration>, guardyn_sdk::SdkError>(samples)
-        }));
+        let (s, payload) = (s.clone(), payload.clone());
+        tasks.push(tokio::spawn(windowed(
+            args.messages,
+            window,
+            start + deadline,
+            move |_| {
+                let (s, payload) = (s.clone(), payload.clone());
+                async move { s.echo(&payload).await.map(drop) }
+            },
+        )));
     }
     let mut samples = Vec::new();
     for t in tasks {
         samples.extend(t.await??);
     }
     let echo = Stats::of(samples, start.elapsed().as_secs_f64());
+    server.mark("echo");
 
     // Group fan-out.
     let members = &clients[..group_size];
@@ -324,9 +414,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rounds.push(t.elapsed());
     }
     let fanout = Stats::of(rounds, start.elapsed().as_secs_f64());
+    server.mark("group");
     for p in pumps {
         p.abort();
     }
+    let (peak_rss_kib, peak_threads) = sampler.finish();
+    let group_deliveries = fanout.count * (group_size - 1);
+    let server_json = args.server_pid.map(|pid| {
+        serde_json::json!({
+            "pid": pid,
+            "marks": server.marks.iter().map(|(n, s)| (n.to_string(), s.json())).collect::<serde_json::Map<_, _>>(),
+            "peak_rss_kib": peak_rss_kib, "peak_threads": peak_threads,
+            "one_to_one_cpu_secs": server.cpu("idle", "one_to_one"),
+            "messages_per_server_cpu_sec": server.per_cpu_sec(one_to_one.count, "idle", "one_to_one"),
+            "echo_cpu_secs": server.cpu("one_to_one", "echo"),
+            "echo_calls_per_server_cpu_sec": server.per_cpu_sec(echo.count, "one_to_one", "echo"),
+            "group_deliveries_per_server_cpu_sec": server.per_cpu_sec(group_deliveries, "echo", "group"),
+        })
+    });
 
     let ratio = if echo.rate() > 0.0 {
         one_to_one.rate() / echo.rate()
@@ -342,6 +447,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "echo": echo.json(),
             "messaging_to_echo_throughput_ratio": ratio,
             "group": { "size": group_size, "fanout": fanout.json() },
+            "window": window,
+            "server": server_json,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -387,7 +494,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             fanout.p999_ms,
             fanout.max_ms
         );
-        println!("messaging/echo throughput ratio: {ratio:.3}; lost: {lost}");
+        println!("messaging/echo throughput ratio: {ratio:.3}; lost: {lost}; window {window}");
+        if let Some(v) = server_json {
+            println!("server: {v}");
+        }
     }
     Ok(())
 }

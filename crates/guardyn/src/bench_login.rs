@@ -15,8 +15,6 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -24,6 +22,8 @@ use clap::Args;
 use guardyn_proto::guardyn::auth::v1 as pb;
 use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
 use guardyn_sdk::{Client, ClientConfig, Storage, connect};
+
+use crate::bench_proc::{Sampler, status_field};
 
 /// `guardyn bench-login` options.
 #[derive(Debug, Clone, Args)]
@@ -46,64 +46,6 @@ pub struct BenchLoginArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// A numeric field of `/proc/<pid>/status` (`VmRSS:` in KiB, `Threads:`).
-fn status_field(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Samples a process's RSS and thread count every 20 ms until finished; keeps the maxima.
-struct Sampler {
-    peak_kib: Arc<AtomicU64>,
-    peak_threads: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    task: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(pid: Option<u32>) -> Self {
-        let peak_kib = Arc::new(AtomicU64::new(0));
-        let peak_threads = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = pid.map(|pid| {
-            let (kib, threads, stop) = (peak_kib.clone(), peak_threads.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(v) = status_field(pid, "VmRSS:") {
-                        kib.fetch_max(v, Ordering::Relaxed);
-                    }
-                    if let Some(v) = status_field(pid, "Threads:") {
-                        threads.fetch_max(v, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        });
-        Self {
-            peak_kib,
-            peak_threads,
-            stop,
-            task,
-        }
-    }
-
-    /// (peak RSS KiB, peak threads)
-    fn finish(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.task.take() {
-            let _ = t.join();
-        }
-        (
-            self.peak_kib.load(Ordering::Relaxed),
-            self.peak_threads.load(Ordering::Relaxed),
-        )
-    }
 }
 
 pub async fn run(args: BenchLoginArgs) -> anyhow::Result<()> {

@@ -11,13 +11,13 @@
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
 use guardyn_sdk::{Client, ClientConfig, Storage, connect};
+
+use crate::bench_proc::{Sampler, status_field};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -39,50 +39,6 @@ pub struct BenchMediaArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Resident set size of `pid` in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Samples a process's RSS every 20 ms until dropped; keeps the maximum.
-struct RssSampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    task: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start(pid: Option<u32>) -> Self {
-        let peak = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = pid.map(|pid| {
-            let (peak, stop) = (peak.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(kib) = rss_kib(pid) {
-                        peak.fetch_max(kib, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        });
-        Self { peak, stop, task }
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.task.take() {
-            let _ = t.join();
-        }
-        self.peak.load(Ordering::Relaxed)
-    }
 }
 
 /// Write `size` bytes as 1 MiB writes each followed by fsync; returns seconds.
@@ -187,24 +143,27 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     .await
     .context("registering the bench client")?;
 
-    let idle_kib = args.pid.and_then(rss_kib).unwrap_or(0);
-    let sampler = RssSampler::start(args.pid);
+    let idle_kib = args
+        .pid
+        .and_then(|p| status_field(p, "VmRSS:"))
+        .unwrap_or(0);
+    let sampler = Sampler::start(args.pid);
     let start = Instant::now();
     let attachment = client
         .upload_file(&src, "application/octet-stream")
         .await
         .context("upload")?;
     let upload_s = start.elapsed().as_secs_f64();
-    let upload_peak_kib = sampler.finish();
+    let (upload_peak_kib, _) = sampler.finish();
 
-    let sampler = RssSampler::start(args.pid);
+    let sampler = Sampler::start(args.pid);
     let start = Instant::now();
     client
         .download_to_path(&attachment, &dst)
         .await
         .context("download")?;
     let download_s = start.elapsed().as_secs_f64();
-    let download_peak_kib = sampler.finish();
+    let (download_peak_kib, _) = sampler.finish();
     let identical = same_contents(&src, &dst)?;
     let _ = std::fs::remove_file(&src);
     let _ = std::fs::remove_file(&dst);

@@ -423,6 +423,9 @@ fn print_event(event: &Event) -> bool {
         Event::ClientConfigChanged { version } => {
             println!("client configuration version {version} published");
         }
+        Event::SystemNotice(n) => {
+            println!("notice ({:?}): {}", n.severity, n.text);
+        }
         Event::CaughtUp => {}
         Event::Undecryptable { sender, reason } => {
             eprintln!("undecryptable message from {sender:?}: {reason}");

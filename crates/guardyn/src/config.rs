@@ -97,6 +97,9 @@ pub struct StorageConfig {
     pub engine: StorageEngine,
     /// Directory of the embedded engine; created when missing.
     pub data_dir: PathBuf,
+    /// The embedded engine's page cache in MiB: the largest part of an idle server's memory
+    /// once the database outgrows it (1..=65536).
+    pub cache_mib: u32,
     /// Where immutable objects (media chunks, avatars) live.
     pub blob: BlobConfig,
     /// The `postgres` engine's database; required when `engine = "postgres"`.
@@ -115,6 +118,7 @@ impl Default for StorageConfig {
         Self {
             engine: StorageEngine::Embedded,
             data_dir: PathBuf::from("./data"),
+            cache_mib: 256,
             blob: BlobConfig::default(),
             postgres: None,
             tikv: None,
@@ -129,6 +133,12 @@ impl Validate for StorageConfig {
             return Err(ConfigError::new(
                 key(prefix, "data_dir"),
                 "must not be empty",
+            ));
+        }
+        if !(1..=65_536).contains(&self.cache_mib) {
+            return Err(ConfigError::new(
+                key(prefix, "cache_mib"),
+                "must be between 1 and 65536",
             ));
         }
         match (&self.engine, &self.postgres) {

@@ -3,13 +3,20 @@
 //! server only hands out files: GET/HEAD, names restricted to `[A-Za-z0-9._-]` segments (no
 //! escape from the directory, no hidden files), a content type from a fixed table, and a
 //! Content-Security-Policy that lets the page load only its own scripts and call only the API.
+//! With `admin.console_tls_cert_path`/`console_tls_key_path` it is served over HTTPS (HTTP/1.1
+//! only), the files followed on disk like the public listener's (`tls_reload`).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
+use guardyn_common::tls_reload::{self, ServerTlsFiles, TlsLoadError};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 /// What the console server needs from the configuration.
@@ -24,31 +31,86 @@ pub struct Console {
     pub api_tls: bool,
 }
 
-/// Serve the console on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, console: Console, shutdown: CancellationToken) {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::TokioIo;
+/// The console's HTTPS identity: certificate chain and key files, checked for changes every
+/// `reload`.
+#[derive(Clone, Debug)]
+pub struct ConsoleTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub reload: Duration,
+}
 
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let console = console.clone();
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let console = console.clone();
-            async move { Ok::<_, std::convert::Infallible>(console.respond(&req).await) }
-        });
-        tokio::spawn(async move {
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "console connection failed");
+/// Serve the console on `listener` (in the background) until `shutdown`, over HTTPS when `tls`
+/// is given. Fails only when the TLS files do not load at start (a later change that does not
+/// load keeps the previous identity).
+pub fn serve(
+    listener: TcpListener,
+    console: Console,
+    tls: Option<ConsoleTls>,
+    shutdown: CancellationToken,
+) -> Result<(), TlsLoadError> {
+    let Some(tls) = tls else {
+        spawn_plain(listener, console, shutdown);
+        return Ok(());
+    };
+    let files = ServerTlsFiles {
+        cert: tls.cert,
+        key: tls.key,
+        client_ca: None,
+        crl: None,
+        alpn: vec![b"http/1.1".to_vec()],
+    };
+    let config = tls_reload::server_config("admin.console_tls", files, tls.reload)?;
+    tokio::spawn(async move {
+        // Handshakes that fail are logged and dropped by `incoming`.
+        let mut incoming = tls_reload::incoming(config, listener);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = incoming.next() => next,
+            };
+            match next {
+                Some(Ok(stream)) => connection(stream, console.clone()),
+                Some(Err(_)) => continue,
+                None => return,
             }
-        });
-    }
+        }
+    });
+    Ok(())
+}
+
+fn spawn_plain(listener: TcpListener, console: Console, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            connection(stream, console.clone());
+        }
+    });
+}
+
+/// Answer the requests of one connection, plain or TLS.
+fn connection<S>(io: S, console: Console)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper::server::conn::http1;
+
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let console = console.clone();
+        async move { Ok::<_, std::convert::Infallible>(console.respond(&req).await) }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await
+        {
+            tracing::debug!(error = %e, "console connection failed");
+        }
+    });
 }
 
 impl Console {

@@ -51,16 +51,26 @@ pub async fn serve(
             ctx.shutdown.clone(),
         ));
     }
-    if !config.admin.console_dir.as_os_str().is_empty() {
+    // The console is the admin service's page: one image (and one configuration) serves every
+    // service, so only a process hosting admin opens the console port.
+    let hosts_admin = selected.is_empty() || selected.iter().any(|s| s == "admin");
+    if !config.admin.console_dir.as_os_str().is_empty() && hosts_admin {
         let l = bind(config.admin.console_listen).await?;
-        tracing::info!(addr = %l.local_addr()?, dir = %config.admin.console_dir.display(), "admin console listening");
+        let https = config.admin.console_tls();
+        tracing::info!(addr = %l.local_addr()?, dir = %config.admin.console_dir.display(), https, "admin console listening");
         let console = crate::console::Console {
             dir: config.admin.console_dir.clone(),
             api_url: config.admin.console_api_url.clone(),
             api_port: listener.local_addr()?.port(),
             api_tls: config.server.tls.enabled,
         };
-        tokio::spawn(crate::console::serve(l, console, ctx.shutdown.clone()));
+        let tls = https.then(|| crate::console::ConsoleTls {
+            cert: config.admin.console_tls_cert_path.clone(),
+            key: config.admin.console_tls_key_path.clone(),
+            reload: Duration::from_secs(config.server.tls.reload_secs.max(1)),
+        });
+        crate::console::serve(l, console, tls, ctx.shutdown.clone())
+            .map_err(|e| anyhow::anyhow!("admin.console_tls_cert_path: {e}"))?;
     }
     // A signal from now on cancels the shutdown token: the waiter gives up, or the server drains.
     let shutdown = ctx.shutdown.clone();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use guardyn_storage::{BlobStore, Stores};
 use guardyn_storage_blob::{FsBlobStore, S3BlobStore, S3Config};
-use guardyn_storage_embedded::EmbeddedStore;
+use guardyn_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use guardyn_storage_postgres::PostgresStore;
 use guardyn_storage_tikv::TikvStore;
 
@@ -16,11 +16,17 @@ pub async fn open(config: &StorageConfig) -> anyhow::Result<Stores> {
     let blob = open_blob(config).await?;
     match config.engine {
         StorageEngine::Embedded => {
-            let store = EmbeddedStore::open(&config.data_dir, Default::default())
-                .await
-                .with_context(|| {
-                    format!("opening embedded storage in {}", config.data_dir.display())
-                })?;
+            let store = EmbeddedStore::open(
+                &config.data_dir,
+                EmbeddedConfig {
+                    cache_size_bytes: Some(config.cache_mib as usize * 1024 * 1024),
+                    ..EmbeddedConfig::default()
+                },
+            )
+            .await
+            .with_context(|| {
+                format!("opening embedded storage in {}", config.data_dir.display())
+            })?;
             Ok(Stores::new(store.clone(), store.clone(), blob).closing(store))
         }
         StorageEngine::Postgres => {

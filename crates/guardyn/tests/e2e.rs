@@ -19,8 +19,12 @@ mod admin_audit;
 mod admin_cli;
 #[path = "e2e/admin_config.rs"]
 mod admin_config;
+#[path = "e2e/admin_credentials.rs"]
+mod admin_credentials;
 #[path = "e2e/admin_monitoring.rs"]
 mod admin_monitoring;
+#[path = "e2e/admin_notices.rs"]
+mod admin_notices;
 #[path = "e2e/admin_policy.rs"]
 mod admin_policy;
 #[path = "e2e/admin_users.rs"]
@@ -31,6 +35,8 @@ mod certs;
 mod cluster;
 #[path = "e2e/console.rs"]
 mod console;
+#[path = "e2e/console_tls.rs"]
+mod console_tls;
 #[path = "e2e/gateway.rs"]
 mod gateway;
 #[path = "e2e/mesh.rs"]

@@ -128,6 +128,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     guardyn::admin::v1::admin_user_service_server::SERVICE_NAME,
     guardyn::admin::v1::bootstrap_service_server::SERVICE_NAME,
     guardyn::admin::v1::credential_service_server::SERVICE_NAME,
+    guardyn::admin::v1::system_notice_service_server::SERVICE_NAME,
 ];
 
 impl guardyn::common::v1::ErrorReason {
@@ -202,6 +203,7 @@ mod tests {
             "guardyn.admin.v1.CredentialService",
             "guardyn.admin.v1.AdminUserService",
             "guardyn.admin.v1.BootstrapService",
+            "guardyn.admin.v1.SystemNoticeService",
         ]
         .into_iter()
         .map(String::from)
@@ -241,6 +243,7 @@ mod tests {
             BTreeSet::from([
                 "guardyn.internal.v1.DeviceDirectoryService".to_owned(),
                 "guardyn.internal.v1.AccountAdminService".to_owned(),
+                "guardyn.internal.v1.CredentialVerifierService".to_owned(),
             ])
         );
     }

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::guardyn::{admin, auth, media, messaging, notification};
+use crate::guardyn::{admin, auth, internal, media, messaging, notification};
 
 /// Debug stand-in for a secret value: prints its size only.
 enum Redacted {
@@ -149,6 +149,9 @@ redacted_debug!(notification::v1 => WebPushKeys { p256dh; auth });
 redacted_debug!(admin::v1 => ClaimOwnerRequest { ; code });
 redacted_debug!(admin::v1 => IssueCredentialResponse { credential; secret });
 redacted_debug!(admin::v1 => RotateCredentialResponse { credential; secret });
+
+// guardyn.internal.v1
+redacted_debug!(internal::v1 => VerifyCredentialRequest { method, remote_address; credential });
 
 #[cfg(test)]
 mod tests {

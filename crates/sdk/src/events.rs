@@ -45,6 +45,59 @@ impl std::fmt::Debug for Message {
     }
 }
 
+/// How urgent a [`SystemNotice`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoticeSeverity {
+    Info,
+    Warning,
+    Critical,
+    /// A severity this SDK does not know (from a newer server): shown rather than dropped.
+    Unknown,
+}
+
+/// An operator's notice to this account or to every account: on the Listen stream
+/// ([`Event::SystemNotice`]) and from [`crate::Client::system_notices`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemNotice {
+    /// Its id (a UUID): the same notice from the stream and from the list is the same id.
+    pub notice_id: String,
+    pub severity: NoticeSeverity,
+    /// What to show the user.
+    pub text: String,
+    /// Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// Unix milliseconds; stop showing it then.
+    pub expires_at_ms: u64,
+    /// Sent to every account rather than to a list including this one.
+    pub all_accounts: bool,
+}
+
+impl From<guardyn_proto::guardyn::admin::v1::SystemNotice> for SystemNotice {
+    fn from(n: guardyn_proto::guardyn::admin::v1::SystemNotice) -> Self {
+        use guardyn_proto::guardyn::admin::v1::SystemNoticeSeverity as S;
+        let severity = match S::try_from(n.severity) {
+            Ok(S::Info) => NoticeSeverity::Info,
+            Ok(S::Warning) => NoticeSeverity::Warning,
+            Ok(S::Critical) => NoticeSeverity::Critical,
+            Ok(S::Unspecified) | Err(_) => NoticeSeverity::Unknown,
+        };
+        let ms = |t: Option<prost_types::Timestamp>| {
+            t.map_or(0, |t| {
+                u64::try_from(t.seconds).unwrap_or(0).saturating_mul(1000)
+                    + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)
+            })
+        };
+        Self {
+            notice_id: n.notice_id,
+            severity,
+            text: n.text,
+            sent_at_ms: ms(n.sent_at),
+            expires_at_ms: ms(n.expires_at),
+            all_accounts: n.all_accounts,
+        }
+    }
+}
+
 /// Something that happened to this device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -111,6 +164,9 @@ pub enum Event {
         /// The new version.
         version: u64,
     },
+    /// An operator sent a notice to this account or to every account. Not queued: after
+    /// being offline, read the notices still in force with [`crate::Client::system_notices`].
+    SystemNotice(SystemNotice),
     /// The backlog queued while this device was offline has been delivered.
     CaughtUp,
     /// An envelope could not be decrypted or parsed; it was acknowledged and dropped.

@@ -82,6 +82,7 @@ mod media;
 mod messages;
 mod state;
 mod store;
+mod system_notices;
 mod trust;
 
 pub use account::{KeyCounts, TotpEnrollment};
@@ -94,7 +95,7 @@ pub use config_doc::{
 pub use content::CONTENT_VERSION;
 pub use enrol::{LinkedDevice, LoginOutcome, PendingLink, SecondFactor};
 pub use error::SdkError;
-pub use events::{Address, Event, Message};
+pub use events::{Address, Event, Message, NoticeSeverity, SystemNotice};
 pub use listen::Inbox;
 pub use media::Progress;
 pub use messages::SentMessage;

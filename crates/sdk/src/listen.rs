@@ -229,6 +229,7 @@ impl Inner {
                 Some(Event::ClientConfigChanged { version: c.version }),
                 false,
             ),
+            Some(Notice::SystemNotice(n)) => (Some(Event::SystemNotice(n.into())), false),
             Some(Notice::StreamReplaced(_)) => (
                 Some(Event::StreamEnded {
                     reason: "another Listen for this device replaced this one".into(),

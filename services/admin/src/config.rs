@@ -16,11 +16,17 @@ pub struct AdminConfig {
     /// `[admin.security_events]`: report rate and the retention sweeper.
     pub security_events: crate::security_events::SecurityEventSettings,
     /// The built web admin console (`web/admin/dist`) that `guardyn serve` hosts on
-    /// `console_listen`. Empty: no console is served.
+    /// `console_listen` when the process hosts the admin service. Empty: no console is served.
     pub console_dir: std::path::PathBuf,
-    /// Where the console's static files are served (plain HTTP: bind it to loopback behind a
+    /// Where the console's static files are served: HTTPS with `console_tls_cert_path` and
+    /// `console_tls_key_path`, else plain HTTP (then bind it to loopback behind a
     /// TLS-terminating proxy, or host `web/admin/dist` elsewhere).
     pub console_listen: std::net::SocketAddr,
+    /// PEM certificate chain the console is served with over HTTPS (with
+    /// `console_tls_key_path`; both or neither). Re-read when it changes, like `server.tls`.
+    pub console_tls_cert_path: std::path::PathBuf,
+    /// PEM private key of `console_tls_cert_path`.
+    pub console_tls_key_path: std::path::PathBuf,
     /// The gRPC-web URL the console calls (the public listener as browsers reach it). Empty:
     /// the console's host name with `server.port`. Its origin is the page's only
     /// `connect-src`; the console's own origin must be in `server.cors.allowed_origins`.
@@ -36,6 +42,8 @@ impl Default for AdminConfig {
             security_events: crate::security_events::SecurityEventSettings::default(),
             console_dir: std::path::PathBuf::new(),
             console_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 50080)),
+            console_tls_cert_path: std::path::PathBuf::new(),
+            console_tls_key_path: std::path::PathBuf::new(),
             console_api_url: String::new(),
         }
     }
@@ -61,6 +69,44 @@ impl Validate for AdminConfig {
                 format!("{prefix}.console_api_url"),
                 "must be an http:// or https:// URL",
             ));
+        }
+        self.validate_console_tls(prefix)
+    }
+}
+
+impl AdminConfig {
+    /// Whether the console is served over HTTPS.
+    pub fn console_tls(&self) -> bool {
+        !self.console_tls_cert_path.as_os_str().is_empty()
+    }
+
+    /// Certificate and key come together, as readable files: a typo must not silently serve
+    /// the console (and the admin's password) over plain HTTP.
+    fn validate_console_tls(&self, prefix: &str) -> Result<(), ConfigError> {
+        let pair = [
+            ("console_tls_cert_path", &self.console_tls_cert_path),
+            ("console_tls_key_path", &self.console_tls_key_path),
+        ];
+        let set = pair
+            .iter()
+            .filter(|(_, p)| !p.as_os_str().is_empty())
+            .count();
+        if set == 0 {
+            return Ok(());
+        }
+        for (field, path) in pair {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::new(
+                    format!("{prefix}.{field}"),
+                    "required when the other of console_tls_cert_path/console_tls_key_path is set",
+                ));
+            }
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    format!("{prefix}.{field}"),
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
         }
         Ok(())
     }
@@ -129,5 +175,31 @@ mod console_tests {
             let err = c.validate("admin").unwrap_err();
             assert_eq!(err.key, "admin.console_api_url", "{bad}");
         }
+    }
+
+    #[test]
+    fn console_tls_needs_both_files_and_they_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+        std::fs::write(&cert, "x").unwrap();
+        std::fs::write(&key, "x").unwrap();
+        let with = |c: &std::path::Path, k: &std::path::Path| AdminConfig {
+            console_tls_cert_path: c.to_owned(),
+            console_tls_key_path: k.to_owned(),
+            ..AdminConfig::default()
+        };
+        let none = std::path::Path::new("");
+        with(none, none).validate("admin").unwrap();
+        assert!(with(&cert, &key).console_tls());
+        with(&cert, &key).validate("admin").unwrap();
+        let err = with(&cert, none).validate("admin").unwrap_err();
+        assert_eq!(err.key, "admin.console_tls_key_path");
+        let err = with(none, &key).validate("admin").unwrap_err();
+        assert_eq!(err.key, "admin.console_tls_cert_path");
+        let err = with(&cert, &dir.path().join("missing.key"))
+            .validate("admin")
+            .unwrap_err();
+        assert_eq!(err.key, "admin.console_tls_key_path");
+        assert!(err.to_string().contains("missing.key"), "{err}");
     }
 }

@@ -39,6 +39,9 @@ pub enum AdminError {
     /// Granting or removing the owner or admin role takes an owner.
     #[error("only an owner grants or removes the owner and admin roles")]
     OwnerRequired,
+    /// A system notice request field is invalid.
+    #[error("{field}: {why}")]
+    NoticeInvalid { field: &'static str, why: String },
     /// A rate limit's refusal, already shaped for the client.
     #[error("{0}")]
     Limited(ApiError),
@@ -68,6 +71,7 @@ impl From<AdminError> for ApiError {
             }
             AdminError::Bootstrap(ref err) => ApiError::internal(err),
             AdminError::UsersInvalid { field, why } => ApiError::invalid_field(field, why),
+            AdminError::NoticeInvalid { field, why } => ApiError::invalid_field(field, why),
             AdminError::OwnerRequired => {
                 ApiError::new(guardyn_common::error::Reason::RoleRequired, e.to_string())
                     .with_metadata("roles", "owner")

@@ -1,5 +1,6 @@
 //! Guardyn admin (`guardyn.admin.v1`): roles and user lifecycle, versioned policies, signed
-//! client configuration, client security events, the audit log's read side and monitoring.
+//! client configuration, system notices, client security events, the audit log's read side
+//! and monitoring.
 //! Every RPC admits callers by role ([`guardyn_common::auth::Role`]) and records what it
 //! changes in the audit log.
 //!
@@ -17,6 +18,8 @@ mod grpc;
 mod monitoring;
 mod monitoring_events;
 mod monitoring_metrics;
+mod notices;
+mod notices_store;
 mod policy;
 mod retention;
 mod security_events;
@@ -77,6 +80,8 @@ impl Service for Admin {
         set.add(grpc::security_event_server(core.clone()));
         tokio::spawn(retention::run_audit(core.clone()));
         tokio::spawn(retention::run_security_events(core.clone()));
+        set.add(grpc::system_notice_server(core.clone()));
+        tokio::spawn(retention::run_system_notices(core.clone()));
         let accounts = seams
             .account_admin
             .clone()

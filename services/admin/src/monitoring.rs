@@ -1,7 +1,9 @@
 //! Monitoring: the latest beacon of every live instance, the cluster aggregate, and the alert
 //! thresholds they are held against. An instance silent for three of its own beacon intervals
 //! is forgotten (with its alerts). A threshold is reported once per crossing: [`Monitor::observe`]
-//! answers a [`Change`] only when a resource moves to the other side of its threshold.
+//! answers a [`Change`] only when a resource moves to the other side of its threshold. The
+//! message rate of an instance is the growth of its message counter between its last two
+//! beacons (so it needs no counter of its own here and survives a lost beacon).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -91,6 +93,8 @@ pub(crate) struct Cluster {
     pub queue_depths: BTreeMap<String, u64>,
     pub push_backlog: Option<u64>,
     pub storage_bytes: Option<u64>,
+    /// Sum of the instances' message rates.
+    pub messages_sent_per_sec: f64,
 }
 
 /// What the admin instance knows at one moment.
@@ -139,8 +143,12 @@ impl Monitor {
 
     /// Keep `report` as its instance's latest and answer the thresholds it crossed since the
     /// previous one.
-    pub(crate) fn observe(&self, report: InstanceReport, now_ms: u64) -> Vec<Change> {
+    pub(crate) fn observe(&self, mut report: InstanceReport, now_ms: u64) -> Vec<Change> {
         let mut state = self.state();
+        report.messages_sent_per_sec = state
+            .instances
+            .get(&report.instance_id)
+            .map_or(0.0, |prev| message_rate(&prev.report, &report));
         let mut changes = Vec::new();
         for resource in Resource::ALL {
             let value = resource.value(&report);
@@ -199,6 +207,21 @@ impl Monitor {
     }
 }
 
+/// Messages per second from `prev` to `next`, two beacons of one instance (by its own clock,
+/// which both timestamps come from). A restarted process (another start time, a counter that
+/// went down) or a beacon out of order has no rate yet: 0.
+fn message_rate(prev: &InstanceReport, next: &InstanceReport) -> f64 {
+    let same_run = prev.started_at_ms == next.started_at_ms;
+    let elapsed_ms = next.reported_at_ms.saturating_sub(prev.reported_at_ms);
+    match next
+        .messages_sent_total
+        .checked_sub(prev.messages_sent_total)
+    {
+        Some(sent) if same_run && elapsed_ms > 0 => sent as f64 * 1000.0 / elapsed_ms as f64,
+        _ => 0.0,
+    }
+}
+
 fn aggregate(instances: &[InstanceReport]) -> Cluster {
     let mut c = Cluster {
         instances: u32::try_from(instances.len()).unwrap_or(u32::MAX),
@@ -213,6 +236,7 @@ fn aggregate(instances: &[InstanceReport]) -> Cluster {
         c.connected_devices += r.connected_devices;
         c.listen_streams += r.listen_streams;
         c.open_streams += r.open_streams;
+        c.messages_sent_per_sec += r.messages_sent_per_sec;
         for (queue, depth) in &r.queue_depths {
             let d = c.queue_depths.entry(queue.clone()).or_default();
             *d = (*d).max(*depth);
@@ -290,6 +314,33 @@ mod tests {
         assert_eq!(alerts.len(), 2);
         assert_eq!(alerts[0].resource, Resource::Cpu);
         assert_eq!(alerts[0].threshold_percent, 80);
+    }
+
+    #[test]
+    fn the_message_rate_is_the_counters_growth_between_two_beacons_of_one_run() {
+        let m = Monitor::new(AlertThresholds::default());
+        let beacon = |id: &str, started: u64, at: u64, total: u64| InstanceReport {
+            started_at_ms: started,
+            reported_at_ms: at,
+            messages_sent_total: total,
+            ..report(id, 1.0, 10)
+        };
+        m.observe(beacon("a", 0, 10_000, 100), 0);
+        m.observe(beacon("b", 0, 10_000, 7), 0);
+        // One beacon each: no rate yet.
+        assert_eq!(m.snapshot(0).cluster.messages_sent_per_sec, 0.0);
+        m.observe(beacon("a", 0, 12_000, 130), 1);
+        m.observe(beacon("b", 0, 14_000, 27), 1);
+        let s = m.snapshot(1);
+        assert_eq!(s.instances[0].messages_sent_per_sec, 15.0);
+        assert_eq!(s.instances[1].messages_sent_per_sec, 5.0);
+        assert_eq!(s.cluster.messages_sent_per_sec, 20.0);
+        // "a" restarted: its counter began again, which is no negative rate.
+        m.observe(beacon("a", 20_000, 21_000, 3), 2);
+        assert_eq!(m.snapshot(2).instances[0].messages_sent_per_sec, 0.0);
+        // Nothing sent since: the rate falls back to 0.
+        m.observe(beacon("b", 0, 15_000, 27), 2);
+        assert_eq!(m.snapshot(2).cluster.messages_sent_per_sec, 0.0);
     }
 
     #[test]

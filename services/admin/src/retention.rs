@@ -1,8 +1,8 @@
 //! The retention sweepers of the admin service's data, on the policy's retention per kind:
 //! audit entries past `retention.audit_secs` are pruned behind a checkpoint
 //! (`guardyn_audit::AuditLog::prune`), so the rest still verifies; security events received
-//! longer ago than `retention.security_events_secs` are deleted, oldest first. Both run in
-//! bounded passes (`run_passes`).
+//! longer ago than `retention.security_events_secs` are deleted, oldest first; system notices
+//! are deleted once they expire. All run in bounded passes (`run_passes`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +16,17 @@ use crate::security_events_store::SWEEP_BATCH;
 
 /// Most audit entries one pass deletes (one transaction).
 const AUDIT_BATCH: usize = 512;
+/// How often expired system notices are deleted. Lists skip expired notices anyway, so this
+/// only bounds how long they take space.
+const NOTICE_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 pub(crate) async fn run_audit(core: Arc<Core>) {
     let interval = Duration::from_secs(core.cfg.audit.sweep_interval_secs);
     sweep(core, interval, "audit", audit_pass).await;
+}
+
+pub(crate) async fn run_system_notices(core: Arc<Core>) {
+    sweep(core, NOTICE_SWEEP_INTERVAL, "system notice", notices_pass).await;
 }
 
 pub(crate) async fn run_security_events(core: Arc<Core>) {
@@ -64,4 +71,12 @@ async fn security_events_pass(core: &Core) -> Result<bool, AdminError> {
         tracing::info!(deleted, "security events past retention deleted");
     }
     Ok(deleted >= SWEEP_BATCH)
+}
+
+async fn notices_pass(core: &Core) -> Result<bool, AdminError> {
+    let deleted = core.sweep_notices(core.clock.now_ms()).await?;
+    if deleted > 0 {
+        tracing::info!(deleted, "expired system notices deleted");
+    }
+    Ok(deleted >= crate::notices_store::SWEEP_BATCH)
 }

@@ -6,6 +6,7 @@ mod api {
     pub mod audit;
     pub mod client_config;
     pub mod monitoring;
+    pub mod notices;
     pub mod policy;
     pub mod roles;
     pub mod security_events;

@@ -148,7 +148,7 @@ impl Credentials {
             let scope = CredentialScope::parse(s).ok_or_else(|| {
                 AuthError::field(
                     "scopes",
-                    format!("unknown scope {s:?} (admin.read, monitoring)"),
+                    format!("unknown scope {s:?} ({})", CredentialScope::names()),
                 )
             })?;
             if !parsed.contains(&scope) {

@@ -4,7 +4,8 @@
 //!
 //! It serves `guardyn.auth.v1.{AuthService, DeviceService, MfaService, KeyDirectoryService}`
 //! and `guardyn.admin.v1.CredentialService` (API credentials: their pepper derives from the
-//! master key, so they live here), and installs the credential verifier of the auth layer.
+//! master key, so they live here), and installs the credential verifier of the auth layer
+//! (also served to the mesh as the internal `guardyn.internal.v1.CredentialVerifierService`).
 //! It owns every KvStore key under `auth/v1/` (layout in [`store`]) and publishes the events
 //! `auth.session.revoked`, `auth.account.deleted`, `auth.device.linked`, `auth.device.removed`
 //! and `auth.prekeys.low` (payloads in `guardyn_common::events::auth`, published through
@@ -127,14 +128,15 @@ impl Service for Auth {
         set.add(grpc::mfa_server(core.clone()).max_decoding_message_size(max));
         set.add(grpc::keys_server(core.clone()).max_decoding_message_size(max));
         let credentials = Arc::new(credentials::Credentials::new(core.clone()));
-        handles
-            .ctx
-            .credentials
-            .install(Arc::new(credential_verify::CredentialCheck::new(
-                credentials.clone(),
-                self.config.limits.credential_failures_per_address,
-                &handles.ctx.instance_id,
-            )));
+        // One verifier, so the failure budget per address is shared by this process's auth
+        // layer and the processes of the mesh that ask over the internal contract.
+        let check = Arc::new(credential_verify::CredentialCheck::new(
+            credentials.clone(),
+            self.config.limits.credential_failures_per_address,
+            &handles.ctx.instance_id,
+        ));
+        handles.ctx.credentials.install(check.clone());
+        set.add_internal(grpc::credential_verifier_server(check));
         set.add(grpc::credential_server(credentials).max_decoding_message_size(max));
         let account_admin = admin_seam::AuthAccountAdmin(core.clone());
         set.add_internal(grpc::account_admin_server(account_admin.clone()));

@@ -1,6 +1,6 @@
 //! Background subscriptions: auth's session/device/account/prekey events, admin's client
-//! configuration versions, and other instances' Listen claims, releases and stream
-//! announcements (which devices stream elsewhere, [`crate::remote`]).
+//! configuration versions and system notices, and other instances' Listen claims, releases and
+//! stream announcements (which devices stream elsewhere, [`crate::remote`]).
 //!
 //! Every instance consumes auth's events itself and applies them to the streams it holds, so
 //! notices need no cross-instance routing.
@@ -18,6 +18,7 @@ use guardyn_common::events::messaging::{
     LISTEN_ALL, ListenClaim, ListenRelease, STREAMS_ALL, StreamAnnounce, UNLISTEN_ALL,
     parse_listen_subject, parse_unlisten_subject,
 };
+use guardyn_common::events::notices::{SYSTEM_NOTICE_SENT, SystemNoticeSent};
 use guardyn_common::{AccountId, DeviceId};
 use guardyn_events::{Delivery, EventError};
 use guardyn_storage::{Direction, KeyRange, Txn};
@@ -54,6 +55,7 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
     let mut releases = core.bus.subscribe(UNLISTEN_ALL).await?;
     let mut announces = core.bus.subscribe(STREAMS_ALL).await?;
     let mut configs = core.bus.subscribe(CLIENT_CONFIG_PUBLISHED).await?;
+    let mut notices = core.bus.subscribe(SYSTEM_NOTICE_SENT).await?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -93,6 +95,9 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
                     let notice = Notice::ClientConfigChanged { version: e.version };
                     core.registry.notify_all(core.clock.now_ms(), &notice);
                 },
+                Some(d) = notices.next() => if let Some(e) = payload::<SystemNoticeSent>(d) {
+                    on_system_notice(&core, e);
+                },
                 Some(d) = claims.next() => if let Delivery::Event(ev) = d {
                     on_claim(&core, ev.subject(), ev.payload());
                 },
@@ -126,6 +131,20 @@ async fn on_revoked(core: &Core, e: &SessionRevoked) {
         core.registry
             .revoke_session(e.account, e.device, &e.session_id);
     }
+}
+
+/// Show an operator's notice on the open streams of its audience. Every instance receives the
+/// event and tells the streams it holds, so a notice reaches each connected device once.
+fn on_system_notice(core: &Core, e: SystemNoticeSent) {
+    let now = core.clock.now_ms();
+    let all = e.notice.all_accounts;
+    let notice = Notice::SystemNotice(e.notice);
+    if all {
+        core.registry.notify_all(now, &notice);
+        return;
+    }
+    let accounts = e.accounts.into_iter().collect();
+    core.registry.notify_accounts(&accounts, now, &notice);
 }
 
 fn on_claim(core: &Core, subject: &str, payload: &[u8]) {

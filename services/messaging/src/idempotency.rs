@@ -27,10 +27,44 @@ pub(crate) enum Claim {
     Reserved(Vec<u8>),
 }
 
+/// What [`Core::claim_state`] found.
+pub(crate) enum Free {
+    /// The id was already used: the original result.
+    Replay(IdempotencyRecord),
+    /// The id is free (or its reservation lapsed): the record read, and the reservation to
+    /// replace it with.
+    Open {
+        current: Option<Vec<u8>>,
+        reservation: Vec<u8>,
+    },
+}
+
 impl Core {
     /// Reserve the client message id at `key` (or find its result). A reservation held by a
     /// send in progress is waited for up to [`RESERVATION_WAIT`].
     pub(crate) async fn reserve(&self, key: &[u8]) -> Result<Claim, MessagingError> {
+        loop {
+            let (current, reservation) = match self.claim_state(key).await? {
+                Free::Replay(r) => return Ok(Claim::Replay(r)),
+                Free::Open {
+                    current,
+                    reservation,
+                } => (current, reservation),
+            };
+            let txn = Txn::new()
+                .require_unchanged(key.to_vec(), current.as_deref())
+                .put(key.to_vec(), reservation.clone());
+            if self.kv.commit(txn).await?.is_committed() {
+                return Ok(Claim::Reserved(reservation));
+            }
+        }
+    }
+
+    /// Reads the id's record, waiting while another send holds it: either the finished send to
+    /// replay, or the record to replace (`current`) and the reservation to replace it with. The
+    /// caller commits the reservation conditioned on `current`, possibly with more writes in
+    /// the same transaction (a 1:1 send charges its queues there).
+    pub(crate) async fn claim_state(&self, key: &[u8]) -> Result<Free, MessagingError> {
         let deadline = tokio::time::Instant::now() + RESERVATION_WAIT;
         loop {
             let now = self.clock.now_ms();
@@ -39,7 +73,7 @@ impl Core {
                 let rec: IdempotencyRecord = decode(raw)?;
                 if rec.expires_at_ms > now {
                     if !rec.pending {
-                        return Ok(Claim::Replay(rec));
+                        return Ok(Free::Replay(rec));
                     }
                     if tokio::time::Instant::now() >= deadline {
                         return Err(MessagingError::SendInProgress {
@@ -50,19 +84,13 @@ impl Core {
                     continue;
                 }
             }
-            // Absent, expired, or a reservation whose sender crashed (lease over): take it.
-            let reservation = encode(&pending_record(now));
-            let txn = Txn::new()
-                .require_unchanged(key.to_vec(), current.as_deref())
-                .put(key.to_vec(), reservation.clone());
-            if self.kv.commit(txn).await?.is_committed() {
-                return Ok(Claim::Reserved(reservation));
-            }
-            // A concurrent send changed it first: look again.
+            return Ok(Free::Open {
+                current,
+                reservation: encode(&pending_record(now)),
+            });
         }
     }
 
-    /// The completed record of a send accepted at `now`.
     pub(crate) fn completed(&self, now: u64, queued: Vec<(DeviceId, u64)>) -> IdempotencyRecord {
         IdempotencyRecord {
             pending: false,

@@ -12,7 +12,7 @@ use guardyn_storage::{NewEntry, Txn};
 use crate::core::Core;
 use crate::devices;
 use crate::error::MessagingError;
-use crate::idempotency::Claim;
+use crate::idempotency::{Claim, Free};
 use crate::quota::Policy;
 use crate::store::{self, IdempotencyRecord, QueueEntry};
 
@@ -78,7 +78,10 @@ impl Core {
             return self.send_online_only(account, device, send, now).await;
         }
         let idem_key = store::idempotency_key(account, device, &send.client_message_id);
-        let reservation = match self.reserve(&idem_key).await? {
+        let reservation = match self
+            .reserve_and_charge(account, device, &idem_key, &send, now)
+            .await?
+        {
             Claim::Replay(r) => return Ok(replay(&r)),
             Claim::Reserved(bytes) => bytes,
         };
@@ -151,9 +154,51 @@ impl Core {
         Ok(())
     }
 
-    /// Check and append the envelopes; returns (destination device, server id) per envelope.
-    /// Room is reserved in every destination queue first ([`crate::quota`]), so nothing is
-    /// stored unless all of them have it.
+    /// Reserves the message id and charges every destination queue ([`crate::quota`]) in one
+    /// transaction, so a send costs one commit before its appends rather than one per step,
+    /// and either every queue has room or nothing is counted. The destination devices are
+    /// checked first, unless the id turns out to be a finished send to replay.
+    async fn reserve_and_charge(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        idem_key: &[u8],
+        send: &SendMessage,
+        now: u64,
+    ) -> Result<Claim, MessagingError> {
+        let mut devices_checked = false;
+        loop {
+            let (current, reservation) = match self.claim_state(idem_key).await? {
+                Free::Replay(r) => return Ok(Claim::Replay(r)),
+                Free::Open {
+                    current,
+                    reservation,
+                } => (current, reservation),
+            };
+            if !devices_checked {
+                self.check_devices(device, send).await?;
+                devices_checked = true;
+            }
+            let mut txn = Txn::new()
+                .require_unchanged(idem_key.to_vec(), current.as_deref())
+                .put(idem_key.to_vec(), reservation.clone());
+            for e in &send.envelopes {
+                let queue = (send.destination, e.device);
+                let bytes = e.content.len() as u64;
+                txn = self
+                    .plan_charge(queue, account, bytes, now, Policy::Full)
+                    .await?
+                    .into_txn(txn);
+            }
+            // Lost to a concurrent send with the same id or to a concurrent charge: read again.
+            if self.kv.commit(txn).await?.is_committed() {
+                return Ok(Claim::Reserved(reservation));
+            }
+        }
+    }
+
+    /// Append the envelopes, whose queues [`Self::reserve_and_charge`] charged; returns
+    /// (destination device, server id) per envelope.
     async fn deliver(
         &self,
         account: AccountId,
@@ -161,23 +206,11 @@ impl Core {
         send: SendMessage,
         now: u64,
     ) -> Result<Vec<(DeviceId, u64)>, MessagingError> {
-        self.check_devices(device, &send).await?;
         let charges: Vec<(DeviceId, u64)> = send
             .envelopes
             .iter()
             .map(|e| (e.device, e.content.len() as u64))
             .collect();
-        for (i, &(dest, bytes)) in charges.iter().enumerate() {
-            let queue = (send.destination, dest);
-            if let Err(e) = self
-                .charge_queue(queue, account, bytes, now, Policy::Full)
-                .await
-            {
-                self.uncharge_unsent(send.destination, account, charges.get(..i))
-                    .await;
-                return Err(e);
-            }
-        }
         let ttl = Duration::from_secs(self.retention_secs());
         let mut queued = Vec::with_capacity(send.envelopes.len());
         for (i, e) in send.envelopes.into_iter().enumerate() {

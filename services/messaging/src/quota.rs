@@ -47,6 +47,21 @@ use crate::store::{self, QueueEntry, QueueUsage};
 /// `max_envelope_bytes` each).
 const REBUILD_PAGE: usize = 32;
 
+/// A planned charge: the usage record as read and as it becomes.
+pub(crate) struct Charge {
+    key: Vec<u8>,
+    raw: Vec<u8>,
+    updated: Vec<u8>,
+}
+
+impl Charge {
+    /// Adds the compare-and-set to `txn`: it commits only if nobody changed the record since.
+    pub(crate) fn into_txn(self, txn: Txn) -> Txn {
+        txn.require_equals(self.key.clone(), self.raw)
+            .put(self.key, self.updated)
+    }
+}
+
 /// Which limits a charge or check applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Policy {
@@ -69,27 +84,48 @@ impl Core {
         at_ms: u64,
         policy: Policy,
     ) -> Result<(), MessagingError> {
-        let key = store::usage_key(queue.0, queue.1);
         loop {
-            let (raw, mut usage) = self.load_usage(queue).await?;
-            if let Some(limit) = self.exceeds(&usage, sender, bytes, policy) {
-                return Err(MessagingError::QueueFull {
-                    account: queue.0,
-                    device: queue.1,
-                    limit,
-                });
-            }
-            let share = usage.senders.entry(sender).or_default();
-            share.count += 1;
-            share.bytes = share.bytes.saturating_add(bytes);
-            share.newest_ms = share.newest_ms.max(at_ms);
-            let txn = Txn::new()
-                .require_equals(key.clone(), raw)
-                .put(key.clone(), encode(&usage));
-            if self.kv.commit(txn).await?.is_committed() {
+            let charge = self
+                .plan_charge(queue, sender, bytes, at_ms, policy)
+                .await?;
+            if self
+                .kv
+                .commit(charge.into_txn(Txn::new()))
+                .await?
+                .is_committed()
+            {
                 return Ok(());
             }
         }
+    }
+
+    /// The compare-and-set that counts one entry in `queue` (see [`Self::charge_queue`]), for
+    /// the caller to commit, alone or with other writes.
+    pub(crate) async fn plan_charge(
+        &self,
+        queue: (AccountId, DeviceId),
+        sender: AccountId,
+        bytes: u64,
+        at_ms: u64,
+        policy: Policy,
+    ) -> Result<Charge, MessagingError> {
+        let (raw, mut usage) = self.load_usage(queue).await?;
+        if let Some(limit) = self.exceeds(&usage, sender, bytes, policy) {
+            return Err(MessagingError::QueueFull {
+                account: queue.0,
+                device: queue.1,
+                limit,
+            });
+        }
+        let share = usage.senders.entry(sender).or_default();
+        share.count += 1;
+        share.bytes = share.bytes.saturating_add(bytes);
+        share.newest_ms = share.newest_ms.max(at_ms);
+        Ok(Charge {
+            key: store::usage_key(queue.0, queue.1),
+            raw,
+            updated: encode(&usage),
+        })
     }
 
     /// Take entries that left the queue (acknowledged, or charged but never appended) off its

@@ -36,6 +36,8 @@ pub(crate) enum Notice {
     ClientConfigChanged {
         version: u64,
     },
+    /// An operator's notice to this account (or to every account).
+    SystemNotice(guardyn_common::events::notices::SystemNotice),
 }
 
 /// Why a stream was closed from outside.
@@ -189,6 +191,21 @@ impl Registry {
     ) {
         for ((a, d), s) in self.map().iter() {
             if *a == account && to(*d) {
+                s.push_notice(at_ms, notice.clone());
+            }
+        }
+    }
+
+    /// Queue `notice` on every stream of the `accounts` held here (one pass over the streams,
+    /// however long the list).
+    pub(crate) fn notify_accounts(
+        &self,
+        accounts: &std::collections::HashSet<AccountId>,
+        at_ms: u64,
+        notice: &Notice,
+    ) {
+        for ((a, _), s) in self.map().iter() {
+            if accounts.contains(a) {
                 s.push_notice(at_ms, notice.clone());
             }
         }

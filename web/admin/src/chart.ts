@@ -1,5 +1,6 @@
 // A small line chart on a canvas: the last N samples of one series, scaled to its own range.
-// `data-points` on the canvas says how many points were drawn (tests and screen readers).
+// `data-points` on the canvas says how many points were drawn and `data-max` the largest
+// sample shown (tests and screen readers).
 
 const KEEP = 120;
 
@@ -19,6 +20,7 @@ export class LineChart {
     this.canvas.height = 120;
     this.canvas.id = `chart-${id}`;
     this.canvas.dataset.points = "0";
+    this.canvas.dataset.max = "0";
     this.value = document.createElement("span");
     this.value.className = "chart-value";
     const heading = document.createElement("h3");
@@ -64,5 +66,6 @@ export class LineChart {
       ctx.fill();
     });
     this.canvas.dataset.points = String(this.samples.length);
+    this.canvas.dataset.max = String(Math.max(...this.samples));
   }
 }

@@ -14,8 +14,9 @@ use crate::error::ApiError;
 /// How a bearer value that is a credential (not a JWT) starts.
 pub const CREDENTIAL_PREFIX: &str = "gdc_";
 
-/// The role a credential's context carries: every scope admits only methods that need no more
-/// than read access, and the scope list (not the role) decides which of them.
+/// The role a credential's context carries: the scope list (not the role) decides which
+/// methods it reaches. Every scope but `notices.send` admits only methods that need no more
+/// than read access; the notice handler admits that scope itself in place of a role.
 pub const CREDENTIAL_ROLE: &str = "auditor";
 
 /// The one answer to a credential that does not verify (unknown, wrong secret, revoked,

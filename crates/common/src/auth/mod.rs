@@ -21,6 +21,7 @@ mod revocation;
 mod scopes;
 mod stream;
 mod token;
+mod verified;
 
 pub use config::{StaticKey, TokenConfig};
 pub use context::{AuthContext, MFA_ENROLLMENT_METHODS, Role, TokenScope, caller};
@@ -32,6 +33,8 @@ pub use revocation::{
     RevocationList, RevokedSession, SessionWatch, load_revocations, persist_revocation,
     sweep_revocations,
 };
-pub use scopes::{ADMIN_READ_METHODS, CredentialScope, CredentialScopes};
+pub use scopes::{
+    ADMIN_READ_METHODS, CredentialScope, CredentialScopes, SEND_SYSTEM_NOTICE_METHOD,
+};
 pub use stream::StreamAuth;
 pub use token::{KeyError, SignError, TokenGrant, TokenSigner, TokenVerifier, VerificationKey};

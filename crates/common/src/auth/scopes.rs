@@ -19,6 +19,10 @@ pub const ADMIN_READ_METHODS: &[&str] = &[
 /// Every method of the monitoring service.
 const MONITORING_SERVICE: &str = "/guardyn.admin.v1.MonitoringService/";
 
+/// The one method a `notices.send` credential reaches.
+pub const SEND_SYSTEM_NOTICE_METHOD: &str =
+    "/guardyn.admin.v1.SystemNoticeService/SendSystemNotice";
+
 /// What a credential may be used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CredentialScope {
@@ -26,16 +30,29 @@ pub enum CredentialScope {
     AdminRead,
     /// `guardyn.admin.v1.MonitoringService`.
     Monitoring,
+    /// Sending system notices ([`SEND_SYSTEM_NOTICE_METHOD`]), the one scope that changes
+    /// something: the handler admits it in place of the owner/admin role.
+    NoticesSend,
 }
 
 impl CredentialScope {
-    pub const ALL: [CredentialScope; 2] = [CredentialScope::AdminRead, CredentialScope::Monitoring];
+    pub const ALL: [CredentialScope; 3] = [
+        CredentialScope::AdminRead,
+        CredentialScope::Monitoring,
+        CredentialScope::NoticesSend,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AdminRead => "admin.read",
             Self::Monitoring => "monitoring",
+            Self::NoticesSend => "notices.send",
         }
+    }
+
+    /// Every scope name, comma-separated (for error messages).
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -46,6 +63,7 @@ impl CredentialScope {
         match self {
             Self::AdminRead => ADMIN_READ_METHODS.contains(&path),
             Self::Monitoring => path.starts_with(MONITORING_SERVICE),
+            Self::NoticesSend => path == SEND_SYSTEM_NOTICE_METHOD,
         }
     }
 
@@ -53,6 +71,7 @@ impl CredentialScope {
         match self {
             Self::AdminRead => 1,
             Self::Monitoring => 2,
+            Self::NoticesSend => 4,
         }
     }
 }
@@ -119,5 +138,26 @@ mod tests {
             Some(CredentialScope::AdminRead)
         );
         assert_eq!(CredentialScope::parse("admin.write"), None);
+        let notices: CredentialScopes = [CredentialScope::NoticesSend].into_iter().collect();
+        assert_eq!(
+            notices.admitting(SEND_SYSTEM_NOTICE_METHOD),
+            Some(CredentialScope::NoticesSend)
+        );
+        for other in [
+            "/guardyn.admin.v1.SystemNoticeService/ListSystemNotices",
+            "/guardyn.admin.v1.AdminUserService/ListAccounts",
+            "/guardyn.admin.v1.MonitoringService/GetMonitoringData",
+        ] {
+            assert_eq!(notices.admitting(other), None, "{other}");
+        }
+        assert_eq!(
+            read.admitting(SEND_SYSTEM_NOTICE_METHOD),
+            None,
+            "admin.read does not send"
+        );
+        assert_eq!(
+            CredentialScope::parse("notices.send"),
+            Some(CredentialScope::NoticesSend)
+        );
     }
 }

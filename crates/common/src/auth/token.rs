@@ -15,6 +15,7 @@ use super::config::TokenConfig;
 use super::context::{AuthContext, TokenScope};
 use super::revocation::RevocationList;
 use super::stream::StreamAuth;
+use super::verified::{Verified, VerifiedTokens};
 use crate::config::{ConfigError, Validate, key};
 use crate::error::{ApiError, Reason};
 
@@ -118,6 +119,7 @@ pub struct TokenVerifier {
     revoked: RevocationList,
     /// Woken when the key set should be fetched again before the next periodic refresh.
     refresh_wanted: Arc<tokio::sync::Notify>,
+    verified: Arc<VerifiedTokens>,
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -145,6 +147,7 @@ impl TokenVerifier {
             validation: Arc::new(validation),
             revoked,
             refresh_wanted: Arc::default(),
+            verified: Arc::default(),
         };
         // Static keys were validated with the config.
         let static_keys = config
@@ -177,6 +180,7 @@ impl TokenVerifier {
             .map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.public_key)))
             .collect();
         self.key_set().published = published;
+        self.verified.clear();
     }
 
     /// Emergency revocation of a signing key: its tokens are refused from now on, even if a
@@ -188,6 +192,7 @@ impl TokenVerifier {
             set.pinned.remove(kid);
             set.revoked.insert(kid.to_owned());
         }
+        self.verified.clear();
         self.refresh_wanted.notify_one();
     }
 
@@ -222,6 +227,39 @@ impl TokenVerifier {
 
     /// Check signature, issuer, audience, expiry and revocation.
     pub fn verify(&self, token: &str) -> Result<AuthContext, ApiError> {
+        let now = unix_now();
+        if let Some(hit) = self.verified.get(token) {
+            // The signature was checked before; what may have changed since is checked now.
+            if self.knows(&hit.kid) {
+                return self.still_valid(hit.context, now);
+            }
+        }
+        let (kid, context) = self.verify_signed(token)?;
+        self.verified.insert(
+            token,
+            Verified {
+                kid,
+                context: context.clone(),
+            },
+            now,
+        );
+        self.still_valid(context, now)
+    }
+
+    /// Expiry and session revocation of a token whose signature and claims are verified.
+    fn still_valid(&self, context: AuthContext, now: u64) -> Result<AuthContext, ApiError> {
+        if context.expires_at.saturating_add(self.validation.leeway) < now {
+            return Err(ApiError::new(Reason::TokenExpired, "access token expired"));
+        }
+        if self.revoked.is_revoked(&context.session_id) {
+            return Err(ApiError::new(Reason::SessionRevoked, "session was revoked"));
+        }
+        Ok(context)
+    }
+
+    /// The signature, issuer, audience and expiry check of a token seen for the first time;
+    /// returns its key id and what it says.
+    fn verify_signed(&self, token: &str) -> Result<(String, AuthContext), ApiError> {
         let bad = || ApiError::unauthenticated("invalid access token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| bad())?;
         let kid = header.kid.ok_or_else(bad)?;
@@ -242,9 +280,6 @@ impl TokenVerifier {
             }
         })?;
         let claims = data.claims;
-        if self.revoked.is_revoked(&claims.sid) {
-            return Err(ApiError::new(Reason::SessionRevoked, "session was revoked"));
-        }
         // Only auth signs tokens, so malformed ids mean a forged or foreign token.
         let (Some(account_id), Some(device_id)) = (
             crate::ids::AccountId::parse(&claims.sub),
@@ -252,7 +287,7 @@ impl TokenVerifier {
         ) else {
             return Err(bad());
         };
-        Ok(AuthContext {
+        let context = AuthContext {
             account_id,
             device_id,
             session_id: claims.sid,
@@ -264,7 +299,8 @@ impl TokenVerifier {
                 None => TokenScope::Full,
                 Some(_) => TokenScope::MfaEnrollment,
             },
-        })
+        };
+        Ok((kid, context))
     }
 }
 
@@ -542,6 +578,54 @@ mod tests {
         assert_eq!(
             bad.validate("tokens").unwrap_err().key,
             "tokens.static_keys"
+        );
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_refused_once_its_session_key_or_lifetime_ends() {
+        let cfg = TokenConfig {
+            leeway_secs: 0,
+            ..TokenConfig::default()
+        };
+        let signer = TokenSigner::generate("k1", &cfg);
+        let verifier = TokenVerifier::new(&cfg, RevocationList::new());
+        verifier.add_keys([signer.verification_key()]);
+
+        let token = signer.sign(&grant()).unwrap();
+        assert!(verifier.verify(&token).is_ok());
+        assert_eq!(verifier.verified.len(), 1, "first use is remembered");
+        assert_eq!(verifier.verify(&token).unwrap().session_id, "sess-1");
+        verifier.revocations().revoke("sess-1", unix_now() + 900);
+        assert_eq!(
+            verifier.verify(&token).unwrap_err().reason(),
+            Reason::SessionRevoked
+        );
+
+        let short = signer
+            .sign(&TokenGrant {
+                session_id: "sess-2".into(),
+                ttl: Duration::from_secs(1),
+                ..grant()
+            })
+            .unwrap();
+        assert!(verifier.verify(&short).is_ok());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(
+            verifier.verify(&short).unwrap_err().reason(),
+            Reason::TokenExpired
+        );
+
+        let other = signer
+            .sign(&TokenGrant {
+                session_id: "sess-3".into(),
+                ..grant()
+            })
+            .unwrap();
+        assert!(verifier.verify(&other).is_ok());
+        verifier.revoke_key("k1");
+        assert_eq!(
+            verifier.verify(&other).unwrap_err().reason(),
+            Reason::Unauthenticated
         );
     }
 }

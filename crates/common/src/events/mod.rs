@@ -13,6 +13,7 @@ pub mod auth;
 pub mod client_config;
 pub mod messaging;
 pub mod monitoring;
+pub mod notices;
 pub mod notification;
 pub mod policy;
 pub mod presence;

@@ -13,6 +13,13 @@ pub const BEACON: &str = "monitoring.beacon";
 /// Alerts raised by the admin service.
 pub const ALERT: &str = "monitoring.alert";
 
+/// The RPCs whose OK answers count as messages sent (the beacon's `messages_sent_total`, read
+/// from the per-RPC metrics every process keeps anyway).
+pub const MESSAGE_SEND_METHODS: [&str; 2] = [
+    "/guardyn.messaging.v1.MessagingService/SendMessage",
+    "/guardyn.messaging.v1.GroupService/SendGroupMessage",
+];
+
 /// One process's figures at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InstanceReport {
@@ -37,6 +44,11 @@ pub struct InstanceReport {
     pub queue_depths: Vec<(String, u64)>,
     pub push_backlog: Option<u64>,
     pub storage_bytes: Option<u64>,
+    /// Messages accepted since the process started (a counter: only its growth means much).
+    pub messages_sent_total: u64,
+    /// Messages accepted per second between this process's last two beacons: computed by
+    /// whoever hears them (the admin service), never sent in a beacon.
+    pub messages_sent_per_sec: f64,
 }
 
 impl InstanceReport {
@@ -83,6 +95,7 @@ impl InstanceReport {
                 .collect(),
             push_backlog: self.push_backlog,
             storage_bytes: self.storage_bytes,
+            messages_sent_per_sec: self.messages_sent_per_sec,
         }
     }
 }
@@ -104,6 +117,7 @@ impl Payload for InstanceReport {
             status: Some(self.to_status()),
             started_at_ms: self.started_at_ms,
             reported_at_ms: self.reported_at_ms,
+            messages_sent_total: self.messages_sent_total,
         }
     }
 
@@ -139,6 +153,9 @@ impl Payload for InstanceReport {
                 .collect(),
             push_backlog: s.push_backlog,
             storage_bytes: s.storage_bytes,
+            messages_sent_total: w.messages_sent_total,
+            // A rate is the hearer's to compute: one from the wire is not trusted.
+            messages_sent_per_sec: 0.0,
         })
     }
 }
@@ -253,6 +270,7 @@ mod tests {
             memory_total_bytes: 200,
             queue_depths: vec![("notification-wake".into(), 3)],
             push_backlog: Some(3),
+            messages_sent_total: 42,
             ..InstanceReport::default()
         };
         assert_eq!(InstanceReport::decode(&report.encode()).unwrap(), report);

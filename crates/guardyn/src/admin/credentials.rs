@@ -13,7 +13,7 @@ use crate::client::{ClientArgs, open};
 #[derive(Debug, Subcommand)]
 pub enum CredentialsCommand {
     /// Issue a credential and print its bearer value (`gdc_<id>.<secret>`) once. Scopes:
-    /// `admin.read` (read-only admin RPCs), `monitoring`.
+    /// `admin.read` (read-only admin RPCs), `monitoring`, `notices.send` (SendSystemNotice).
     Issue {
         #[command(flatten)]
         args: ClientArgs,

@@ -13,6 +13,7 @@ mod bootstrap;
 mod config;
 mod credentials;
 mod monitoring;
+mod notices;
 mod policy;
 mod users;
 
@@ -54,6 +55,10 @@ pub enum AdminCommand {
     /// `rotate ID`, `revoke ID`. Roles: owner, admin.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCommand),
+    /// System notices: `send TEXT --all | --account ID... --reason ...` (owner, admin),
+    /// `list` (the notices in force for the signed-in account).
+    #[command(subcommand)]
+    Notices(notices::NoticesCommand),
 }
 
 /// Run one admin command. `config` is the `--config` file, read only by commands that act on
@@ -69,5 +74,6 @@ pub async fn run(command: AdminCommand, config: Option<&Path>) -> anyhow::Result
         AdminCommand::Policy(command) => policy::run(command).await,
         AdminCommand::Monitoring(args) => monitoring::run(args).await,
         AdminCommand::Credentials(command) => credentials::run(command).await,
+        AdminCommand::Notices(command) => notices::run(command).await,
     }
 }

@@ -205,6 +205,15 @@ fn cases(a: &Victim) -> Vec<(&'static str, Case)> {
             "/guardyn.admin.v1.ClientConfigService/ListClientConfigVersions",
             RoleGated,
         ),
+        // A device reads the notices addressed to its own account (or to all); it names none.
+        (
+            "/guardyn.admin.v1.SystemNoticeService/ListSystemNotices",
+            Own,
+        ),
+        (
+            "/guardyn.admin.v1.SystemNoticeService/SendSystemNotice",
+            RoleGated,
+        ),
         ("/guardyn.admin.v1.PolicyService/GetPolicy", RoleGated),
         ("/guardyn.admin.v1.PolicyService/SetPolicy", RoleGated),
         (

@@ -312,3 +312,125 @@ async fn rotating_a_running_servers_certificate_fails_no_call() {
     assert_eq!(check(long_lived).await.unwrap(), 1);
     child.kill().await.unwrap();
 }
+
+/// The auth process for the client-rotation test: its mesh listener on a fixed port, so a
+/// restarted one is reached by the same long-lived client channel.
+async fn mesh_server(dir: &Path, port: u16) -> TestServer {
+    let tls = peer_tls(dir, "server");
+    TestServer::start_with(Options {
+        services: vec!["auth".into()],
+        configure: Some(Box::new(move |c| {
+            c.mesh.listen = format!("127.0.0.1:{port}");
+            c.mesh.tls = tls;
+        })),
+        ..Options::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_client_presents_its_rotated_certificate_so_revoking_the_old_one_fails_no_call() {
+    guardyn_common::server::install_crypto_provider();
+    let work = tempfile::tempdir().unwrap();
+    let dir: PathBuf = work.path().join("ca");
+    certs_cli(&["init"], &dir);
+    certs_cli(
+        &[
+            "issue",
+            "server",
+            "--san",
+            "localhost",
+            "--san",
+            "127.0.0.1",
+        ],
+        &dir,
+    );
+    certs_cli(&["issue", "client"], &dir);
+    let port = super::free_port();
+    let server = mesh_server(&dir, port).await;
+
+    // One long-lived client, as a messaging or admin process holds it.
+    let config = MeshConfig {
+        max_attempts: 1,
+        tls: peer_tls(&dir, "client"),
+        ..MeshConfig::default()
+    };
+    let channel = mesh::channel(&[format!("https://127.0.0.1:{port}")], &config)
+        .await
+        .unwrap();
+    let client = RemoteDeviceDirectory::new(channel, &config);
+    let account = "00000000-0000-4000-8000-000000000000";
+    client.devices(account).await.unwrap();
+
+    // Calls without pause, every failure counted, across the rotation and the revocation.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let traffic = {
+        let (stop, ok, failed, client) = (stop.clone(), ok.clone(), failed.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client.devices(account).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors.push(format!("{e:?}"));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            errors
+        })
+    };
+
+    // Keep the old pair to show the server refuses it once revoked.
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            dir.join(format!("client.{ext}")),
+            dir.join(format!("old.{ext}")),
+        )
+        .unwrap();
+    }
+    let old_serial = guardyn::certs::existing(&dir, "client").unwrap().serial;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    certs_cli(&["rotate", "client", "--force"], &dir);
+    // The client checks its files every second: give it a few checks before the old
+    // certificate becomes useless.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    certs_cli(&["revoke", &old_serial], &dir);
+    let deadline = Instant::now() + WAIT;
+    while call(server.mesh_addr.unwrap(), peer_tls(&dir, "old"))
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "the server never loaded the CRL");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let errors = traffic.await.unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(
+        failed, 0,
+        "calls failed across rotation and revocation: {errors:?}"
+    );
+    assert!(ok > 10, "too little traffic to mean anything: {ok} calls");
+
+    // A restarted server sees only new handshakes: the same client channel (no restart of the
+    // client) must now present the rotated certificate, since the old one is revoked.
+    server.stop().await.unwrap();
+    let server = mesh_server(&dir, port).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.devices(account).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the client never presented its rotated certificate: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await.unwrap();
+}

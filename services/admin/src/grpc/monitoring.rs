@@ -67,6 +67,7 @@ fn cluster_out(c: Cluster) -> ClusterStatus {
         queue_depths: queues_out(c.queue_depths.into_iter().collect::<BTreeMap<_, _>>()),
         push_backlog: c.push_backlog,
         storage_bytes: c.storage_bytes,
+        messages_sent_per_sec: c.messages_sent_per_sec,
     }
 }
 

@@ -3,6 +3,7 @@
 mod account_admin;
 mod auth;
 mod convert;
+mod credential_verify;
 mod credentials;
 mod devices;
 mod directory;
@@ -12,6 +13,7 @@ mod paging;
 
 pub use account_admin::AccountAdminApi;
 pub use auth::AuthApi;
+pub use credential_verify::CredentialVerifierApi;
 pub use credentials::CredentialApi;
 pub use devices::DeviceApi;
 pub use directory::DirectoryApi;
@@ -26,10 +28,12 @@ use guardyn_proto::guardyn::auth::v1::device_service_server::DeviceServiceServer
 use guardyn_proto::guardyn::auth::v1::key_directory_service_server::KeyDirectoryServiceServer;
 use guardyn_proto::guardyn::auth::v1::mfa_service_server::MfaServiceServer;
 use guardyn_proto::guardyn::internal::v1::account_admin_service_server::AccountAdminServiceServer;
+use guardyn_proto::guardyn::internal::v1::credential_verifier_service_server::CredentialVerifierServiceServer;
 use guardyn_proto::guardyn::internal::v1::device_directory_service_server::DeviceDirectoryServiceServer;
 
 use crate::admin_seam::AuthAccountAdmin;
 use crate::core::Core;
+use crate::credential_verify::CredentialCheck;
 use crate::credentials::Credentials;
 use crate::directory::AuthDirectory;
 
@@ -60,6 +64,13 @@ pub(crate) fn directory_server(
     directory: AuthDirectory,
 ) -> DeviceDirectoryServiceServer<DirectoryApi> {
     DeviceDirectoryServiceServer::new(DirectoryApi(directory))
+}
+
+/// The internal credential verification, for the mesh listener only.
+pub(crate) fn credential_verifier_server(
+    check: Arc<CredentialCheck>,
+) -> CredentialVerifierServiceServer<CredentialVerifierApi> {
+    CredentialVerifierServiceServer::new(CredentialVerifierApi(check))
 }
 
 /// The internal account administration, for the mesh listener only.

@@ -12,6 +12,7 @@ use guardyn_proto::guardyn::admin::v1 as pb;
 use guardyn_proto::guardyn::admin::v1::admin_user_service_client::AdminUserServiceClient;
 use guardyn_proto::guardyn::admin::v1::credential_service_client::CredentialServiceClient;
 use guardyn_proto::guardyn::admin::v1::monitoring_service_client::MonitoringServiceClient;
+use guardyn_proto::guardyn::admin::v1::system_notice_service_client::SystemNoticeServiceClient;
 use guardyn_storage_postgres::{PostgresConfig, throwaway};
 use guardyn_testkit::rpc::authed;
 use guardyn_testkit::{NatsServer, Options, TestServer};
@@ -56,6 +57,22 @@ async fn monitoring(server: &TestServer, bearer: &str) -> Result<(), tonic::Stat
         .map(|_| ())
 }
 
+async fn send_notice(server: &TestServer, bearer: &str) -> Result<String, tonic::Status> {
+    SystemNoticeServiceClient::new(server.channel())
+        .send_system_notice(authed(
+            pb::SendSystemNoticeRequest {
+                all_accounts: true,
+                severity: pb::SystemNoticeSeverity::Critical.into(),
+                text: "Service degraded, we are on it".into(),
+                reason: "incident 42".into(),
+                ..Default::default()
+            },
+            bearer,
+        ))
+        .await
+        .map(|r| r.into_inner().notice_id)
+}
+
 fn reason(status: &tonic::Status) -> Option<String> {
     guardyn_common::error::reason_of(status)
 }
@@ -63,6 +80,55 @@ fn reason(status: &tonic::Status) -> Option<String> {
 fn assert_refused(result: Result<(), tonic::Status>, code: Code, what: &str) {
     let status = result.expect_err(what);
     assert_eq!(status.code(), code, "{what}: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notices_send_credential_sends_notices_and_nothing_else_and_is_named_in_the_audit() {
+    let server = TestServer::start_with(Options::configure(cheap_hashing))
+        .await
+        .unwrap();
+    let admin = admin_token(&server, "admin");
+    let (id, secret) = issue(&server, &admin, &["notices.send"]).await;
+    let notice_id = send_notice(&server, &secret).await.unwrap();
+    assert_refused(
+        list_accounts(&server, &secret).await,
+        Code::PermissionDenied,
+        "ListAccounts with a notices.send credential",
+    );
+    assert_refused(
+        monitoring(&server, &secret).await,
+        Code::PermissionDenied,
+        "monitoring with a notices.send credential",
+    );
+    // Other scopes do not send.
+    let (_, watcher) = issue(&server, &admin, &["monitoring", "admin.read"]).await;
+    assert_refused(
+        send_notice(&server, &watcher).await.map(|_| ()),
+        Code::PermissionDenied,
+        "SendSystemNotice with a monitoring + admin.read credential",
+    );
+    // The notice reached users' lists, and the audit names the credential as the sender.
+    let user = admin_token(&server, "user");
+    let listed = SystemNoticeServiceClient::new(server.channel())
+        .list_system_notices(authed(pb::ListSystemNoticesRequest::default(), &user))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<_> = listed.notices.into_iter().map(|n| n.notice_id).collect();
+    assert_eq!(listed, std::slice::from_ref(&notice_id));
+    let entries = guardyn_audit::entries(&*server.kv()).await.unwrap();
+    let sent: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == AuditKind::SystemNoticeSent)
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0].actor.as_deref(),
+        Some(format!("credential:{id}").as_str())
+    );
+    assert_eq!(sent[0].reason, "incident 42");
+    assert!(sent[0].detail.contains(&notice_id));
+    server.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

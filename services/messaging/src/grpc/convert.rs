@@ -169,6 +169,7 @@ pub(super) fn listen_item(item: Item) -> pb::ListenResponse {
                 Notice::ClientConfigChanged { version } => {
                     WireNotice::ClientConfigChanged(pb::ClientConfigChanged { version })
                 }
+                Notice::SystemNotice(n) => WireNotice::SystemNotice(n.to_wire()),
             }),
         }),
     };

@@ -1,6 +1,7 @@
-// Live monitoring fed by the server stream WatchMonitoring: cluster charts and one row per
-// instance. The stream ends when the page is left (AbortSignal) or the server ends it (token
-// expiry, revocation, shutdown): the error is shown and the page reconnects on demand.
+// Live monitoring fed by the server stream WatchMonitoring: cluster charts (instances,
+// devices, message rate, queues, CPU, memory) and one row per instance. The stream ends when
+// the page is left (AbortSignal) or the server ends it (token expiry, revocation, shutdown):
+// the error is shown and the page reconnects on demand.
 
 import { expired, renewSession, type Clients } from "../api.js";
 import { clearError, showError } from "../errors.js";
@@ -11,6 +12,7 @@ import { MonitoredResource, type MonitoringSnapshot } from "../gen/guardyn/admin
 const mib = (b: bigint | number) => `${(Number(b) / 1048576).toFixed(0)} MiB`;
 const pct = (v: number) => `${v.toFixed(1)} %`;
 const count = (v: number) => String(Math.round(v));
+const rate = (v: number) => `${v.toFixed(v < 10 ? 2 : 0)}/s`;
 
 export function monitoringPage(clients: Clients, signal: AbortSignal): HTMLElement {
   const error = errorBox();
@@ -18,6 +20,7 @@ export function monitoringPage(clients: Clients, signal: AbortSignal): HTMLEleme
   const charts = {
     instances: new LineChart("instances", "Instances", count),
     devices: new LineChart("devices", "Connected devices", count),
+    messages: new LineChart("messages", "Messages sent", rate),
     queues: new LineChart("queues", "Queue depth (total)", count),
     cpu: new LineChart("cpu", "CPU (mean)", pct),
     memory: new LineChart("memory", "Memory used", pct),
@@ -32,6 +35,7 @@ export function monitoringPage(clients: Clients, signal: AbortSignal): HTMLEleme
     const c = s.cluster;
     charts.instances.push(c?.instances ?? 0);
     charts.devices.push(Number(c?.connectedDevices ?? 0n));
+    charts.messages.push(c?.messagesSentPerSec ?? 0);
     charts.queues.push((c?.queueDepths ?? []).reduce((sum, q) => sum + Number(q.depth), 0));
     charts.cpu.push(c?.cpuPercentMean ?? 0);
     const total = Number(c?.memoryTotalBytes ?? 0n);
@@ -40,7 +44,7 @@ export function monitoringPage(clients: Clients, signal: AbortSignal): HTMLEleme
     stateLine.textContent = `live · snapshot ${time(s.takenAt)}`;
     instances.replaceChildren(
       table(
-        ["Instance", "Version", "Services", "Uptime", "CPU", "RSS", "Devices", "Streams", "Queues", "Reported"],
+        ["Instance", "Version", "Services", "Uptime", "CPU", "RSS", "Devices", "Streams", "Messages", "Queues", "Reported"],
         s.instances.map((i) => [
           el("code", { class: "instance-id" }, i.instanceId),
           i.version,
@@ -50,6 +54,7 @@ export function monitoringPage(clients: Clients, signal: AbortSignal): HTMLEleme
           mib(i.processRssBytes),
           String(i.connectedDevices),
           String(i.openStreams),
+          rate(i.messagesSentPerSec),
           i.queueDepths.map((q) => `${q.queue}=${q.depth}`).join(" "),
           time(i.reportedAt),
         ]),
