@@ -29,6 +29,7 @@ mod bus;
 mod config;
 mod error;
 mod inprocess;
+mod lane;
 mod nats;
 pub mod subject;
 #[cfg(any(test, feature = "testing"))]

@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use futures::stream::BoxStream;
-use tokio::sync::{broadcast, watch};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::{BroadcastStream, WatchStream};
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 
 use crate::error::EventError;
+use crate::lane::{LaneReceiver, LaneSender, lane};
 use crate::subject::Pattern;
 use crate::trace::TraceContext;
 
@@ -77,14 +77,10 @@ pub enum Delivery {
     },
 }
 
-/// Per-subscriber bounded buffer. A broadcast channel with a single receiver gives exactly the
-/// semantics we want: `send` never waits, and on overflow the receiver learns how many events
-/// it lost instead of slowing the publisher down.
-pub(crate) fn subscriber_channel(
-    capacity: usize,
-) -> (broadcast::Sender<Event>, BroadcastStream<Event>) {
-    let (tx, rx) = broadcast::channel(capacity.max(1));
-    (tx, BroadcastStream::new(rx))
+/// Per-subscriber bounded buffer ([`crate::lane`]): `send` never waits, and on overflow the
+/// receiver learns how many events it lost instead of slowing the publisher down.
+pub(crate) fn subscriber_channel(capacity: usize) -> (LaneSender<Event>, LaneReceiver<Event>) {
+    lane(capacity)
 }
 
 /// A live subscription: a stream of [`Delivery`] items. Dropping it unsubscribes.
@@ -93,7 +89,7 @@ pub(crate) fn subscriber_channel(
 /// connection is closed for good).
 pub struct Subscription {
     pattern: Pattern,
-    rx: BroadcastStream<Event>,
+    rx: LaneReceiver<Event>,
     /// Bumped when events may have been lost outside the buffer (the bus reconnected).
     resync: Option<WatchStream<u64>>,
     /// Unsubscribes when dropped.
@@ -103,7 +99,7 @@ pub struct Subscription {
 impl Subscription {
     pub(crate) fn new(
         pattern: Pattern,
-        rx: BroadcastStream<Event>,
+        rx: LaneReceiver<Event>,
         guard: Box<dyn Send + Sync>,
     ) -> Self {
         Self {
@@ -140,7 +136,7 @@ impl Stream for Subscription {
         Pin::new(&mut this.rx).poll_next(cx).map(|item| {
             item.map(|r| match r {
                 Ok(event) => Delivery::Event(event),
-                Err(BroadcastStreamRecvError::Lagged(missed)) => Delivery::Lagged { missed },
+                Err(missed) => Delivery::Lagged { missed },
             })
         })
     }

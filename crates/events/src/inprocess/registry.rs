@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 
-use tokio::sync::broadcast;
-
+use crate::lane::LaneSender;
 use crate::subject::PatternToken;
 use crate::types::Event;
 
-type Subscribers = HashMap<u64, broadcast::Sender<Event>>;
+type Subscribers = HashMap<u64, LaneSender<Event>>;
 
 #[derive(Default)]
 pub(super) struct Trie {
@@ -41,12 +40,7 @@ impl Trie {
         self.len
     }
 
-    pub(super) fn insert(
-        &mut self,
-        pattern: &[PatternToken],
-        id: u64,
-        tx: broadcast::Sender<Event>,
-    ) {
+    pub(super) fn insert(&mut self, pattern: &[PatternToken], id: u64, tx: LaneSender<Event>) {
         let mut node = &mut self.root;
         for token in pattern {
             match token {
@@ -73,7 +67,7 @@ impl Trie {
     pub(super) fn for_each_match(
         &self,
         subject: &[&str],
-        f: &mut impl FnMut(u64, &broadcast::Sender<Event>),
+        f: &mut impl FnMut(u64, &LaneSender<Event>),
     ) {
         visit(&self.root, subject, f);
     }
@@ -109,7 +103,7 @@ fn remove_in(node: &mut Node, pattern: &[PatternToken], id: u64) -> bool {
     }
 }
 
-fn visit(node: &Node, subject: &[&str], f: &mut impl FnMut(u64, &broadcast::Sender<Event>)) {
+fn visit(node: &Node, subject: &[&str], f: &mut impl FnMut(u64, &LaneSender<Event>)) {
     let Some((first, rest)) = subject.split_first() else {
         node.exact.iter().for_each(|(id, tx)| f(*id, tx));
         return;
@@ -147,7 +141,7 @@ mod tests {
         let subjects = [
             "a", "a.b", "a.b.c", "a.x.c", "a.b.c.d", "x.y.z", "b", "q.b.r",
         ];
-        let (tx, _rx) = broadcast::channel(1);
+        let (tx, _rx) = crate::lane::lane(1);
         let mut trie = Trie::default();
         let parsed: Vec<Pattern> = patterns
             .iter()
