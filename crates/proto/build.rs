@@ -104,6 +104,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Clients stay generic over any tower service; this crate does not
         // enable tonic's `transport` feature, so no `connect` constructors.
         .build_transport(false)
+        // `codec.rs`: prost's codec with a smaller per-stream encode buffer.
+        .codec_path("crate::codec::LeanCodec")
         .skip_debug(REDACTED.iter().copied())
         .compile_fds_with_config(fds, prost_config())?;
     Ok(())

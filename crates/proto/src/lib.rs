@@ -20,6 +20,7 @@
 //! This crate owns only generated code and contract metadata. It must not
 //! depend on any other Guardyn crate or on server-side logic.
 
+pub mod codec;
 mod redact;
 
 /// Generated code, one module per protobuf package.

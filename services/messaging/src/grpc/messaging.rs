@@ -87,7 +87,7 @@ impl MessagingService for MessagingApi {
             drop(connected);
         });
         let stream = ReceiverStream::new(rx)
-            .map(|item| item.map(convert::listen_item).map_err(Status::from));
+            .map(|item| (*item).map(convert::listen_item).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 
