@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// and its CPU while they sit idle for `--max-secs` (5..=60).
     #[arg(long, default_value_t = 0)]
     pub idle_streams: usize,
+    /// Instead of the phases above: this many signed-in devices heartbeat at the interval the
+    /// server asks for, for `--max-secs` (30..=300); reports the server's CPU (needs
+    /// `--server-pid`).
+    #[arg(long, default_value_t = 0)]
+    pub presence_devices: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -218,6 +223,17 @@ impl ServerWatch {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(remote) = args.server.iter().find(|s| !loopback(s)) {
         anyhow::bail!("bench only drives a loopback server (got {remote})");
+    }
+    if args.presence_devices > 0 {
+        return crate::bench_presence::run(crate::bench_presence::PresenceArgs {
+            server: args.server.first().map(String::as_str),
+            connections: args.connections,
+            server_pid: args.server_pid,
+            devices: args.presence_devices,
+            hold: Duration::from_secs(args.max_secs.clamp(30, 300)),
+            json: args.json,
+        })
+        .await;
     }
     if args.idle_streams > 0 {
         return crate::bench_idle::run(crate::bench_idle::IdleArgs {

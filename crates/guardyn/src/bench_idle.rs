@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use guardyn_sdk::{Client, ClientConfig, Inbox, Storage, connect};
+use guardyn_sdk::{Channel, Client, ClientConfig, Inbox, Storage, connect};
 use tokio::task::JoinSet;
 
 use crate::bench_proc::ProcSample;
@@ -47,45 +47,13 @@ pub(crate) async fn run(args: IdleArgs<'_>) -> anyhow::Result<()> {
     for _ in 0..args.connections.max(1) {
         channels.push(connect(server).await?);
     }
-    let config = ClientConfig {
-        device_name: "idle".into(),
-        prekey_batch: 1,
-        prekey_low_water: 0,
-        key_package_batch: 1,
-        max_attempts: 5,
-        ..ClientConfig::default()
-    };
     let idle = read()?;
     let started = Instant::now();
-    let run_id = std::process::id();
-    let mut clients = Vec::with_capacity(n);
-    let mut pending = JoinSet::new();
-    for i in 0..n {
-        if pending.len() >= REGISTER_CONCURRENCY
-            && let Some(done) = pending.join_next().await
-        {
-            clients.push(done??);
-        }
-        let channel = channels[i % channels.len()].clone();
-        let config = config.clone();
-        pending.spawn(async move {
-            let name = format!("idle{run_id}x{i}");
-            Client::register(
-                channel,
-                Storage::Memory,
-                config,
-                &name,
-                "bench password 0123456789",
-            )
-            .await
-        });
-        if (i + 1) % 1000 == 0 {
-            eprintln!("registered {} of {n}", i + 1);
-        }
-    }
-    while let Some(done) = pending.join_next().await {
-        clients.push(done??);
-    }
+    let clients: Vec<Client> = register_devices(&channels, n, "idle")
+        .await?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
     let register_secs = started.elapsed().as_secs_f64();
     let registered = read()?;
 
@@ -164,4 +132,50 @@ pub(crate) async fn run(args: IdleArgs<'_>) -> anyhow::Result<()> {
     }
     drop(inboxes);
     Ok(())
+}
+
+/// The password of every bench device.
+pub(crate) const PASSWORD: &str = "bench password 0123456789";
+
+/// Registers `n` accounts of one device each, spread over `channels`, with the fewest keys
+/// the SDK allows; returns (username, client) in order.
+pub(crate) async fn register_devices(
+    channels: &[Channel],
+    n: usize,
+    prefix: &str,
+) -> anyhow::Result<Vec<(String, Client)>> {
+    let config = ClientConfig {
+        device_name: prefix.into(),
+        prekey_batch: 1,
+        prekey_low_water: 0,
+        key_package_batch: 1,
+        max_attempts: 5,
+        ..ClientConfig::default()
+    };
+    let run_id = std::process::id();
+    let mut clients = Vec::with_capacity(n);
+    let mut pending = JoinSet::new();
+    for i in 0..n {
+        if pending.len() >= REGISTER_CONCURRENCY
+            && let Some(done) = pending.join_next().await
+        {
+            clients.push(done??);
+        }
+        let channel = channels[i % channels.len()].clone();
+        let config = config.clone();
+        let name = format!("{prefix}{run_id}x{i}");
+        pending.spawn(async move {
+            Client::register(channel, Storage::Memory, config, &name, PASSWORD)
+                .await
+                .map(|c| (i, name, c))
+        });
+        if (i + 1) % 1000 == 0 {
+            eprintln!("registered {} of {n}", i + 1);
+        }
+    }
+    while let Some(done) = pending.join_next().await {
+        clients.push(done??);
+    }
+    clients.sort_by_key(|(i, _, _)| *i);
+    Ok(clients.into_iter().map(|(_, name, c)| (name, c)).collect())
 }

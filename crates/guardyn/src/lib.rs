@@ -9,6 +9,7 @@ pub mod bench;
 mod bench_idle;
 pub mod bench_login;
 pub mod bench_media;
+mod bench_presence;
 pub mod bench_proc;
 pub mod certs;
 pub mod client;
