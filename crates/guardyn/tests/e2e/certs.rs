@@ -160,7 +160,7 @@ async fn presented_leaf(port: u16, root: &Path) -> Option<Vec<u8>> {
     Some(tls.get_ref().1.peer_certificates()?.first()?.to_vec())
 }
 
-fn certs_cli(args: &[&str], dir: &Path) {
+pub(crate) fn certs_cli(args: &[&str], dir: &Path) {
     let out = super::guardyn()
         .arg("certs")
         .args(args)

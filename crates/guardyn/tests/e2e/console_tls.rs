@@ -9,22 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const INDEX: &str = "<!doctype html><title>console over https</title>";
+use super::certs::certs_cli;
 
-fn certs_cli(args: &[&str], dir: &Path) {
-    let out = super::guardyn()
-        .arg("certs")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "guardyn certs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+const INDEX: &str = "<!doctype html><title>console over https</title>";
 
 /// A CA (`guardyn certs init`) with a server certificate for localhost in `dir`.
 fn ca_with_server(dir: &Path) {
