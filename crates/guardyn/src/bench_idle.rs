@@ -41,12 +41,8 @@ pub(crate) async fn run(args: IdleArgs<'_>) -> anyhow::Result<()> {
     let Some(pid) = args.server_pid else {
         anyhow::bail!("--idle-streams measures the server's memory: give --server-pid");
     };
-    let read = || ProcSample::read(pid).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}"));
-    let server = args.server.ok_or_else(|| anyhow::anyhow!("no --server"))?;
-    let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        channels.push(connect(server).await?);
-    }
+    let read = || ProcSample::require(pid);
+    let channels = connect_all(args.server, args.connections).await?;
     let idle = read()?;
     let started = Instant::now();
     let clients: Vec<Client> = register_devices(&channels, n, "idle")
@@ -132,6 +128,19 @@ pub(crate) async fn run(args: IdleArgs<'_>) -> anyhow::Result<()> {
     }
     drop(inboxes);
     Ok(())
+}
+
+/// `connections` HTTP/2 connections to `server`, which the bench devices share.
+pub(crate) async fn connect_all(
+    server: Option<&str>,
+    connections: usize,
+) -> anyhow::Result<Vec<Channel>> {
+    let server = server.ok_or_else(|| anyhow::anyhow!("no --server"))?;
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        channels.push(connect(server).await?);
+    }
+    Ok(channels)
 }
 
 /// The password of every bench device.

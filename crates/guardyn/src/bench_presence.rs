@@ -15,10 +15,10 @@ use guardyn_proto::guardyn::auth::v1 as auth;
 use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
 use guardyn_proto::guardyn::presence::v1 as pb;
 use guardyn_proto::guardyn::presence::v1::presence_service_client::PresenceServiceClient;
-use guardyn_sdk::{Channel, connect};
+use guardyn_sdk::Channel;
 use tokio::task::JoinSet;
 
-use crate::bench_idle::{PASSWORD, register_devices};
+use crate::bench_idle::{PASSWORD, connect_all, register_devices};
 use crate::bench_proc::ProcSample;
 
 /// Sign-ins in flight at once.
@@ -67,12 +67,8 @@ pub(crate) async fn run(args: PresenceArgs<'_>) -> anyhow::Result<()> {
     let Some(pid) = args.server_pid else {
         anyhow::bail!("--presence-devices measures the server's CPU: give --server-pid");
     };
-    let read = || ProcSample::read(pid).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}"));
-    let server = args.server.ok_or_else(|| anyhow::anyhow!("no --server"))?;
-    let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        channels.push(connect(server).await?);
-    }
+    let read = || ProcSample::require(pid);
+    let channels = connect_all(args.server, args.connections).await?;
     let devices = register_devices(&channels, n, "presence").await?;
     let mut tokens = vec![String::new(); n];
     let mut pending = JoinSet::new();

@@ -49,6 +49,11 @@ impl ProcSample {
         })
     }
 
+    /// [`Self::read`], failing when the process cannot be read (gone, or not ours to read).
+    pub fn require(pid: u32) -> anyhow::Result<Self> {
+        Self::read(pid).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}"))
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "cpu_secs": self.cpu_secs, "rss_kib": self.rss_kib, "threads": self.threads,

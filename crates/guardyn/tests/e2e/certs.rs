@@ -175,12 +175,9 @@ pub(crate) fn certs_cli(args: &[&str], dir: &Path) {
     );
 }
 
-#[tokio::test]
-async fn rotating_a_running_servers_certificate_fails_no_call() {
-    guardyn_common::server::install_crypto_provider();
-    let work = tempfile::tempdir().unwrap();
-    let dir: PathBuf = work.path().join("ca");
-    certs_cli(&["init"], &dir);
+/// A CA (`guardyn certs init`) with a server certificate for localhost in `dir`.
+pub(crate) fn ca_with_server(dir: &Path) {
+    certs_cli(&["init"], dir);
     certs_cli(
         &[
             "issue",
@@ -190,8 +187,16 @@ async fn rotating_a_running_servers_certificate_fails_no_call() {
             "--san",
             "127.0.0.1",
         ],
-        &dir,
+        dir,
     );
+}
+
+#[tokio::test]
+async fn rotating_a_running_servers_certificate_fails_no_call() {
+    guardyn_common::server::install_crypto_provider();
+    let work = tempfile::tempdir().unwrap();
+    let dir: PathBuf = work.path().join("ca");
+    ca_with_server(&dir);
     let root = guardyn::certs::root_path(&dir);
     let port = super::free_port();
     let mut c = Config::default();
@@ -334,18 +339,7 @@ async fn a_mesh_client_presents_its_rotated_certificate_so_revoking_the_old_one_
     guardyn_common::server::install_crypto_provider();
     let work = tempfile::tempdir().unwrap();
     let dir: PathBuf = work.path().join("ca");
-    certs_cli(&["init"], &dir);
-    certs_cli(
-        &[
-            "issue",
-            "server",
-            "--san",
-            "localhost",
-            "--san",
-            "127.0.0.1",
-        ],
-        &dir,
-    );
+    ca_with_server(&dir);
     certs_cli(&["issue", "client"], &dir);
     let port = super::free_port();
     let server = mesh_server(&dir, port).await;

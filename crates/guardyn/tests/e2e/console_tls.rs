@@ -9,25 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::certs::certs_cli;
+use super::certs::{ca_with_server, certs_cli};
 
 const INDEX: &str = "<!doctype html><title>console over https</title>";
-
-/// A CA (`guardyn certs init`) with a server certificate for localhost in `dir`.
-fn ca_with_server(dir: &Path) {
-    certs_cli(&["init"], dir);
-    certs_cli(
-        &[
-            "issue",
-            "server",
-            "--san",
-            "localhost",
-            "--san",
-            "127.0.0.1",
-        ],
-        dir,
-    );
-}
 
 /// `GET /` over TLS to `port`, trusting only the root certificate `root`: the raw response.
 async fn https_get(port: u16, root: &Path) -> Result<String, String> {
