@@ -3,8 +3,11 @@
 //!
 //! Ordering per batch: process (under the state lock) → save state → emit events → Ack.
 //! A crash before the save redelivers and re-processes; a crash after it redelivers, and the
-//! envelope is recognised by its queue position (`last_server_id`) and only acknowledged.
+//! envelope is recognised by its position and only acknowledged: the device queue position
+//! (`last_server_id`) for queue envelopes, the position in the group's log
+//! (`group_log_seen`) for MLS group traffic the server stores once per group.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +26,11 @@ use crate::state::State;
 /// Acknowledge at least this often while a backlog streams in (the server pauses after
 /// `max_in_flight`, default 256, unacknowledged envelopes).
 const ACK_BATCH: usize = 64;
+
+/// Server limits of one AckRequest: group acks, and ids in all (plain server ids, group ids
+/// and their server ids counted together).
+const ACK_MAX_GROUPS: usize = 64;
+const ACK_MAX_IDS: usize = 1000;
 
 /// First and longest wait before reopening a broken Listen stream.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -98,8 +106,130 @@ impl Sink<'_> {
 }
 
 struct Batch {
+    /// Device queue positions to acknowledge.
     acks: Vec<u64>,
+    /// Group log positions to acknowledge, per group id.
+    group_acks: BTreeMap<Vec<u8>, Vec<u64>>,
     events: Vec<Event>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            acks: Vec::new(),
+            group_acks: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Envelopes processed and not acknowledged yet.
+    fn pending(&self) -> usize {
+        self.acks.len() + self.group_acks.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Remembers a processed envelope for the next Ack: under its group for a group-log
+    /// envelope, by queue position otherwise. Online-only envelopes (position 0) need none.
+    fn ack(&mut self, env: &msg::DeliveredEnvelope) {
+        if env.server_id == 0 {
+            return;
+        }
+        match group_log_key(env) {
+            Some(group_id) => self
+                .group_acks
+                .entry(group_id.to_vec())
+                .or_default()
+                .push(env.server_id),
+            None if env.group_log => {
+                // Cannot be acknowledged without its group; the server keeps offering it.
+                tracing::warn!(
+                    server_id = env.server_id,
+                    "group-log envelope without group id"
+                );
+            }
+            None => self.acks.push(env.server_id),
+        }
+    }
+}
+
+/// The group whose log an envelope comes from; `None` for a device-queue envelope (and for a
+/// malformed group-log envelope without a group id).
+fn group_log_key(env: &msg::DeliveredEnvelope) -> Option<&[u8]> {
+    if env.group_log {
+        env.group_id.as_deref()
+    } else {
+        None
+    }
+}
+
+/// Whether the envelope was processed before (a redelivery after a lost Ack or a crash after
+/// the state was saved).
+fn already_processed(st: &State, env: &msg::DeliveredEnvelope) -> bool {
+    if env.server_id == 0 {
+        return false;
+    }
+    if env.group_log {
+        // Group log positions count per group; the device queue position says nothing here.
+        return group_log_key(env)
+            .and_then(|g| st.group_log_seen.get(g))
+            .is_some_and(|seen| env.server_id <= *seen);
+    }
+    env.server_id <= st.last_server_id
+}
+
+/// Records the envelope's position as processed.
+fn mark_processed(st: &mut State, env: &msg::DeliveredEnvelope) {
+    if env.server_id == 0 {
+        return;
+    }
+    if env.group_log {
+        if let Some(group_id) = group_log_key(env) {
+            let seen = st.group_log_seen.entry(group_id.to_vec()).or_default();
+            *seen = (*seen).max(env.server_id);
+        }
+    } else {
+        st.last_server_id = env.server_id;
+    }
+}
+
+/// Splits acknowledgements into requests within the server's limits
+/// ([`ACK_MAX_GROUPS`] group acks and [`ACK_MAX_IDS`] ids per request).
+fn ack_requests(
+    server_ids: Vec<u64>,
+    group_acks: BTreeMap<Vec<u8>, Vec<u64>>,
+) -> Vec<msg::AckRequest> {
+    let mut requests = Vec::new();
+    let mut current = msg::AckRequest::default();
+    let mut used = 0;
+    for chunk in server_ids.chunks(ACK_MAX_IDS) {
+        if used + chunk.len() > ACK_MAX_IDS {
+            requests.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        current.server_ids.extend_from_slice(chunk);
+        used += chunk.len();
+    }
+    for (group_id, ids) in group_acks {
+        let mut rest = ids.as_slice();
+        while !rest.is_empty() {
+            // A group ack needs room for its group id and at least one server id.
+            if current.group_acks.len() >= ACK_MAX_GROUPS || used + 2 > ACK_MAX_IDS {
+                requests.push(std::mem::take(&mut current));
+                used = 0;
+            }
+            let take = rest.len().min(ACK_MAX_IDS - used - 1);
+            let (now, later) = rest.split_at(take);
+            current.group_acks.push(msg::GroupAck {
+                group_id: group_id.clone(),
+                server_ids: now.to_vec(),
+            });
+            used += 1 + take;
+            rest = later;
+        }
+    }
+    if !current.server_ids.is_empty() || !current.group_acks.is_empty() {
+        requests.push(current);
+    }
+    requests
 }
 
 impl Inner {
@@ -146,7 +276,7 @@ impl Inner {
     }
 
     fn handle_envelope(&self, st: &mut State, env: &msg::DeliveredEnvelope) -> Vec<Event> {
-        if env.server_id != 0 && env.server_id <= st.last_server_id {
+        if already_processed(st, env) {
             return Vec::new();
         }
         let result = if env.r#type == msg::EnvelopeType::Mls as i32 {
@@ -154,9 +284,7 @@ impl Inner {
         } else {
             self.open_envelope(st, env)
         };
-        if env.server_id != 0 {
-            st.last_server_id = env.server_id;
-        }
+        mark_processed(st, env);
         match result {
             Ok(events) => events,
             Err(e) => {
@@ -241,7 +369,7 @@ impl Inner {
     }
 
     async fn flush(&self, batch: &mut Batch, sink: &mut Sink<'_>) -> Result<bool, SdkError> {
-        if !batch.acks.is_empty() {
+        if batch.pending() > 0 {
             let mut st = self.state.lock().await;
             self.persist(&mut st)?;
         }
@@ -252,24 +380,24 @@ impl Inner {
         }
         let open = sink.emit(std::mem::take(&mut batch.events)).await;
         self.changed.send_modify(|n| *n += 1);
-        if !batch.acks.is_empty() {
-            let ids = std::mem::take(&mut batch.acks);
+        let requests = ack_requests(
+            std::mem::take(&mut batch.acks),
+            std::mem::take(&mut batch.group_acks),
+        );
+        for request in requests {
             let acked = self
-                .call(
-                    msg::AckRequest {
-                        server_ids: ids,
-                        up_to_server_id: 0,
-                    },
-                    |ch, r| async move { MessagingServiceClient::new(ch).ack(r).await },
-                )
+                .call(request, |ch, r| async move {
+                    MessagingServiceClient::new(ch).ack(r).await
+                })
                 .await;
             match acked {
                 Ok(_) => {}
-                // The envelopes are redelivered (the queue keeps them until acknowledged),
-                // recognised by their queue position and acknowledged again: losing these acks
-                // costs a redelivery, never a message.
+                // The envelopes are redelivered (the queue and the group log keep them until
+                // acknowledged), recognised by their position and acknowledged again: losing
+                // these acks costs a redelivery, never a message.
                 Err(status) if reconnectable(&status) => {
                     tracing::debug!(error = %status, "ack failed; the envelopes come again");
+                    break;
                 }
                 Err(status) => return Err(status.into()),
             }
@@ -302,10 +430,7 @@ impl Inner {
         mut sink: Sink<'_>,
         until_caught_up: bool,
     ) -> Result<(), SdkError> {
-        let mut batch = Batch {
-            acks: Vec::new(),
-            events: Vec::new(),
-        };
+        let mut batch = Batch::new();
         loop {
             let next = match stream.next().now_or_never() {
                 Some(item) => item,
@@ -376,9 +501,7 @@ impl Inner {
                         }
                         let mut st = self.state.lock().await;
                         batch.events.extend(self.handle_envelope(&mut st, &env));
-                        if env.server_id != 0 {
-                            batch.acks.push(env.server_id);
-                        }
+                        batch.ack(&env);
                     }
                     Some(msg::listen_response::Item::QueueEmpty(_)) => {
                         batch.events.push(Event::CaughtUp);
@@ -409,7 +532,7 @@ impl Inner {
                     Some(msg::listen_response::Item::Keepalive(_)) | None => {}
                 },
             }
-            if ended || batch.acks.len() >= ACK_BATCH {
+            if ended || batch.pending() >= ACK_BATCH {
                 let open = self.flush(&mut batch, &mut sink).await?;
                 if ended || !open {
                     return Ok(());
@@ -476,5 +599,138 @@ impl Client {
             .pump(stream, Sink::Collect(&mut events), true)
             .await?;
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use guardyn_crypto::IdentityKeyPair;
+
+    use super::*;
+
+    fn group_env(group: u8, server_id: u64) -> msg::DeliveredEnvelope {
+        msg::DeliveredEnvelope {
+            server_id,
+            r#type: msg::EnvelopeType::Mls as i32,
+            group_id: Some(vec![group; 4]),
+            mls_kind: msg::MlsMessageKind::Application as i32,
+            group_log: true,
+            ..Default::default()
+        }
+    }
+
+    fn queue_env(server_id: u64) -> msg::DeliveredEnvelope {
+        msg::DeliveredEnvelope {
+            server_id,
+            r#type: msg::EnvelopeType::Ciphertext as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn group_log_positions_are_tracked_per_group_and_apart_from_the_queue() {
+        let mut st = State::new(IdentityKeyPair::generate(), 7, "alice");
+        st.last_server_id = 100;
+        // Log positions below the queue position are new: they count per group.
+        let first = group_env(1, 5);
+        assert!(!already_processed(&st, &first));
+        mark_processed(&mut st, &first);
+        assert_eq!(st.last_server_id, 100);
+        assert_eq!(st.group_log_seen.get(&vec![1; 4]), Some(&5));
+        // A redelivery is recognised; the same position in another group is not.
+        assert!(already_processed(&st, &first));
+        assert!(already_processed(&st, &group_env(1, 4)));
+        assert!(!already_processed(&st, &group_env(2, 5)));
+        assert!(!already_processed(&st, &group_env(1, 6)));
+        // Queue envelopes keep using the queue position, whatever the group logs say.
+        assert!(already_processed(&st, &queue_env(100)));
+        assert!(!already_processed(&st, &queue_env(101)));
+        mark_processed(&mut st, &queue_env(101));
+        assert_eq!(st.last_server_id, 101);
+        assert_eq!(st.group_log_seen.get(&vec![1; 4]), Some(&5));
+        // Online-only envelopes are never deduplicated.
+        assert!(!already_processed(&st, &group_env(1, 0)));
+    }
+
+    #[test]
+    fn group_log_envelopes_are_acknowledged_under_their_group() {
+        let mut batch = Batch::new();
+        batch.ack(&queue_env(3));
+        batch.ack(&group_env(1, 5));
+        batch.ack(&group_env(1, 6));
+        batch.ack(&group_env(2, 5));
+        batch.ack(&group_env(2, 0));
+        assert_eq!(batch.pending(), 4);
+        let requests = ack_requests(batch.acks, batch.group_acks);
+        assert_eq!(requests.len(), 1);
+        let r = &requests[0];
+        assert_eq!(r.server_ids, vec![3]);
+        assert_eq!(r.up_to_server_id, 0);
+        assert_eq!(
+            r.group_acks,
+            vec![
+                msg::GroupAck {
+                    group_id: vec![1; 4],
+                    server_ids: vec![5, 6],
+                },
+                msg::GroupAck {
+                    group_id: vec![2; 4],
+                    server_ids: vec![5],
+                },
+            ]
+        );
+    }
+
+    fn ids_in(r: &msg::AckRequest) -> usize {
+        r.server_ids.len()
+            + r.group_acks
+                .iter()
+                .map(|g| 1 + g.server_ids.len())
+                .sum::<usize>()
+    }
+
+    #[test]
+    fn acks_are_split_within_the_server_limits() {
+        assert!(ack_requests(Vec::new(), BTreeMap::new()).is_empty());
+
+        // Many groups: at most 64 group acks per request.
+        let groups: BTreeMap<Vec<u8>, Vec<u64>> = (0..200u32)
+            .map(|g| (g.to_be_bytes().to_vec(), vec![1, 2]))
+            .collect();
+        let requests = ack_requests((1..=10).collect(), groups.clone());
+        assert_eq!(requests.len(), 4);
+        for r in &requests {
+            assert!(r.group_acks.len() <= ACK_MAX_GROUPS);
+            assert!(ids_in(r) <= ACK_MAX_IDS);
+        }
+        let mut back: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        for g in requests.iter().flat_map(|r| &r.group_acks) {
+            back.entry(g.group_id.clone())
+                .or_default()
+                .extend(&g.server_ids);
+        }
+        assert_eq!(back, groups);
+        let plain: Vec<u64> = requests.iter().flat_map(|r| r.server_ids.clone()).collect();
+        assert_eq!(plain, (1..=10).collect::<Vec<_>>());
+
+        // One group with many ids and many plain ids: at most 1000 ids per request.
+        let big: BTreeMap<Vec<u8>, Vec<u64>> = [(vec![7], (1..=2500).collect())].into();
+        let requests = ack_requests((1..=1500).collect(), big);
+        for r in &requests {
+            assert!(ids_in(r) <= ACK_MAX_IDS);
+            assert!(r.group_acks.iter().all(|g| !g.server_ids.is_empty()));
+        }
+        let plain: Vec<u64> = requests.iter().flat_map(|r| r.server_ids.clone()).collect();
+        assert_eq!(plain, (1..=1500).collect::<Vec<_>>());
+        let logged: Vec<u64> = requests
+            .iter()
+            .flat_map(|r| &r.group_acks)
+            .flat_map(|g| g.server_ids.clone())
+            .collect();
+        assert_eq!(logged, (1..=2500).collect::<Vec<_>>());
+        // 4000 ids plus a group id per chunk fit in five requests.
+        assert_eq!(requests.len(), 5);
     }
 }

@@ -1,6 +1,6 @@
 //! Everything a device must remember between runs, and its versioned binary encoding.
 //!
-//! State encoding, version 3 (see `codec.rs` for the primitives):
+//! State encoding, version 4 (see `codec.rs` for the primitives):
 //! ```text
 //! 0x01 | account id | device id (u32) | registration id (u32) | username
 //!      | identity private key (32) | tokens flag [| access | refresh | session id]
@@ -10,13 +10,15 @@
 //!      | trust (pinned identity keys and held messages, see `Trust::encode`)
 //!      | client config flag [| version (u64) | issued at (u64) | expires at (u64) | key id
 //!                            | payload]
+//!      | group log count (u32) | (group id | highest processed log position (u64))...
 //! peer = account | device (u32) | registration id (u32) | record count (u32) | records...
 //! record = base key (33) | pending flag [| signed prekey id (u32) | otk flag [| id]
 //!          | kem flag [| id | ciphertext]] | Session::to_bytes
 //! ```
-//! Version 2 is the same without the client configuration, version 1 also without the trust
-//! part; both are still read (version 1 pinning the identity of each peer's current session). The whole encoding is sealed by `store.rs` before it touches
-//! the disk.
+//! Version 3 is the same without the group log positions (read as none processed), version 2
+//! also without the client configuration, version 1 also without the trust part; all are
+//! still read (version 1 pinning the identity of each peer's current session). The whole
+//! encoding is sealed by `store.rs` before it touches the disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,10 +32,11 @@ use crate::keys::LocalKeys;
 use crate::trust::Trust;
 
 /// Version byte of the state encoding.
-pub const STATE_VERSION: u8 = 3;
+pub const STATE_VERSION: u8 = 4;
 /// Older versions, read for upgrade.
 const STATE_VERSION_1: u8 = 1;
 const STATE_VERSION_2: u8 = 2;
+const STATE_VERSION_3: u8 = 3;
 /// Sessions kept per peer device besides the current one (simultaneous-initiation races).
 const ARCHIVED_SESSIONS: usize = 4;
 
@@ -164,6 +167,11 @@ pub(crate) struct State {
     pub own_devices: Option<BTreeSet<u32>>,
     pub mls: Option<MlsClient>,
     pub groups: BTreeMap<Vec<u8>, Group>,
+    /// Per group id, the highest position in the group's log processed (group-log envelopes
+    /// are numbered per group, not per device, so `last_server_id` cannot recognise their
+    /// redeliveries). Kept after this device leaves a group: a redelivered removal commit must
+    /// still be recognised, and a later re-join continues at higher positions of the same log.
+    pub group_log_seen: BTreeMap<Vec<u8>, u64>,
     /// Pinned identity keys of peer devices (trust on first use).
     pub trust: Trust,
     /// The signed client configuration applied last: no older version is applied after it.
@@ -196,6 +204,7 @@ impl State {
             own_devices: None,
             mls: None,
             groups: BTreeMap::new(),
+            group_log_seen: BTreeMap::new(),
             trust: Trust::default(),
             client_config: None,
         }
@@ -288,13 +297,24 @@ impl State {
                 w.u8(0);
             }
         }
+        w.u32(self.group_log_seen.len() as u32);
+        for (id, position) in &self.group_log_seen {
+            w.bytes(id).u64(*position);
+        }
         Ok(w.finish())
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, SdkError> {
         let mut r = Reader::new(bytes, "state");
         let version = r.u8()?;
-        if ![STATE_VERSION, STATE_VERSION_2, STATE_VERSION_1].contains(&version) {
+        if ![
+            STATE_VERSION,
+            STATE_VERSION_3,
+            STATE_VERSION_2,
+            STATE_VERSION_1,
+        ]
+        .contains(&version)
+        {
             return Err(SdkError::Format {
                 what: "state",
                 reason: "unsupported state version",
@@ -388,7 +408,8 @@ impl State {
         } else {
             Trust::decode(&mut r)?
         };
-        let client_config = if version == STATE_VERSION && r.u8()? == 1 {
+        let has_client_config = version == STATE_VERSION || version == STATE_VERSION_3;
+        let client_config = if has_client_config && r.u8()? == 1 {
             Some(AppliedClientConfig {
                 version: r.u64()?,
                 issued_at_ms: r.u64()?,
@@ -399,6 +420,13 @@ impl State {
         } else {
             None
         };
+        let mut group_log_seen = BTreeMap::new();
+        if version == STATE_VERSION {
+            for _ in 0..r.u32()? {
+                let id = r.bytes()?.to_vec();
+                group_log_seen.insert(id, r.u64()?);
+            }
+        }
         r.end()?;
         Ok(Self {
             account_id,
@@ -413,6 +441,7 @@ impl State {
             own_devices,
             mls,
             groups,
+            group_log_seen,
             trust,
             client_config,
         })
@@ -447,25 +476,65 @@ mod tests {
         state
             .peers
             .insert(("bob".into(), 1), PeerSessions::new(9, record));
-        // Version 2 is version 3 without the client configuration (a zero flag when none),
-        // version 1 also without the trust part (two zero counts when empty).
-        let v3 = state.encode().unwrap();
-        assert_eq!(v3[0], STATE_VERSION);
-        assert_eq!(&v3[v3.len() - 9..], &[0; 9]);
-        let mut v2 = v3[..v3.len() - 1].to_vec();
+        // Version 3 is version 4 without the group log positions (a zero count when none),
+        // version 2 also without the client configuration (a zero flag when none), version 1
+        // also without the trust part (two zero counts when empty).
+        let v4 = state.encode().unwrap();
+        assert_eq!(v4[0], STATE_VERSION);
+        assert_eq!(&v4[v4.len() - 13..], &[0; 13]);
+        let mut v2 = v4[..v4.len() - 5].to_vec();
         v2[0] = STATE_VERSION_2;
         let from_v2 = State::decode(&v2).unwrap();
         assert_eq!(from_v2.peers.len(), 1);
         assert!(from_v2.client_config.is_none());
-        let mut v1 = v3[..v3.len() - 9].to_vec();
+        let mut v1 = v4[..v4.len() - 13].to_vec();
         v1[0] = STATE_VERSION_1;
 
         let upgraded = State::decode(&v1).unwrap();
         assert_eq!(upgraded.trust.active("bob"), vec![(1, bob.identity_key())]);
         let again = State::decode(&upgraded.encode().unwrap()).unwrap();
         assert_eq!(again.trust.active("bob"), vec![(1, bob.identity_key())]);
-        v1[0] = 4;
+        v1[0] = STATE_VERSION + 1;
         assert!(State::decode(&v1).is_err());
+    }
+
+    #[test]
+    fn group_log_positions_survive_encoding_and_a_version_3_state_has_none() {
+        let mut state = State::new(IdentityKeyPair::generate(), 7, "alice");
+        state.last_server_id = 12;
+        state.client_config = Some(AppliedClientConfig {
+            version: 4,
+            issued_at_ms: 10,
+            expires_at_ms: 20,
+            key_id: "00aa".into(),
+            payload_json: r#"{"x":1}"#.into(),
+        });
+        let v3 = state.encode().unwrap();
+        state.group_log_seen.insert(vec![1, 2, 3], 41);
+        state.group_log_seen.insert(vec![9; 32], u64::MAX);
+        let v4 = state.encode().unwrap();
+
+        let again = State::decode(&v4).unwrap();
+        assert_eq!(again.group_log_seen, state.group_log_seen);
+        assert_eq!(again.last_server_id, 12);
+        assert_eq!(again.client_config, state.client_config);
+
+        // Version 3 is version 4 without the trailing group log part (a zero count when empty).
+        assert_eq!(&v3[v3.len() - 4..], &[0; 4]);
+        let mut v3 = v3[..v3.len() - 4].to_vec();
+        v3[0] = STATE_VERSION_3;
+        let from_v3 = State::decode(&v3).unwrap();
+        assert!(from_v3.group_log_seen.is_empty());
+        assert_eq!(from_v3.last_server_id, 12);
+        assert_eq!(from_v3.client_config, state.client_config);
+        // Upgraded on the next save.
+        let upgraded = from_v3.encode().unwrap();
+        assert_eq!(upgraded[0], STATE_VERSION);
+        assert!(State::decode(&upgraded).unwrap().group_log_seen.is_empty());
+        // A version 3 state followed by extra bytes is refused, not misread.
+        let mut padded = v3.clone();
+        padded.extend_from_slice(&[0; 4]);
+        assert!(State::decode(&padded).is_err());
     }
 
     #[test]

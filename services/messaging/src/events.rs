@@ -15,8 +15,8 @@ use guardyn_common::events::auth::{
 };
 use guardyn_common::events::client_config::{CLIENT_CONFIG_PUBLISHED, ClientConfigPublished};
 use guardyn_common::events::messaging::{
-    LISTEN_ALL, ListenClaim, ListenRelease, STREAMS_ALL, StreamAnnounce, UNLISTEN_ALL,
-    parse_listen_subject, parse_unlisten_subject,
+    GROUP_ALL, GroupMail, LISTEN_ALL, ListenClaim, ListenRelease, STREAMS_ALL, StreamAnnounce,
+    UNLISTEN_ALL, parse_listen_subject, parse_unlisten_subject,
 };
 use guardyn_common::events::notices::{SYSTEM_NOTICE_SENT, SystemNoticeSent};
 use guardyn_common::{AccountId, DeviceId};
@@ -56,6 +56,7 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
     let mut announces = core.bus.subscribe(STREAMS_ALL).await?;
     let mut configs = core.bus.subscribe(CLIENT_CONFIG_PUBLISHED).await?;
     let mut notices = core.bus.subscribe(SYSTEM_NOTICE_SENT).await?;
+    let mut groups = core.bus.subscribe(GROUP_ALL).await?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -97,6 +98,15 @@ pub(crate) async fn spawn(core: Arc<Core>) -> Result<(), EventError> {
                 },
                 Some(d) = notices.next() => if let Some(e) = payload::<SystemNoticeSent>(d) {
                     on_system_notice(&core, e);
+                },
+                Some(d) = groups.next() => match d {
+                    // Missed group events: every group stream re-reads.
+                    Delivery::Lagged { .. } => core.registry.wake_all_groups(),
+                    d => if let Some(e) = payload::<GroupMail>(d)
+                        && e.instance != core.registry.instance
+                    {
+                        core.registry.wake_group(&e.group);
+                    },
                 },
                 Some(d) = claims.next() => if let Delivery::Event(ev) = d {
                     on_claim(&core, ev.subject(), ev.payload());
@@ -185,6 +195,36 @@ async fn purge_queue(core: &Core, account: AccountId, device: DeviceId) {
     if let Err(e) = core.kv.delete(&store::usage_key(account, device)).await {
         tracing::warn!(error = %e, "could not purge a removed device's queue usage");
     }
+    // A device id is reused after a removal: the next device must not read these groups.
+    let memberships = store::membership_prefix(account, device);
+    purge_prefix(core, &memberships, "group memberships").await;
+}
+
+/// Delete every KV record under `prefix`.
+async fn purge_prefix(core: &Core, prefix: &[u8], what: &str) {
+    loop {
+        let batch = match core
+            .kv
+            .scan(KeyRange::prefix(prefix), Direction::Forward, 500)
+            .await
+        {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::warn!(error = %err, what, "could not purge records");
+                return;
+            }
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let txn = batch
+            .iter()
+            .fold(Txn::new(), |t, p| t.delete(p.key.clone()));
+        if let Err(err) = core.kv.commit(txn).await {
+            tracing::warn!(error = %err, what, "could not purge records");
+            return;
+        }
+    }
 }
 
 async fn purge_account(core: &Core, e: &AccountDeleted) {
@@ -198,27 +238,5 @@ async fn purge_account(core: &Core, e: &AccountDeleted) {
         purge_queue(core, e.account, d).await;
     }
     let prefix = store::idempotency_prefix(e.account);
-    loop {
-        let batch = match core
-            .kv
-            .scan(KeyRange::prefix(&prefix), Direction::Forward, 500)
-            .await
-        {
-            Ok(b) => b,
-            Err(err) => {
-                tracing::warn!(error = %err, "could not purge idempotency records");
-                return;
-            }
-        };
-        if batch.is_empty() {
-            return;
-        }
-        let txn = batch
-            .iter()
-            .fold(Txn::new(), |t, p| t.delete(p.key.clone()));
-        if let Err(err) = core.kv.commit(txn).await {
-            tracing::warn!(error = %err, "could not purge idempotency records");
-            return;
-        }
-    }
+    purge_prefix(core, &prefix, "idempotency records").await;
 }

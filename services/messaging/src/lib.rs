@@ -126,8 +126,9 @@ impl Service for Messaging {
 /// can reproduce a crash between two writes. Not part of the service's API.
 #[doc(hidden)]
 pub mod testing {
+    pub use crate::groups::state::record_before_cursors as group_record_before_cursors;
     pub use crate::idempotency::pending_send_record;
     pub use crate::outbox::record::testing::{
-        commit_record, group_message_record, proposal_record,
+        before_cursors, commit_record, group_message_record, proposal_record,
     };
 }

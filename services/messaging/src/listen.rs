@@ -1,10 +1,11 @@
-//! The Listen stream: drain the stored queue in order, mark the end of the backlog, then follow
-//! `messaging.mail.<account>.<device>` events, never more than `max_in_flight` envelopes
-//! unacknowledged. The stream ends when its token expires (TOKEN_EXPIRED) or its session is
+//! The Listen stream: drain the stored queue in order, then the logs of the device's groups from
+//! its cursors ([`crate::groups::cursors`]), mark the end of the backlog, then follow
+//! `messaging.mail.<account>.<device>` events and group-log wake-ups, never more than
+//! `max_in_flight` envelopes unacknowledged (queue and group logs together). The stream ends when its token expires (TOKEN_EXPIRED) or its session is
 //! revoked (SESSION_REVOKED, or DEVICE_REMOVED when the revocation is a device removal),
 //! checked by its [`StreamAuth`] before every send and while it waits.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use futures::StreamExt as _;
 use guardyn_common::auth::StreamAuth;
 use guardyn_common::events::Payload as _;
 use guardyn_common::events::messaging::{Envelope, ListenRelease, MailEvent, unlisten_subject};
-use guardyn_common::{AccountId, ApiError, DeviceId, Reason};
+use guardyn_common::{AccountId, ApiError, DeviceId, GroupId, Reason};
 use guardyn_events::{Delivery, Subscription};
 use guardyn_storage::LogEntry;
 use guardyn_storage::record;
@@ -21,7 +22,7 @@ use tracing::Instrument as _;
 
 use crate::core::Core;
 use crate::error::MessagingError;
-use crate::store::{self, GroupMessage, QueueEntry};
+use crate::store::{self, GroupMessage, Membership, QueueEntry};
 use crate::streams::{Close, Notice, StreamCtl};
 
 /// Largest batch read from the queue at once.
@@ -31,6 +32,8 @@ const READ_BATCH: usize = 64;
 #[derive(Debug)]
 pub(crate) enum Item {
     Envelope(Envelope),
+    /// An envelope read from its group's log (server id = position there).
+    GroupLog(Envelope),
     /// The stored backlog is drained (sent once per stream).
     QueueEmpty,
     Keepalive,
@@ -54,6 +57,17 @@ pub(crate) struct Listener {
     pub tx: Tx,
     /// Taken before the stream registered, so no revocation falls in between.
     pub auth: StreamAuth,
+    /// The groups whose log this stream reads (and is woken by).
+    pub groups: HashMap<GroupId, GroupCursor>,
+}
+
+/// How far a stream got through one group's log.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCursor {
+    /// Sent and not acknowledged, ascending.
+    in_flight: Vec<u64>,
+    /// Highest position sent (or skipped).
+    sent_upto: u64,
 }
 
 /// How far a stream got through its queue.
@@ -86,6 +100,9 @@ impl Listener {
         self.core
             .registry
             .unregister(self.account, self.device, self.ctl.id);
+        for group in self.groups.keys() {
+            self.core.registry.unwatch_group(group, self.ctl.id);
+        }
         // The other instances stop counting the device as streaming here (and wake it again).
         let release = ListenRelease {
             instance: self.core.registry.instance,
@@ -213,9 +230,17 @@ impl Listener {
         }
     }
 
-    /// Forget acknowledged envelopes, then send what the window has room for; `true` when the
-    /// queue holds more than was sent.
-    async fn pass(&self, partition: &[u8], cursor: &mut Cursor) -> Result<bool, End> {
+    /// Forget acknowledged envelopes, then send what the window has room for, from the queue
+    /// first and then from the group logs; `true` when more is stored than was sent.
+    async fn pass(&mut self, partition: &[u8], cursor: &mut Cursor) -> Result<bool, End> {
+        // Listed before the queue is read: a membership exists only once its Welcome is queued,
+        // so a new member's Welcome is sent before anything of the group's log.
+        let memberships = self
+            .core
+            .memberships(self.account, self.device)
+            .await
+            .map_err(End::Failed)?;
+        self.follow(&memberships);
         // What is still stored at or below `sent_upto` is still in flight.
         if let Some(&first) = cursor.in_flight.front() {
             let still = self
@@ -230,11 +255,19 @@ impl Listener {
                 .filter(|s| *s <= cursor.sent_upto)
                 .collect();
         }
-        let room = self
-            .core
-            .cfg
-            .max_in_flight
-            .saturating_sub(cursor.in_flight.len());
+        for m in &memberships {
+            if let Some(gc) = self.groups.get_mut(&m.group) {
+                gc.in_flight.retain(|&s| !m.is_acked(s));
+            }
+        }
+        let mut room = self.core.cfg.max_in_flight.saturating_sub(
+            cursor.in_flight.len()
+                + self
+                    .groups
+                    .values()
+                    .map(|g| g.in_flight.len())
+                    .sum::<usize>(),
+        );
         if room == 0 {
             return Ok(false);
         }
@@ -252,14 +285,98 @@ impl Listener {
             cursor.sent_upto = entry.seq;
             if let Some(env) = self.resolve(partition, entry).await? {
                 cursor.in_flight.push_back(env.server_id);
+                room -= 1;
                 self.send(Item::Envelope(env)).await?;
             }
+        }
+        if more {
+            return Ok(true);
+        }
+        let mut more = false;
+        for m in &memberships {
+            if room == 0 {
+                return Ok(false);
+            }
+            let (sent, group_more) = self.pass_group(m, room).await?;
+            room -= sent;
+            more |= group_more;
         }
         if !more && !cursor.backlog_done {
             cursor.backlog_done = true;
             self.send(Item::QueueEmpty).await?;
         }
         Ok(more)
+    }
+
+    /// Read the groups of `memberships` (and be woken by them) and no others.
+    fn follow(&mut self, memberships: &[Membership]) {
+        let registry = &self.core.registry;
+        let id = self.ctl.id;
+        self.groups.retain(|g, _| {
+            let keep = memberships.iter().any(|m| &m.group == g);
+            if !keep {
+                registry.unwatch_group(g, id);
+            }
+            keep
+        });
+        for m in memberships {
+            if !self.groups.contains_key(&m.group) {
+                registry.watch_group(&m.group, &self.ctl);
+                self.groups.insert(m.group.clone(), GroupCursor::default());
+            }
+        }
+    }
+
+    /// Send up to `room` entries of one group's log that are for this device; returns how many
+    /// were sent and whether the log holds more.
+    async fn pass_group(&mut self, m: &Membership, room: usize) -> Result<(usize, bool), End> {
+        let me = (self.account, self.device);
+        let from = self
+            .groups
+            .get(&m.group)
+            .map_or(0, |g| g.sent_upto)
+            .saturating_add(1)
+            .max(m.start());
+        let want = room.min(READ_BATCH);
+        let mut batch = self
+            .core
+            .log
+            .read(&store::group_log(&m.group), from, want + 1)
+            .await
+            .map_err(|e| End::Failed(e.into()))?;
+        let more = batch.len() > want;
+        batch.truncate(want);
+        let retention_ms = self.core.retention_secs().saturating_mul(1000);
+        let now = self.core.clock.now_ms();
+        let mut sent = 0;
+        for entry in batch {
+            if let Some(gc) = self.groups.get_mut(&m.group) {
+                gc.sent_upto = entry.seq;
+            }
+            let stored = record::decode::<GroupMessage>(&entry.payload)
+                .map_err(|e| End::Failed(e.into()))?;
+            let Some(audience) = stored.audience else {
+                continue;
+            };
+            if !m.wants(entry.seq, &audience, me) || m.is_acked(entry.seq) {
+                continue;
+            }
+            // Expiry by the service clock, as for queue entries (the log's TTL runs on the
+            // engine's wall clock).
+            let accepted = audience.envelope.server_timestamp_ms;
+            if now >= accepted.saturating_add(retention_ms) {
+                continue;
+            }
+            let mut env = audience.envelope;
+            env.content = stored.content;
+            env.server_id = entry.seq;
+            if let Some(gc) = self.groups.get_mut(&m.group) {
+                gc.in_flight.push(entry.seq);
+            }
+            sent += 1;
+            self.send(Item::GroupLog(env)).await?;
+        }
+        Ok((sent, more))
     }
 
     /// The envelope to deliver for a queue entry; `None` (after deleting the entry) when it
@@ -290,7 +407,7 @@ impl Listener {
                     Some(m) if m.seq == gseq => {
                         envelope.content = record::decode::<GroupMessage>(&m.payload)
                             .map_err(|e| fail(e.into()))?
-                            .0;
+                            .content;
                         envelope
                     }
                     _ => {

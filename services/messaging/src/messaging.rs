@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use guardyn_common::events::Payload as _;
-use guardyn_common::events::messaging::{Envelope, EnvelopeKind, MailEvent, mail_subject};
-use guardyn_common::{AccountId, DeviceId};
+use guardyn_common::events::messaging::{
+    Envelope, EnvelopeKind, GroupMail, MailEvent, group_subject, mail_subject,
+};
+use guardyn_common::{AccountId, DeviceId, GroupId};
 use guardyn_storage::record::encode;
 use guardyn_storage::{NewEntry, Txn};
 
@@ -16,8 +18,10 @@ use crate::idempotency::{Claim, Free};
 use crate::quota::Policy;
 use crate::store::{self, IdempotencyRecord, QueueEntry};
 
-/// Most ids one Ack may list.
+/// Most ids one Ack may list (queue and group-log ids together).
 pub(crate) const MAX_ACK_IDS: usize = 1000;
+/// Most groups one Ack may name.
+pub(crate) const MAX_ACK_GROUPS: usize = 64;
 
 /// One envelope of a send, for one destination device.
 #[derive(Debug)]
@@ -48,11 +52,13 @@ pub(crate) struct SendOutcome {
     pub duplicate: bool,
 }
 
-/// An acknowledgement: everything up to `up_to` (0 = none) plus single ids.
+/// An acknowledgement: everything up to `up_to` (0 = none) plus single ids of the queue, and
+/// ids of group logs.
 #[derive(Debug)]
 pub(crate) struct Ack {
     pub up_to: u64,
     pub ids: Vec<u64>,
+    pub groups: Vec<(GroupId, Vec<u64>)>,
 }
 
 pub(crate) fn check_client_message_id(id: &str) -> Result<(), MessagingError> {
@@ -273,6 +279,24 @@ impl Core {
         }
     }
 
+    /// Tell the streams of the group's members (on every instance) that its log grew: one
+    /// event whatever the member count.
+    pub(crate) async fn notify_group(&self, group: &GroupId) {
+        self.registry.wake_group(group);
+        let event = GroupMail {
+            instance: self.registry.instance,
+            group: group.clone(),
+        };
+        if let Err(e) = self
+            .bus
+            .publish(&group_subject(group), event.encode())
+            .await
+        {
+            // The message is stored; members get it on their next pass or wake-up.
+            tracing::warn!(error = %e, "could not publish a group mail event");
+        }
+    }
+
     pub(crate) async fn ack(
         &self,
         account: AccountId,
@@ -324,6 +348,9 @@ impl Core {
         }
         // The entries are gone whatever happens here; a failure only over-counts the queue.
         self.uncharge_or_log((account, device), &removed).await;
+        for (group, ids) in r.groups {
+            acked += self.ack_group(account, device, &group, &ids).await?;
+        }
         if acked > 0 {
             self.notify_mail(account, device).await;
         }

@@ -13,15 +13,12 @@
 //! queue (then `queue_len` / `queue_bytes`); the per-account send rate limit slows that down.
 //! Nothing already queued is ever dropped to make room.
 //!
-//! Group messages are stored once in the group log, but every recipient device downloads them,
-//! so each recipient queue is charged the message's full length (a 256 KiB group message costs
-//! each member's queue 256 KiB, like a 1:1 message would). Acceptance checks: application
-//! messages, proposals and Welcomes against the recipients' totals and the sender's share;
-//! commits and LeaveGroup against the sender's share only, so that an offline member's full
-//! queue cannot freeze the group's epochs (nor stop the commit that removes it) or keep a
-//! member in. The charge itself is taken
-//! when the fan-out queues the reference, unconditionally: two group sends accepted at once may
-//! overshoot a queue by one message each.
+//! Group commits, proposals and application messages are stored once in the group log and read
+//! by each member from its cursor ([`crate::groups::cursors`]): they are in no device queue and
+//! charge none (the sender's per-account send rate limit and the retention time bound a
+//! group's log). A Welcome is queued by reference for each new member and checked against, then
+//! charged to, those queues like a 1:1 message; the charge is taken when the fan-out queues the
+//! reference, unconditionally: two Welcomes accepted at once may overshoot a queue by one each.
 //!
 //! Accounting: a charge is a compare-and-set on the usage record before the append (so
 //! concurrent 1:1 senders never overshoot), an acknowledgement takes the deleted entries off
@@ -67,8 +64,6 @@ impl Charge {
 pub(crate) enum Policy {
     /// The queue's totals and the sender's share.
     Full,
-    /// The sender's share only (commits).
-    SenderShare,
     /// None: the message was already accepted (a group fan-out).
     Force,
 }

@@ -7,7 +7,9 @@
 //!   [`QueueEntry`] (an envelope inline, or a reference to a stored group message).
 //! - KV `msg/v1/qu/<account>/<device u32>`: that queue's quota accounting ([`QueueUsage`]).
 //! - AppendLog partition `msg/v1/g/<group>`: a group's MLS messages, each stored once
-//!   ([`GroupMessage`]).
+//!   ([`GroupMessage`]) and read by every member device from its own cursor.
+//! - KV `msg/v1/gm/<account>/<device u32>/<group>`: that device's cursor in the group log
+//!   ([`Membership`]).
 //! - KV `msg/v1/group/<group>`: the group record ([`crate::groups::state::GroupState`]), with
 //!   the group's verified public MLS state and its queued proposals.
 //! - KV `msg/v1/idem/<account>/<device u32>/<client message id>`: [`IdempotencyRecord`]
@@ -165,13 +167,109 @@ impl Record for QueueUsage {
     const VERSION: u8 = 1;
 }
 
-/// A group message stored once in the group log.
+/// A group message stored once in the group log. Members read one with `audience` by cursor
+/// ([`Membership`]); one without (a Welcome, or a message stored before cursors) reaches
+/// devices only through their queues' [`QueueEntry::GroupRef`]s.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct GroupMessage(pub Vec<u8>);
+pub(crate) struct GroupMessage {
+    pub content: Vec<u8>,
+    pub audience: Option<Audience>,
+}
+
+/// Who reads a group-log message by cursor: every member whose [`Membership`] covers its epoch,
+/// except the sender and `skip`.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Audience {
+    /// The delivered envelope, content left empty (it is [`GroupMessage::content`]).
+    pub envelope: Envelope,
+    /// Members that left the group when an application message was sent (they only get the
+    /// group's handshake messages until a commit removes them).
+    pub skip: Vec<(AccountId, DeviceId)>,
+}
 
 impl Record for GroupMessage {
     // v1 was the raw message behind the version byte; no deployment has data in it.
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
+
+    /// v2 held the message only: it was delivered by references.
+    fn decode_version(version: u8, body: &[u8]) -> StorageResult<Self> {
+        match version {
+            3 => postcard_body(body),
+            2 => Ok(Self {
+                content: postcard_body(body)?,
+                audience: None,
+            }),
+            v => Err(StorageError::Corrupt(format!("group message version {v}"))),
+        }
+    }
+}
+
+/// Prefix of a device's group memberships.
+pub(crate) fn membership_prefix(account: AccountId, device: DeviceId) -> Vec<u8> {
+    let mut k = format!("msg/v1/gm/{account}/").into_bytes();
+    k.extend_from_slice(&device.get().to_be_bytes());
+    k.push(b'/');
+    k
+}
+
+pub(crate) fn membership_key(account: AccountId, device: DeviceId, group: &GroupId) -> Vec<u8> {
+    let mut k = membership_prefix(account, device);
+    k.extend_from_slice(group.hex().as_bytes());
+    k
+}
+
+/// One device's place in one group's log: which entries are for it and which it acknowledged.
+/// Written when the device joins (after its Welcome is queued, so the Welcome comes first),
+/// when a commit removes it, and by its acknowledgements; never per group message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Membership {
+    pub group: GroupId,
+    /// Entries before this sequence are not for the device (a lower bound of its first one).
+    pub from_seq: u64,
+    /// Entries of earlier epochs are not for it: it joined in this one.
+    pub join_epoch: u64,
+    /// A commit of this epoch removed it: entries of later epochs are not for it.
+    pub last_epoch: Option<u64>,
+    /// Every entry below this sequence is acknowledged or not for the device.
+    pub acked_below: u64,
+    /// Acknowledged entries at or above `acked_below`, ascending.
+    pub acked: Vec<u64>,
+}
+
+impl Record for Membership {
+    const VERSION: u8 = 1;
+}
+
+impl Membership {
+    pub(crate) fn new(group: GroupId, from_seq: u64, join_epoch: u64) -> Self {
+        Self {
+            group,
+            from_seq,
+            join_epoch,
+            last_epoch: None,
+            acked_below: from_seq,
+            acked: Vec::new(),
+        }
+    }
+
+    /// Whether the log entry is for device `me`.
+    pub(crate) fn wants(&self, seq: u64, a: &Audience, me: (AccountId, DeviceId)) -> bool {
+        let epoch = a.envelope.epoch.unwrap_or_default();
+        seq >= self.from_seq
+            && epoch >= self.join_epoch
+            && self.last_epoch.is_none_or(|last| epoch <= last)
+            && a.envelope.sender != Some(me)
+            && !a.skip.contains(&me)
+    }
+
+    pub(crate) fn is_acked(&self, seq: u64) -> bool {
+        seq < self.acked_below || self.acked.binary_search(&seq).is_ok()
+    }
+
+    /// The first sequence that may still need delivering.
+    pub(crate) fn start(&self) -> u64 {
+        self.from_seq.max(self.acked_below).max(1)
+    }
 }
 
 /// What an accepted SendMessage / SendGroupMessage answered, kept for idempotent replays, or

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use guardyn_common::{AccountId, DeviceId};
+use guardyn_common::{AccountId, DeviceId, GroupId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -108,6 +108,8 @@ pub(crate) struct Registry {
     pub instance: [u8; 16],
     next_id: AtomicU64,
     streams: Mutex<HashMap<(AccountId, DeviceId), Arc<StreamCtl>>>,
+    /// The streams reading each group's log, by stream id: woken together when it grows.
+    groups: Mutex<HashMap<GroupId, HashMap<u64, Arc<StreamCtl>>>>,
 }
 
 impl Registry {
@@ -116,6 +118,7 @@ impl Registry {
             instance: *uuid::Uuid::new_v4().as_bytes(),
             next_id: AtomicU64::new(1),
             streams: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
         }
     }
 
@@ -236,6 +239,47 @@ impl Registry {
     pub(crate) fn wake(&self, account: AccountId, device: DeviceId) {
         if let Some(s) = self.map().get(&(account, device)) {
             s.wake.notify_one();
+        }
+    }
+
+    fn group_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<GroupId, HashMap<u64, Arc<StreamCtl>>>> {
+        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wake `ctl` whenever the group's log grows.
+    pub(crate) fn watch_group(&self, group: &GroupId, ctl: &Arc<StreamCtl>) {
+        self.group_map()
+            .entry(group.clone())
+            .or_default()
+            .insert(ctl.id, Arc::clone(ctl));
+    }
+
+    pub(crate) fn unwatch_group(&self, group: &GroupId, stream: u64) {
+        let mut map = self.group_map();
+        if let Some(streams) = map.get_mut(group) {
+            streams.remove(&stream);
+            if streams.is_empty() {
+                map.remove(group);
+            }
+        }
+    }
+
+    /// Wake every stream here that reads the group's log.
+    pub(crate) fn wake_group(&self, group: &GroupId) {
+        if let Some(streams) = self.group_map().get(group) {
+            for s in streams.values() {
+                s.wake.notify_one();
+            }
+        }
+    }
+
+    pub(crate) fn wake_all_groups(&self) {
+        for streams in self.group_map().values() {
+            for s in streams.values() {
+                s.wake.notify_one();
+            }
         }
     }
 

@@ -3,6 +3,8 @@
 
 #[path = "api/common.rs"]
 mod common;
+#[path = "api/cursors.rs"]
+mod cursors;
 #[path = "api/direct.rs"]
 mod direct;
 #[path = "api/durability.rs"]

@@ -50,6 +50,14 @@ pub fn streams_subject(instance: [u8; 16]) -> String {
 /// Every instance's stream announcements.
 pub const STREAMS_ALL: &str = "messaging.streams.*";
 
+/// `messaging.group.<group hex>`: the group's log grew ([`GroupMail`]).
+pub fn group_subject(group: &GroupId) -> String {
+    format!("messaging.group.{}", group.hex())
+}
+
+/// Every group's log events.
+pub const GROUP_ALL: &str = "messaging.group.*";
+
 fn parse_device_subject(rest: &str) -> Option<(AccountId, DeviceId)> {
     let (account, device) = rest.split_once('.')?;
     Some((
@@ -165,6 +173,7 @@ impl From<Envelope> for pb::DeliveredEnvelope {
             group_id: e.group.map(|g| g.as_bytes().to_vec()),
             mls_kind: mls_kind as i32,
             epoch: e.epoch,
+            group_log: false,
         }
     }
 }
@@ -279,6 +288,33 @@ impl Payload for ListenRelease {
                 .try_into()
                 .map_err(|_| bad(Self::WHAT, "instance_id"))?,
             stream: w.stream_id,
+        })
+    }
+}
+
+/// A [`group_subject`] event: `instance` appended to the group's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMail {
+    pub instance: [u8; 16],
+    pub group: GroupId,
+}
+
+impl Payload for GroupMail {
+    type Wire = pb::GroupMail;
+    const WHAT: &'static str = "messaging.group";
+    fn to_wire(&self) -> Self::Wire {
+        pb::GroupMail {
+            instance_id: self.instance.to_vec(),
+            group_id: self.group.as_bytes().to_vec(),
+        }
+    }
+    fn from_wire(w: Self::Wire) -> Result<Self, DecodeError> {
+        Ok(Self {
+            instance: w
+                .instance_id
+                .try_into()
+                .map_err(|_| bad(Self::WHAT, "instance_id"))?,
+            group: GroupId::new(&w.group_id).ok_or(bad(Self::WHAT, "group_id"))?,
         })
     }
 }

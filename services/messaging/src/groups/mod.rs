@@ -2,10 +2,11 @@
 //!
 //! Invariants: the group record changes only by compare-and-set on its stored bytes, so exactly
 //! one commit per epoch wins; membership changes come only from accepted commits (plus the
-//! `left` mark of LeaveGroup); every fanned-out MLS message is stored once in the group log and
-//! referenced from each recipient device's queue; an accepted commit's or relayed proposal's
-//! fan-out is written to the outbox in the same transaction as the compare-and-set, an
-//! application message's with the completion of its client message id ([`crate::outbox`]).
+//! `left` mark of LeaveGroup); every fanned-out MLS message is stored once in the group log,
+//! which each member device reads from its own cursor ([`cursors`]; a Welcome is referenced
+//! from the new members' queues instead); an accepted commit's or relayed proposal's fan-out is
+//! written to the outbox in the same transaction as the compare-and-set, an application
+//! message's with the completion of its client message id ([`crate::outbox`]).
 //!
 //! Every commit and proposal is verified against the group's public state (openmls
 //! `PublicGroup`, [`guardyn_crypto::mls::DsGroup`], kept in the group record and changed in the
@@ -14,6 +15,7 @@
 //! INVALID_COMMIT and cannot take an epoch from honest members.
 
 pub(crate) mod binding;
+pub(crate) mod cursors;
 pub(crate) mod mls;
 pub(crate) mod relay;
 pub(crate) mod state;
@@ -25,12 +27,13 @@ use guardyn_crypto::mls::{ContentKind, DsGroup, MessageKind, ParsedBody, SenderI
 use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{StorageError, Txn};
 
+use self::cursors::membership_changes;
 use self::state::{GroupState, Member};
 use crate::core::Core;
 use crate::error::MessagingError;
 use crate::outbox::{FanOut, Kind};
 use crate::quota::Policy;
-use crate::store;
+use crate::store::{self, Membership};
 
 /// Largest LeaveGroup proposal.
 pub(crate) const MAX_LEAVE_PROPOSAL: usize = 64 * 1024;
@@ -84,7 +87,7 @@ impl Core {
     }
 
     /// The gate of every group write, before its input is examined: a caller outside the group
-    /// learns nothing about it. `account_suffices`: a device of an account with a member device
+    /// learns nothing about it. A group stored before cursors gets them here. `account_suffices`: a device of an account with a member device
     /// passes (external commits).
     pub(crate) async fn require_member(
         &self,
@@ -94,11 +97,15 @@ impl Core {
         account_suffices: bool,
     ) -> Result<(), MessagingError> {
         let g = self.load_group(group).await?.state;
-        if g.leaf_of(account, device).is_some() || (account_suffices && g.has_account(account)) {
-            Ok(())
-        } else {
-            Err(MessagingError::NotMember)
+        if g.leaf_of(account, device).is_none() && !(account_suffices && g.has_account(account)) {
+            return Err(MessagingError::NotMember);
         }
+        // Every write after this gate fans out by cursor, so a group stored before cursors
+        // gets them here, once.
+        if !g.indexed {
+            self.ensure_indexed(group).await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn create_group(
@@ -147,14 +154,21 @@ impl Core {
             leaves: vec![Some(Member::new(account, device))],
             group_info,
             public: public_bytes(&ds)?,
+            indexed: true,
         };
         let key = store::group_key(group);
+        let from = self.log.stats(&store::group_log(group)).await?.next_seq;
+        let creator = Membership::new(group.clone(), from, 0);
         let outcome = self
             .kv
             .commit(
                 Txn::new()
                     .require_absent(key.clone())
-                    .put(key, encode(&state)),
+                    .put(key, encode(&state))
+                    .put(
+                        store::membership_key(account, device, group),
+                        encode(&creator),
+                    ),
             )
             .await?;
         if !outcome.is_committed() {
@@ -316,33 +330,37 @@ impl Core {
             next.public = public_bytes(&ds)?;
             let record = encode(&next);
             check_record_size(&record)?;
-            // Every member of the previous epoch except the committer, removed ones included.
-            let recipients: Vec<(AccountId, DeviceId)> = g
-                .members()
-                .filter(|m| !m.is(account, device))
-                .map(|m| (m.account, m.device))
-                .collect();
-            // Quotas (crate::quota): a commit only against the committer's share, so a full
-            // queue cannot freeze the group; a Welcome against the added devices' queues.
-            self.check_queues(account, &recipients, r.commit.len(), Policy::SenderShare)
-                .await?;
+            // The commit goes to the group log, read by every member of the previous epoch
+            // (removed ones included); a Welcome is charged to the added devices' queues
+            // (crate::quota).
             if let Some(w) = &r.welcome {
                 let to: Vec<_> = added.iter().copied().collect();
                 self.check_queues(account, &to, w.len(), Policy::Full)
                     .await?;
             }
             let sender = (account, device);
-            let mut fan_outs = vec![FanOut {
-                kind: Kind::Commit,
-                group_id: r.group.clone(),
-                epoch: g.epoch,
-                accepted_ms: now,
-                sender,
-                message: r.commit.clone(),
-                recipients,
-                urgent: false,
-                tag: Vec::new(),
-            }];
+            // Removed members read the log up to this epoch; added ones from the next.
+            let (removed, joined) = membership_changes(g, &next);
+            // A lower bound of the new epoch's first log entry: new members start there.
+            let log_from = self.log.stats(&store::group_log(&r.group)).await?.next_seq;
+            let mut fan_outs = Vec::new();
+            // Read by the previous epoch's members: none but the committer in a new group.
+            if g.members().any(|m| !m.is(account, device)) {
+                fan_outs.push(FanOut {
+                    kind: Kind::Commit,
+                    group_id: r.group.clone(),
+                    epoch: g.epoch,
+                    accepted_ms: now,
+                    sender,
+                    message: r.commit.clone(),
+                    recipients: Vec::new(),
+                    urgent: false,
+                    tag: Vec::new(),
+                    // Not theirs (their epoch starts after it), nor to wake them for.
+                    skip: joined.clone(),
+                    log_from,
+                });
+            }
             if let Some(w) = &r.welcome {
                 fan_outs.push(FanOut {
                     kind: Kind::Welcome,
@@ -355,6 +373,8 @@ impl Core {
                     // A new member's first message: worth waking the device for.
                     urgent: true,
                     tag: Vec::new(),
+                    skip: Vec::new(),
+                    log_from,
                 });
             }
             // The outbox records commit with the epoch change, so a crash after this point
@@ -366,6 +386,18 @@ impl Core {
                     .put(key, record),
                 |t, f| t.put(f.key(), encode(f)),
             );
+            // A member that joined by external commit (no Welcome to wait for) reads the log
+            // from the next epoch on.
+            let txn = self
+                .end_memberships(txn, &r.group, &removed, g.epoch)
+                .await?;
+            let txn = joined
+                .iter()
+                .filter(|d| !added.contains(d))
+                .fold(txn, |t, &(a, d)| {
+                    let m = Membership::new(r.group.clone(), log_from, next_epoch);
+                    t.put(store::membership_key(a, d, &r.group), encode(&m))
+                });
             if !self.kv.commit(txn).await?.is_committed() {
                 // Someone else changed the group: re-read; a new epoch then answers STALE_EPOCH.
                 continue;

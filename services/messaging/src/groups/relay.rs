@@ -13,7 +13,6 @@ use crate::core::Core;
 use crate::error::MessagingError;
 use crate::idempotency::Claim;
 use crate::outbox::{FanOut, Kind, application_tag};
-use crate::quota::Policy;
 use crate::store;
 
 /// A validated SendGroupMessage.
@@ -26,14 +25,10 @@ pub(crate) struct GroupMessage {
     pub urgent: bool,
 }
 
-/// Every member except the sender, with or without the ones that left.
-fn recipients(
-    g: &GroupState,
-    sender: (AccountId, DeviceId),
-    with_left: bool,
-) -> Vec<(AccountId, DeviceId)> {
+/// The members that left (other than the sender): application messages are not for them.
+fn left_members(g: &GroupState, sender: (AccountId, DeviceId)) -> Vec<(AccountId, DeviceId)> {
     g.members()
-        .filter(|m| !m.is(sender.0, sender.1) && (with_left || !m.left))
+        .filter(|m| m.left && !m.is(sender.0, sender.1))
         .map(|m| (m.account, m.device))
         .collect()
 }
@@ -115,16 +110,7 @@ impl Core {
                     "must remove the calling device's own leaf",
                 ));
             }
-            // Like a commit, leaving is checked against the caller's share only: full queues
-            // of others must not keep a member in the group.
-            let policy = if leaving {
-                Policy::SenderShare
-            } else {
-                Policy::Full
-            };
-            let to = recipients(g, (account, device), true);
-            self.check_queues(account, &to, proposal.len(), policy)
-                .await?;
+            // Every member reads it from the group log (crate::groups::cursors).
             let now = self.clock.now_ms();
             let fan_out = FanOut {
                 kind: Kind::Proposal,
@@ -133,9 +119,11 @@ impl Core {
                 accepted_ms: now,
                 sender: (account, device),
                 message: proposal.to_vec(),
-                recipients: to,
+                recipients: Vec::new(),
                 urgent: false,
                 tag: verified.proposal_ref.clone(),
+                skip: Vec::new(),
+                log_from: 0,
             };
             let mut next = g.clone();
             next.public = public_bytes(&ds)?;
@@ -246,9 +234,8 @@ impl Core {
         if g.epoch != r.epoch {
             return Err(MessagingError::StaleEpoch { current: g.epoch });
         }
-        let to = recipients(&g, (account, device), false);
-        self.check_queues(account, &to, r.message.len(), Policy::Full)
-            .await?;
+        // One log entry for every member, whatever their number: nothing is charged to member
+        // queues (the sender's rate limit and the retention time bound the log).
         let fan_out = FanOut {
             kind: Kind::Application,
             group_id: r.group.clone(),
@@ -256,9 +243,11 @@ impl Core {
             accepted_ms: now,
             sender: (account, device),
             message: r.message.clone(),
-            recipients: to,
+            recipients: Vec::new(),
             urgent: r.urgent,
             tag: application_tag(idem_key, now),
+            skip: left_members(&g, (account, device)),
+            log_from: 0,
         };
         Ok((fan_out, loaded.raw))
     }

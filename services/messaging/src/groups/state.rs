@@ -53,6 +53,21 @@ pub(crate) struct GroupState {
     pub group_info: Vec<u8>,
     /// [`DsGroup::to_bytes`]: tree, GroupContext, confirmation tag and queued proposals.
     pub public: Vec<u8>,
+    /// Every member device has a [`crate::store::Membership`]: messages go to the group log
+    /// only. A group stored before cursors gets them before its next message
+    /// ([`crate::groups::cursors`]).
+    pub indexed: bool,
+}
+
+/// Version 3 of [`GroupState`], before membership cursors.
+#[derive(Serialize, Deserialize)]
+struct GroupStateV3 {
+    epoch: u64,
+    created_ms: u64,
+    updated_ms: u64,
+    leaves: Vec<Option<Member>>,
+    group_info: Vec<u8>,
+    public: Vec<u8>,
 }
 
 /// Version 2 of [`GroupState`], before the public state.
@@ -65,15 +80,45 @@ struct GroupStateV2 {
     group_info: Vec<u8>,
 }
 
-impl Record for GroupState {
+impl Record for GroupStateV3 {
     const VERSION: u8 = 3;
+}
+
+/// Test support: a group record as a process before cursors stored it.
+#[doc(hidden)]
+pub fn record_before_cursors(raw: &[u8]) -> Option<Vec<u8>> {
+    let g = guardyn_storage::record::decode::<GroupState>(raw).ok()?;
+    Some(guardyn_storage::record::encode(&GroupStateV3 {
+        epoch: g.epoch,
+        created_ms: g.created_ms,
+        updated_ms: g.updated_ms,
+        leaves: g.leaves,
+        group_info: g.group_info,
+        public: g.public,
+    }))
+}
+
+impl Record for GroupState {
+    const VERSION: u8 = 4;
 
     /// A version-2 group starts verifying from its latest GroupInfo (which carries the ratchet
     /// tree); proposals relayed before the upgrade are not in it, so a commit referencing them
     /// is refused and its author commits again.
     fn decode_version(version: u8, body: &[u8]) -> StorageResult<Self> {
         match version {
-            3 => postcard_body(body),
+            4 => postcard_body(body),
+            3 => {
+                let v3: GroupStateV3 = postcard_body(body)?;
+                Ok(Self {
+                    epoch: v3.epoch,
+                    created_ms: v3.created_ms,
+                    updated_ms: v3.updated_ms,
+                    leaves: v3.leaves,
+                    group_info: v3.group_info,
+                    public: v3.public,
+                    indexed: false,
+                })
+            }
             2 => {
                 let v2: GroupStateV2 = postcard_body(body)?;
                 let public = DsGroup::from_group_info(&v2.group_info)
@@ -86,6 +131,7 @@ impl Record for GroupState {
                     leaves: v2.leaves,
                     group_info: v2.group_info,
                     public,
+                    indexed: false,
                 })
             }
             v => Err(StorageError::Corrupt(format!("group record version {v}"))),
@@ -163,6 +209,7 @@ mod tests {
             leaves: vec![Some(m(1, 1)), Some(m(2, 1)), Some(m(3, 1))],
             group_info: vec![9; 3],
             public: vec![7; 2],
+            indexed: true,
         };
         g.leaves[2].as_mut().unwrap().left = true;
         let d = m(4, 2);

@@ -18,7 +18,8 @@ use crate::groups::relay::GroupMessage;
 use crate::groups::state::{GroupState, Member};
 use crate::listen::Item;
 use crate::messaging::{
-    Ack, MAX_ACK_IDS, OutgoingEnvelope, SendMessage, SendOutcome, check_client_message_id,
+    Ack, MAX_ACK_GROUPS, MAX_ACK_IDS, OutgoingEnvelope, SendMessage, SendOutcome,
+    check_client_message_id,
 };
 use crate::streams::Notice;
 
@@ -123,20 +124,48 @@ pub(super) fn send_outcome(o: SendOutcome) -> pb::SendMessageResponse {
 }
 
 pub(super) fn ack(r: pb::AckRequest) -> Result<Ack, ApiError> {
-    if r.server_ids.len() > MAX_ACK_IDS {
-        return Err(
-            MessagingError::too_large("server_ids", format!("at most {MAX_ACK_IDS} ids")).into(),
-        );
+    let ids = r.server_ids.len()
+        + r.group_acks
+            .iter()
+            .map(|g| g.server_ids.len())
+            .sum::<usize>();
+    if ids > MAX_ACK_IDS {
+        let field = if r.group_acks.is_empty() {
+            "server_ids"
+        } else {
+            "group_acks"
+        };
+        let why = format!("at most {MAX_ACK_IDS} ids in all");
+        return Err(MessagingError::too_large(field, why).into());
     }
+    if r.group_acks.len() > MAX_ACK_GROUPS {
+        let why = format!("at most {MAX_ACK_GROUPS} groups");
+        return Err(MessagingError::too_large("group_acks", why).into());
+    }
+    let groups = r
+        .group_acks
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let field = format!("group_acks[{i}].group_id");
+            let id = GroupId::parse_field(&field, &g.group_id)?;
+            Ok((id, g.server_ids))
+        })
+        .collect::<Result<_, ApiError>>()?;
     Ok(Ack {
         up_to: r.up_to_server_id,
         ids: r.server_ids,
+        groups,
     })
 }
 
 pub(super) fn listen_item(item: Item) -> pb::ListenResponse {
     let item = match item {
         Item::Envelope(e) => WireItem::Envelope(envelope(e)),
+        Item::GroupLog(e) => WireItem::Envelope(pb::DeliveredEnvelope {
+            group_log: true,
+            ..envelope(e)
+        }),
         Item::QueueEmpty => WireItem::QueueEmpty(pb::QueueEmpty {}),
         Item::Keepalive => WireItem::Keepalive(pb::Keepalive {}),
         Item::Notice { at_ms, notice } => WireItem::Notice(pb::ServerNotice {

@@ -81,6 +81,7 @@ impl MessagingService for MessagingApi {
             sub,
             tx,
             auth,
+            groups: std::collections::HashMap::new(),
         };
         tokio::spawn(async move {
             listener.run().await;

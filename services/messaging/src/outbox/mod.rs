@@ -11,11 +11,16 @@
 //! is skipped, so it never holds up the others, and retried after a growing wait
 //! ([`backoff`]).
 //!
-//! Delivery is at-least-once: a crash after some queue appends but before the progress or the
-//! deletion is written queues those recipients again. Clients ignore commits for epochs they
-//! already processed (openmls rejects them as wrong-epoch) and messages they already decrypted.
-//! The progress key makes a resumed fan-out skip the group-log append and every recipient
-//! batch already recorded.
+//! Commits, proposals and application messages are fanned out by one group-log append that
+//! members read by cursor ([`crate::groups::cursors`]); a Welcome by references in the new
+//! members' queues, then their memberships. Records written before cursors list their
+//! recipients and are still fanned out by reference.
+//!
+//! Delivery is at-least-once: a crash after the group-log append (or some queue appends) but
+//! before the progress or the deletion is written appends it (or queues those recipients)
+//! again. Clients ignore commits for epochs they already processed (openmls rejects them as
+//! wrong-epoch) and messages they already decrypted. The progress key makes a resumed Welcome
+//! fan-out skip the group-log append and every recipient batch already recorded.
 
 pub(crate) mod backoff;
 pub(crate) mod busy;
@@ -26,7 +31,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guardyn_common::events::messaging::{Envelope, EnvelopeKind, MlsKind};
+use guardyn_common::events::messaging::{Envelope, EnvelopeKind};
 use guardyn_common::{AccountId, DeviceId, GroupId};
 use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{Direction, KeyRange, NewEntry, Txn};
@@ -36,7 +41,7 @@ pub(crate) use self::record::{FanOut, Kind, application_tag};
 use crate::core::Core;
 use crate::error::MessagingError;
 use crate::quota::Policy;
-use crate::store::{self, GroupMessage, QueueEntry};
+use crate::store::{self, Audience, GroupMessage, QueueEntry};
 
 /// How often the recovery task looks for left-over records (one empty range scan when none).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -49,19 +54,25 @@ const PROGRESS_BATCH: usize = 64;
 const SWEEP_PAGE: usize = 64;
 
 impl Core {
-    /// Store `mls` once in the group log and return its sequence number.
+    /// Store `mls` once in the group log and return its sequence number; with an audience,
+    /// members read it from there by cursor ([`crate::groups::cursors`]).
     async fn store_group_message(
         &self,
         group_id: &GroupId,
         mls: &[u8],
+        audience: Option<Audience>,
     ) -> Result<u64, MessagingError> {
         let ttl = Duration::from_secs(self.retention_secs());
+        let message = GroupMessage {
+            content: mls.to_vec(),
+            audience,
+        };
         Ok(self
             .log
             .append(
                 &store::group_log(group_id),
                 vec![NewEntry {
-                    payload: encode(&GroupMessage(mls.to_vec())),
+                    payload: encode(&message),
                     ttl,
                 }],
             )
@@ -69,6 +80,37 @@ impl Core {
             .first()
             .copied()
             .unwrap_or_default())
+    }
+
+    /// Fan out a record its members read by cursor: one append to the group log, then wake
+    /// the members' streams (one event for all) and the offline members' devices.
+    async fn append_for_cursors(&self, record: &FanOut) -> Result<(), MessagingError> {
+        let envelope = record_envelope(record);
+        let audience = Audience {
+            envelope,
+            skip: record.skip.clone(),
+        };
+        self.store_group_message(&record.group_id, &record.message, Some(audience))
+            .await?;
+        self.notify_group(&record.group_id).await;
+        // The group's members as of now: for a commit, the ones it added are in `skip` (their
+        // Welcome wakes them).
+        if self.cfg.wake_jobs {
+            match self.load_group(&record.group_id).await {
+                Ok(g) => {
+                    let to: Vec<(AccountId, DeviceId)> = g
+                        .state
+                        .members()
+                        .map(|m| (m.account, m.device))
+                        .filter(|&d| d != record.sender && !record.skip.contains(&d))
+                        .collect();
+                    self.wake_offline(&to, record.urgent, record.accepted_ms)
+                        .await;
+                }
+                Err(e) => tracing::warn!(error = %e, "no wake-ups for a group message"),
+            }
+        }
+        Ok(())
     }
 
     /// Queue a reference to group message `seq` (`len` bytes) for each recipient, wake their
@@ -144,13 +186,17 @@ impl Core {
             return Ok(false);
         };
         let progress_key = store::outbox_progress_key(&key);
-        if !record.recipients.is_empty() {
+        if record.kind != Kind::Welcome && record.recipients.is_empty() {
+            // A crash before the deletion appends it again: members may get it twice (they
+            // drop what they already processed), never not at all.
+            self.append_for_cursors(record).await?;
+        } else if !record.recipients.is_empty() {
             let mut progress = match self.kv.get(&progress_key).await? {
                 Some(raw) => decode::<Progress>(&raw)?,
                 None => {
                     let p = Progress {
                         group_seq: self
-                            .store_group_message(&record.group_id, &record.message)
+                            .store_group_message(&record.group_id, &record.message, None)
                             .await?,
                         done: 0,
                     };
@@ -158,15 +204,7 @@ impl Core {
                     p
                 }
             };
-            let (kind, epoch) = record.envelope_kind();
-            let envelope = group_envelope(
-                &record.group_id,
-                kind,
-                epoch,
-                record.sender,
-                record.urgent,
-                record.accepted_ms,
-            );
+            let envelope = record_envelope(record);
             let rest = record.recipients.get(progress.done..).unwrap_or_default();
             let mut batches = rest.chunks(PROGRESS_BATCH).peekable();
             while let Some(batch) = batches.next() {
@@ -178,6 +216,13 @@ impl Core {
                 if batches.peek().is_some() {
                     self.kv.put(&progress_key, &encode(&progress)).await?;
                 }
+            }
+            if record.kind == Kind::Welcome {
+                // After the Welcomes are queued, so a new member's stream reads its Welcome
+                // before the group's log.
+                let epoch = record.epoch.saturating_add(1);
+                self.join_members(&record.group_id, &record.recipients, record.log_from, epoch)
+                    .await?;
             }
         }
         // Unconditional deletes always commit.
@@ -293,22 +338,17 @@ pub(crate) struct SweepReport {
     pub deferred: usize,
 }
 
-fn group_envelope(
-    group: &GroupId,
-    kind: MlsKind,
-    epoch: Option<u64>,
-    sender: (AccountId, DeviceId),
-    urgent: bool,
-    accepted_ms: u64,
-) -> Envelope {
+/// The envelope a record delivers, without its content.
+fn record_envelope(record: &FanOut) -> Envelope {
+    let (kind, epoch) = record.envelope_kind();
     Envelope {
         server_id: 0,
-        server_timestamp_ms: accepted_ms,
-        sender: Some(sender),
+        server_timestamp_ms: record.accepted_ms,
+        sender: Some(record.sender),
         kind: EnvelopeKind::Mls(kind),
         content: Vec::new(),
-        urgent,
-        group: Some(group.clone()),
+        urgent: record.urgent,
+        group: Some(record.group_id.clone()),
         epoch,
     }
 }

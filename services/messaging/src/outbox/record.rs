@@ -56,11 +56,33 @@ pub(crate) struct FanOut {
     pub accepted_ms: u64,
     pub sender: (AccountId, DeviceId),
     pub message: Vec<u8>,
+    /// Devices whose queues get a reference: a Welcome's new members. Empty for the other
+    /// kinds, which members read from the group log by cursor; records written before cursors
+    /// list every recipient here and are fanned out by reference.
     pub recipients: Vec<(AccountId, DeviceId)>,
     pub urgent: bool,
     /// Tells apart the records of one kind in one epoch (proposals, application messages);
     /// empty for commits and Welcomes, which are unique per epoch.
     pub tag: Vec<u8>,
+    /// Members that do not read the message from the log besides the sender (see
+    /// [`crate::store::Audience::skip`]).
+    pub skip: Vec<(AccountId, DeviceId)>,
+    /// Welcome: where the new members' cursors start (the group log's end before the commit).
+    pub log_from: u64,
+}
+
+/// Version 3 of [`FanOut`], before cursors.
+#[derive(Deserialize)]
+struct FanOutV3 {
+    kind: Kind,
+    group_id: GroupId,
+    epoch: u64,
+    accepted_ms: u64,
+    sender: (AccountId, DeviceId),
+    message: Vec<u8>,
+    recipients: Vec<(AccountId, DeviceId)>,
+    urgent: bool,
+    tag: Vec<u8>,
 }
 
 impl std::fmt::Debug for FanOut {
@@ -105,11 +127,27 @@ impl FanOut {
 }
 
 impl Record for FanOut {
-    const VERSION: u8 = 3;
+    const VERSION: u8 = 4;
 
     fn decode_version(version: u8, body: &[u8]) -> StorageResult<Self> {
         match version {
             Self::VERSION => postcard_body(body),
+            3 => {
+                let v3: FanOutV3 = postcard_body(body)?;
+                Ok(Self {
+                    kind: v3.kind,
+                    group_id: v3.group_id,
+                    epoch: v3.epoch,
+                    accepted_ms: v3.accepted_ms,
+                    sender: v3.sender,
+                    message: v3.message,
+                    recipients: v3.recipients,
+                    urgent: v3.urgent,
+                    tag: v3.tag,
+                    skip: Vec::new(),
+                    log_from: 0,
+                })
+            }
             V1 | V2 => legacy::fan_out(version, body)
                 .ok_or_else(|| StorageError::Corrupt("outbox record".into())),
             v => Err(StorageError::Corrupt(format!("outbox record version {v}"))),
@@ -181,6 +219,8 @@ mod legacy {
             recipients,
             urgent,
             tag,
+            skip: Vec::new(),
+            log_from: 0,
         })
     }
 
@@ -233,13 +273,23 @@ pub mod testing {
         (r.key(), encode(r))
     }
 
-    /// The record written together with an accepted commit.
+    /// `record` as a process before group-log cursors wrote it: listing its recipients, whose
+    /// queues get a reference.
+    pub fn before_cursors(
+        record: &(Vec<u8>, Vec<u8>),
+        recipients: &[(AccountId, DeviceId)],
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut r = guardyn_storage::record::decode::<FanOut>(&record.1).ok()?;
+        r.recipients = recipients.to_vec();
+        Some((record.0.clone(), encode(&r)))
+    }
+
+    /// The record written together with an accepted commit (members read it by cursor).
     pub fn commit_record(
         group_id: &GroupId,
         epoch: u64,
         sender: (AccountId, DeviceId),
         commit: &[u8],
-        recipients: &[(AccountId, DeviceId)],
         accepted_ms: u64,
     ) -> (Vec<u8>, Vec<u8>) {
         record(&FanOut {
@@ -249,9 +299,11 @@ pub mod testing {
             accepted_ms,
             sender,
             message: commit.to_vec(),
-            recipients: recipients.to_vec(),
+            recipients: Vec::new(),
             urgent: false,
             tag: Vec::new(),
+            skip: Vec::new(),
+            log_from: 0,
         })
     }
 
@@ -261,7 +313,6 @@ pub mod testing {
         epoch: u64,
         sender: (AccountId, DeviceId),
         proposal: &[u8],
-        recipients: &[(AccountId, DeviceId)],
         accepted_ms: u64,
     ) -> (Vec<u8>, Vec<u8>) {
         record(&FanOut {
@@ -271,9 +322,11 @@ pub mod testing {
             accepted_ms,
             sender,
             message: proposal.to_vec(),
-            recipients: recipients.to_vec(),
+            recipients: Vec::new(),
             urgent: false,
             tag: crate::groups::mls::proposal_ref(proposal).unwrap_or_default(),
+            skip: Vec::new(),
+            log_from: 0,
         })
     }
 
@@ -286,7 +339,6 @@ pub mod testing {
         client_message_id: &str,
         message: &[u8],
         urgent: bool,
-        recipients: &[(AccountId, DeviceId)],
         accepted_ms: u64,
     ) -> (Vec<u8>, Vec<u8>) {
         let idem_key =
@@ -298,9 +350,11 @@ pub mod testing {
             accepted_ms,
             sender,
             message: message.to_vec(),
-            recipients: recipients.to_vec(),
+            recipients: Vec::new(),
             urgent,
             tag: application_tag(&idem_key, accepted_ms),
+            skip: Vec::new(),
+            log_from: 0,
         })
     }
 }
@@ -331,6 +385,8 @@ mod tests {
             recipients: vec![m(2, 1), m(3, 9)],
             urgent: true,
             tag: vec![5; 16],
+            skip: Vec::new(),
+            log_from: 0,
         };
         assert_eq!(decode::<FanOut>(&encode(&r)).unwrap(), r);
         assert!(decode::<FanOut>(&[3]).is_err());

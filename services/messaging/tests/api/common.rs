@@ -269,6 +269,21 @@ pub fn queue_partition(account: &str, device: u32) -> Vec<u8> {
     .concat()
 }
 
+/// A group's log (AppendLog partition `msg/v1/g/<group hex>`), which members read by cursor.
+pub fn group_log_partition(group: &[u8]) -> Vec<u8> {
+    format!("msg/v1/g/{}", guardyn_common::ids::hex(group)).into_bytes()
+}
+
+/// How many messages a group's log holds.
+pub async fn group_logged(server: &TestServer, group: &[u8]) -> usize {
+    server
+        .log()
+        .read(&group_log_partition(group), 1, 10_000)
+        .await
+        .unwrap()
+        .len()
+}
+
 /// How many envelopes are stored in a device's queue.
 pub async fn queued(server: &TestServer, account: &str, device: u32) -> usize {
     server

@@ -171,6 +171,7 @@ async fn unacknowledged_envelopes_are_redelivered_and_acks_delete() {
             AckRequest {
                 server_ids: vec![ids[2], 9_999],
                 up_to_server_id: ids[0],
+                group_acks: vec![],
             },
             &token,
         ))
@@ -206,6 +207,7 @@ async fn delivery_pauses_at_the_in_flight_window_until_acks_arrive() {
             AckRequest {
                 server_ids: vec![],
                 up_to_server_id: second.server_id,
+                group_acks: vec![],
             },
             &env.token(&b, 1),
         ))
@@ -380,6 +382,7 @@ async fn a_device_only_reads_and_acknowledges_its_own_queue() {
                 AckRequest {
                     server_ids: vec![id_for_2],
                     up_to_server_id: 100,
+                    group_acks: vec![],
                 },
                 &env.token(acc, dev),
             ))

@@ -1,5 +1,6 @@
 //! Abuse limits: per-account send rates, per-device queue quotas (count and bytes, a sender's
-//! share), on 1:1 sends and group fan-out, kept across acknowledgements, expiry and restarts.
+//! share) on 1:1 sends and Welcomes (group messages are read from the group log and charge no
+//! queue), kept across acknowledgements, expiry and restarts.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use guardyn_common::clock::ManualClock;
 use guardyn_common::ratelimit::RateLimit;
 use guardyn_crypto::mls::Group;
 use guardyn_proto::guardyn::messaging::v1::{
-    AckRequest, CreateGroupRequest, SendCommitRequest, SendGroupMessageRequest,
+    AckRequest, CreateGroupRequest, MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -36,6 +37,7 @@ async fn ack(env: &Env, who: (&str, u32), ids: Vec<u64>) -> u32 {
             AckRequest {
                 server_ids: ids,
                 up_to_server_id: 0,
+                group_acks: vec![],
             },
             &env.token(who.0, who.1),
         ))
@@ -248,27 +250,40 @@ async fn send_group_message(
 }
 
 #[tokio::test]
-async fn group_fan_out_is_charged_to_every_recipient_queue() {
+async fn group_messages_are_read_from_the_group_log_and_charge_no_member_queue() {
     let env = Env::start_with(|c| c.messaging.max_sender_queue_len = 2).await;
     let (a, b) = (acct(1), acct(2));
     // B's Welcome (A's) was read and acknowledged: A's share of B's queue is empty.
     let ([ca, _cb], [mut ga, _gb]) = group_of_two(&env, &a, &b).await;
-    send_group_message(&env, &a, &mut ga, &ca, "g1")
-        .await
-        .unwrap();
-    // A 1:1 message counts against the same share.
     let direct = env
         .send((&a, 1), &b, &[(1, 1)], "d1", b"1:1")
         .await
         .unwrap();
-    let err = send_group_message(&env, &a, &mut ga, &ca, "g2").await;
-    quota_exceeded(err, "sender_queue_len");
-    assert_eq!(queued(&env.server, &b, 1).await, 2);
-    ack(&env, (&b, 1), vec![server_id(&direct)]).await;
-    send_group_message(&env, &a, &mut ga, &ca, "g3")
+    // More group messages than A's share of B's queue holds: none of them is in B's queue.
+    for id in ["g1", "g2", "g3"] {
+        send_group_message(&env, &a, &mut ga, &ca, id)
+            .await
+            .unwrap();
+    }
+    assert_eq!(queued(&env.server, &b, 1).await, 1);
+    // A's share still bounds its 1:1 messages.
+    env.send((&a, 1), &b, &[(1, 1)], "d2", b"1:1")
         .await
         .unwrap();
-    assert_eq!(queued(&env.server, &b, 1).await, 2);
+    quota_exceeded(
+        env.send((&a, 1), &b, &[(1, 1)], "d3", b"1:1").await,
+        "sender_queue_len",
+    );
+    ack(&env, (&b, 1), vec![server_id(&direct)]).await;
+    let mut s = env.listen(&b, 1).await;
+    let first = next_envelope(&mut s).await;
+    assert!(!first.group_log);
+    for _ in 0..3 {
+        let e = next_envelope(&mut s).await;
+        assert!(e.group_log);
+        assert_eq!(e.mls_kind, MlsMessageKind::Application as i32);
+    }
+    expect_queue_empty(&mut s).await;
 }
 
 #[tokio::test]

@@ -143,12 +143,12 @@ async fn a_commit_whose_fan_out_was_cut_short_reaches_members_after_a_restart() 
         .epoch;
     assert_eq!(epoch, 2);
     ga.merge_pending_commit(&ca).unwrap();
-    // ... and the process dies right after the compare-and-set: B's queue never got the
+    // ... and the process dies right after the compare-and-set: the group log never got the
     // commit, the outbox record written in the same transaction is still there.
     let store = env.server.stores();
     store
         .log
-        .delete_through(&queue_partition(&b, 1), u64::MAX)
+        .delete_through(&group_log_partition(GROUP_ID), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::commit_record(
@@ -156,7 +156,6 @@ async fn a_commit_whose_fan_out_was_cut_short_reaches_members_after_a_restart() 
         1,
         dev(&a, 1),
         &update.commit,
-        &[dev(&b, 1)],
         clock.now_ms(),
     );
     store.kv.put(&key, &value).await.unwrap();
@@ -202,7 +201,7 @@ async fn a_relayed_proposal_whose_fan_out_was_cut_short_reaches_members_after_a_
     let store = env.server.stores();
     store
         .log
-        .delete_through(&queue_partition(&a, 1), u64::MAX)
+        .delete_through(&group_log_partition(GROUP_ID), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::proposal_record(
@@ -210,7 +209,6 @@ async fn a_relayed_proposal_whose_fan_out_was_cut_short_reaches_members_after_a_
         1,
         dev(&b, 1),
         &proposal,
-        &[dev(&a, 1)],
         clock.now_ms(),
     );
     store.kv.put(&key, &value).await.unwrap();
@@ -253,11 +251,11 @@ async fn a_group_message_whose_fan_out_was_cut_short_reaches_members_after_a_res
         .into_inner();
     assert!(!sent.duplicate);
     // ... and the process dies right after the transaction that completed the client message
-    // id together with the outbox record, before B's queue got a reference.
+    // id together with the outbox record, before the group log got the message.
     let store = env.server.stores();
     store
         .log
-        .delete_through(&queue_partition(&b, 1), u64::MAX)
+        .delete_through(&group_log_partition(GROUP_ID), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::group_message_record(
@@ -267,7 +265,6 @@ async fn a_group_message_whose_fan_out_was_cut_short_reaches_members_after_a_res
         "m-1",
         &ct,
         true,
-        &[dev(&b, 1)],
         clock.now_ms(),
     );
     store.kv.put(&key, &value).await.unwrap();
@@ -291,18 +288,20 @@ async fn a_group_message_whose_fan_out_was_cut_short_reaches_members_after_a_res
         .into_inner();
     assert!(retry.duplicate);
     assert_eq!(retry.server_timestamp, sent.server_timestamp);
-    assert_eq!(queued(&env.server, &b, 1).await, 1);
+    // Stored once, in the group log; no member queue holds it.
+    assert_eq!(group_logged(&env.server, GROUP_ID).await, 1);
+    assert_eq!(queued(&env.server, &b, 1).await, 0);
 }
 
 #[tokio::test]
-async fn a_left_over_proposal_reaches_members_before_a_commit_that_references_it() {
+async fn a_left_over_proposal_reaches_members_before_the_next_commit() {
     let data = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let env = Env::start_on(data.path(), clock.clone()).await;
     let (a, b, c) = (acct(1), acct(2), acct(3));
     let (clients, mut groups) = group_of_three(&env, [&a, &b, &c]).await;
 
-    // B's proposal reached A, then the process died before C's queue got it.
+    // B's proposal was accepted, then the process died before the group log got it.
     let proposal = groups[1].propose_self_update(&clients[1]).unwrap();
     env.groups()
         .send_proposal(authed(
@@ -318,7 +317,7 @@ async fn a_left_over_proposal_reaches_members_before_a_commit_that_references_it
     let store = env.server.stores();
     store
         .log
-        .delete_through(&queue_partition(&c, 1), u64::MAX)
+        .delete_through(&group_log_partition(GROUP_ID), u64::MAX)
         .await
         .unwrap();
     let (key, value) = guardyn_messaging::testing::proposal_record(
@@ -326,24 +325,23 @@ async fn a_left_over_proposal_reaches_members_before_a_commit_that_references_it
         1,
         dev(&b, 1),
         &proposal,
-        &[dev(&a, 1), dev(&c, 1)],
         clock.now_ms(),
     );
     store.kv.put(&key, &value).await.unwrap();
     drop(store);
 
-    // Restarted within the sweep's grace period, A commits the proposal by reference.
+    // Restarted within the sweep's grace period, A commits an update of its own: the pending
+    // proposal of the epoch is fanned out first.
     let env = crash_and_restart(env, data.path(), &clock, Duration::ZERO, &[&a, &b, &c]).await;
-    let e = mls_envelope(&env, &a, 1).await;
-    assert_eq!(e.content, proposal);
-    groups[0].process_message(&clients[0], &e.content).unwrap();
-    let bundle = groups[0].commit_pending_proposals(&clients[0]).unwrap();
+    assert_eq!(outbox_records(&env).await, 1);
+    let bundle = groups[0].self_update(&clients[0]).unwrap();
     assert_eq!(commit(&env, &a, 1, &bundle, vec![]).await.unwrap(), 2);
 
-    // C gets the proposal first and can apply the commit.
+    // C gets the proposal first, then the commit, and can apply the commit.
     let mut s = env.listen(&c, 1).await;
     let first = next_envelope(&mut s).await;
     assert_eq!(first.mls_kind, MlsMessageKind::Proposal as i32);
+    assert_eq!(first.content, proposal);
     groups[2]
         .process_message(&clients[2], &first.content)
         .unwrap();
@@ -367,30 +365,38 @@ async fn a_failing_outbox_record_does_not_stop_the_sweep() {
     let (a, b) = (acct(1), acct(2));
     env.dir.set(&a, &[(1, 1)]);
     env.dir.set(&b, &[(1, 1)]);
-    // Two fan-outs a crash left behind. The first in key order (an application message of the
+    // Two fan-outs a crash of a process before group-log cursors left behind (so they queue
+    // references, and still work). The first in key order (an application message of the
     // epoch) has a corrupt progress record: its fan-out fails on every attempt.
+    use guardyn_messaging::testing::before_cursors;
     let store = env.server.stores();
-    let (bad_key, bad) = guardyn_messaging::testing::group_message_record(
-        &gid(),
-        1,
-        dev(&a, 1),
-        "m-1",
-        b"never delivered",
-        false,
+    let (bad_key, bad) = before_cursors(
+        &guardyn_messaging::testing::group_message_record(
+            &gid(),
+            1,
+            dev(&a, 1),
+            "m-1",
+            b"never delivered",
+            false,
+            clock.now_ms(),
+        ),
         &[dev(&b, 1)],
-        clock.now_ms(),
-    );
+    )
+    .unwrap();
     store.kv.put(&bad_key, &bad).await.unwrap();
     let progress = [b"msg/v1/obp/".as_slice(), &bad_key[b"msg/v1/ob/".len()..]].concat();
     store.kv.put(&progress, &[0xff]).await.unwrap();
-    let (key, value) = guardyn_messaging::testing::commit_record(
-        &gid(),
-        1,
-        dev(&a, 1),
-        b"commit after the failing record",
+    let (key, value) = before_cursors(
+        &guardyn_messaging::testing::commit_record(
+            &gid(),
+            1,
+            dev(&a, 1),
+            b"commit after the failing record",
+            clock.now_ms(),
+        ),
         &[dev(&b, 1)],
-        clock.now_ms(),
-    );
+    )
+    .unwrap();
     assert!(bad_key < key);
     store.kv.put(&key, &value).await.unwrap();
     drop(store);
