@@ -19,8 +19,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -136,6 +137,12 @@ impl Metrics {
         })
     }
 
+    /// Expose the process's storage write counts (see [`guardyn_storage::WriteCounts`]) as
+    /// `guardyn_storage_*_total` counters, read from the atomics at each scrape.
+    pub fn register_storage_writes(&self, counts: Arc<guardyn_storage::WriteCounts>) {
+        self.with_registry(|r| r.register_collector(Box::new(StorageWrites(counts))));
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,6 +180,62 @@ impl Metrics {
             code: None,
             done: false,
         }
+    }
+}
+
+/// The storage write counters, encoded from one snapshot of the atomics per scrape.
+#[derive(Debug)]
+struct StorageWrites(Arc<guardyn_storage::WriteCounts>);
+
+impl Collector for StorageWrites {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let s = self.0.snapshot();
+        for (name, help, value) in [
+            (
+                "storage_kv_commits",
+                "KV transactions committed",
+                s.kv_commits,
+            ),
+            (
+                "storage_kv_keys_written",
+                "KV keys put by committed transactions",
+                s.kv_keys_written,
+            ),
+            (
+                "storage_kv_keys_deleted",
+                "KV keys deleted by committed transactions",
+                s.kv_keys_deleted,
+            ),
+            (
+                "storage_log_appends",
+                "Append-log append calls",
+                s.log_appends,
+            ),
+            (
+                "storage_log_entries_appended",
+                "Append-log entries appended",
+                s.log_entries_appended,
+            ),
+            (
+                "storage_log_entries_deleted",
+                "Append-log entries deleted (delete_through counts 1)",
+                s.log_entries_deleted,
+            ),
+            (
+                "storage_written_bytes",
+                "KV key+value bytes put plus log payload bytes appended",
+                s.bytes_written,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
     }
 }
 
@@ -437,6 +500,25 @@ mod tests {
             r#"guardyn_grpc_server_in_flight{instance="node-a-42"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn storage_write_counts_render_as_instance_labelled_counters() {
+        let metrics = Metrics::new("node-a");
+        metrics.register_storage_writes(Arc::default());
+        let text = metrics.render();
+        for name in [
+            "kv_commits",
+            "kv_keys_written",
+            "kv_keys_deleted",
+            "log_appends",
+            "log_entries_appended",
+            "log_entries_deleted",
+            "written_bytes",
+        ] {
+            let line = format!(r#"guardyn_storage_{name}_total{{instance="node-a"}} 0"#);
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -59,6 +60,9 @@ pub(crate) struct Listener {
     pub auth: StreamAuth,
     /// The groups whose log this stream reads (and is woken by).
     pub groups: HashMap<GroupId, GroupCursor>,
+    /// The device's memberships as last read; `None`: read them on the next pass (at the
+    /// start, and whenever they change: [`MailEvent::MembershipsChanged`]).
+    pub memberships: Option<Vec<Membership>>,
 }
 
 /// How far a stream got through one group's log.
@@ -216,6 +220,10 @@ impl Listener {
                                 self.send(Item::Envelope(env)).instrument(span).await?;
                             }
                             Ok(MailEvent::Stored) => woken_by = Some(span),
+                            Ok(MailEvent::MembershipsChanged) => {
+                                self.memberships = None;
+                                woken_by = Some(span);
+                            }
                             Err(e) => tracing::warn!(error = %e, "ignoring a malformed mail event"),
                         }
                     }
@@ -233,14 +241,7 @@ impl Listener {
     /// Forget acknowledged envelopes, then send what the window has room for, from the queue
     /// first and then from the group logs; `true` when more is stored than was sent.
     async fn pass(&mut self, partition: &[u8], cursor: &mut Cursor) -> Result<bool, End> {
-        // Listed before the queue is read: a membership exists only once its Welcome is queued,
-        // so a new member's Welcome is sent before anything of the group's log.
-        let memberships = self
-            .core
-            .memberships(self.account, self.device)
-            .await
-            .map_err(End::Failed)?;
-        self.follow(&memberships);
+        let memberships = self.memberships().await?;
         // What is still stored at or below `sent_upto` is still in flight.
         if let Some(&first) = cursor.in_flight.front() {
             let still = self
@@ -306,6 +307,51 @@ impl Listener {
             self.send(Item::QueueEmpty).await?;
         }
         Ok(more)
+    }
+
+    /// The device's memberships: listed again when they changed, and re-read where an entry of
+    /// the group is in flight (its acknowledgements move the cursor). A device in no group
+    /// reads nothing here.
+    async fn memberships(&mut self) -> Result<Vec<Membership>, End> {
+        if self.ctl.memberships_changed.swap(false, Ordering::Relaxed) {
+            self.memberships = None;
+        }
+        let mut list = match self.memberships.take() {
+            Some(list) => list,
+            None => {
+                // Listed before the queue is read: a membership exists only once its Welcome
+                // is queued, so a new member's Welcome is sent before anything of the log.
+                let list = self
+                    .core
+                    .memberships(self.account, self.device)
+                    .await
+                    .map_err(End::Failed)?;
+                self.follow(&list);
+                list
+            }
+        };
+        for m in &mut list {
+            if self
+                .groups
+                .get(&m.group)
+                .is_some_and(|g| !g.in_flight.is_empty())
+            {
+                let key = store::membership_key(self.account, self.device, &m.group);
+                let raw = self
+                    .core
+                    .kv
+                    .get(&key)
+                    .await
+                    .map_err(|e| End::Failed(e.into()))?;
+                // Gone (the device's records were purged): nothing of it is for the device.
+                *m = match raw {
+                    Some(raw) => record::decode(&raw).map_err(|e| End::Failed(e.into()))?,
+                    None => Membership::new(m.group.clone(), u64::MAX, u64::MAX),
+                };
+            }
+        }
+        self.memberships = Some(list.clone());
+        Ok(list)
     }
 
     /// Read the groups of `memberships` (and be woken by them) and no others.

@@ -279,6 +279,20 @@ impl Core {
         }
     }
 
+    /// Tell the device's stream (on any instance) that its group memberships changed.
+    pub(crate) async fn notify_memberships(&self, account: AccountId, device: DeviceId) {
+        self.registry.memberships_changed(account, device);
+        let event = MailEvent::MembershipsChanged.encode();
+        if let Err(e) = self
+            .bus
+            .publish(&mail_subject(account, device), event)
+            .await
+        {
+            // Its next stream reads them anyway.
+            tracing::warn!(error = %e, "could not publish a membership change");
+        }
+    }
+
     /// Tell the streams of the group's members (on every instance) that its log grew: one
     /// event whatever the member count.
     pub(crate) async fn notify_group(&self, group: &GroupId) {

@@ -5,7 +5,7 @@
 //! `messaging.listen.<account>.<device>` claim and close theirs the same way.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use guardyn_common::{AccountId, DeviceId, GroupId};
@@ -60,6 +60,8 @@ pub(crate) struct StreamCtl {
     pub wake: Notify,
     /// Notices to send, with the time they occurred (ms).
     notices: Mutex<VecDeque<(u64, Notice)>>,
+    /// The device's group memberships changed (set here; the stream re-reads them).
+    pub memberships_changed: AtomicBool,
 }
 
 /// Most notices waiting for one stream; a stream that falls further behind loses the oldest
@@ -140,6 +142,7 @@ impl Registry {
             reason: Mutex::new(None),
             wake: Notify::new(),
             notices: Mutex::new(VecDeque::new()),
+            memberships_changed: AtomicBool::new(false),
         });
         if let Some(old) = self.map().insert((account, device), ctl.clone()) {
             old.close(Close::Replaced);
@@ -233,6 +236,14 @@ impl Registry {
             if *a == account {
                 s.close(Close::DeviceRemoved);
             }
+        }
+    }
+
+    /// The device joined or left a group: its stream re-reads its memberships.
+    pub(crate) fn memberships_changed(&self, account: AccountId, device: DeviceId) {
+        if let Some(s) = self.map().get(&(account, device)) {
+            s.memberships_changed.store(true, Ordering::Relaxed);
+            s.wake.notify_one();
         }
     }
 

@@ -212,6 +212,8 @@ impl TryFrom<pb::DeliveredEnvelope> for Envelope {
 pub enum MailEvent {
     /// Something changed in the stored queue (new mail or acknowledgements): re-read it.
     Stored,
+    /// The device's group memberships changed (it joined or left a group): re-read them too.
+    MembershipsChanged,
     /// An online-only envelope, never stored.
     OnlineOnly(Envelope),
 }
@@ -223,7 +225,10 @@ impl Payload for MailEvent {
         use pb::mail_event::Kind;
         pb::MailEvent {
             kind: Some(match self {
-                Self::Stored => Kind::QueueChanged(pb::QueueChanged {}),
+                Self::Stored => Kind::QueueChanged(pb::QueueChanged::default()),
+                Self::MembershipsChanged => Kind::QueueChanged(pb::QueueChanged {
+                    memberships_changed: true,
+                }),
                 Self::OnlineOnly(e) => Kind::OnlineOnly(e.clone().into()),
             }),
         }
@@ -231,6 +236,7 @@ impl Payload for MailEvent {
     fn from_wire(w: Self::Wire) -> Result<Self, DecodeError> {
         use pb::mail_event::Kind;
         match w.kind {
+            Some(Kind::QueueChanged(q)) if q.memberships_changed => Ok(Self::MembershipsChanged),
             Some(Kind::QueueChanged(_)) => Ok(Self::Stored),
             Some(Kind::OnlineOnly(e)) => Ok(Self::OnlineOnly(e.try_into()?)),
             None => Err(bad(Self::WHAT, "kind")),

@@ -62,6 +62,9 @@ impl Core {
                     members = state.members().count(),
                     "group given member cursors"
                 );
+                for m in state.members() {
+                    self.notify_memberships(m.account, m.device).await;
+                }
                 return Ok(());
             }
         }
@@ -122,7 +125,7 @@ impl Core {
             }
         }
         for &(a, d) in devices {
-            self.notify_mail(a, d).await;
+            self.notify_memberships(a, d).await;
         }
         Ok(())
     }

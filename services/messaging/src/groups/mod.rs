@@ -402,6 +402,11 @@ impl Core {
                 // Someone else changed the group: re-read; a new epoch then answers STALE_EPOCH.
                 continue;
             }
+            // Their streams stop reading at this epoch, or start at the next.
+            let external = joined.iter().filter(|d| !added.contains(d));
+            for &(a, d) in removed.iter().chain(external) {
+                self.notify_memberships(a, d).await;
+            }
             self.complete_pending_proposals(&r.group, g.epoch).await;
             self.deliver_or_defer(&fan_outs).await;
             return Ok((next.epoch, now));

@@ -79,16 +79,20 @@ async fn a_removed_member_gets_the_commit_that_removes_it_and_nothing_after() {
     let env = Env::start().await;
     let (a, b, c) = (acct(1), acct(2), acct(3));
     let (clients, mut groups) = group_of_three(&env, [&a, &b, &c]).await;
+    // C is streaming while it is removed.
+    let mut live = env.listen(&c, 1).await;
+    expect_queue_empty(&mut live).await;
     let bundle = groups[0].remove_members(&clients[0], &[2]).unwrap();
     assert_eq!(commit(&env, &a, 1, &bundle, vec![]).await.unwrap(), 2);
     groups[0].merge_pending_commit(&clients[0]).unwrap();
-    send(&env, &a, &mut groups[0], &clients[0], "after").await;
-
-    let mut s = env.listen(&c, 1).await;
-    let removal = next_envelope(&mut s).await;
+    let removal = next_envelope(&mut live).await;
     assert_eq!(removal.mls_kind, MlsMessageKind::Commit as i32);
     assert_eq!(removal.epoch, Some(1));
-    expect_queue_empty(&mut s).await;
+    assert_eq!(ack(&env, &c, &removal).await, 1);
+    send(&env, &a, &mut groups[0], &clients[0], "after").await;
+    expect_quiet(&mut live).await;
+    drop(live);
+    expect_queue_empty(&mut env.listen(&c, 1).await).await;
 
     let mut s = env.listen(&b, 1).await;
     let e = next_envelope(&mut s).await;
@@ -109,6 +113,9 @@ async fn a_member_added_later_reads_its_welcome_first_and_nothing_from_before() 
     let ([ca, _cb], [mut ga, _gb]) = group_of_two(&env, &a, &b).await;
     send(&env, &a, &mut ga, &ca, "before").await;
     env.dir.set(&d, &[(1, 1)]);
+    // D is streaming while it is added.
+    let mut live = env.listen(&d, 1).await;
+    expect_queue_empty(&mut live).await;
     let cd = client(&d, 1);
     let bundle = ga
         .add_members(&ca, &[cd.create_key_package().unwrap().as_slice()])
@@ -121,6 +128,11 @@ async fn a_member_added_later_reads_its_welcome_first_and_nothing_from_before() 
     );
     ga.merge_pending_commit(&ca).unwrap();
     send(&env, &a, &mut ga, &ca, "after").await;
+    let welcome = next_envelope(&mut live).await;
+    assert_eq!(welcome.mls_kind, MlsMessageKind::Welcome as i32);
+    let e = next_envelope(&mut live).await;
+    assert!(e.group_log, "the open stream follows the new membership");
+    drop(live);
 
     let mut s = env.listen(&d, 1).await;
     let welcome = next_envelope(&mut s).await;
