@@ -141,6 +141,7 @@ impl Core {
                 lock(&self.local).forget_device(account, device, generation);
                 return Err(err);
             }
+            lock(&self.local).announced(account, device, generation);
             self.wake.notify_one();
             self.publish(
                 account,
@@ -414,7 +415,7 @@ impl Core {
                     TopicKey::Account(_) => {
                         if let Some(ev) = AccountEvent::decode(event.payload()) {
                             self.peers.touch(ev.instance, None);
-                            self.views.apply(account, &ev);
+                            self.apply_event(account, &ev);
                         }
                     }
                     TopicKey::Inbox(_) => {
@@ -434,6 +435,34 @@ impl Core {
                     return;
                 }
             }
+        }
+    }
+
+    /// Apply an account event from the bus to the account's view.
+    ///
+    /// The bus orders the events of one instance, not those of different instances: another
+    /// instance's offline can overtake the echo of this instance's own online event for the
+    /// same account (seen with NATS under CPU load), and the view would show the account
+    /// offline, with a last seen, while this instance holds a live device of it. What this
+    /// instance holds it knows without the bus, so before a remote change that takes a device
+    /// away, its own announced devices are put in the view (the echo then changes nothing).
+    fn apply_event(&self, account: AccountId, ev: &AccountEvent) {
+        if ev.instance != self.instance && matches!(ev.change, Change::DeviceOffline { .. }) {
+            self.hold_local_devices(account);
+        }
+        self.views.apply(account, ev);
+    }
+
+    /// Make the view of `account` (if watched here) show this instance's announced devices of
+    /// it. The local table stays locked meanwhile (lock order: local table, then views) so
+    /// that a device removed or an account deleted concurrently (local table first, views
+    /// after) cannot be put back; an expiry racing with this is undone by its own offline
+    /// event, which follows on the bus.
+    pub(crate) fn hold_local_devices(&self, account: AccountId) {
+        let local = lock(&self.local);
+        let held = local.announced_devices(account);
+        if !held.is_empty() {
+            self.views.hold_devices(account, self.instance, &held);
         }
     }
 
@@ -457,5 +486,104 @@ impl Core {
     /// Devices online on this instance (metrics, benchmark).
     pub fn local_devices(&self) -> usize {
         lock(&self.local).online_devices()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use guardyn_common::clock::ManualClock;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::local::Heartbeat;
+    use crate::model::State;
+
+    async fn next(rx: &mut mpsc::Receiver<Item>) -> Item {
+        // A safety net against a hang: every awaited item follows an event already published.
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn next_state(rx: &mut mpsc::Receiver<Item>) -> State {
+        match next(rx).await {
+            Item::Presence(seen) => seen.state,
+            other => panic!("expected presence, got {other:?}"),
+        }
+    }
+
+    /// Another instance's offline overtook the echo of this instance's own online event of
+    /// the same account (CI, NATS under load): the account must stay online for the viewers
+    /// here, since this instance holds a live device of it.
+    #[tokio::test]
+    async fn a_remote_offline_overtaking_our_own_online_does_not_show_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = guardyn_storage_embedded::EmbeddedStore::open(dir.path(), Default::default())
+            .await
+            .unwrap();
+        let bus: Arc<dyn EventBus> = Arc::new(guardyn_events::InProcessBus::new(
+            kv.clone(),
+            guardyn_events::EventsConfig::default(),
+        ));
+        let clock = ManualClock::new();
+        let core = Core::new(
+            PresenceConfig::default(),
+            Store::new(kv.clone()),
+            bus.clone(),
+            Arc::new(clock.clone()),
+            CancellationToken::new(),
+            PolicyCache::new(Default::default()),
+        );
+        let x = AccountId::from_uuid(Uuid::new_v4());
+        let viewer = AccountId::from_uuid(Uuid::new_v4());
+        let remote = Uuid::new_v4();
+        let mut sub = core.subscribe(viewer, DeviceId::FIRST, &[x]);
+        assert_eq!(next_state(&mut sub.rx).await, State::Offline);
+        assert_eq!(next(&mut sub.rx).await, Item::Ready);
+
+        let now = core.clock.now_ms();
+        let remote_change = |change| publish_change(&*bus, remote, x, now, change);
+        remote_change(Change::DeviceOnline {
+            device: 1,
+            generation: 1,
+        })
+        .await;
+        assert_eq!(next_state(&mut sub.rx).await, State::Online);
+
+        // Device 2 of x came online here (stored and announced); its event is still in flight.
+        let device = DeviceId::new(2).unwrap();
+        {
+            let mut local = lock(&core.local);
+            let Heartbeat::CameOnline { generation } =
+                local.heartbeat(x, device, now, core.device_expiry_ms())
+            else {
+                panic!("a new device comes online");
+            };
+            local.announced(x, device, generation);
+        }
+        remote_change(Change::DeviceOffline {
+            device: 1,
+            generation: 1,
+        })
+        .await;
+        // A visible change after it, on the same subject: the next item tells what the viewer
+        // saw of the offline (the bus keeps one publisher's order).
+        remote_change(Change::Status {
+            status: Status::Away,
+            custom_text: String::new(),
+        })
+        .await;
+        assert_eq!(next_state(&mut sub.rx).await, State::Away);
+        assert_eq!(
+            core.presence(viewer, &[x]).await.unwrap()[0].state,
+            State::Away
+        );
+        drop(sub);
+        kv.close().await;
     }
 }

@@ -29,7 +29,10 @@
 //!   stream only what that viewer sees change.
 //! - **Aggregation across instances.** An account is online while any instance holds one of
 //!   its devices. Instance A's offline event removes only A's device; the account goes
-//!   offline (and last seen is recorded) when the last device anywhere leaves. The initial
+//!   offline (and last seen is recorded) when the last device anywhere leaves. The bus orders
+//!   one instance's events, not those of different instances, so an instance's own devices
+//!   do not wait for their echo: before another instance's change takes a device away, the
+//!   devices this instance holds (and announced) are put in its view. The initial
 //!   state of a newly watched account comes from storage (the account record plus one entry
 //!   per online device and instance), which in a cluster is the shared store.
 //! - **Failure modes.** A dying instance publishes nothing more: its peers notice that its

@@ -67,6 +67,11 @@ pub struct LocalTable {
     devices: HashMap<(AccountId, DeviceId), LocalDevice>,
     typing: HashMap<(AccountId, TypingTarget), Typing>,
     wheel: TimerWheel<TimerKey>,
+    /// Per account, the devices whose online period was announced (stored, then published):
+    /// a bitmask of device ids (1..=127). Lets this instance say which devices of an account
+    /// it holds without scanning `devices` (see `Core::hold_local_devices`). Changed on
+    /// transitions only, never by a refreshing heartbeat.
+    announced: HashMap<AccountId, u128>,
     /// Generations start at the creation time in ms so that they keep increasing across
     /// restarts of an instance that kept its id (they are compared per instance only).
     next_generation: u64,
@@ -81,6 +86,7 @@ impl LocalTable {
         Self {
             devices: HashMap::new(),
             typing: HashMap::new(),
+            announced: HashMap::new(),
             wheel: TimerWheel::new(TICK_MS, now_ms),
             next_generation: now_ms,
             next_epoch: 0,
@@ -131,16 +137,56 @@ impl LocalTable {
             .is_some_and(|d| d.generation == generation)
         {
             self.devices.remove(&(account, device));
+            self.unannounce(account, device);
         }
+    }
+
+    /// The online period `generation` of a device is stored and about to be published: from
+    /// now on it counts in [`LocalTable::announced_devices`]. Nothing when that period already
+    /// ended.
+    pub fn announced(&mut self, account: AccountId, device: DeviceId, generation: u64) {
+        if self
+            .devices
+            .get(&(account, device))
+            .is_some_and(|d| d.generation == generation)
+        {
+            *self.announced.entry(account).or_default() |= 1u128 << device.get();
+        }
+    }
+
+    fn unannounce(&mut self, account: AccountId, device: DeviceId) {
+        if let Some(mask) = self.announced.get_mut(&account) {
+            *mask &= !(1u128 << device.get());
+            if *mask == 0 {
+                self.announced.remove(&account);
+            }
+        }
+    }
+
+    /// The announced devices of `account` online here, with the generation of their online
+    /// period.
+    pub fn announced_devices(&self, account: AccountId) -> Vec<(DeviceId, u64)> {
+        let mut mask = self.announced.get(&account).copied().unwrap_or(0);
+        let mut out = Vec::new();
+        while mask != 0 {
+            let bit = mask.trailing_zeros();
+            mask &= mask - 1;
+            if let Some(d) = DeviceId::new(bit)
+                && let Some(e) = self.devices.get(&(account, d))
+            {
+                out.push((d, e.generation));
+            }
+        }
+        out
     }
 
     /// Take a device offline now (it was removed from its account). Returns the generation of
     /// the online period that ended, if the device was online here. Its wheel entry becomes
     /// stale and is dropped when its slot comes up.
     pub fn remove_device(&mut self, account: AccountId, device: DeviceId) -> Option<u64> {
-        self.devices
-            .remove(&(account, device))
-            .map(|d| d.generation)
+        let generation = self.devices.remove(&(account, device))?.generation;
+        self.unannounce(account, device);
+        Some(generation)
     }
 
     /// Withdraw every typing indicator `sender` started here; returns their targets. Scans the
@@ -206,6 +252,7 @@ impl LocalTable {
                             .insert(deadline, TimerKey::Device(account, device, generation));
                     } else {
                         self.devices.remove(&(account, device));
+                        self.unannounce(account, device);
                         expired.push(Expired::Device {
                             account,
                             device,
@@ -326,6 +373,37 @@ mod tests {
                 target: TypingTarget::Peer(id(2))
             }]
         );
+    }
+
+    #[test]
+    fn announced_devices_are_those_stored_and_still_online() {
+        let mut t = LocalTable::new(0);
+        let Heartbeat::CameOnline { generation: g1 } = t.heartbeat(id(1), dev(1), 0, 90_000) else {
+            panic!()
+        };
+        let Heartbeat::CameOnline { generation: g2 } = t.heartbeat(id(1), dev(127), 0, 90_000)
+        else {
+            panic!()
+        };
+        t.heartbeat(id(2), dev(1), 0, 90_000);
+        assert_eq!(t.announced_devices(id(1)), vec![], "not stored yet");
+        t.announced(id(1), dev(1), g1);
+        t.announced(id(1), dev(127), g2);
+        // A stale generation marks nothing.
+        t.announced(id(2), dev(1), g1);
+        assert_eq!(
+            t.announced_devices(id(1)),
+            vec![(dev(1), g1), (dev(127), g2)]
+        );
+        assert_eq!(t.announced_devices(id(2)), vec![]);
+        assert_eq!(t.remove_device(id(1), dev(127)), Some(g2));
+        assert_eq!(t.announced_devices(id(1)), vec![(dev(1), g1)]);
+        t.heartbeat(id(1), dev(1), 60_000, 90_000);
+        assert_eq!(t.expire(90_000).len(), 1, "only the device of id(2)");
+        assert_eq!(t.announced_devices(id(1)), vec![(dev(1), g1)]);
+        assert_eq!(t.expire(150_000).len(), 1);
+        assert_eq!(t.announced_devices(id(1)), vec![]);
+        assert!(t.announced.is_empty());
     }
 
     #[test]

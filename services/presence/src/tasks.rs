@@ -105,6 +105,11 @@ pub(crate) async fn run_beacons(core: Arc<Core>) {
 
 fn instance_died(core: &Arc<Core>, dead: InstanceId) {
     let now = core.clock.now_ms();
+    // This instance's own devices must not wait for their echo on the bus to keep an account
+    // online (see `Core::apply_event`).
+    for account in core.views.accounts_on(dead) {
+        core.hold_local_devices(account);
+    }
     let affected = core.views.drop_instance(dead, now);
     tracing::info!(instance = %dead, accounts = affected.len(), "presence instance went silent");
     for account in affected {

@@ -346,6 +346,35 @@ impl Views {
         });
     }
 
+    /// Devices of `instance` (this one: see `Core::hold_local_devices`) known online without
+    /// the bus: added to a watched account's view where missing or older, pushing what
+    /// changes.
+    pub fn hold_devices(&self, account: AccountId, instance: InstanceId, held: &[(DeviceId, u64)]) {
+        self.update(account, |view| {
+            let mut changed = false;
+            for &(device, generation) in held {
+                changed |= view.device_online((instance, device.get()), generation);
+            }
+            changed
+        });
+    }
+
+    /// The watched accounts whose view holds a device of `instance`.
+    pub fn accounts_on(&self, instance: InstanceId) -> Vec<AccountId> {
+        let mut accounts = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, topic) in shard.iter() {
+                if let TopicKey::Account(account) = *key
+                    && topic.view.devices.keys().any(|(i, _)| *i == instance)
+                {
+                    accounts.push(account);
+                }
+            }
+        }
+        accounts
+    }
+
     /// Change a watched account's view and push what each watcher sees change.
     fn update(&self, account: AccountId, change: impl FnOnce(&mut AccountView) -> bool) {
         let key = TopicKey::Account(account);
