@@ -116,6 +116,10 @@ impl App {
             }
             _ => crate::stores::open(&config.storage).await?,
         };
+        // Every service writes through these, so the counts are the whole process's writes
+        // (`guardyn bench --metrics` divides them by the messages it sent).
+        let (stores, write_counts) = stores.counted();
+        ctx.metrics.register_storage_writes(write_counts);
         let events = config.events.to_events_config();
         let connect = || async {
             guardyn_events::connect(&events, stores.log.clone())

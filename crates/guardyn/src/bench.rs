@@ -10,14 +10,16 @@
 //! 2. Echo baseline: the same clients (same channels, same auth/refresh path) call
 //!    MessagingService.Echo `messages` times each with a payload of the same size.
 //! 3. Group fan-out: one member sends `group_rounds` messages to a group of `group_size`
-//!    devices; each round is timed until every other member received it.
+//!    devices (up to 10,000: extra one-device accounts beyond the pairs' clients, sharing the
+//!    same channels); each round is timed until every other member received it. With
+//!    `--metrics`, the server's storage writes per group message (see [`crate::bench_group`]).
 
 #![allow(clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use guardyn_sdk::{Client, ClientConfig, Event, Storage, connect};
+use guardyn_sdk::{Channel, Client, ClientConfig, Event, Storage};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -47,9 +49,18 @@ pub struct BenchArgs {
     /// HTTP/2 connections per server address, shared by the clients on it.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Group size (members including the sender; at most 2 x pairs).
+    /// Group size (devices including the sender, 2..=10000). The first 2 x pairs are the
+    /// pairs' clients; more are registered as one-device accounts sharing the connections.
     #[arg(long, default_value_t = 8)]
     pub group_size: usize,
+    /// Devices added per group commit (each commit and its Welcome must stay under the
+    /// server's `messaging.max_mls_message_bytes` and `max_welcome_bytes`).
+    #[arg(long, default_value_t = 100)]
+    pub group_add_chunk: usize,
+    /// The server's Prometheus endpoint (e.g. http://127.0.0.1:9565/metrics): report its
+    /// storage writes per group message, scraped before and after the group rounds.
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// Group messages sent (one at a time).
     #[arg(long, default_value_t = 20)]
     pub group_rounds: usize,
@@ -78,17 +89,17 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-struct Stats {
-    count: usize,
-    secs: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
+pub(crate) struct Stats {
+    pub(crate) count: usize,
+    pub(crate) secs: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 impl Stats {
-    fn of(mut samples: Vec<Duration>, secs: f64) -> Self {
+    pub(crate) fn of(mut samples: Vec<Duration>, secs: f64) -> Self {
         samples.sort();
         let pct = |q: f64| -> f64 {
             if samples.is_empty() {
@@ -107,7 +118,7 @@ impl Stats {
         }
     }
 
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         if self.secs > 0.0 {
             self.count as f64 / self.secs
         } else {
@@ -115,7 +126,7 @@ impl Stats {
         }
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "count": self.count, "seconds": self.secs, "per_second": self.rate(),
             "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "p999_ms": self.p999_ms, "max_ms": self.max_ms,
@@ -142,9 +153,9 @@ fn instance_of(i: usize, pairs: usize, n: usize) -> usize {
 }
 
 /// Received (tag, send offset) notes from the receivers' pumps.
-type Note = (u64, Duration);
+pub(crate) type Note = (u64, Duration);
 
-fn stamp(base: Instant, tag: u64, size: usize) -> Vec<u8> {
+pub(crate) fn stamp(base: Instant, tag: u64, size: usize) -> Vec<u8> {
     let mut body = vec![0u8; size.max(16)];
     body[..8].copy_from_slice(&tag.to_be_bytes());
     let at = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -152,7 +163,7 @@ fn stamp(base: Instant, tag: u64, size: usize) -> Vec<u8> {
     body
 }
 
-fn unstamp(base: Instant, body: &[u8]) -> Option<Note> {
+pub(crate) fn unstamp(base: Instant, body: &[u8]) -> Option<Note> {
     let tag = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
     let at = u64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
     Some((tag, base.elapsed().saturating_sub(Duration::from_nanos(at))))
@@ -219,9 +230,35 @@ impl ServerWatch {
     }
 }
 
+/// HTTP/2 connection-level receive window of the bench's channels (the most HTTP/2 allows).
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+/// Per-stream receive window: hyper's default, stated because the connection window is
+/// sized from it.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// [`guardyn_sdk::connect`] with a connection window for hundreds of Listen streams on one
+/// connection. With hyper's default (5 MB), group members opening their streams onto a
+/// backlog (Welcome and commits, up to a few hundred KiB each) fill it with data their pumps
+/// have not read yet; the SDK's `listen` awaits a unary call before it starts reading, that
+/// call's response then cannot arrive, and the connection stalls (seen at 1,000 members).
+async fn connect_wide(url: &str) -> anyhow::Result<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|_| anyhow::anyhow!("{url:?} is not a server URL"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW);
+    Ok(endpoint.connect().await?)
+}
+
 /// Runs the benchmark and prints the results.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(remote) = args.server.iter().find(|s| !loopback(s)) {
+    if let Some(remote) = args
+        .server
+        .iter()
+        .chain(&args.metrics)
+        .find(|s| !loopback(s))
+    {
         anyhow::bail!("bench only drives a loopback server (got {remote})");
     }
     if args.presence_devices > 0 {
@@ -247,14 +284,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     let pairs = args.pairs.max(1);
-    let group_size = args.group_size.clamp(2, pairs * 2);
+    let group_size = args.group_size.clamp(2, crate::bench_group::MAX_GROUP_SIZE);
     let instances = args.server.len().max(1);
     // channels[instance][connection]
     let mut channels = Vec::new();
     for server in &args.server {
         let mut on = Vec::new();
         for _ in 0..args.connections.max(1) {
-            on.push(connect(server).await?);
+            on.push(connect_wide(server).await?);
         }
         channels.push(on);
     }
@@ -385,57 +422,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     server.mark("echo");
 
     // Group fan-out.
-    let members = &clients[..group_size];
-    let owner = &members[0];
-    let group = owner.create_group().await?;
-    let others: Vec<&str> = members[1..].iter().map(Client::account_id).collect();
-    owner.add_to_group(&group, &others).await?;
-    let (gtx, mut grx) = mpsc::unbounded_channel::<Note>();
-    let mut pumps = Vec::new();
-    for m in &members[1..] {
-        m.sync().await?;
-        let mut inbox = m.listen().await?;
-        let tx = gtx.clone();
-        pumps.push(tokio::spawn(async move {
-            while let Some(e) = inbox.next().await {
-                if let Event::GroupMessage { message, .. } = e
-                    && let Some(note) = unstamp(base, &message.body)
-                {
-                    let _ = tx.send(note);
-                }
-            }
-        }));
-    }
-    let mut rounds = Vec::new();
-    let start = Instant::now();
-    for round in 0..args.group_rounds as u64 {
-        if start.elapsed() > deadline {
-            break;
-        }
-        let t = Instant::now();
-        owner
-            .send_group(&group, &stamp(base, round, args.size))
-            .await?;
-        let mut got = 0;
-        while got < group_size - 1 {
-            match tokio::time::timeout(Duration::from_secs(10), grx.recv()).await {
-                Ok(Some((tag, _))) if tag == round => got += 1,
-                Ok(Some(_)) => {}
-                _ => anyhow::bail!(
-                    "group round {round}: only {got} of {} members received",
-                    group_size - 1
-                ),
-            }
-        }
-        rounds.push(t.elapsed());
-    }
-    let fanout = Stats::of(rounds, start.elapsed().as_secs_f64());
+    let ready = crate::bench_group::setup(crate::bench_group::GroupSetup {
+        clients: &clients,
+        channels: channels.iter().flatten().cloned().collect(),
+        size: group_size,
+        add_chunk: args.group_add_chunk,
+        body: args.size,
+        base,
+    })
+    .await?;
+    server.mark("group_ready");
+    let group = ready
+        .run(
+            args.group_rounds,
+            args.size,
+            base,
+            deadline,
+            args.metrics.as_deref(),
+        )
+        .await?;
     server.mark("group");
-    for p in pumps {
-        p.abort();
-    }
+    let fanout = &group.fanout;
     let (peak_rss_kib, peak_threads) = sampler.finish();
-    let group_deliveries = fanout.count * (group_size - 1);
+    let group_deliveries = fanout.count * (group.size - 1);
     let server_json = args.server_pid.map(|pid| {
         serde_json::json!({
             "pid": pid,
@@ -445,7 +454,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "messages_per_server_cpu_sec": server.per_cpu_sec(one_to_one.count, "idle", "one_to_one"),
             "echo_cpu_secs": server.cpu("one_to_one", "echo"),
             "echo_calls_per_server_cpu_sec": server.per_cpu_sec(echo.count, "one_to_one", "echo"),
-            "group_deliveries_per_server_cpu_sec": server.per_cpu_sec(group_deliveries, "echo", "group"),
+            "group_deliveries_per_server_cpu_sec": server.per_cpu_sec(group_deliveries, "group_ready", "group"),
         })
     });
 
@@ -462,7 +471,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "send_call": send_call.json(),
             "echo": echo.json(),
             "messaging_to_echo_throughput_ratio": ratio,
-            "group": { "size": group_size, "fanout": fanout.json() },
+            "group": group.json(),
             "window": window,
             "server": server_json,
         });
@@ -500,7 +509,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 s.max_ms
             );
         }
-        let gname = format!("group fan-out (G={group_size})");
+        let gname = format!("group fan-out (G={})", group.size);
         println!(
             "{gname:<30} {:>8} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             fanout.count,
@@ -510,6 +519,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             fanout.p999_ms,
             fanout.max_ms
         );
+        group.print();
         println!("messaging/echo throughput ratio: {ratio:.3}; lost: {lost}; window {window}");
         if let Some(v) = server_json {
             println!("server: {v}");

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod beacon;
 pub mod bench;
+mod bench_group;
 mod bench_idle;
 pub mod bench_login;
 pub mod bench_media;

@@ -24,6 +24,7 @@
 //! depend on it, never the reverse.
 
 mod blob;
+mod counted;
 mod error;
 mod kv;
 mod log;
@@ -34,6 +35,7 @@ mod stores;
 pub mod conformance;
 
 pub use blob::{BlobStore, MAX_BLOB_KEY_LEN, MAX_BLOB_SEGMENT_LEN, MAX_OBJECT_LEN, ObjectMeta};
+pub use counted::{CountedKv, CountedLog, WriteCounts, WriteSnapshot};
 pub use error::{StorageError, StorageResult};
 pub use kv::{Condition, Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
 pub use log::{AppendLog, LogEntry, NewEntry, PartitionStats};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::counted::{CountedKv, CountedLog, WriteCounts};
 use crate::{AppendLog, BlobStore, KvStore};
 
 /// Release an engine's resources at shutdown (flush, stop background threads).
@@ -41,6 +42,19 @@ impl Stores {
     pub fn closing(mut self, engine: Arc<dyn Close>) -> Self {
         self.closers.push(engine);
         self
+    }
+
+    /// The same stores with their KV and log writes counted (blobs are not: media chunks are
+    /// not what the counts measure). The closers stay: closing still reaches the engines.
+    pub fn counted(self) -> (Self, Arc<WriteCounts>) {
+        let counts = Arc::new(WriteCounts::default());
+        let stores = Self {
+            kv: Arc::new(CountedKv::new(self.kv, counts.clone())),
+            log: Arc::new(CountedLog::new(self.log, counts.clone())),
+            blob: self.blob,
+            closers: self.closers,
+        };
+        (stores, counts)
     }
 
     /// Close every engine behind the handle (once the server stopped using it).
