@@ -118,7 +118,7 @@ impl App {
         };
         // Every service writes through these, so the counts are the whole process's writes
         // (`guardyn bench --metrics` divides them by the messages it sent).
-        let (stores, write_counts) = stores.counted();
+        let (stores, write_counts) = guardyn_storage::count_writes(stores);
         ctx.metrics.register_storage_writes(write_counts);
         let events = config.events.to_events_config();
         let connect = || async {

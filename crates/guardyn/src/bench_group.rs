@@ -36,8 +36,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::bench::{Note, Stats, stamp, unstamp};
 use crate::bench_idle::register_devices;
+use crate::bench_stats::{Note, Stats, stamp, unstamp};
 
 /// The largest `--group-size` (the server's default `messaging.max_group_members`).
 pub(crate) const MAX_GROUP_SIZE: usize = 10_000;

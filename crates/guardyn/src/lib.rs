@@ -12,6 +12,7 @@ pub mod bench_login;
 pub mod bench_media;
 mod bench_presence;
 pub mod bench_proc;
+mod bench_stats;
 pub mod certs;
 pub mod client;
 pub mod config;

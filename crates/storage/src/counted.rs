@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use crate::StorageResult;
 use crate::kv::{Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
 use crate::log::{AppendLog, LogEntry, NewEntry, PartitionStats};
+use crate::stores::Stores;
 
 /// Running totals of the writes that went through [`CountedKv`] and [`CountedLog`].
 ///
@@ -235,6 +236,18 @@ impl AppendLog for CountedLog {
     }
 }
 
+/// `stores` with their KV and log writes counted (blobs are not: media chunks are not what
+/// the counts measure). Closing still reaches the engines.
+pub fn count_writes(stores: Stores) -> (Stores, Arc<WriteCounts>) {
+    let counts = Arc::new(WriteCounts::default());
+    let (k, l) = (counts.clone(), counts.clone());
+    let stores = stores.wrapped(
+        |kv| Arc::new(CountedKv::new(kv, k)),
+        |log| Arc::new(CountedLog::new(log, l)),
+    );
+    (stores, counts)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -412,7 +425,7 @@ mod tests {
         let blob: Arc<dyn crate::BlobStore> = Arc::new(NoBlob);
         let closed = Arc::new(Closed::default());
         let stores = crate::Stores::new(mem.clone(), mem.clone(), blob).closing(closed.clone());
-        let (stores, counts) = stores.counted();
+        let (stores, counts) = count_writes(stores);
         stores.kv.put(b"k", b"v").await.unwrap();
         stores.log.append(b"p", vec![entry(b"e")]).await.unwrap();
         let s = counts.snapshot();

@@ -35,7 +35,7 @@ mod stores;
 pub mod conformance;
 
 pub use blob::{BlobStore, MAX_BLOB_KEY_LEN, MAX_BLOB_SEGMENT_LEN, MAX_OBJECT_LEN, ObjectMeta};
-pub use counted::{CountedKv, CountedLog, WriteCounts, WriteSnapshot};
+pub use counted::{CountedKv, CountedLog, WriteCounts, WriteSnapshot, count_writes};
 pub use error::{StorageError, StorageResult};
 pub use kv::{Condition, Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
 pub use log::{AppendLog, LogEntry, NewEntry, PartitionStats};

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::counted::{CountedKv, CountedLog, WriteCounts};
 use crate::{AppendLog, BlobStore, KvStore};
 
 /// Release an engine's resources at shutdown (flush, stop background threads).
@@ -44,17 +43,19 @@ impl Stores {
         self
     }
 
-    /// The same stores with their KV and log writes counted (blobs are not: media chunks are
-    /// not what the counts measure). The closers stay: closing still reaches the engines.
-    pub fn counted(self) -> (Self, Arc<WriteCounts>) {
-        let counts = Arc::new(WriteCounts::default());
-        let stores = Self {
-            kv: Arc::new(CountedKv::new(self.kv, counts.clone())),
-            log: Arc::new(CountedLog::new(self.log, counts.clone())),
+    /// The same stores with the KV and log handles wrapped by decorators (such as
+    /// [`crate::count_writes`]); the blob store and the closers stay.
+    pub fn wrapped(
+        self,
+        kv: impl FnOnce(Arc<dyn KvStore>) -> Arc<dyn KvStore>,
+        log: impl FnOnce(Arc<dyn AppendLog>) -> Arc<dyn AppendLog>,
+    ) -> Self {
+        Self {
+            kv: kv(self.kv),
+            log: log(self.log),
             blob: self.blob,
             closers: self.closers,
-        };
-        (stores, counts)
+        }
     }
 
     /// Close every engine behind the handle (once the server stopped using it).
