@@ -117,6 +117,10 @@ pub struct ServerConfig {
     /// Requests in flight (unary and streaming) across the process before new ones are shed
     /// with `RESOURCE_EXHAUSTED`.
     pub max_concurrent_requests: usize,
+    /// HTTP/2 streams one connection may have open at once (Listen streams included); the
+    /// client is told in its SETTINGS and refused beyond. Bounds what one connection can hold
+    /// of the process (a proxy multiplexing many clients needs a high value).
+    pub max_streams_per_connection: u32,
     /// Deadline for unary calls when the client sets none (a client `grpc-timeout` that is
     /// shorter wins). Streaming calls are not limited by it.
     pub request_timeout_ms: u64,
@@ -140,6 +144,7 @@ impl Default for ServerConfig {
             port: 50051,
             max_request_bytes: 4 * 1024 * 1024,
             max_concurrent_requests: 4096,
+            max_streams_per_connection: 10_000,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             startup_timeout_secs: 300,
@@ -194,6 +199,12 @@ impl Validate for ServerConfig {
         if self.max_concurrent_requests == 0 {
             return Err(ConfigError::new(
                 key(prefix, "max_concurrent_requests"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err(ConfigError::new(
+                key(prefix, "max_streams_per_connection"),
                 "must be at least 1",
             ));
         }

@@ -481,6 +481,7 @@ pub async fn serve(
     let tls = server_tls(config)?;
     let router = Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
         .layer(stack)
         .add_routes(services.routes.routes());
     let shutdown = ctx.shutdown.clone();

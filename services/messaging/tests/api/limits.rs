@@ -8,7 +8,8 @@ use guardyn_common::clock::ManualClock;
 use guardyn_common::ratelimit::RateLimit;
 use guardyn_crypto::mls::Group;
 use guardyn_proto::guardyn::messaging::v1::{
-    AckRequest, CreateGroupRequest, MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
+    AckRequest, CreateGroupRequest, EchoRequest, MlsMessageKind, SendCommitRequest,
+    SendGroupMessageRequest,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -379,4 +380,33 @@ async fn a_welcome_is_refused_when_the_added_device_queue_is_full() {
         .await;
     quota_exceeded(r, "queue_len");
     assert_eq!(queued(&env.server, &b, 1).await, 1);
+}
+
+#[tokio::test]
+async fn one_connection_holds_at_most_the_configured_streams() {
+    let env = Env::start_with(|c| c.server.max_streams_per_connection = 1).await;
+    let a = acct(1);
+    env.dir.set(&a, &[(1, 1)]);
+    let echo = || {
+        let mut client = env.messaging();
+        let request = authed(
+            EchoRequest {
+                payload: b"ping".to_vec(),
+            },
+            &env.token(&a, 1),
+        );
+        async move { client.echo(request).await }
+    };
+    // The connection's one stream is the Listen: a call on it waits.
+    let mut listen = env.listen(&a, 1).await;
+    expect_queue_empty(&mut listen).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), echo())
+            .await
+            .is_err(),
+        "a second stream on the connection waits"
+    );
+    drop(listen);
+    let answered = tokio::time::timeout(Duration::from_secs(10), echo()).await;
+    assert_eq!(answered.unwrap().unwrap().into_inner().payload, b"ping");
 }
