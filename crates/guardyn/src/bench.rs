@@ -361,7 +361,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     server.mark("echo");
 
     // Group fan-out.
-    let ready = crate::bench_group::setup(crate::bench_group::GroupSetup {
+    let mut ready = crate::bench_group::setup(crate::bench_group::GroupSetup {
         clients: &clients,
         channels: channels.iter().flatten().cloned().collect(),
         size: group_size,
@@ -371,7 +371,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     })
     .await?;
     server.mark("group_ready");
-    let group = ready
+    let mut group = ready
         .run(
             args.group_rounds,
             args.size,
@@ -381,6 +381,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?;
     server.mark("group");
+    group.wire = ready.wire(args.group_rounds, args.size, base).await?;
+    server.mark("group_wire");
     let fanout = &group.fanout;
     let (peak_rss_kib, peak_threads) = sampler.finish();
     let group_deliveries = fanout.count * (group.size - 1);
@@ -394,6 +396,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "echo_cpu_secs": server.cpu("one_to_one", "echo"),
             "echo_calls_per_server_cpu_sec": server.per_cpu_sec(echo.count, "one_to_one", "echo"),
             "group_deliveries_per_server_cpu_sec": server.per_cpu_sec(group_deliveries, "group_ready", "group"),
+            "group_wire_deliveries_per_server_cpu_sec": group.wire.as_ref().and_then(|w| server.per_cpu_sec(w.delivery.count, "group", "group_wire")),
         })
     });
 

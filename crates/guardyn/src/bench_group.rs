@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::bench_group_wire::{WireArgs, WireReport};
 use crate::bench_idle::register_devices;
 use crate::bench_stats::{Note, Stats, stamp, unstamp};
 
@@ -183,6 +184,9 @@ pub(crate) struct ReadyGroup {
     pumps: Vec<JoinHandle<()>>,
     // Kept alive so their state (and their Listen streams' clients) outlive the rounds.
     _members: Vec<Client>,
+    channels: Vec<Channel>,
+    /// (username, device id) of the members registered here: read at the wire afterwards.
+    wire_members: Vec<(String, u32)>,
 }
 
 /// Options of the group phase.
@@ -204,14 +208,13 @@ pub(crate) async fn setup(o: GroupSetup<'_>) -> anyhow::Result<ReadyGroup> {
     let size = o.size.clamp(2, MAX_GROUP_SIZE);
     let mut members: Vec<Client> = o.clients.iter().take(size).cloned().collect();
     let extra = size.saturating_sub(members.len());
+    let mut wire_members = Vec::with_capacity(extra);
     if extra > 0 {
         eprintln!("registering {extra} more group members...");
-        members.extend(
-            register_devices(&o.channels, extra, "gm")
-                .await?
-                .into_iter()
-                .map(|(_, c)| c),
-        );
+        for (name, client) in register_devices(&o.channels, extra, "gm").await? {
+            wire_members.push((name, client.device_id()));
+            members.push(client);
+        }
     }
     let Some(owner) = members.first().cloned() else {
         anyhow::bail!("no group members");
@@ -291,6 +294,8 @@ pub(crate) async fn setup(o: GroupSetup<'_>) -> anyhow::Result<ReadyGroup> {
         notes,
         pumps,
         _members: members,
+        channels: o.channels.clone(),
+        wire_members,
     })
 }
 
@@ -363,13 +368,15 @@ pub(crate) struct GroupReport {
     /// Per member delivery: send until that member decrypted it.
     delivery: Stats,
     storage: Option<StorageDelta>,
+    /// The same group timed at the wire, when it has members registered for the phase.
+    pub wire: Option<WireReport>,
 }
 
 impl ReadyGroup {
     /// Sends `rounds` messages one at a time (until `deadline`), each timed until every member
     /// decrypted it; with `metrics`, the server's storage writes over them.
     pub(crate) async fn run(
-        mut self,
+        &mut self,
         rounds: usize,
         body: usize,
         base: Instant,
@@ -418,7 +425,37 @@ impl ReadyGroup {
             fanout: Stats::of(fanout, secs),
             delivery: Stats::of(deliveries, secs),
             storage,
+            wire: None,
         })
+    }
+
+    /// The same group timed at the wire ([`crate::bench_group_wire`]): the members registered
+    /// here as bare Listen streams; `None` when there are none (a group of pair clients only).
+    pub(crate) async fn wire(
+        &self,
+        rounds: usize,
+        body: usize,
+        base: Instant,
+    ) -> anyhow::Result<Option<WireReport>> {
+        if self.wire_members.is_empty() {
+            return Ok(None);
+        }
+        eprintln!(
+            "group of {}: {} members as bare Listen streams...",
+            self.size,
+            self.wire_members.len()
+        );
+        let report = crate::bench_group_wire::run(WireArgs {
+            channels: &self.channels,
+            owner: &self.owner,
+            group: &self.group,
+            members: &self.wire_members,
+            rounds,
+            body,
+            base,
+        })
+        .await?;
+        Ok(Some(report))
     }
 }
 
@@ -435,6 +472,11 @@ impl GroupReport {
             "storage_writes_per_group_message": self.storage.as_ref().map(StorageDelta::per_message),
             "storage_writes_per_member_delivery": self.storage.as_ref().map(StorageDelta::per_delivery),
             "storage": self.storage.as_ref().map(StorageDelta::json),
+            "wire": self.wire.as_ref().map(|w| serde_json::json!({
+                "members": w.members,
+                "fanout": w.fanout.json(),
+                "delivery": w.delivery.json(),
+            })),
         })
     }
 
@@ -452,6 +494,13 @@ impl GroupReport {
             d.p99_ms,
             d.max_ms
         );
+        if let Some(w) = &self.wire {
+            println!(
+                "at the wire ({} members as bare Listen streams): fan-out to all p50 {:.2} ms, \
+                 p99 {:.2} ms, max {:.2} ms; per member delivery p50 {:.2} ms",
+                w.members, w.fanout.p50_ms, w.fanout.p99_ms, w.fanout.max_ms, w.delivery.p50_ms
+            );
+        }
         if let Some(s) = &self.storage {
             let per = |n: &str| s.delta.get(n) as f64 / s.rounds.max(1) as f64;
             println!(

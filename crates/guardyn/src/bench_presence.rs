@@ -47,7 +47,11 @@ async fn heartbeat(channel: Channel, token: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(interval.max(1)))
 }
 
-async fn sign_in(channel: Channel, username: String, device_id: u32) -> anyhow::Result<String> {
+pub(crate) async fn sign_in(
+    channel: Channel,
+    username: String,
+    device_id: u32,
+) -> anyhow::Result<String> {
     let resp = AuthServiceClient::new(channel)
         .login(auth::LoginRequest {
             username,

@@ -7,6 +7,7 @@ pub mod app;
 pub mod beacon;
 pub mod bench;
 mod bench_group;
+mod bench_group_wire;
 mod bench_idle;
 pub mod bench_login;
 pub mod bench_media;

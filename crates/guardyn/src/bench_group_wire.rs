@@ -1,0 +1,165 @@
+//! The server side of group fan-out: the same group and sender as the SDK rounds, but each
+//! member is a bare Listen stream that notes when the server handed it the message (at the
+//! gRPC level, without decrypting) and acknowledges it. What an SDK member adds on top (MLS
+//! decryption and saving its state, hundreds of them on the bench's own two cores) is the
+//! client's cost, not the delivery's: these rounds time only the server and the wire.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use guardyn_proto::guardyn::messaging::v1 as msg;
+use guardyn_proto::guardyn::messaging::v1::messaging_service_client::MessagingServiceClient;
+use guardyn_sdk::{Channel, Client};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::bench_presence::sign_in;
+use crate::bench_stats::{Stats, stamp};
+
+/// Sign-ins and stream openings in flight at once.
+const CONCURRENCY: usize = 32;
+/// A round fails when no member reports progress for this long.
+const ROUND_IDLE: Duration = Duration::from_secs(30);
+
+/// What the wire rounds need from the group phase.
+pub(crate) struct WireArgs<'a> {
+    pub channels: &'a [Channel],
+    pub owner: &'a Client,
+    pub group: &'a [u8],
+    /// (username, device id) of the members read at the wire.
+    pub members: &'a [(String, u32)],
+    pub rounds: usize,
+    pub body: usize,
+    pub base: Instant,
+}
+
+/// The wire rounds' figures.
+pub(crate) struct WireReport {
+    pub members: usize,
+    /// Per round: send until the last member's stream had it.
+    pub fanout: Stats,
+    /// Per member delivery.
+    pub delivery: Stats,
+}
+
+fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(req)
+}
+
+/// Reads one member's stream: its backlog (what the SDK left unacknowledged) is acknowledged
+/// and not counted; after `QueueEmpty`, every group application message is reported and
+/// acknowledged.
+async fn member(
+    channel: Channel,
+    token: String,
+    ready: mpsc::UnboundedSender<()>,
+    got: mpsc::UnboundedSender<Instant>,
+) -> anyhow::Result<()> {
+    let mut client = MessagingServiceClient::new(channel);
+    let mut stream = client
+        .listen(authed(msg::ListenRequest {}, &token)?)
+        .await?
+        .into_inner();
+    let mut live = false;
+    while let Some(resp) = stream.message().await? {
+        match resp.item {
+            Some(msg::listen_response::Item::QueueEmpty(_)) if !live => {
+                live = true;
+                let _ = ready.send(());
+            }
+            Some(msg::listen_response::Item::Envelope(e)) => {
+                let at = Instant::now();
+                if live && e.group_log && e.mls_kind == msg::MlsMessageKind::Application as i32 {
+                    let _ = got.send(at);
+                }
+                let ack = if e.group_log {
+                    msg::AckRequest {
+                        group_acks: vec![msg::GroupAck {
+                            group_id: e.group_id.unwrap_or_default(),
+                            server_ids: vec![e.server_id],
+                        }],
+                        ..Default::default()
+                    }
+                } else {
+                    msg::AckRequest {
+                        server_ids: vec![e.server_id],
+                        ..Default::default()
+                    }
+                };
+                client.ack(authed(ack, &token)?).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Signs the members in, opens their streams and times `rounds` messages from the owner.
+pub(crate) async fn run(a: WireArgs<'_>) -> anyhow::Result<WireReport> {
+    let n = a.members.len();
+    if n == 0 {
+        anyhow::bail!("no members to read at the wire");
+    }
+    let channel = |i: usize| a.channels[i % a.channels.len()].clone();
+    let mut tokens = vec![String::new(); n];
+    let mut pending = JoinSet::new();
+    for (i, (name, device)) in a.members.iter().enumerate() {
+        if pending.len() >= CONCURRENCY
+            && let Some(done) = pending.join_next().await
+        {
+            let (j, token) = done?;
+            tokens[j] = token?;
+        }
+        let (ch, name, device) = (channel(i), name.clone(), *device);
+        pending.spawn(async move { (i, sign_in(ch, name, device).await) });
+    }
+    while let Some(done) = pending.join_next().await {
+        let (j, token) = done?;
+        tokens[j] = token?;
+    }
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    let (got_tx, mut got) = mpsc::unbounded_channel();
+    let mut streams = JoinSet::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        streams.spawn(member(channel(i), token, ready_tx.clone(), got_tx.clone()));
+    }
+    drop((ready_tx, got_tx));
+    for opened in 0..n {
+        tokio::time::timeout(ROUND_IDLE, ready.recv())
+            .await
+            .ok()
+            .flatten()
+            .with_context(|| format!("only {opened} of {n} member streams caught up"))?;
+    }
+
+    let mut fanout = Vec::with_capacity(a.rounds);
+    let mut delivery = Vec::with_capacity(a.rounds * n);
+    let start = Instant::now();
+    for round in 0..a.rounds as u64 {
+        let sent = Instant::now();
+        a.owner
+            .send_group(a.group, &stamp(a.base, round, a.body))
+            .await?;
+        let mut last = sent;
+        for have in 0..n {
+            let at = tokio::time::timeout(ROUND_IDLE, got.recv())
+                .await
+                .ok()
+                .flatten()
+                .with_context(|| format!("wire round {round}: only {have} of {n} members"))?;
+            delivery.push(at.saturating_duration_since(sent));
+            last = last.max(at);
+        }
+        fanout.push(last.saturating_duration_since(sent));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    streams.abort_all();
+    Ok(WireReport {
+        members: n,
+        fanout: Stats::of(fanout, secs),
+        delivery: Stats::of(delivery, secs),
+    })
+}
