@@ -498,17 +498,21 @@ mod tests {
         assert!(State::decode(&v1).is_err());
     }
 
-    #[test]
-    fn group_log_positions_survive_encoding_and_a_version_3_state_has_none() {
-        let mut state = State::new(IdentityKeyPair::generate(), 7, "alice");
-        state.last_server_id = 12;
-        state.client_config = Some(AppliedClientConfig {
+    fn applied_config() -> AppliedClientConfig {
+        AppliedClientConfig {
             version: 4,
             issued_at_ms: 10,
             expires_at_ms: 20,
             key_id: "00aa".into(),
             payload_json: r#"{"x":1}"#.into(),
-        });
+        }
+    }
+
+    #[test]
+    fn group_log_positions_survive_encoding_and_a_version_3_state_has_none() {
+        let mut state = State::new(IdentityKeyPair::generate(), 7, "alice");
+        state.last_server_id = 12;
+        state.client_config = Some(applied_config());
         let v3 = state.encode().unwrap();
         state.group_log_seen.insert(vec![1, 2, 3], 41);
         state.group_log_seen.insert(vec![9; 32], u64::MAX);
@@ -540,13 +544,7 @@ mod tests {
     #[test]
     fn the_applied_client_config_survives_encoding() {
         let mut state = State::new(IdentityKeyPair::generate(), 7, "alice");
-        state.client_config = Some(AppliedClientConfig {
-            version: 4,
-            issued_at_ms: 10,
-            expires_at_ms: 20,
-            key_id: "00aa".into(),
-            payload_json: r#"{"x":1}"#.into(),
-        });
+        state.client_config = Some(applied_config());
         let again = State::decode(&state.encode().unwrap()).unwrap();
         assert_eq!(again.client_config, state.client_config);
     }

@@ -4,30 +4,17 @@
 
 use guardyn_crypto::mls::{Group, Received};
 use guardyn_proto::guardyn::messaging::v1::{
-    AckRequest, DeliveredEnvelope, GroupAck, MlsMessageKind, SendGroupMessageRequest,
+    AckRequest, DeliveredEnvelope, GroupAck, MlsMessageKind,
 };
 use guardyn_storage::{Direction, KeyRange};
 use tonic::Code;
 
 use crate::common::*;
-use crate::groups::{GROUP_ID, ack_request, address, client, group_of_two};
+use crate::groups::{GROUP_ID, ack_request, address, client, group_of_two, send_group_message};
 use crate::proposals::{commit, group_of_three};
 
 async fn send(env: &Env, who: &str, g: &mut Group, c: &guardyn_crypto::mls::MlsClient, id: &str) {
-    let message = g.encrypt(c, id.as_bytes()).unwrap();
-    env.groups()
-        .send_group_message(authed(
-            SendGroupMessageRequest {
-                group_id: GROUP_ID.to_vec(),
-                epoch: g.epoch(),
-                client_message_id: id.into(),
-                message,
-                urgent: false,
-            },
-            &env.token(who, 1),
-        ))
-        .await
-        .unwrap();
+    send_group_message(env, who, g, c, id).await.unwrap();
 }
 
 async fn ack(env: &Env, who: &str, e: &DeliveredEnvelope) -> u32 {

@@ -68,6 +68,30 @@ pub fn ack_request(e: &DeliveredEnvelope) -> AckRequest {
     }
 }
 
+/// Send `id` (also the plaintext) as an application message from `a`'s device 1.
+pub async fn send_group_message(
+    env: &Env,
+    a: &str,
+    g: &mut Group,
+    c: &guardyn_crypto::mls::MlsClient,
+    id: &str,
+) -> Result<(), tonic::Status> {
+    let message = g.encrypt(c, id.as_bytes()).unwrap();
+    env.groups()
+        .send_group_message(authed(
+            SendGroupMessageRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: g.epoch(),
+                client_message_id: id.into(),
+                message,
+                urgent: false,
+            },
+            &env.token(a, 1),
+        ))
+        .await
+        .map(|_| ())
+}
+
 /// A (creator) and B, each with one device, in a group at epoch 1: their MLS clients and
 /// group states. B's Welcome is read and acknowledged.
 pub async fn group_of_two(env: &Env, a: &str, b: &str) -> ([MlsClient; 2], [Group; 2]) {

@@ -9,13 +9,12 @@ use guardyn_common::ratelimit::RateLimit;
 use guardyn_crypto::mls::Group;
 use guardyn_proto::guardyn::messaging::v1::{
     AckRequest, CreateGroupRequest, EchoRequest, MlsMessageKind, SendCommitRequest,
-    SendGroupMessageRequest,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use crate::common::*;
-use crate::groups::{GROUP_ID, address, client, group_of_two};
+use crate::groups::{GROUP_ID, address, client, group_of_two, send_group_message};
 
 /// The `limit` of a QUOTA_EXCEEDED refusal (which quota it hit).
 fn limit(status: &Status) -> String {
@@ -225,29 +224,6 @@ async fn concurrent_senders_do_not_overshoot_the_queue() {
     }
     assert_eq!(ok, 5);
     assert_eq!(queued(&env.server, &b, 1).await, 5);
-}
-
-async fn send_group_message(
-    env: &Env,
-    a: &str,
-    g: &mut Group,
-    c: &guardyn_crypto::mls::MlsClient,
-    id: &str,
-) -> Result<(), Status> {
-    let message = g.encrypt(c, id.as_bytes()).unwrap();
-    env.groups()
-        .send_group_message(authed(
-            SendGroupMessageRequest {
-                group_id: GROUP_ID.to_vec(),
-                epoch: g.epoch(),
-                client_message_id: id.into(),
-                message,
-                urgent: false,
-            },
-            &env.token(a, 1),
-        ))
-        .await
-        .map(|_| ())
 }
 
 #[tokio::test]
