@@ -13,7 +13,7 @@ use guardyn_sdk::{Channel, Client};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::bench_presence::sign_in;
+use crate::bench_presence::{authed, sign_in};
 use crate::bench_stats::{Stats, stamp};
 
 /// Sign-ins and stream openings in flight at once.
@@ -40,13 +40,6 @@ pub(crate) struct WireReport {
     pub fanout: Stats,
     /// Per member delivery.
     pub delivery: Stats,
-}
-
-fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
-    let mut req = tonic::Request::new(message);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(req)
 }
 
 /// Reads one member's stream: its backlog (what the SDK left unacknowledged) is acknowledged

@@ -35,10 +35,16 @@ pub(crate) struct PresenceArgs<'a> {
     pub json: bool,
 }
 
-async fn heartbeat(channel: Channel, token: &str) -> anyhow::Result<Duration> {
-    let mut req = tonic::Request::new(pb::HeartbeatRequest {});
+/// `message` with the device's access token, as the bench's raw (non-SDK) calls send it.
+pub(crate) fn authed<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut req = tonic::Request::new(message);
     req.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(req)
+}
+
+async fn heartbeat(channel: Channel, token: &str) -> anyhow::Result<Duration> {
+    let req = authed(pb::HeartbeatRequest {}, token)?;
     let resp = PresenceServiceClient::new(channel).heartbeat(req).await?;
     let interval = resp
         .into_inner()

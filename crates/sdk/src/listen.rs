@@ -27,8 +27,8 @@ use crate::state::State;
 /// `max_in_flight`, default 256, unacknowledged envelopes).
 const ACK_BATCH: usize = 64;
 
-/// Server limits of one AckRequest: group acks, and ids in all (plain server ids, group ids
-/// and their server ids counted together).
+/// Limits of one AckRequest: the server's 64 group acks and 1,000 ids in all; each group id
+/// is counted as one more id here, which keeps a request well inside the server's limit.
 const ACK_MAX_GROUPS: usize = 64;
 const ACK_MAX_IDS: usize = 1000;
 

@@ -1,9 +1,10 @@
 //! The Listen stream: drain the stored queue in order, then the logs of the device's groups from
 //! its cursors ([`crate::groups::cursors`]), mark the end of the backlog, then follow
 //! `messaging.mail.<account>.<device>` events and group-log wake-ups, never more than
-//! `max_in_flight` envelopes unacknowledged (queue and group logs together). The stream ends when its token expires (TOKEN_EXPIRED) or its session is
-//! revoked (SESSION_REVOKED, or DEVICE_REMOVED when the revocation is a device removal),
-//! checked by its [`StreamAuth`] before every send and while it waits.
+//! `max_in_flight` envelopes unacknowledged (queue and group logs together). The stream ends
+//! when its token expires (TOKEN_EXPIRED) or its session is revoked (SESSION_REVOKED, or
+//! DEVICE_REMOVED when the revocation is a device removal), checked by its [`StreamAuth`]
+//! before every send and while it waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -60,9 +61,6 @@ pub(crate) struct Listener {
     pub auth: StreamAuth,
     /// The groups whose log this stream reads (and is woken by).
     pub groups: HashMap<GroupId, GroupCursor>,
-    /// The device's memberships as last read; `None`: read them on the next pass (at the
-    /// start, and whenever they change: [`MailEvent::MembershipsChanged`]).
-    pub memberships: Option<Vec<Membership>>,
 }
 
 /// How far a stream got through one group's log.
@@ -83,6 +81,9 @@ struct Cursor {
     sent_upto: u64,
     /// `QueueEmpty` was sent.
     backlog_done: bool,
+    /// The device's memberships as last read; `None`: read them on the next pass (at the
+    /// start, and whenever they change: [`MailEvent::MembershipsChanged`]).
+    memberships: Option<Vec<Membership>>,
 }
 
 enum End {
@@ -221,7 +222,7 @@ impl Listener {
                             }
                             Ok(MailEvent::Stored) => woken_by = Some(span),
                             Ok(MailEvent::MembershipsChanged) => {
-                                self.memberships = None;
+                                cursor.memberships = None;
                                 woken_by = Some(span);
                             }
                             Err(e) => tracing::warn!(error = %e, "ignoring a malformed mail event"),
@@ -241,7 +242,8 @@ impl Listener {
     /// Forget acknowledged envelopes, then send what the window has room for, from the queue
     /// first and then from the group logs; `true` when more is stored than was sent.
     async fn pass(&mut self, partition: &[u8], cursor: &mut Cursor) -> Result<bool, End> {
-        let memberships = self.memberships().await?;
+        self.refresh_memberships(cursor).await?;
+        let memberships = cursor.memberships.as_deref().unwrap_or_default();
         // What is still stored at or below `sent_upto` is still in flight.
         if let Some(&first) = cursor.in_flight.front() {
             let still = self
@@ -256,7 +258,7 @@ impl Listener {
                 .filter(|s| *s <= cursor.sent_upto)
                 .collect();
         }
-        for m in &memberships {
+        for m in memberships {
             if let Some(gc) = self.groups.get_mut(&m.group) {
                 gc.in_flight.retain(|&s| !m.is_acked(s));
             }
@@ -294,7 +296,7 @@ impl Listener {
             return Ok(true);
         }
         let mut more = false;
-        for m in &memberships {
+        for m in memberships {
             if room == 0 {
                 return Ok(false);
             }
@@ -309,16 +311,16 @@ impl Listener {
         Ok(more)
     }
 
-    /// The device's memberships: listed again when they changed, and re-read where an entry of
-    /// the group is in flight (its acknowledgements move the cursor). A device in no group
-    /// reads nothing here.
-    async fn memberships(&mut self) -> Result<Vec<Membership>, End> {
+    /// Bring `cursor.memberships` up to date: listed again when they changed, and re-read where
+    /// an entry of the group is in flight (its acknowledgements move the cursor). A device in
+    /// no group reads nothing here.
+    async fn refresh_memberships(&mut self, cursor: &mut Cursor) -> Result<(), End> {
         if self.ctl.memberships_changed.swap(false, Ordering::Relaxed) {
-            self.memberships = None;
+            cursor.memberships = None;
         }
-        let mut list = match self.memberships.take() {
+        let list = match &mut cursor.memberships {
             Some(list) => list,
-            None => {
+            slot @ None => {
                 // Listed before the queue is read: a membership exists only once its Welcome
                 // is queued, so a new member's Welcome is sent before anything of the log.
                 let list = self
@@ -327,10 +329,10 @@ impl Listener {
                     .await
                     .map_err(End::Failed)?;
                 self.follow(&list);
-                list
+                slot.insert(list)
             }
         };
-        for m in &mut list {
+        for m in list.iter_mut() {
             if self
                 .groups
                 .get(&m.group)
@@ -350,8 +352,7 @@ impl Listener {
                 };
             }
         }
-        self.memberships = Some(list.clone());
-        Ok(list)
+        Ok(())
     }
 
     /// Read the groups of `memberships` (and be woken by them) and no others.

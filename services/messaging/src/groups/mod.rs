@@ -71,7 +71,7 @@ pub(crate) fn check_size(field: &str, b: &[u8], max: usize) -> Result<(), Messag
 
 /// A loaded group with the exact bytes it was read as (the compare-and-set witness).
 pub(crate) struct Loaded {
-    raw: Vec<u8>,
+    pub raw: Vec<u8>,
     pub state: GroupState,
 }
 
@@ -87,7 +87,8 @@ impl Core {
     }
 
     /// The gate of every group write, before its input is examined: a caller outside the group
-    /// learns nothing about it. A group stored before cursors gets them here. `account_suffices`: a device of an account with a member device
+    /// learns nothing about it. A group stored before cursors gets them here.
+    /// `account_suffices`: a device of an account with a member device
     /// passes (external commits).
     pub(crate) async fn require_member(
         &self,
@@ -391,24 +392,21 @@ impl Core {
             let txn = self
                 .end_memberships(txn, &r.group, &removed, g.epoch)
                 .await?;
-            let txn = joined
-                .iter()
-                .filter(|d| !added.contains(d))
-                .fold(txn, |t, &(a, d)| {
-                    let m = Membership::new(r.group.clone(), log_from, next_epoch);
-                    t.put(store::membership_key(a, d, &r.group), encode(&m))
-                });
+            let external: Vec<_> = joined.iter().filter(|d| !added.contains(d)).collect();
+            let txn = external.iter().fold(txn, |t, &&(a, d)| {
+                let m = Membership::new(r.group.clone(), log_from, next_epoch);
+                t.put(store::membership_key(a, d, &r.group), encode(&m))
+            });
             if !self.kv.commit(txn).await?.is_committed() {
                 // Someone else changed the group: re-read; a new epoch then answers STALE_EPOCH.
                 continue;
             }
             // Their streams stop reading at this epoch, or start at the next.
-            let external = joined.iter().filter(|d| !added.contains(d));
             for &(a, d) in removed.iter().chain(external) {
                 self.notify_memberships(a, d).await;
             }
             self.complete_pending_proposals(&r.group, g.epoch).await;
-            self.deliver_or_defer(&fan_outs).await;
+            self.deliver_or_defer(&fan_outs, &next).await;
             return Ok((next.epoch, now));
         }
     }

@@ -8,7 +8,9 @@ use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
 
 use super::state::GroupState;
-use super::{MAX_QUEUED_PROPOSALS, check_record_size, check_size, load_public, mls, public_bytes};
+use super::{
+    Loaded, MAX_QUEUED_PROPOSALS, check_record_size, check_size, load_public, mls, public_bytes,
+};
 use crate::core::Core;
 use crate::error::MessagingError;
 use crate::idempotency::Claim;
@@ -139,7 +141,8 @@ impl Core {
             if !self.kv.commit(txn).await?.is_committed() {
                 continue;
             }
-            self.deliver_or_defer(std::slice::from_ref(&fan_out)).await;
+            self.deliver_or_defer(std::slice::from_ref(&fan_out), &next)
+                .await;
             return Ok(now);
         }
     }
@@ -179,7 +182,7 @@ impl Core {
             };
             loop {
                 let now = self.clock.now_ms();
-                let (fan_out, group_raw) = match self
+                let (fan_out, group) = match self
                     .group_message_fan_out(account, device, &r, &idem_key, now)
                     .await
                 {
@@ -193,11 +196,12 @@ impl Core {
                 // (new epoch, sender removed) makes this attempt re-check.
                 let txn = Txn::new()
                     .require_equals(idem_key.clone(), reservation.clone())
-                    .require_equals(store::group_key(&r.group), group_raw)
+                    .require_equals(store::group_key(&r.group), group.raw.clone())
                     .put(idem_key.clone(), encode(&self.completed(now, Vec::new())))
                     .put(fan_out.key(), encode(&fan_out));
                 if self.kv.commit(txn).await?.is_committed() {
-                    self.deliver_or_defer(std::slice::from_ref(&fan_out)).await;
+                    self.deliver_or_defer(std::slice::from_ref(&fan_out), &group.state)
+                        .await;
                     return Ok((now, false));
                 }
                 if self.kv.get(&idem_key).await?.as_deref() != Some(reservation.as_slice()) {
@@ -210,7 +214,7 @@ impl Core {
     }
 
     /// Check that the caller may send `r` now and build its fan-out to the members that have
-    /// not left; with the group record's bytes the checks read.
+    /// not left; with the group record the checks read.
     async fn group_message_fan_out(
         &self,
         account: AccountId,
@@ -218,9 +222,9 @@ impl Core {
         r: &GroupMessage,
         idem_key: &[u8],
         now: u64,
-    ) -> Result<(FanOut, Vec<u8>), MessagingError> {
+    ) -> Result<(FanOut, Loaded), MessagingError> {
         let loaded = self.load_group(&r.group).await?;
-        let g = loaded.state;
+        let g = &loaded.state;
         let leaf = g
             .leaf_of(account, device)
             .ok_or(MessagingError::NotMember)?;
@@ -246,9 +250,9 @@ impl Core {
             recipients: Vec::new(),
             urgent: r.urgent,
             tag: application_tag(idem_key, now),
-            skip: left_members(&g, (account, device)),
+            skip: left_members(g, (account, device)),
             log_from: 0,
         };
-        Ok((fan_out, loaded.raw))
+        Ok((fan_out, loaded))
     }
 }

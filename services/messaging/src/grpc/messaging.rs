@@ -82,7 +82,6 @@ impl MessagingService for MessagingApi {
             tx,
             auth,
             groups: std::collections::HashMap::new(),
-            memberships: None,
         };
         tokio::spawn(async move {
             listener.run().await;

@@ -40,6 +40,7 @@ use self::record::Progress;
 pub(crate) use self::record::{FanOut, Kind, application_tag};
 use crate::core::Core;
 use crate::error::MessagingError;
+use crate::groups::state::GroupState;
 use crate::quota::Policy;
 use crate::store::{self, Audience, GroupMessage, QueueEntry};
 
@@ -83,8 +84,13 @@ impl Core {
     }
 
     /// Fan out a record its members read by cursor: one append to the group log, then wake
-    /// the members' streams (one event for all) and the offline members' devices.
-    async fn append_for_cursors(&self, record: &FanOut) -> Result<(), MessagingError> {
+    /// the members' streams (one event for all) and the offline members' devices (from
+    /// `group`, the record the send just wrote, or else read now).
+    async fn append_for_cursors(
+        &self,
+        record: &FanOut,
+        group: Option<&GroupState>,
+    ) -> Result<(), MessagingError> {
         let envelope = record_envelope(record);
         let audience = Audience {
             envelope,
@@ -95,21 +101,30 @@ impl Core {
         self.notify_group(&record.group_id).await;
         // The group's members as of now: for a commit, the ones it added are in `skip` (their
         // Welcome wakes them).
-        if self.cfg.wake_jobs {
-            match self.load_group(&record.group_id).await {
-                Ok(g) => {
-                    let to: Vec<(AccountId, DeviceId)> = g
-                        .state
-                        .members()
-                        .map(|m| (m.account, m.device))
-                        .filter(|&d| d != record.sender && !record.skip.contains(&d))
-                        .collect();
-                    self.wake_offline(&to, record.urgent, record.accepted_ms)
-                        .await;
-                }
-                Err(e) => tracing::warn!(error = %e, "no wake-ups for a group message"),
-            }
+        if !self.cfg.wake_jobs {
+            return Ok(());
         }
+        let loaded;
+        let group = match group {
+            Some(g) => g,
+            None => match self.load_group(&record.group_id).await {
+                Ok(l) => {
+                    loaded = l;
+                    &loaded.state
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no wake-ups for a group message");
+                    return Ok(());
+                }
+            },
+        };
+        let to: Vec<(AccountId, DeviceId)> = group
+            .members()
+            .map(|m| (m.account, m.device))
+            .filter(|&d| d != record.sender && !record.skip.contains(&d))
+            .collect();
+        self.wake_offline(&to, record.urgent, record.accepted_ms)
+            .await;
         Ok(())
     }
 
@@ -178,9 +193,14 @@ impl Core {
         Ok(())
     }
 
-    /// Deliver an outbox record written with the change that accepted it, then delete it.
-    /// Returns `false` when this process is already delivering it.
-    pub(crate) async fn complete_fan_out(&self, record: &FanOut) -> Result<bool, MessagingError> {
+    /// Deliver an outbox record written with the change that accepted it, then delete it;
+    /// `group`: the group record as that change left it, when the caller has it. Returns
+    /// `false` when this process is already delivering it.
+    pub(crate) async fn complete_fan_out(
+        &self,
+        record: &FanOut,
+        group: Option<&GroupState>,
+    ) -> Result<bool, MessagingError> {
         let key = record.key();
         let Some(_guard) = self.outbox_busy.claim(&key) else {
             return Ok(false);
@@ -189,7 +209,7 @@ impl Core {
         if record.kind != Kind::Welcome && record.recipients.is_empty() {
             // A crash before the deletion appends it again: members may get it twice (they
             // drop what they already processed), never not at all.
-            self.append_for_cursors(record).await?;
+            self.append_for_cursors(record, group).await?;
         } else if !record.recipients.is_empty() {
             let mut progress = match self.kv.get(&progress_key).await? {
                 Some(raw) => decode::<Progress>(&raw)?,
@@ -233,11 +253,12 @@ impl Core {
         Ok(true)
     }
 
-    /// Fan out records just accepted, in order. The messages are accepted whatever happens
-    /// here: a failed fan-out stays in the outbox and the recovery sweep completes it.
-    pub(crate) async fn deliver_or_defer(&self, records: &[FanOut]) {
+    /// Fan out records just accepted, in order, with the group record their acceptance wrote.
+    /// The messages are accepted whatever happens here: a failed fan-out stays in the outbox
+    /// and the recovery sweep completes it.
+    pub(crate) async fn deliver_or_defer(&self, records: &[FanOut], group: &GroupState) {
         for r in records {
-            if let Err(e) = self.complete_fan_out(r).await {
+            if let Err(e) = self.complete_fan_out(r, Some(group)).await {
                 tracing::warn!(error = %e, kind = ?r.kind, "fan-out failed; left to the outbox sweep");
                 return;
             }
@@ -263,7 +284,7 @@ impl Core {
         };
         for pair in pairs {
             let done = match decode::<FanOut>(&pair.value) {
-                Ok(record) => self.complete_fan_out(&record).await.map(|_| ()),
+                Ok(record) => self.complete_fan_out(&record, None).await.map(|_| ()),
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = done {
@@ -306,7 +327,7 @@ impl Core {
                 if now.saturating_sub(record.accepted_ms) < GRACE_MS {
                     continue;
                 }
-                match self.complete_fan_out(&record).await {
+                match self.complete_fan_out(&record, None).await {
                     Ok(true) => {
                         report.completed += 1;
                         self.outbox_backoff.succeeded(&pair.key);
