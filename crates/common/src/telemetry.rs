@@ -139,6 +139,11 @@ pub fn init(
 /// The caller's trace context from `traceparent`/`tracestate` headers, when they carry a valid
 /// one.
 pub fn extract_parent(headers: &http::HeaderMap) -> Option<opentelemetry::Context> {
+    // The only propagator installed is W3C trace context, which has nothing to extract
+    // without `traceparent`: most calls skip the global propagator's lock.
+    if !headers.contains_key("traceparent") {
+        return None;
+    }
     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderCarrier(headers)));
     cx.span().span_context().is_valid().then_some(cx)
 }

@@ -11,9 +11,10 @@ use std::sync::{Mutex, PoisonError};
 
 use super::context::AuthContext;
 
-/// Most tokens remembered; about 0.5 KiB each. A full cache first drops expired entries and,
-/// if that frees nothing, starts over: the bound matters more than the hit rate.
-const MAX_ENTRIES: usize = 16_384;
+/// Tokens per generation; about 0.5 KiB each, and at most two generations are kept (about
+/// 16 MiB). A device uses its token once per heartbeat interval, so every connected device
+/// of a server with up to this many stays remembered.
+const GENERATION: usize = 16_384;
 
 #[derive(Clone)]
 pub(crate) struct Verified {
@@ -21,38 +22,98 @@ pub(crate) struct Verified {
     pub context: AuthContext,
 }
 
+/// Two generations: a full `current` becomes `previous` and the old `previous` is dropped,
+/// and a hit in `previous` moves back to `current`. Tokens in use survive a rotation; tokens
+/// unused for a whole generation (expired, replaced by a refresh) are dropped with it. A
+/// single map cleared when full would make every device re-verify at once.
+#[derive(Default)]
+struct Generations {
+    current: HashMap<Box<str>, Verified>,
+    previous: HashMap<Box<str>, Verified>,
+}
+
+impl Generations {
+    fn put(&mut self, token: Box<str>, verified: Verified) {
+        if self.current.len() >= GENERATION && !self.current.contains_key(&token) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(token, verified);
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct VerifiedTokens {
-    entries: Mutex<HashMap<Box<str>, Verified>>,
+    entries: Mutex<Generations>,
 }
 
 impl VerifiedTokens {
     pub(crate) fn get(&self, token: &str) -> Option<Verified> {
-        self.lock().get(token).cloned()
-    }
-
-    pub(crate) fn insert(&self, token: &str, verified: Verified, now_secs: u64) {
-        let mut entries = self.lock();
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, v| v.context.expires_at > now_secs);
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
+        let mut g = self.lock();
+        if let Some(hit) = g.current.get(token) {
+            return Some(hit.clone());
         }
-        entries.insert(token.into(), verified);
+        let (token, hit) = g.previous.remove_entry(token)?;
+        g.put(token, hit.clone());
+        Some(hit)
     }
 
-    /// Forget every token (a signing key was revoked or the published set replaced).
+    pub(crate) fn insert(&self, token: &str, verified: Verified) {
+        self.lock().put(token.into(), verified);
+    }
+
+    /// Forget every token (a signing key was revoked or rebound).
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        *self.lock() = Generations::default();
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        let g = self.lock();
+        g.current.len() + g.previous.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Verified>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Verified {
+        Verified {
+            kid: "k1".into(),
+            context: AuthContext {
+                account_id: crate::ids::AccountId::random(),
+                device_id: crate::ids::DeviceId::FIRST,
+                session_id: "s".into(),
+                roles: Vec::new(),
+                expires_at: u64::MAX,
+                scope: crate::auth::context::TokenScope::Full,
+            },
+        }
+    }
+
+    #[test]
+    fn tokens_in_use_survive_a_full_generation_and_the_size_stays_bounded() {
+        let cache = VerifiedTokens::default();
+        cache.insert("kept", entry());
+        for i in 0..GENERATION {
+            cache.insert(&format!("t{i}"), entry());
+        }
+        // "kept" went to the previous generation; a use brings it back.
+        assert!(cache.get("kept").is_some());
+        for i in 0..3 * GENERATION {
+            cache.insert(&format!("u{i}"), entry());
+            if i % 1000 == 0 {
+                assert!(cache.get("kept").is_some(), "in use, never dropped");
+            }
+        }
+        assert!(
+            cache.get("t0").is_none(),
+            "unused for a generation: dropped"
+        );
+        assert!(cache.len() <= 2 * GENERATION);
     }
 }
