@@ -96,10 +96,9 @@ struct KeySet {
     pinned: HashMap<String, DecodingKey>,
     /// The auth service's published set, replaced whole by every refresh so that a key it
     /// stopped publishing stops verifying.
-    published: HashMap<String, DecodingKey>,
-    /// The raw public keys of `published`, to tell a refresh that changes nothing (the usual
-    /// case, once a minute) from one that binds a known kid to another key.
-    published_raw: HashMap<String, [u8; 32]>,
+    /// Each with its raw public key, to tell a refresh that changes nothing (the usual case,
+    /// once a minute) from one that binds a known kid to another key.
+    published: HashMap<String, ([u8; 32], DecodingKey)>,
     /// Keys revoked in an emergency: refused whichever set names them, so a stale refresh
     /// cannot bring one back.
     revoked: HashSet<String>,
@@ -110,7 +109,10 @@ impl KeySet {
         if self.revoked.contains(kid) {
             return None;
         }
-        self.published.get(kid).or_else(|| self.pinned.get(kid))
+        self.published
+            .get(kid)
+            .map(|(_, key)| key)
+            .or_else(|| self.pinned.get(kid))
     }
 }
 
@@ -186,19 +188,19 @@ impl TokenVerifier {
     /// forgetting. Clearing on every refresh made each connected device pay a signature
     /// check once a minute (a third of the server's CPU under 10,000 heartbeating devices).
     pub fn replace_keys(&self, keys: impl IntoIterator<Item = VerificationKey>) {
-        let raw: HashMap<String, [u8; 32]> =
-            keys.into_iter().map(|k| (k.kid, k.public_key)).collect();
-        let published = raw
-            .iter()
-            .map(|(kid, key)| (kid.clone(), DecodingKey::from_ed_der(key)))
+        let published: HashMap<String, ([u8; 32], DecodingKey)> = keys
+            .into_iter()
+            .map(|k| {
+                let key = DecodingKey::from_ed_der(&k.public_key);
+                (k.kid, (k.public_key, key))
+            })
             .collect();
         let rebound = {
             let mut set = self.key_set();
-            let rebound = raw
+            let rebound = published
                 .iter()
-                .any(|(kid, key)| set.published_raw.get(kid).is_some_and(|old| old != key));
+                .any(|(kid, (raw, _))| set.published.get(kid).is_some_and(|(old, _)| old != raw));
             set.published = published;
-            set.published_raw = raw;
             rebound
         };
         if rebound {

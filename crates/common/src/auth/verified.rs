@@ -32,12 +32,20 @@ struct Generations {
     previous: HashMap<Box<str>, Verified>,
 }
 
+/// A dropped generation: freed by the caller once the lock is released, so that no RPC waits
+/// for 16,384 entries to be deallocated.
+type Dropped = Option<HashMap<Box<str>, Verified>>;
+
 impl Generations {
-    fn put(&mut self, token: Box<str>, verified: Verified) {
+    #[must_use = "free the dropped generation after unlocking"]
+    fn put(&mut self, token: Box<str>, verified: Verified) -> Dropped {
+        let mut dropped = None;
         if self.current.len() >= GENERATION && !self.current.contains_key(&token) {
-            self.previous = std::mem::take(&mut self.current);
+            let full = std::mem::take(&mut self.current);
+            dropped = Some(std::mem::replace(&mut self.previous, full));
         }
         self.current.insert(token, verified);
+        dropped
     }
 }
 
@@ -53,12 +61,15 @@ impl VerifiedTokens {
             return Some(hit.clone());
         }
         let (token, hit) = g.previous.remove_entry(token)?;
-        g.put(token, hit.clone());
+        let dropped = g.put(token, hit.clone());
+        drop(g);
+        drop(dropped);
         Some(hit)
     }
 
     pub(crate) fn insert(&self, token: &str, verified: Verified) {
-        self.lock().put(token.into(), verified);
+        let dropped = self.lock().put(token.into(), verified);
+        drop(dropped);
     }
 
     /// Forget every token (a signing key was revoked or rebound).
