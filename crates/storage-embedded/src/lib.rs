@@ -62,6 +62,7 @@
 //! batches come back. Until purged, expired entries still count in `PartitionStats::len`.
 
 mod codec;
+mod snapshot;
 mod traits;
 mod writer;
 
@@ -76,10 +77,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use guardyn_storage::{StorageError, StorageResult};
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{FORMAT_KEY, FORMAT_VERSION, backend};
+use crate::codec::{FORMAT_KEY, FORMAT_VERSION};
+use crate::snapshot::{Generations, Snapshot};
 use crate::writer::{Counters, Op, Reply, Request};
 
 /// Name of the database file inside the data directory.
@@ -151,6 +153,7 @@ pub struct EmbeddedStore {
     sweeper_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     sweeper: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
+    generations: Arc<Generations>,
     closed: AtomicBool,
 }
 
@@ -186,12 +189,13 @@ impl EmbeddedStore {
 
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
+        let generations = Arc::new(Generations::default());
         let writer = {
-            let (db, counters) = (db.clone(), counters.clone());
+            let (db, counters, generations) = (db.clone(), counters.clone(), generations.clone());
             let max_batch = config.max_batch.max(1);
             std::thread::Builder::new()
                 .name("storage-writer".into())
-                .spawn(move || writer::run(db, rx, max_batch, counters))?
+                .spawn(move || writer::run(db, rx, max_batch, counters, &generations))?
         };
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
         let sweeper = {
@@ -210,6 +214,7 @@ impl EmbeddedStore {
             sweeper_stop: Mutex::new(Some(stop_tx)),
             sweeper: Mutex::new(Some(sweeper)),
             counters,
+            generations,
             closed: AtomicBool::new(false),
         }))
     }
@@ -271,7 +276,8 @@ impl EmbeddedStore {
         reply_rx.await.map_err(|_| StorageError::Closed)?
     }
 
-    /// Runs `f` on a read snapshot, inline on the calling task.
+    /// Runs `f` on a read snapshot (shared by the reads between two commits, see
+    /// `snapshot.rs`), inline on the calling task.
     ///
     /// Reads stay on the async worker rather than hopping to the blocking pool: a redb read of
     /// cached pages takes microseconds, while the hop (spawn, futex wake, wake back) cost more
@@ -280,12 +286,12 @@ impl EmbeddedStore {
     /// that misses the page cache waits on one `pread`, as the hop's thread did.
     pub(crate) async fn with_snapshot<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&ReadTransaction) -> StorageResult<T> + Send + 'static,
+        f: impl FnOnce(&Snapshot) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(StorageError::Closed);
         }
-        let snapshot = self.db.begin_read().map_err(backend)?;
+        let snapshot = self.generations.snapshot(&self.db)?;
         f(&snapshot)
     }
 

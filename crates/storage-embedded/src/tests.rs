@@ -264,6 +264,43 @@ async fn close_finishes_queued_writes_then_refuses() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_an_answered_write_see_it_though_reads_share_snapshots() {
+    let h = Embedded::new();
+    let store = h.open().await;
+    // Each read first fills the shared snapshot, so a write it missed must retire it.
+    for i in 0..50u32 {
+        let key = format!("k{i}").into_bytes();
+        assert_eq!(store.get(&key).await.unwrap(), None);
+        assert!(store.read(b"p", 1, 100).await.unwrap().len() == i as usize);
+        store.put(&key, b"v").await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(b"v".to_vec()));
+        let seqs = store.append(b"p", vec![entry(b"e", Duration::from_secs(60))]);
+        assert_eq!(seqs.await.unwrap(), vec![u64::from(i) + 1]);
+        assert_eq!(
+            store.read(b"p", 1, 100).await.unwrap().len(),
+            i as usize + 1
+        );
+    }
+    // Many writers, each reading its own write back while the others commit.
+    let tasks: Vec<_> = (0..32u32)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..20u32 {
+                    let key = format!("t{t}").into_bytes();
+                    let value = n.to_be_bytes();
+                    store.put(&key, &value).await.unwrap();
+                    assert_eq!(store.get(&key).await.unwrap(), Some(value.to_vec()));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn refuses_an_unknown_layout_version() {
     let dir = TempDir::new().unwrap();

@@ -77,7 +77,7 @@ impl KvStore for EmbeddedStore {
         check_key(key)?;
         let key = key.to_vec();
         self.with_snapshot(move |r| {
-            let table = r.open_table(codec::KV).map_err(backend)?;
+            let table = r.kv()?;
             Ok(table
                 .get(key.as_slice())
                 .map_err(backend)?
@@ -96,7 +96,7 @@ impl KvStore for EmbeddedStore {
             return Ok(Vec::new());
         }
         self.with_snapshot(move |r| {
-            let table = r.open_table(codec::KV).map_err(backend)?;
+            let table = r.kv()?;
             let bounds = (
                 range.start.as_ref().map(Vec::as_slice),
                 range.end.as_ref().map(Vec::as_slice),
@@ -155,7 +155,7 @@ impl AppendLog for EmbeddedStore {
         let start = entry_key(partition, from.max(1));
         let end = entry_key(partition, u64::MAX);
         self.with_snapshot(move |r| {
-            let table = r.open_table(codec::LOG_ENTRIES).map_err(backend)?;
+            let table = r.entries()?;
             let now = codec::now_ms();
             let mut out = Vec::new();
             for item in table
@@ -208,7 +208,7 @@ impl AppendLog for EmbeddedStore {
         check_partition(partition)?;
         let partition = partition.to_vec();
         self.with_snapshot(move |r| {
-            let table = r.open_table(codec::LOG_META).map_err(backend)?;
+            let table = r.meta()?;
             let meta = match table.get(partition.as_slice()).map_err(backend)? {
                 Some(v) => decode_meta(v.value())?,
                 None => codec::Meta::default(),

@@ -16,6 +16,7 @@ use crate::codec::{
     self, LOG_ENTRIES, LOG_EXPIRY, LOG_META, Meta, backend, decode_entry, decode_meta,
     encode_entry, encode_meta, entry_key, entry_key_partition, expiry_key, expiry_key_entry,
 };
+use crate::snapshot::Generations;
 
 /// One write, applied by the writer thread.
 pub(crate) enum Op {
@@ -108,6 +109,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Request>,
     max_batch: usize,
     counters: Arc<Counters>,
+    generations: &Generations,
 ) {
     while let Some(first) = rx.blocking_recv() {
         if let Some(hold) = first.op.hold() {
@@ -129,7 +131,7 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        process(&db, batch, &counters);
+        process(&db, batch, &counters, generations);
         if let Some(hold) = hold {
             hold.wait();
         }
@@ -144,7 +146,7 @@ struct Tables<'txn> {
     expiry: Table<'txn, &'static [u8], &'static [u8]>,
 }
 
-fn process(db: &Database, batch: Vec<Request>, counters: &Counters) {
+fn process(db: &Database, batch: Vec<Request>, counters: &Counters, generations: &Generations) {
     let count = batch.len() as u64;
     let (ops, replies): (Vec<Op>, Vec<Option<Reply>>) =
         batch.into_iter().map(|r| (r.op, r.reply)).unzip();
@@ -152,6 +154,8 @@ fn process(db: &Database, batch: Vec<Request>, counters: &Counters) {
         Ok((done, committed)) => {
             if committed {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
+                // Before any answer: a caller's next read must not use an older snapshot.
+                generations.committed();
             }
             counters.requests.fetch_add(count, Ordering::Relaxed);
             for (reply, d) in replies.into_iter().zip(done) {

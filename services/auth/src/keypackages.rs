@@ -40,6 +40,7 @@ const CLAIM_PRUNE_BATCH: usize = 16;
 /// `kp/<acc>/<dev>/s`: the device's pinned MLS signature public key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct PinnedMlsKey {
+    #[serde(with = "serde_bytes")]
     signature_key: Vec<u8>,
 }
 

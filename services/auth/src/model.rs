@@ -51,6 +51,7 @@ impl fmt::Debug for PasswordHash {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totp {
     /// The TOTP secret sealed for `Purpose::Totp(account id)`.
+    #[serde(with = "serde_bytes")]
     pub sealed_secret: Vec<u8>,
     pub enabled_ms: u64,
     /// Highest TOTP time step accepted so far: a code is accepted at most once.
@@ -60,6 +61,7 @@ pub struct Totp {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingTotp {
     /// Sealed like [`Totp::sealed_secret`]; moved there on confirmation.
+    #[serde(with = "serde_bytes")]
     pub sealed_secret: Vec<u8>,
     pub expires_ms: u64,
 }
@@ -95,6 +97,7 @@ impl fmt::Debug for Account {
 pub struct Device {
     pub name: String,
     pub registration_id: u32,
+    #[serde(with = "serde_bytes")]
     pub identity_key: Vec<u8>,
     pub created_ms: u64,
     /// Coarsened to the day.
@@ -179,6 +182,7 @@ impl From<SessionV1> for Session {
 pub struct PendingDevice {
     pub name: String,
     pub registration_id: u32,
+    #[serde(with = "serde_bytes")]
     pub identity_key: Vec<u8>,
     pub signed: Option<StoredPreKey>,
     pub last_resort_kem: Option<StoredPreKey>,
@@ -239,6 +243,7 @@ pub struct DeviceNotice {
     pub kind: NoticeKind,
     pub device_id: DeviceId,
     pub device_name: String,
+    #[serde(with = "serde_bytes")]
     pub identity_key: Vec<u8>,
     pub by: DeviceId,
     pub at_ms: u64,
@@ -266,13 +271,16 @@ pub struct Lockout {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredPreKey {
     pub key_id: u32,
+    #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
 /// A stored KeyPackage, as uploaded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredKeyPackage {
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
     pub not_after: u64,
 }
@@ -282,6 +290,7 @@ pub struct StoredKeyPackage {
 pub struct SigningKey {
     pub kid: String,
     /// The Ed25519 seed sealed for `Purpose::SigningKey(kid)`.
+    #[serde(with = "serde_bytes")]
     pub sealed_seed: Vec<u8>,
     pub created_ms: u64,
     /// When a newer key took over; tokens it signed stay valid until they expire.

@@ -172,6 +172,7 @@ impl Record for QueueUsage {
 /// devices only through their queues' [`QueueEntry::GroupRef`]s.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct GroupMessage {
+    #[serde(with = "serde_bytes")]
     pub content: Vec<u8>,
     pub audience: Option<Audience>,
 }
@@ -335,6 +336,31 @@ mod tests {
     use guardyn_storage::record::{decode, encode};
 
     use super::*;
+
+    #[test]
+    fn byte_fields_keep_the_layout_of_records_written_as_sequences() {
+        // Records written before byte fields were (de)serialized as one slice held them as a
+        // sequence of u8; postcard lays out both as a varint length and the raw bytes.
+        #[derive(Serialize, Deserialize)]
+        struct Before {
+            content: Vec<u8>,
+            audience: Option<Audience>,
+        }
+        impl Record for Before {
+            const VERSION: u8 = GroupMessage::VERSION;
+        }
+        let content: Vec<u8> = (0..=255).chain(0..=255).collect();
+        let before = encode(&Before {
+            content: content.clone(),
+            audience: None,
+        });
+        let now = GroupMessage {
+            content,
+            audience: None,
+        };
+        assert_eq!(encode(&now), before);
+        assert_eq!(decode::<GroupMessage>(&before).unwrap(), now);
+    }
 
     #[test]
     fn records_round_trip_and_reject_unknown_versions() {

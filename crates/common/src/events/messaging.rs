@@ -95,6 +95,7 @@ pub struct Envelope {
     /// The sender; `None` for sealed sender.
     pub sender: Option<(AccountId, DeviceId)>,
     pub kind: EnvelopeKind,
+    #[serde(with = "serde_bytes")]
     pub content: Vec<u8>,
     pub urgent: bool,
     /// For MLS envelopes: the group.

@@ -50,8 +50,10 @@ pub(crate) struct GroupState {
     pub created_ms: u64,
     pub updated_ms: u64,
     pub leaves: Vec<Option<Member>>,
+    #[serde(with = "serde_bytes")]
     pub group_info: Vec<u8>,
     /// [`DsGroup::to_bytes`]: tree, GroupContext, confirmation tag and queued proposals.
+    #[serde(with = "serde_bytes")]
     pub public: Vec<u8>,
     /// Every member device has a [`crate::store::Membership`]: messages go to the group log
     /// only. A group stored before cursors gets them before its next message
@@ -66,7 +68,9 @@ struct GroupStateV3 {
     created_ms: u64,
     updated_ms: u64,
     leaves: Vec<Option<Member>>,
+    #[serde(with = "serde_bytes")]
     group_info: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     public: Vec<u8>,
 }
 
@@ -77,6 +81,7 @@ struct GroupStateV2 {
     created_ms: u64,
     updated_ms: u64,
     leaves: Vec<Option<Member>>,
+    #[serde(with = "serde_bytes")]
     group_info: Vec<u8>,
 }
 
@@ -248,6 +253,7 @@ mod tests {
             created_ms: u64,
             updated_ms: u64,
             leaves: Vec<Option<Member>>,
+            // Written as a plain sequence, as before byte fields were serialized as slices.
             group_info: Vec<u8>,
         }
         impl Record for V2 {

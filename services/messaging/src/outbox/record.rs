@@ -55,6 +55,7 @@ pub(crate) struct FanOut {
     pub epoch: u64,
     pub accepted_ms: u64,
     pub sender: (AccountId, DeviceId),
+    #[serde(with = "serde_bytes")]
     pub message: Vec<u8>,
     /// Devices whose queues get a reference: a Welcome's new members. Empty for the other
     /// kinds, which members read from the group log by cursor; records written before cursors
@@ -63,6 +64,7 @@ pub(crate) struct FanOut {
     pub urgent: bool,
     /// Tells apart the records of one kind in one epoch (proposals, application messages);
     /// empty for commits and Welcomes, which are unique per epoch.
+    #[serde(with = "serde_bytes")]
     pub tag: Vec<u8>,
     /// Members that do not read the message from the log besides the sender (see
     /// [`crate::store::Audience::skip`]).
@@ -79,9 +81,11 @@ struct FanOutV3 {
     epoch: u64,
     accepted_ms: u64,
     sender: (AccountId, DeviceId),
+    #[serde(with = "serde_bytes")]
     message: Vec<u8>,
     recipients: Vec<(AccountId, DeviceId)>,
     urgent: bool,
+    #[serde(with = "serde_bytes")]
     tag: Vec<u8>,
 }
 
