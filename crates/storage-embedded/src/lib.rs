@@ -226,7 +226,7 @@ impl EmbeddedStore {
 
     pub fn engine_stats(&self) -> EngineStats {
         EngineStats {
-            commits: self.counters.commits.load(Ordering::Relaxed),
+            commits: self.generations.count(),
             requests: self.counters.requests.load(Ordering::Relaxed),
         }
     }

@@ -58,7 +58,8 @@ impl Snapshot {
     }
 }
 
-/// The writer's commit count and the snapshot the reads share.
+/// The writer's commit count (also [`crate::EngineStats::commits`]) and the snapshot the reads
+/// share.
 #[derive(Default)]
 pub(crate) struct Generations {
     committed: AtomicU64,
@@ -72,6 +73,11 @@ impl Generations {
         self.committed.fetch_add(1, Ordering::AcqRel);
         let old = self.slot().take();
         drop(old);
+    }
+
+    /// Commits so far (the current generation).
+    pub(crate) fn count(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
     }
 
     /// The snapshot of the latest generation, opened now if there is none yet.

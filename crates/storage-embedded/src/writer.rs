@@ -99,7 +99,6 @@ impl Reply {
 /// Counters observable through [`crate::EmbeddedStore::engine_stats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub commits: AtomicU64,
     pub requests: AtomicU64,
 }
 
@@ -153,7 +152,6 @@ fn process(db: &Database, batch: Vec<Request>, counters: &Counters, generations:
     match apply_batch(db, &ops) {
         Ok((done, committed)) => {
             if committed {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
                 // Before any answer: a caller's next read must not use an older snapshot.
                 generations.committed();
             }
