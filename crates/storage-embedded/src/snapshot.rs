@@ -8,9 +8,9 @@
 //!
 //! Invariant (read-your-writes): the writer bumps [`Generations::committed`] after a commit
 //! and before it answers any caller of that batch. A read loads the generation first and only
-//! then opens a snapshot, so a snapshot tagged `g` holds at least every commit up to `g`; it is
-//! used only while the generation is still at most `g`. A caller that got its write's answer therefore
-//! never reads from a snapshot older than its write.
+//! then opens a snapshot, so a snapshot tagged `g` holds at least every commit up to `g`; it
+//! serves only reads that loaded a generation of at most `g`. A caller that got its write's
+//! answer therefore never reads from a snapshot older than its write.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -71,6 +71,7 @@ impl Generations {
     /// the shared snapshot too, so that an idle store pins no old pages.
     pub(crate) fn committed(&self) {
         self.committed.fetch_add(1, Ordering::AcqRel);
+        // Taken under the lock, released (its read transaction closed) after it.
         let old = self.slot().take();
         drop(old);
     }

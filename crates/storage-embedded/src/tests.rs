@@ -272,7 +272,7 @@ async fn reads_after_an_answered_write_see_it_though_reads_share_snapshots() {
     for i in 0..50u32 {
         let key = format!("k{i}").into_bytes();
         assert_eq!(store.get(&key).await.unwrap(), None);
-        assert!(store.read(b"p", 1, 100).await.unwrap().len() == i as usize);
+        assert_eq!(store.read(b"p", 1, 100).await.unwrap().len(), i as usize);
         store.put(&key, b"v").await.unwrap();
         assert_eq!(store.get(&key).await.unwrap(), Some(b"v".to_vec()));
         let seqs = store.append(b"p", vec![entry(b"e", Duration::from_secs(60))]);
