@@ -27,7 +27,9 @@ pub async fn open(config: &StorageConfig) -> anyhow::Result<Stores> {
             .with_context(|| {
                 format!("opening embedded storage in {}", config.data_dir.display())
             })?;
-            Ok(Stores::new(store.clone(), store.clone(), blob).closing(store))
+            Ok(Stores::new(store.clone(), store.clone(), blob)
+                .with_joint(store.clone())
+                .closing(store))
         }
         StorageEngine::Postgres => {
             let pg = config

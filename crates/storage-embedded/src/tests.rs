@@ -4,8 +4,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use guardyn_storage::conformance::{KvHarness, LogHarness};
-use guardyn_storage::{AppendLog, KvStore, NewEntry, StorageError, Txn, TxnOutcome};
+use guardyn_storage::conformance::{Joint, JointHarness, KvHarness, LogHarness};
+use guardyn_storage::{
+    AppendLog, JointOutcome, JointStore, JointTxn, KvStore, NewEntry, StorageError, Txn, TxnOutcome,
+};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -45,6 +47,22 @@ impl LogHarness for Embedded {
     }
 }
 
+#[async_trait]
+impl JointHarness for Embedded {
+    async fn open_joint(&self) -> Joint {
+        let store = self.open().await;
+        Joint {
+            joint: store.clone(),
+            kv: store.clone(),
+            log: store,
+        }
+    }
+}
+
+mod joint_conformance {
+    guardyn_storage::joint_conformance_suite!(super::Embedded::new());
+}
+
 mod kv_conformance {
     guardyn_storage::kv_conformance_suite!(super::Embedded::new());
 }
@@ -80,6 +98,18 @@ async fn wait_queued(store: &EmbeddedStore, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while tx.max_capacity() - tx.capacity() < n {
         assert!(Instant::now() < deadline, "requests were never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_queued_at_most(store: &EmbeddedStore, n: usize) {
+    let tx = store.sender_for_tests();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tx.max_capacity() - tx.capacity() > n {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never took its requests"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -386,4 +416,81 @@ async fn group_commit_throughput() {
          {commits} commits for {done} puts",
         concurrent / sequential
     );
+}
+
+/// A joint transaction refused for its built record's size fails alone: the writes batched
+/// with it commit, in the same fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_joint_transaction_leaves_its_batch_committed() {
+    let dir = TempDir::new().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    let barrier = hold_writer(&store).await;
+    // The writer has taken the hold: from here on the queue holds only this test's requests.
+    wait_queued_at_most(&store, 0).await;
+    let commits = store.engine_stats().commits;
+    let before = {
+        let store = store.clone();
+        tokio::spawn(async move { store.put(b"before", b"1").await })
+    };
+    wait_queued(&store, 1).await;
+    let refused = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .commit_joint(JointTxn {
+                    txn: Txn::new().put(b"joint".to_vec(), b"x".to_vec()),
+                    updates: Vec::new(),
+                    appends: vec![(b"q".to_vec(), vec![entry(b"e", Duration::from_secs(60))])],
+                    record: Some((
+                        b"record".to_vec(),
+                        Box::new(|_: &[Vec<u64>]| vec![0; guardyn_storage::MAX_VALUE_LEN + 1]),
+                    )),
+                })
+                .await
+        })
+    };
+    wait_queued(&store, 2).await;
+    let after = {
+        let store = store.clone();
+        tokio::spawn(async move { store.put(b"after", b"2").await })
+    };
+    wait_queued(&store, 3).await;
+    tokio::task::spawn_blocking(move || barrier.wait())
+        .await
+        .unwrap();
+    before.await.unwrap().unwrap();
+    after.await.unwrap().unwrap();
+    assert!(matches!(
+        refused.await.unwrap(),
+        Err(StorageError::InvalidRequest(_))
+    ));
+    assert_eq!(
+        store.engine_stats().commits,
+        commits + 1,
+        "one batch, one commit"
+    );
+    assert_eq!(
+        store.get(b"before").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        store.get(b"after").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(store.get(b"joint").await.unwrap(), None);
+    assert_eq!(store.get(b"record").await.unwrap(), None);
+    assert!(store.read(b"q", 0, 10).await.unwrap().is_empty());
+    // The refused request took no sequence.
+    let j = store
+        .commit_joint(JointTxn {
+            txn: Txn::new(),
+            updates: Vec::new(),
+            appends: vec![(b"q".to_vec(), vec![entry(b"e", Duration::from_secs(60))])],
+            record: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(j, JointOutcome::Committed(vec![vec![1]]));
 }

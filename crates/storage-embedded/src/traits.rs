@@ -5,9 +5,9 @@ use std::ops::Bound;
 
 use async_trait::async_trait;
 use guardyn_storage::{
-    AppendLog, Condition, Direction, KeyRange, KvPair, KvStore, LogEntry, MAX_KEY_LEN,
-    MAX_VALUE_LEN, Mutation, NewEntry, PartitionStats, StorageError, StorageResult, Txn,
-    TxnOutcome,
+    AppendLog, Condition, Direction, JointOutcome, JointStore, JointTxn, KeyRange, KvPair, KvStore,
+    LogEntry, MAX_KEY_LEN, MAX_VALUE_LEN, Mutation, NewEntry, PartitionStats, StorageError,
+    StorageResult, Txn, TxnOutcome,
 };
 
 use crate::EmbeddedStore;
@@ -39,6 +39,14 @@ fn check_partition(partition: &[u8]) -> StorageResult<()> {
         return Err(StorageError::InvalidRequest("empty partition name".into()));
     }
     check_key(partition)
+}
+
+fn check_entries(partition: &[u8], entries: &[NewEntry]) -> StorageResult<()> {
+    check_partition(partition)?;
+    for e in entries {
+        check_value(&e.payload)?;
+    }
+    Ok(())
 }
 
 fn check_txn(txn: &Txn) -> StorageResult<()> {
@@ -128,13 +136,28 @@ impl KvStore for EmbeddedStore {
     }
 }
 
+/// The record's size is checked by the writer, once it is built.
+#[async_trait]
+impl JointStore for EmbeddedStore {
+    async fn commit_joint(&self, joint: JointTxn) -> StorageResult<JointOutcome> {
+        check_txn(&joint.txn)?;
+        for (key, _) in &joint.updates {
+            check_key(key)?;
+        }
+        for (partition, entries) in &joint.appends {
+            check_entries(partition, entries)?;
+        }
+        if let Some((key, _)) = &joint.record {
+            check_key(key)?;
+        }
+        self.write(Op::Joint(joint), Reply::Joint).await
+    }
+}
+
 #[async_trait]
 impl AppendLog for EmbeddedStore {
     async fn append(&self, partition: &[u8], entries: Vec<NewEntry>) -> StorageResult<Vec<u64>> {
-        check_partition(partition)?;
-        for e in &entries {
-            check_value(&e.payload)?;
-        }
+        check_entries(partition, &entries)?;
         if entries.is_empty() {
             return Ok(Vec::new());
         }

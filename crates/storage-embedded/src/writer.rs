@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use guardyn_storage::{
-    Condition, Mutation, NewEntry, StorageError, StorageResult, Txn, TxnOutcome,
+    Condition, JointOutcome, JointTxn, MAX_VALUE_LEN, Mutation, NewEntry, StorageError,
+    StorageResult, Txn, TxnOutcome,
 };
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +22,7 @@ use crate::snapshot::Generations;
 /// One write, applied by the writer thread.
 pub(crate) enum Op {
     Commit(Txn),
+    Joint(JointTxn),
     Append(Vec<u8>, Vec<NewEntry>),
     Delete(Vec<u8>, Vec<u64>),
     DeleteThrough(Vec<u8>, u64),
@@ -46,6 +48,7 @@ impl Op {
 /// Where the result of an [`Op`] goes.
 pub(crate) enum Reply {
     Outcome(oneshot::Sender<StorageResult<TxnOutcome>>),
+    Joint(oneshot::Sender<StorageResult<JointOutcome>>),
     Seqs(oneshot::Sender<StorageResult<Vec<u64>>>),
     Unit(oneshot::Sender<StorageResult<()>>),
     Count(oneshot::Sender<StorageResult<usize>>),
@@ -58,19 +61,32 @@ pub(crate) struct Request {
 
 enum Done {
     Outcome(TxnOutcome),
+    Joint(JointOutcome),
     Seqs(Vec<u64>),
     Unit,
     Count(usize),
+    /// This request was refused before it wrote anything; the rest of the batch stands.
+    Refused(StorageError),
 }
 
 impl Reply {
     /// Dropped receivers (a caller that gave up) are not an error: the write still happened.
     fn send(self, result: StorageResult<Done>) {
         let mismatch = || StorageError::Backend("writer produced a mismatched reply".into());
+        let result = match result {
+            Ok(Done::Refused(e)) => Err(e),
+            other => other,
+        };
         match self {
             Self::Outcome(tx) => {
                 let _ = tx.send(result.and_then(|d| match d {
                     Done::Outcome(o) => Ok(o),
+                    _ => Err(mismatch()),
+                }));
+            }
+            Self::Joint(tx) => {
+                let _ = tx.send(result.and_then(|d| match d {
+                    Done::Joint(o) => Ok(o),
                     _ => Err(mismatch()),
                 }));
             }
@@ -149,7 +165,7 @@ fn process(db: &Database, batch: Vec<Request>, counters: &Counters, generations:
     let count = batch.len() as u64;
     let (ops, replies): (Vec<Op>, Vec<Option<Reply>>) =
         batch.into_iter().map(|r| (r.op, r.reply)).unzip();
-    match apply_batch(db, &ops) {
+    match apply_batch(db, ops) {
         Ok((done, committed)) => {
             if committed {
                 // Before any answer: a caller's next read must not use an older snapshot.
@@ -175,7 +191,7 @@ fn process(db: &Database, batch: Vec<Request>, counters: &Counters, generations:
 
 /// Applies every op in one engine transaction and commits it once (one fsync). Returns each
 /// op's result and whether anything was committed.
-fn apply_batch(db: &Database, ops: &[Op]) -> StorageResult<(Vec<Done>, bool)> {
+fn apply_batch(db: &Database, ops: Vec<Op>) -> StorageResult<(Vec<Done>, bool)> {
     let txn = db.begin_write().map_err(backend)?;
     let mut done = Vec::with_capacity(ops.len());
     let mut dirty = false;
@@ -205,29 +221,34 @@ fn open_tables(txn: &WriteTransaction) -> StorageResult<Tables<'_>> {
     })
 }
 
-fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StorageResult<(Done, bool)> {
+fn apply(t: &mut Tables<'_>, op: Op, now: u64) -> StorageResult<(Done, bool)> {
     Ok(match op {
         Op::Commit(txn) => {
-            let outcome = commit(&mut t.kv, txn)?;
+            let outcome = commit(&mut t.kv, &txn)?;
             let wrote = outcome.is_committed() && !txn.mutations.is_empty();
             (Done::Outcome(outcome), wrote)
         }
+        Op::Joint(joint) => {
+            let done = commit_joint(t, joint, now)?;
+            let wrote = matches!(done, Done::Joint(JointOutcome::Committed(_)));
+            (done, wrote)
+        }
         Op::Append(partition, entries) => {
-            let seqs = append(t, partition, entries, now)?;
+            let seqs = append(t, &partition, &entries, now)?;
             let wrote = !seqs.is_empty();
             (Done::Seqs(seqs), wrote)
         }
         Op::Delete(partition, seqs) => {
-            let removed = delete(t, partition, seqs)?;
+            let removed = delete(t, &partition, &seqs)?;
             (Done::Unit, removed > 0)
         }
         Op::DeleteThrough(partition, through) => {
-            let seqs = seqs_through(&t.entries, partition, *through)?;
-            let removed = delete(t, partition, &seqs)?;
+            let seqs = seqs_through(&t.entries, &partition, through)?;
+            let removed = delete(t, &partition, &seqs)?;
             (Done::Unit, removed > 0)
         }
         Op::Sweep(limit) => {
-            let removed = sweep(t, *limit, now)?;
+            let removed = sweep(t, limit, now)?;
             (Done::Count(removed), removed > 0)
         }
         #[cfg(test)]
@@ -241,6 +262,18 @@ fn commit(
     kv: &mut Table<'_, &'static [u8], &'static [u8]>,
     txn: &Txn,
 ) -> StorageResult<TxnOutcome> {
+    if let Some(condition) = failed_condition(kv, txn)? {
+        return Ok(TxnOutcome::Conflict { condition });
+    }
+    apply_mutations(kv, txn)?;
+    Ok(TxnOutcome::Committed)
+}
+
+/// The index of the first condition of `txn` that does not hold.
+fn failed_condition(
+    kv: &Table<'_, &'static [u8], &'static [u8]>,
+    txn: &Txn,
+) -> StorageResult<Option<usize>> {
     for (i, cond) in txn.conditions.iter().enumerate() {
         let holds = match cond {
             Condition::Absent(k) => kv.get(k.as_slice()).map_err(backend)?.is_none(),
@@ -251,9 +284,16 @@ fn commit(
                 .is_some_and(|g| g.value() == v.as_slice()),
         };
         if !holds {
-            return Ok(TxnOutcome::Conflict { condition: i });
+            return Ok(Some(i));
         }
     }
+    Ok(None)
+}
+
+fn apply_mutations(
+    kv: &mut Table<'_, &'static [u8], &'static [u8]>,
+    txn: &Txn,
+) -> StorageResult<()> {
     for m in &txn.mutations {
         match m {
             Mutation::Put(k, v) => {
@@ -264,7 +304,78 @@ fn commit(
             }
         }
     }
-    Ok(TxnOutcome::Committed)
+    Ok(())
+}
+
+/// A [`JointTxn`]: its conditions; then the sequences its appends will receive and the record
+/// built from them, refused with nothing written if the record is too large; then every
+/// write. The plan is exact because this thread is the only writer and appends assign
+/// sequences from the partition's meta in order.
+fn commit_joint(t: &mut Tables<'_>, joint: JointTxn, now: u64) -> StorageResult<Done> {
+    let JointTxn {
+        txn,
+        updates,
+        appends,
+        record,
+    } = joint;
+    if let Some(condition) = failed_condition(&t.kv, &txn)? {
+        return Ok(Done::Joint(JointOutcome::Conflict { condition }));
+    }
+    let mut updated = Vec::with_capacity(updates.len());
+    for (i, (key, update)) in updates.into_iter().enumerate() {
+        let current = t.kv.get(key.as_slice()).map_err(backend)?;
+        let Some(value) = update(current.as_ref().map(|v| v.value())) else {
+            return Ok(Done::Joint(JointOutcome::Refused { update: i }));
+        };
+        if value.len() > MAX_VALUE_LEN {
+            return Ok(Done::Refused(too_large("updated value", value.len())));
+        }
+        updated.push((key, value));
+    }
+    let mut next: HashMap<&[u8], u64> = HashMap::new();
+    let mut planned = Vec::with_capacity(appends.len());
+    for (partition, entries) in &appends {
+        let first = match next.get(partition.as_slice()) {
+            Some(&n) => n,
+            None => load_meta(&t.meta, partition)?.next_seq,
+        };
+        let end = first
+            .checked_add(entries.len() as u64)
+            .ok_or_else(|| StorageError::Backend("log sequence space exhausted".into()))?;
+        planned.push((first..end).collect::<Vec<u64>>());
+        next.insert(partition, end);
+    }
+    let record = match record {
+        Some((key, build)) => {
+            let value = build(&planned);
+            if value.len() > MAX_VALUE_LEN {
+                return Ok(Done::Refused(too_large("record", value.len())));
+            }
+            Some((key, value))
+        }
+        None => None,
+    };
+    apply_mutations(&mut t.kv, &txn)?;
+    for (key, value) in updated {
+        t.kv.insert(key.as_slice(), value.as_slice())
+            .map_err(backend)?;
+    }
+    for ((partition, entries), plan) in appends.iter().zip(&planned) {
+        if append(t, partition, entries, now)? != *plan {
+            return Err(StorageError::Backend(
+                "joint append sequences differ from their plan".into(),
+            ));
+        }
+    }
+    if let Some((key, value)) = record {
+        t.kv.insert(key.as_slice(), value.as_slice())
+            .map_err(backend)?;
+    }
+    Ok(Done::Joint(JointOutcome::Committed(planned)))
+}
+
+fn too_large(what: &str, len: usize) -> StorageError {
+    StorageError::InvalidRequest(format!("{what} of {len} bytes exceeds {MAX_VALUE_LEN}"))
 }
 
 fn load_meta(

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use crate::StorageResult;
+use crate::joint::{JointOutcome, JointStore, JointTxn};
 use crate::kv::{Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
 use crate::log::{AppendLog, LogEntry, NewEntry, PartitionStats};
 use crate::stores::Stores;
@@ -78,6 +79,12 @@ impl WriteCounts {
             log_entries_deleted: get(&self.log_entries_deleted),
             bytes_written: get(&self.bytes_written),
         }
+    }
+
+    fn appended(&self, entries: u64, bytes: u64) {
+        add(&self.log_appends, 1);
+        add(&self.log_entries_appended, entries);
+        add(&self.bytes_written, bytes);
     }
 
     fn kv_committed(&self, w: KvWrites) {
@@ -201,10 +208,7 @@ impl AppendLog for CountedLog {
         let n = len(entries.len());
         let bytes: u64 = entries.iter().map(|e| len(e.payload.len())).sum();
         let seqs = self.inner.append(partition, entries).await?;
-        let c = &self.counts;
-        add(&c.log_appends, 1);
-        add(&c.log_entries_appended, n);
-        add(&c.bytes_written, bytes);
+        self.counts.appended(n, bytes);
         Ok(seqs)
     }
 
@@ -236,14 +240,83 @@ impl AppendLog for CountedLog {
     }
 }
 
+/// A [`JointStore`] that counts its committed writes into [`WriteCounts`]: as one KV commit
+/// (its puts, deletes, updates and record) plus one log append per partition it appended to.
+pub struct CountedJoint {
+    inner: Arc<dyn JointStore>,
+    counts: Arc<WriteCounts>,
+}
+
+impl CountedJoint {
+    pub fn new(inner: Arc<dyn JointStore>, counts: Arc<WriteCounts>) -> Self {
+        Self { inner, counts }
+    }
+}
+
+impl fmt::Debug for CountedJoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CountedJoint").field(&self.inner).finish()
+    }
+}
+
+#[async_trait]
+impl JointStore for CountedJoint {
+    async fn commit_joint(&self, mut txn: JointTxn) -> StorageResult<JointOutcome> {
+        let mut kv = KvWrites::of(&txn.txn.mutations);
+        let appends: Vec<(u64, u64)> = txn
+            .appends
+            .iter()
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(_, e)| (len(e.len()), e.iter().map(|e| len(e.payload.len())).sum()))
+            .collect();
+        // The sizes of built values are known only once the engine built them.
+        let built = Arc::new(AtomicU64::new(0));
+        let updates = std::mem::take(&mut txn.updates);
+        for (key, update) in updates {
+            let (seen, key_len) = (built.clone(), len(key.len()));
+            txn.updates.push((
+                key,
+                Box::new(move |current: Option<&[u8]>| {
+                    let value = update(current)?;
+                    seen.fetch_add(key_len + len(value.len()), Ordering::Relaxed);
+                    Some(value)
+                }),
+            ));
+            kv.puts += 1;
+        }
+        if let Some((key, build)) = txn.record.take() {
+            let (seen, key_len) = (built.clone(), len(key.len()));
+            txn.record = Some((
+                key,
+                Box::new(move |seqs: &[Vec<u64>]| {
+                    let value = build(seqs);
+                    seen.fetch_add(key_len + len(value.len()), Ordering::Relaxed);
+                    value
+                }),
+            ));
+            kv.puts += 1;
+        }
+        let outcome = self.inner.commit_joint(txn).await?;
+        if matches!(outcome, JointOutcome::Committed(_)) {
+            kv.bytes += built.load(Ordering::Relaxed);
+            self.counts.kv_committed(kv);
+            for (entries, bytes) in appends {
+                self.counts.appended(entries, bytes);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
 /// `stores` with their KV and log writes counted (blobs are not: media chunks are not what
 /// the counts measure). Closing still reaches the engines.
 pub fn count_writes(stores: Stores) -> (Stores, Arc<WriteCounts>) {
     let counts = Arc::new(WriteCounts::default());
-    let (k, l) = (counts.clone(), counts.clone());
+    let (k, l, j) = (counts.clone(), counts.clone(), counts.clone());
     let stores = stores.wrapped(
         |kv| Arc::new(CountedKv::new(kv, k)),
         |log| Arc::new(CountedLog::new(log, l)),
+        |joint| Arc::new(CountedJoint::new(joint, j)),
     );
     (stores, counts)
 }
@@ -360,6 +433,33 @@ mod tests {
         }
     }
 
+    #[async_trait]
+    impl JointStore for Mem {
+        async fn commit_joint(&self, txn: JointTxn) -> StorageResult<JointOutcome> {
+            let mut updated = Vec::new();
+            for (i, (key, update)) in txn.updates.into_iter().enumerate() {
+                let current = self.kv.lock().unwrap().get(&key).cloned();
+                match update(current.as_deref()) {
+                    Some(v) => updated.push((key, v)),
+                    None => return Ok(JointOutcome::Refused { update: i }),
+                }
+            }
+            if let TxnOutcome::Conflict { condition } = self.commit(txn.txn).await? {
+                return Ok(JointOutcome::Conflict { condition });
+            }
+            self.kv.lock().unwrap().extend(updated);
+            let mut seqs = Vec::new();
+            for (partition, entries) in txn.appends {
+                seqs.push(self.append(&partition, entries).await?);
+            }
+            if let Some((key, build)) = txn.record {
+                let value = build(&seqs);
+                self.kv.lock().unwrap().insert(key, value);
+            }
+            Ok(JointOutcome::Committed(seqs))
+        }
+    }
+
     fn entry(payload: &[u8]) -> NewEntry {
         NewEntry {
             payload: payload.to_vec(),
@@ -415,6 +515,49 @@ mod tests {
                 log_entries_deleted: 3,
                 // "a123" + "b45" + "xyz" + "w" + "v"
                 bytes_written: 4 + 3 + 3 + 1 + 1,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_joint_commit_counts_as_one_kv_commit_and_its_appends() {
+        let mem = Arc::new(Mem::default());
+        let counts = Arc::new(WriteCounts::default());
+        let joint = CountedJoint::new(mem.clone(), counts.clone());
+        let txn = |absent: &[u8]| JointTxn {
+            txn: Txn::new()
+                .require_absent(absent.to_vec())
+                .put(b"k".to_vec(), b"v".to_vec()),
+            updates: vec![(
+                b"u".to_vec(),
+                Box::new(|_: Option<&[u8]>| Some(b"12".to_vec())),
+            )],
+            appends: vec![
+                (b"p".to_vec(), vec![entry(b"ab"), entry(b"c")]),
+                (b"q".to_vec(), vec![entry(b"d")]),
+            ],
+            record: Some((
+                b"r".to_vec(),
+                Box::new(|seqs: &[Vec<u64>]| vec![0; seqs.concat().len()]),
+            )),
+        };
+        let out = joint.commit_joint(txn(b"absent")).await.unwrap();
+        assert_eq!(out, JointOutcome::Committed(vec![vec![1, 2], vec![1]]));
+        // Refused: nothing counted.
+        let out = joint.commit_joint(txn(b"k")).await.unwrap();
+        assert_eq!(out, JointOutcome::Conflict { condition: 0 });
+        assert_eq!(
+            counts.snapshot(),
+            WriteSnapshot {
+                kv_commits: 1,
+                kv_keys_written: 3,
+                kv_keys_deleted: 0,
+                log_appends: 2,
+                log_entries_appended: 3,
+                log_deletes: 0,
+                log_entries_deleted: 0,
+                // "kv" + "u12" + "r" and its 3-byte record + "ab" + "c" + "d"
+                bytes_written: 2 + 3 + 4 + 2 + 1 + 1,
             }
         );
     }

@@ -11,6 +11,9 @@
 //! 3. [`BlobStore`]: immutable objects by key with ranged reads (the shape of S3). Media chunks
 //!    live here.
 //!
+//! An engine that keeps the first two in one database may also offer [`JointStore`]: a KV
+//! transaction plus log appends in one atomic step ([`Stores::joint`]).
+//!
 //! The [`conformance`] module (feature `conformance`) is the one suite every backend must pass
 //! unchanged. An engine enables the feature in its dev-dependencies, implements
 //! `conformance::KvHarness`, `conformance::LogHarness` and/or `conformance::BlobHarness`
@@ -26,6 +29,7 @@
 mod blob;
 mod counted;
 mod error;
+mod joint;
 mod kv;
 mod log;
 pub mod record;
@@ -35,8 +39,9 @@ mod stores;
 pub mod conformance;
 
 pub use blob::{BlobStore, MAX_BLOB_KEY_LEN, MAX_BLOB_SEGMENT_LEN, MAX_OBJECT_LEN, ObjectMeta};
-pub use counted::{CountedKv, CountedLog, WriteCounts, WriteSnapshot, count_writes};
+pub use counted::{CountedJoint, CountedKv, CountedLog, WriteCounts, WriteSnapshot, count_writes};
 pub use error::{StorageError, StorageResult};
+pub use joint::{JointOutcome, JointStore, JointTxn, SeqRecord, Update};
 pub use kv::{Condition, Direction, KeyRange, KvPair, KvStore, Mutation, Txn, TxnOutcome};
 pub use log::{AppendLog, LogEntry, NewEntry, PartitionStats};
 pub use record::Record;

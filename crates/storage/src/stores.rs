@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{AppendLog, BlobStore, KvStore};
+use crate::{AppendLog, BlobStore, JointStore, KvStore};
 
 /// Release an engine's resources at shutdown (flush, stop background threads).
 #[async_trait]
@@ -24,6 +24,9 @@ pub struct Stores {
     pub log: Arc<dyn AppendLog>,
     /// Immutable objects by key (media chunks, avatars): `storage.blob`.
     pub blob: Arc<dyn BlobStore>,
+    /// The KV store and the log committing together, when the engine keeps them in one
+    /// database (embedded): one write instead of a stepwise protocol.
+    pub joint: Option<Arc<dyn JointStore>>,
     closers: Vec<Arc<dyn Close>>,
 }
 
@@ -33,8 +36,15 @@ impl Stores {
             kv,
             log,
             blob,
+            joint: None,
             closers: Vec::new(),
         }
+    }
+
+    /// Offer `joint`, a handle on the same engine as the KV store and the log.
+    pub fn with_joint(mut self, joint: Arc<dyn JointStore>) -> Self {
+        self.joint = Some(joint);
+        self
     }
 
     /// Also close `engine` when [`Self::close`] runs.
@@ -43,17 +53,19 @@ impl Stores {
         self
     }
 
-    /// The same stores with the KV and log handles wrapped by decorators (such as
+    /// The same stores with the KV, log and joint handles wrapped by decorators (such as
     /// [`crate::count_writes`]); the blob store and the closers stay.
     pub fn wrapped(
         self,
         kv: impl FnOnce(Arc<dyn KvStore>) -> Arc<dyn KvStore>,
         log: impl FnOnce(Arc<dyn AppendLog>) -> Arc<dyn AppendLog>,
+        joint: impl FnOnce(Arc<dyn JointStore>) -> Arc<dyn JointStore>,
     ) -> Self {
         Self {
             kv: kv(self.kv),
             log: log(self.log),
             blob: self.blob,
+            joint: self.joint.map(joint),
             closers: self.closers,
         }
     }
@@ -72,6 +84,7 @@ impl fmt::Debug for Stores {
             .field("kv", &self.kv)
             .field("log", &self.log)
             .field("blob", &self.blob)
+            .field("joint", &self.joint)
             .finish_non_exhaustive()
     }
 }

@@ -65,6 +65,9 @@ pub struct Options {
     /// Serve from this existing data directory instead of a fresh temporary one, so a test can
     /// restart a server on the data a previous one left (the previous one must be stopped).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Serve without the engine's joint store ([`guardyn_storage::Stores::joint`]), as on an
+    /// engine that lacks one (TiKV beside ScyllaDB): services take their stepwise write paths.
+    pub without_joint: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -127,6 +130,9 @@ impl TestServer {
         let mut app = App::build_with_clock(config, clock).await?;
         if options.directory.is_some() {
             app.seams.device_directory = options.directory;
+        }
+        if options.without_joint {
+            app.handles.stores.joint = None;
         }
         let stores = app.handles.stores.clone();
         let bus = app.handles.bus.clone();

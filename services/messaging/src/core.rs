@@ -6,7 +6,7 @@ use guardyn_common::auth::TokenVerifier;
 use guardyn_common::clock::SharedClock;
 use guardyn_common::mesh::DeviceDirectory;
 use guardyn_events::EventBus;
-use guardyn_storage::{AppendLog, KvStore};
+use guardyn_storage::{AppendLog, JointStore, KvStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MessagingConfig;
@@ -23,6 +23,9 @@ pub(crate) struct Core {
     pub cfg: MessagingConfig,
     pub kv: Arc<dyn KvStore>,
     pub log: Arc<dyn AppendLog>,
+    /// The KV store and the log committing together, when the engine offers it: a 1:1 send
+    /// is then one write instead of a reservation, appends and a completion.
+    pub joint: Option<Arc<dyn JointStore>>,
     pub bus: Arc<dyn EventBus>,
     pub clock: SharedClock,
     pub directory: Arc<dyn DeviceDirectory>,

@@ -94,6 +94,7 @@ impl Service for Messaging {
             cfg: self.config.clone(),
             kv: handles.stores.kv.clone(),
             log: handles.stores.log.clone(),
+            joint: handles.stores.joint.clone(),
             bus: handles.bus.clone(),
             clock: handles.clock.clone(),
             directory,

@@ -9,7 +9,7 @@ use guardyn_common::events::messaging::{
 };
 use guardyn_common::{AccountId, DeviceId, GroupId};
 use guardyn_storage::record::encode;
-use guardyn_storage::{NewEntry, Txn};
+use guardyn_storage::{JointOutcome, JointStore, JointTxn, NewEntry, Txn};
 
 use crate::core::Core;
 use crate::devices;
@@ -84,6 +84,11 @@ impl Core {
             return self.send_online_only(account, device, send, now).await;
         }
         let idem_key = store::idempotency_key(account, device, &send.client_message_id);
+        if let Some(joint) = self.joint.clone() {
+            return self
+                .send_joint(joint.as_ref(), account, device, idem_key, send, now)
+                .await;
+        }
         let reservation = match self
             .reserve_and_charge(account, device, &idem_key, &send, now)
             .await?
@@ -109,6 +114,104 @@ impl Core {
             Err(e) => {
                 self.release(idem_key, reservation).await?;
                 Err(e)
+            }
+        }
+    }
+
+    /// A send as one joint transaction ([`crate::core::Core::joint`]): the client message id's
+    /// completed record (conditioned on the record read, so of concurrent duplicates one
+    /// commits and the others replay it), the queue charges (updates applied at commit, so
+    /// concurrent sends to one queue do not conflict) and the appends. There is no
+    /// reservation to complete or recover: after a crash all of it or none of it is stored.
+    async fn send_joint(
+        &self,
+        joint: &dyn JointStore,
+        account: AccountId,
+        device: DeviceId,
+        idem_key: Vec<u8>,
+        send: SendMessage,
+        now: u64,
+    ) -> Result<SendOutcome, MessagingError> {
+        let mut state = self.claim_state(&idem_key).await?;
+        if let Free::Replay(r) = &state {
+            return Ok(replay(r));
+        }
+        self.check_devices(device, &send).await?;
+        let destination = send.destination;
+        let charges: Vec<(DeviceId, u64)> = send
+            .envelopes
+            .iter()
+            .map(|e| (e.device, e.content.len() as u64))
+            .collect();
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = send
+            .envelopes
+            .into_iter()
+            .map(|e| {
+                let env = envelope(account, device, now, send.urgent, e.kind, e.content);
+                (
+                    store::queue_partition(destination, e.device),
+                    encode(&QueueEntry::Inline(env)),
+                )
+            })
+            .collect();
+        let devices: Vec<DeviceId> = charges.iter().map(|&(d, _)| d).collect();
+        let ttl = Duration::from_secs(self.retention_secs());
+        loop {
+            let current = match state {
+                Free::Replay(r) => return Ok(replay(&r)),
+                Free::Open { current, .. } => current,
+            };
+            let txn = Txn::new().require_unchanged(idem_key.clone(), current.as_deref());
+            let updates = charges
+                .iter()
+                .map(|&(dest, bytes)| self.charge_update((destination, dest), account, bytes, now))
+                .collect();
+            let appends = entries
+                .iter()
+                .map(|(partition, payload)| {
+                    let entry = NewEntry {
+                        payload: payload.clone(),
+                        ttl,
+                    };
+                    (partition.clone(), vec![entry])
+                })
+                .collect();
+            let completed = self.completed(now, Vec::new());
+            let recorded = devices.clone();
+            let record = move |seqs: &[Vec<u64>]| {
+                encode(&IdempotencyRecord {
+                    queued: server_ids(&recorded, seqs),
+                    ..completed
+                })
+            };
+            let txn = JointTxn {
+                txn,
+                updates,
+                appends,
+                record: Some((idem_key.clone(), Box::new(record))),
+            };
+            match joint.commit_joint(txn).await? {
+                JointOutcome::Committed(seqs) => {
+                    let queued = server_ids(&devices, &seqs);
+                    self.announce_queued(destination, &queued, send.urgent, now)
+                        .await;
+                    return Ok(SendOutcome {
+                        server_timestamp_ms: now,
+                        queued,
+                        duplicate: false,
+                    });
+                }
+                // A concurrent duplicate won: read again.
+                JointOutcome::Conflict { .. } => state = self.claim_state(&idem_key).await?,
+                // The queue is full (plan_charge says which limit), or its usage record is
+                // absent (plan_charge rebuilds it): then try again.
+                JointOutcome::Refused { update } => {
+                    if let Some(&(dest, bytes)) = charges.get(update) {
+                        self.plan_charge((destination, dest), account, bytes, now, Policy::Full)
+                            .await?;
+                    }
+                    state = self.claim_state(&idem_key).await?;
+                }
             }
         }
     }
@@ -245,12 +348,25 @@ impl Core {
             let server_id = seqs.first().copied().unwrap_or_default();
             queued.push((dest, server_id));
         }
-        for (dest, _) in &queued {
-            self.notify_mail(send.destination, *dest).await;
-        }
-        let woken: Vec<_> = queued.iter().map(|&(d, _)| (send.destination, d)).collect();
-        self.wake_offline(&woken, send.urgent, now).await;
+        self.announce_queued(send.destination, &queued, send.urgent, now)
+            .await;
         Ok(queued)
+    }
+
+    /// Wake the streams of the devices whose queues a send appended to, and push to those
+    /// offline.
+    async fn announce_queued(
+        &self,
+        destination: AccountId,
+        queued: &[(DeviceId, u64)],
+        urgent: bool,
+        now: u64,
+    ) {
+        for (dest, _) in queued {
+            self.notify_mail(destination, *dest).await;
+        }
+        let woken: Vec<_> = queued.iter().map(|&(d, _)| (destination, d)).collect();
+        self.wake_offline(&woken, urgent, now).await;
     }
 
     /// Give back the charges of envelopes that were not appended.
@@ -401,6 +517,15 @@ fn envelope(
         group: None,
         epoch: None,
     }
+}
+
+/// (device, server id) per envelope, from the sequences of its one-entry append.
+fn server_ids(devices: &[DeviceId], seqs: &[Vec<u64>]) -> Vec<(DeviceId, u64)> {
+    devices
+        .iter()
+        .zip(seqs)
+        .map(|(&d, s)| (d, s.first().copied().unwrap_or_default()))
+        .collect()
 }
 
 fn replay(rec: &IdempotencyRecord) -> SendOutcome {

@@ -33,8 +33,8 @@
 //! device's own queue hold one more message per duplicate.
 
 use guardyn_common::{AccountId, DeviceId};
-use guardyn_storage::Txn;
 use guardyn_storage::record::{decode, encode};
+use guardyn_storage::{Txn, Update};
 
 use crate::core::Core;
 use crate::error::{MessagingError, QueueLimit};
@@ -112,10 +112,7 @@ impl Core {
                 limit,
             });
         }
-        let share = usage.senders.entry(sender).or_default();
-        share.count += 1;
-        share.bytes = share.bytes.saturating_add(bytes);
-        share.newest_ms = share.newest_ms.max(at_ms);
+        add_share(&mut usage, sender, bytes, at_ms);
         Ok(Charge {
             key: store::usage_key(queue.0, queue.1),
             raw,
@@ -253,11 +250,82 @@ impl Core {
 
     /// Drop the shares whose newest entry expired (all of theirs did).
     fn drop_expired(&self, usage: &mut QueueUsage) {
-        let now = self.clock.now_ms();
-        let retention_ms = self.retention_secs().saturating_mul(1000);
+        self.rules().drop_expired(usage);
+    }
+
+    fn exceeds(
+        &self,
+        usage: &QueueUsage,
+        sender: AccountId,
+        bytes: u64,
+        policy: Policy,
+    ) -> Option<QueueLimit> {
+        self.rules().exceeds(usage, sender, bytes, policy)
+    }
+
+    /// The limits in force and the service clock's reading.
+    fn rules(&self) -> Rules {
+        Rules {
+            now_ms: self.clock.now_ms(),
+            retention_ms: self.retention_secs().saturating_mul(1000),
+            queue_len: self.cfg.max_queue_len,
+            queue_bytes: self.cfg.max_queue_bytes,
+            sender_queue_len: self.cfg.max_sender_queue_len,
+            sender_queue_bytes: self.cfg.max_sender_queue_bytes,
+        }
+    }
+
+    /// The charge of [`Self::plan_charge`] (policy [`Policy::Full`]) as an update the storage
+    /// writer applies to the usage record as it is at commit ([`guardyn_storage::Update`]), so
+    /// that concurrent sends to one queue all commit instead of conflicting on a
+    /// compare-and-set. It refuses when the record is absent or a limit is exceeded; the caller
+    /// then learns which, or rebuilds the record, through [`Self::plan_charge`].
+    pub(crate) fn charge_update(
+        &self,
+        queue: (AccountId, DeviceId),
+        sender: AccountId,
+        bytes: u64,
+        at_ms: u64,
+    ) -> (Vec<u8>, Update) {
+        let rules = self.rules();
+        let update = move |raw: Option<&[u8]>| {
+            let mut usage = decode::<QueueUsage>(raw?).ok()?;
+            rules.drop_expired(&mut usage);
+            if rules.exceeds(&usage, sender, bytes, Policy::Full).is_some() {
+                return None;
+            }
+            add_share(&mut usage, sender, bytes, at_ms);
+            Some(encode(&usage))
+        };
+        (store::usage_key(queue.0, queue.1), Box::new(update))
+    }
+}
+
+/// Count one entry of `bytes` from `sender`, accepted at `at_ms`.
+fn add_share(usage: &mut QueueUsage, sender: AccountId, bytes: u64, at_ms: u64) {
+    let share = usage.senders.entry(sender).or_default();
+    share.count += 1;
+    share.bytes = share.bytes.saturating_add(bytes);
+    share.newest_ms = share.newest_ms.max(at_ms);
+}
+
+/// The limits a charge is decided by and the service clock's reading, detached from [`Core`]
+/// so that the storage writer can apply a charge ([`Core::charge_update`]).
+#[derive(Clone, Copy, Debug)]
+struct Rules {
+    now_ms: u64,
+    retention_ms: u64,
+    queue_len: u64,
+    queue_bytes: u64,
+    sender_queue_len: u64,
+    sender_queue_bytes: u64,
+}
+
+impl Rules {
+    fn drop_expired(&self, usage: &mut QueueUsage) {
         usage
             .senders
-            .retain(|_, s| s.newest_ms.saturating_add(retention_ms) > now);
+            .retain(|_, s| s.newest_ms.saturating_add(self.retention_ms) > self.now_ms);
     }
 
     fn exceeds(
@@ -271,20 +339,20 @@ impl Core {
             return None;
         }
         let share = usage.senders.get(&sender).copied().unwrap_or_default();
-        if share.count >= self.cfg.max_sender_queue_len {
+        if share.count >= self.sender_queue_len {
             return Some(QueueLimit::SenderQueueLen);
         }
-        if share.bytes.saturating_add(bytes) > self.cfg.max_sender_queue_bytes {
+        if share.bytes.saturating_add(bytes) > self.sender_queue_bytes {
             return Some(QueueLimit::SenderQueueBytes);
         }
         if policy == Policy::Full {
             let (count, total) = usage.senders.values().fold((0u64, 0u64), |(c, b), s| {
                 (c.saturating_add(s.count), b.saturating_add(s.bytes))
             });
-            if count >= self.cfg.max_queue_len {
+            if count >= self.queue_len {
                 return Some(QueueLimit::QueueLen);
             }
-            if total.saturating_add(bytes) > self.cfg.max_queue_bytes {
+            if total.saturating_add(bytes) > self.queue_bytes {
                 return Some(QueueLimit::QueueBytes);
             }
         }

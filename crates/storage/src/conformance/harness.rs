@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::{AppendLog, BlobStore, KvStore, NewEntry, StorageError};
+use crate::{AppendLog, BlobStore, JointStore, KvStore, NewEntry, StorageError};
 
 /// What a backend's test provides to run the KV cases: a way to (re)open its [`KvStore`].
 #[async_trait]
@@ -38,6 +38,23 @@ pub trait LogHarness: Send + Sync {
     async fn open_log_instance(&self, first: &Arc<dyn AppendLog>) -> Arc<dyn AppendLog> {
         first.clone()
     }
+}
+
+/// The three handles of one engine instance the joint cases use.
+#[derive(Debug)]
+pub struct Joint {
+    pub joint: Arc<dyn JointStore>,
+    pub kv: Arc<dyn KvStore>,
+    pub log: Arc<dyn AppendLog>,
+}
+
+/// What a backend's test provides to run the joint cases: a way to (re)open its
+/// [`JointStore`] with the KV store and log it commits to.
+#[async_trait]
+pub trait JointHarness: Send + Sync {
+    /// Open the engine. May be called again after every handle from the previous call was
+    /// dropped; the new handles must see everything acknowledged through the old ones.
+    async fn open_joint(&self) -> Joint;
 }
 
 /// What a backend's test provides to run the blob cases: a way to (re)open its [`BlobStore`].

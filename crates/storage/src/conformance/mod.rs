@@ -5,6 +5,8 @@
 //!
 //! - KV cases (`kv_*`, `txn_*`, `kv_durability_across_reopen`) need a [`KvHarness`];
 //! - log cases (`log_*`, `log_durability_across_reopen`) need a [`LogHarness`];
+//! - joint cases (`joint_*`), for an engine that offers [`crate::JointStore`], need a
+//!   [`JointHarness`] and run with [`joint_conformance_suite!`](crate::joint_conformance_suite);
 //! - blob cases (`blob_*`) need a [`BlobHarness`] and run with
 //!   [`blob_conformance_suite!`](crate::blob_conformance_suite).
 //!
@@ -68,11 +70,13 @@
 
 mod blob;
 mod harness;
+mod joint;
 mod kv;
 mod log;
 
 pub use blob::*;
-pub use harness::{BlobHarness, KvHarness, LogHarness};
+pub use harness::{BlobHarness, Joint, JointHarness, KvHarness, LogHarness};
+pub use joint::*;
 pub use kv::*;
 pub use log::*;
 
@@ -130,6 +134,30 @@ macro_rules! log_conformance_suite {
             log_ttl_expiry,
             log_durability_across_reopen,
             log_instances_append_while_cursor_follows,
+        }
+    };
+}
+
+/// Generates one test per [`JointStore`](crate::JointStore) conformance case, each with a fresh
+/// harness.
+///
+/// `joint_conformance_suite!(harness_expr $(, #[attr])*)`: `harness_expr` must evaluate to a
+/// value implementing [`conformance::JointHarness`](crate::conformance::JointHarness);
+/// otherwise as [`kv_conformance_suite!`](crate::kv_conformance_suite).
+///
+/// This is the single list of joint cases: add a case here and every engine offering a
+/// joint store runs it.
+#[macro_export]
+macro_rules! joint_conformance_suite {
+    ($harness:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__conformance_tests! {
+            [$(#[$attr])*] ($harness)
+            joint_all_or_nothing,
+            joint_record_follows_earlier_appends,
+            joint_updates,
+            joint_size_limits,
+            joint_race_has_one_winner,
+            joint_durability_across_reopen,
         }
     };
 }

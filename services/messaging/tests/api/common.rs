@@ -123,13 +123,26 @@ impl Env {
     pub async fn start_with(
         configure: impl FnOnce(&mut guardyn::config::Config) + Send + 'static,
     ) -> Env {
-        let server = Self::options(Some(Box::new(configure)), None, ManualClock::new());
+        let server = Self::options(Some(Box::new(configure)), None, ManualClock::new(), false);
         server.await
+    }
+
+    /// A server whose storage offers no joint store (as TiKV beside ScyllaDB): sends reserve
+    /// their id, append, then complete the reservation.
+    pub async fn start_stepwise() -> Env {
+        Self::start_stepwise_with(|_| {}).await
+    }
+
+    /// [`Env::start_stepwise`] with a configuration tweak.
+    pub async fn start_stepwise_with(
+        configure: impl FnOnce(&mut guardyn::config::Config) + Send + 'static,
+    ) -> Env {
+        Self::options(Some(Box::new(configure)), None, ManualClock::new(), true).await
     }
 
     /// A server on an existing data directory (a restart), with the given clock.
     pub async fn start_on(data_dir: &std::path::Path, clock: ManualClock) -> Env {
-        Self::options(None, Some(data_dir.to_owned()), clock).await
+        Self::options(None, Some(data_dir.to_owned()), clock, false).await
     }
 
     /// A server on an existing data directory, with the given clock and configuration.
@@ -138,13 +151,20 @@ impl Env {
         clock: ManualClock,
         configure: impl FnOnce(&mut guardyn::config::Config) + Send + 'static,
     ) -> Env {
-        Self::options(Some(Box::new(configure)), Some(data_dir.to_owned()), clock).await
+        Self::options(
+            Some(Box::new(configure)),
+            Some(data_dir.to_owned()),
+            clock,
+            false,
+        )
+        .await
     }
 
     async fn options(
         configure: Option<guardyn_testkit::ConfigureFn>,
         data_dir: Option<std::path::PathBuf>,
         clock: ManualClock,
+        without_joint: bool,
     ) -> Env {
         let dir = Arc::new(Directory::default());
         let server = TestServer::start_with(Options {
@@ -153,6 +173,7 @@ impl Env {
             clock: Some(Arc::new(clock.clone())),
             directory: Some(dir.clone()),
             data_dir,
+            without_joint,
             ..Options::default()
         })
         .await
@@ -298,4 +319,32 @@ pub async fn queued(server: &TestServer, account: &str, device: u32) -> usize {
 pub fn retry_after(status: &Status) -> Option<Duration> {
     use tonic_types::StatusExt as _;
     status.get_details_retry_info()?.retry_delay
+}
+
+/// The metrics endpoint's text (the server must have `metrics.enabled`).
+pub async fn metrics(env: &Env) -> String {
+    let addr = env.server.metrics_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    })
+    .await
+    .unwrap()
+}
+
+/// The value of an unlabelled-but-for-`instance` counter in a metrics text.
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    let prefix = format!("{name}{{instance=\"testkit\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
 }

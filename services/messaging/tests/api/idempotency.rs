@@ -8,7 +8,15 @@ use crate::common::*;
 
 #[tokio::test]
 async fn eight_concurrent_identical_sends_store_one_message() {
-    let env = Env::start().await;
+    eight_concurrent_identical_sends(Env::start().await).await;
+}
+
+#[tokio::test]
+async fn eight_concurrent_identical_stepwise_sends_store_one_message() {
+    eight_concurrent_identical_sends(Env::start_stepwise().await).await;
+}
+
+async fn eight_concurrent_identical_sends(env: Env) {
     let (a, b) = (acct(1), acct(2));
     env.dir.set(&a, &[(1, 100)]);
     env.dir.set(&b, &[(1, 201), (2, 202)]);
@@ -41,7 +49,53 @@ async fn eight_concurrent_identical_sends_store_one_message() {
 
 #[tokio::test]
 async fn a_crashed_sends_reservation_blocks_retries_only_until_its_lease_ends() {
-    let env = Env::start().await;
+    crashed_reservation(Env::start().await).await;
+}
+
+#[tokio::test]
+async fn a_crashed_stepwise_sends_reservation_blocks_retries_only_until_its_lease_ends() {
+    crashed_reservation(Env::start_stepwise().await).await;
+}
+
+#[tokio::test]
+async fn a_send_to_two_devices_is_one_storage_commit() {
+    let env = Env::start_with(|c| c.metrics.enabled = true).await;
+    assert_eq!(storage_writes_of_a_send(&env).await, (1, 2));
+}
+
+#[tokio::test]
+async fn a_stepwise_send_reserves_then_completes_its_id() {
+    let env = Env::start_stepwise_with(|c| c.metrics.enabled = true).await;
+    assert_eq!(storage_writes_of_a_send(&env).await, (2, 2));
+}
+
+/// (KV commits, log appends) of the second send from A to B's two devices (the first builds
+/// the queues' usage records).
+async fn storage_writes_of_a_send(env: &Env) -> (u64, u64) {
+    let (a, b) = (acct(1), acct(2));
+    env.dir.set(&a, &[(1, 100)]);
+    env.dir.set(&b, &[(1, 201), (2, 202)]);
+    let to = [(1, 201), (2, 202)];
+    env.send((&a, 1), &b, &to, "first", b"1").await.unwrap();
+    let writes = |m: &str| {
+        (
+            counter(m, "guardyn_storage_kv_commits_total"),
+            counter(m, "guardyn_storage_log_appends_total"),
+        )
+    };
+    let before = writes(&metrics(env).await);
+    let sent = env.send((&a, 1), &b, &to, "second", b"2").await.unwrap();
+    let after = writes(&metrics(env).await);
+    assert_eq!(sent.queued.len(), 2);
+    for device in [1, 2] {
+        assert_eq!(queued(&env.server, &b, device).await, 2, "device {device}");
+    }
+    (after.0 - before.0, after.1 - before.1)
+}
+
+/// A reservation left by a send that crashed mid-way (a stepwise send, or one from before
+/// joint writes) holds on either path.
+async fn crashed_reservation(env: Env) {
     let (a, b) = (acct(1), acct(2));
     env.dir.set(&a, &[(1, 100)]);
     env.dir.set(&b, &[(1, 201)]);

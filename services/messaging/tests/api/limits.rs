@@ -200,7 +200,15 @@ async fn the_byte_quota_holds_across_a_restart_and_frees_up_after_ack_and_expiry
 
 #[tokio::test]
 async fn concurrent_senders_do_not_overshoot_the_queue() {
-    let env = Env::start_with(|c| c.messaging.max_queue_len = 5).await;
+    no_overshoot(Env::start_with(|c| c.messaging.max_queue_len = 5).await).await;
+}
+
+#[tokio::test]
+async fn concurrent_stepwise_senders_do_not_overshoot_the_queue() {
+    no_overshoot(Env::start_stepwise_with(|c| c.messaging.max_queue_len = 5).await).await;
+}
+
+async fn no_overshoot(env: Env) {
     let b = acct(100);
     env.dir.set(&b, &[(1, 1)]);
     let senders: Vec<String> = (1..=12).map(acct).collect();

@@ -113,22 +113,6 @@ async fn one_job_per_offline_device_and_window_never_for_a_streaming_device() {
     }
 }
 
-/// The metrics endpoint's text.
-async fn metrics(env: &Env) -> String {
-    let addr = env.server.metrics_addr.unwrap();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn disabled_wake_jobs_enqueue_nothing() {
     let env = Env::start_with(|c| c.messaging.wake_jobs = false).await;
