@@ -194,6 +194,18 @@ impl TestServer {
         self.channel.clone()
     }
 
+    /// The metrics endpoint's text (the server must have `metrics.enabled`).
+    pub async fn scrape_metrics(&self) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = self.metrics_addr.context("metrics are not enabled")?;
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok(body)
+    }
+
     /// The server's key-value store, for tests that inspect or plant what is persisted.
     pub fn kv(&self) -> Arc<dyn guardyn_storage::KvStore> {
         self.stores.kv.clone()

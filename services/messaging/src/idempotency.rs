@@ -31,11 +31,11 @@ pub(crate) enum Claim {
 pub(crate) enum Free {
     /// The id was already used: the original result.
     Replay(IdempotencyRecord),
-    /// The id is free (or its reservation lapsed): the record read, and the reservation to
-    /// replace it with.
+    /// The id is free (or its reservation lapsed): the record read, and when (service clock)
+    /// a reservation replacing it would start ([`reservation`]).
     Open {
         current: Option<Vec<u8>>,
-        reservation: Vec<u8>,
+        at_ms: u64,
     },
 }
 
@@ -46,10 +46,7 @@ impl Core {
         loop {
             let (current, reservation) = match self.claim_state(key).await? {
                 Free::Replay(r) => return Ok(Claim::Replay(r)),
-                Free::Open {
-                    current,
-                    reservation,
-                } => (current, reservation),
+                Free::Open { current, at_ms } => (current, reservation(at_ms)),
             };
             let txn = Txn::new()
                 .require_unchanged(key.to_vec(), current.as_deref())
@@ -61,7 +58,7 @@ impl Core {
     }
 
     /// Reads the id's record, waiting while another send holds it: either the finished send to
-    /// replay, or the record to replace (`current`) and the reservation to replace it with. The
+    /// replay, or the record to replace (`current`) and when a reservation would start. The
     /// caller commits the reservation conditioned on `current`, possibly with more writes in
     /// the same transaction (a 1:1 send charges its queues there).
     pub(crate) async fn claim_state(&self, key: &[u8]) -> Result<Free, MessagingError> {
@@ -86,7 +83,7 @@ impl Core {
             }
             return Ok(Free::Open {
                 current,
-                reservation: encode(&pending_record(now)),
+                at_ms: now,
             });
         }
     }
@@ -116,6 +113,12 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// The stored bytes of a reservation taken at `at_ms`: the compare-and-set witness for
+/// completing or releasing it.
+pub(crate) fn reservation(at_ms: u64) -> Vec<u8> {
+    encode(&pending_record(at_ms))
 }
 
 fn pending_record(now_ms: u64) -> IdempotencyRecord {

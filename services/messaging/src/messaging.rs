@@ -14,7 +14,7 @@ use guardyn_storage::{JointOutcome, JointStore, JointTxn, NewEntry, Txn};
 use crate::core::Core;
 use crate::devices;
 use crate::error::MessagingError;
-use crate::idempotency::{Claim, Free};
+use crate::idempotency::{Claim, Free, reservation};
 use crate::quota::Policy;
 use crate::store::{self, IdempotencyRecord, QueueEntry};
 
@@ -279,10 +279,7 @@ impl Core {
         loop {
             let (current, reservation) = match self.claim_state(idem_key).await? {
                 Free::Replay(r) => return Ok(Claim::Replay(r)),
-                Free::Open {
-                    current,
-                    reservation,
-                } => (current, reservation),
+                Free::Open { current, at_ms } => (current, reservation(at_ms)),
             };
             if !devices_checked {
                 self.check_devices(device, send).await?;

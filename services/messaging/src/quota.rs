@@ -20,12 +20,14 @@
 //! charged to, those queues like a 1:1 message; the charge is taken when the fan-out queues the
 //! reference, unconditionally: two Welcomes accepted at once may overshoot a queue by one each.
 //!
-//! Accounting: a charge is a compare-and-set on the usage record before the append (so
-//! concurrent 1:1 senders never overshoot), an acknowledgement takes the deleted entries off
+//! Accounting: a charge is checked against the record as it is at commit, so concurrent 1:1
+//! senders never overshoot: on a joint store, an update the storage writer applies in the
+//! send's one transaction ([`Core::charge_update`]); otherwise a compare-and-set on the usage
+//! record before the append. An acknowledgement takes the deleted entries off
 //! again, and expiry drops a sender's share once its newest entry is past `retention_secs` (by
 //! the service clock, as Listen decides expiry). The record is persisted, so restarts keep it;
 //! an absent record (a queue written before quotas existed) is rebuilt from the log. The errors
-//! all err towards counting too much: a crash between a charge and its append, or an
+//! all err towards counting too much: a crash between a charge and its append (stepwise), or an
 //! acknowledgement racing a rebuild, leaves a phantom entry until the share expires; a sender
 //! that keeps a device's queue non-empty for longer than the retention time keeps its expired
 //! entries counted until they are acknowledged. The one under-count: two acknowledgements of
@@ -105,7 +107,7 @@ impl Core {
         policy: Policy,
     ) -> Result<Charge, MessagingError> {
         let (raw, mut usage) = self.load_usage(queue).await?;
-        if let Some(limit) = self.exceeds(&usage, sender, bytes, policy) {
+        if let Some(limit) = self.rules().exceeds(&usage, sender, bytes, policy) {
             return Err(MessagingError::QueueFull {
                 account: queue.0,
                 device: queue.1,
@@ -146,7 +148,7 @@ impl Core {
                     }
                 }
             }
-            self.drop_expired(&mut usage);
+            self.rules().drop_expired(&mut usage);
             let txn = Txn::new()
                 .require_equals(key.clone(), raw)
                 .put(key.clone(), encode(&usage));
@@ -179,7 +181,7 @@ impl Core {
     ) -> Result<(), MessagingError> {
         for &queue in recipients {
             let (_, usage) = self.load_usage(queue).await?;
-            if let Some(limit) = self.exceeds(&usage, sender, bytes as u64, policy) {
+            if let Some(limit) = self.rules().exceeds(&usage, sender, bytes as u64, policy) {
                 return Err(MessagingError::QueueFull {
                     account: queue.0,
                     device: queue.1,
@@ -200,7 +202,7 @@ impl Core {
         loop {
             if let Some(raw) = self.kv.get(&key).await? {
                 let mut usage = decode::<QueueUsage>(&raw)?;
-                self.drop_expired(&mut usage);
+                self.rules().drop_expired(&mut usage);
                 return Ok((raw, usage));
             }
             let rebuilt = encode(&self.rebuild_usage(queue).await?);
@@ -246,21 +248,6 @@ impl Core {
                 return Ok(usage);
             }
         }
-    }
-
-    /// Drop the shares whose newest entry expired (all of theirs did).
-    fn drop_expired(&self, usage: &mut QueueUsage) {
-        self.rules().drop_expired(usage);
-    }
-
-    fn exceeds(
-        &self,
-        usage: &QueueUsage,
-        sender: AccountId,
-        bytes: u64,
-        policy: Policy,
-    ) -> Option<QueueLimit> {
-        self.rules().exceeds(usage, sender, bytes, policy)
     }
 
     /// The limits in force and the service clock's reading.
@@ -322,6 +309,7 @@ struct Rules {
 }
 
 impl Rules {
+    /// Drop the shares whose newest entry expired (all of theirs did).
     fn drop_expired(&self, usage: &mut QueueUsage) {
         usage
             .senders

@@ -165,18 +165,7 @@ async fn alert_entries(server: &TestServer) -> Vec<guardyn_audit::AuditEntry> {
 }
 
 async fn scrape(server: &TestServer) -> String {
-    let addr = server.metrics_addr.unwrap();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    })
-    .await
-    .unwrap()
+    server.scrape_metrics().await.unwrap()
 }
 
 /// A beacon of `instance` using `memory_percent` of its memory.

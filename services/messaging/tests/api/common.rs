@@ -323,18 +323,7 @@ pub fn retry_after(status: &Status) -> Option<Duration> {
 
 /// The metrics endpoint's text (the server must have `metrics.enabled`).
 pub async fn metrics(env: &Env) -> String {
-    let addr = env.server.metrics_addr.unwrap();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    })
-    .await
-    .unwrap()
+    env.server.scrape_metrics().await.unwrap()
 }
 
 /// The value of an unlabelled-but-for-`instance` counter in a metrics text.

@@ -73,18 +73,7 @@ impl Wakes {
 
     /// The metrics endpoint's text.
     async fn metrics(&self) -> String {
-        let addr = self.env.server.metrics_addr.unwrap();
-        tokio::task::spawn_blocking(move || {
-            use std::io::{Read as _, Write as _};
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let mut body = String::new();
-            s.read_to_string(&mut body).unwrap();
-            body
-        })
-        .await
-        .unwrap()
+        self.env.server.scrape_metrics().await.unwrap()
     }
 
     fn pushes(&self) -> usize {
