@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use guardyn::config::Config;
 
+/// mimalloc rather than glibc's malloc: the request path allocates a few hundred times per
+/// message, and glibc's malloc and free were about a fifth of the server's instructions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "guardyn",

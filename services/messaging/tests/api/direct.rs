@@ -219,6 +219,51 @@ async fn delivery_pauses_at_the_in_flight_window_until_acks_arrive() {
     assert!(first.server_id < second.server_id);
 }
 
+/// A window wider than one read batch: the stream reads its in-flight entries again only when
+/// the window is nearly full, and still never exceeds it.
+#[tokio::test]
+async fn a_window_wider_than_a_read_batch_holds_and_reopens_as_acks_arrive() {
+    let env = Env::start_with(|c| c.messaging.max_in_flight = 70).await;
+    let (a, b) = (acct(1), acct(2));
+    env.dir.set(&a, &[(1, 100)]);
+    env.dir.set(&b, &[(1, 201)]);
+    for i in 0..90u8 {
+        env.send((&a, 1), &b, &[(1, 201)], &format!("m{i}"), &[i])
+            .await
+            .unwrap();
+    }
+    let mut s = env.listen(&b, 1).await;
+    let mut got = Vec::new();
+    for _ in 0..70 {
+        got.push(next_envelope(&mut s).await);
+    }
+    expect_quiet(&mut s).await;
+    let ack = |up_to: u64| {
+        let request = authed(
+            AckRequest {
+                server_ids: vec![],
+                up_to_server_id: up_to,
+                group_acks: vec![],
+            },
+            &env.token(&b, 1),
+        );
+        let mut client = env.messaging();
+        async move { client.ack(request).await }
+    };
+    ack(got[9].server_id).await.unwrap();
+    for i in 70..80u8 {
+        assert_eq!(next_envelope(&mut s).await.content, [i, 1]);
+    }
+    expect_quiet(&mut s).await;
+    ack(got[69].server_id).await.unwrap();
+    for i in 80..90u8 {
+        assert_eq!(next_envelope(&mut s).await.content, [i, 1]);
+    }
+    expect_queue_empty(&mut s).await;
+    let contents: Vec<_> = got.iter().map(|e| e.content.clone()).collect();
+    assert_eq!(contents, (0..70u8).map(|i| vec![i, 1]).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn a_new_listen_replaces_the_old_stream() {
     let env = Env::start().await;
