@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use guardyn_common::auth::StreamAuth;
 use guardyn_common::events::Payload as _;
 use guardyn_common::events::messaging::{Envelope, ListenRelease, MailEvent, unlisten_subject};
@@ -212,30 +212,50 @@ impl Listener {
                 }
                 () = self.ctl.wake.notified() => {}
                 () = self.tx.closed() => return Err(End::Gone),
-                d = self.sub.next() => match d {
-                    Some(Delivery::Event(ev)) => {
-                        let span = tracing::info_span!("mail_event", otel.kind = "consumer");
-                        ev.trace_context().set_parent_of(&span);
-                        match MailEvent::decode(ev.payload()) {
-                            Ok(MailEvent::OnlineOnly(env)) => {
-                                self.send(Item::Envelope(env)).instrument(span).await?;
-                            }
-                            Ok(MailEvent::Stored) => woken_by = Some(span),
-                            Ok(MailEvent::MembershipsChanged) => {
-                                cursor.memberships = None;
-                                woken_by = Some(span);
-                            }
-                            Err(e) => tracing::warn!(error = %e, "ignoring a malformed mail event"),
-                        }
-                    }
-                    // Missed events only mean "re-read the queue", which the loop does.
-                    Some(Delivery::Lagged { .. }) => {}
-                    None => return Err(End::Shutdown),
-                },
+                d = self.sub.next() => self.on_delivery(d, &mut cursor, &mut woken_by).await?,
                 () = tokio::time::sleep(keepalive) => {
                     self.send(Item::Keepalive).await?;
                 }
             }
+            // A send wakes the stream twice (the local wake-up and its mail event), and a burst
+            // of sends queues one event each: whatever is already waiting is folded into the
+            // next pass, so a burst costs one read of the queue rather than one per wake-up.
+            // Anything arriving after this drain wakes the loop again, so none is lost.
+            let _ = self.ctl.wake.notified().now_or_never();
+            while let Some(d) = self.sub.next().now_or_never() {
+                self.on_delivery(d, &mut cursor, &mut woken_by).await?;
+            }
+        }
+    }
+
+    /// Handle one item of the mail subscription: an online-only envelope is sent at once, a
+    /// queue or membership change leaves its span in `woken_by` for the next pass.
+    async fn on_delivery(
+        &mut self,
+        d: Option<Delivery>,
+        cursor: &mut Cursor,
+        woken_by: &mut Option<tracing::Span>,
+    ) -> Result<(), End> {
+        match d {
+            Some(Delivery::Event(ev)) => {
+                let span = tracing::info_span!("mail_event", otel.kind = "consumer");
+                ev.trace_context().set_parent_of(&span);
+                match MailEvent::decode(ev.payload()) {
+                    Ok(MailEvent::OnlineOnly(env)) => {
+                        self.send(Item::Envelope(env)).instrument(span).await?;
+                    }
+                    Ok(MailEvent::Stored) => *woken_by = Some(span),
+                    Ok(MailEvent::MembershipsChanged) => {
+                        cursor.memberships = None;
+                        *woken_by = Some(span);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ignoring a malformed mail event"),
+                }
+                Ok(())
+            }
+            // Missed events only mean "re-read the queue", which the loop does.
+            Some(Delivery::Lagged { .. }) => Ok(()),
+            None => Err(End::Shutdown),
         }
     }
 
