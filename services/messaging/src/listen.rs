@@ -220,9 +220,13 @@ impl Listener {
             // A send wakes the stream twice (the local wake-up and its mail event), and a burst
             // of sends queues one event each: whatever is already waiting is folded into the
             // next pass, so a burst costs one read of the queue rather than one per wake-up.
-            // Anything arriving after this drain wakes the loop again, so none is lost.
+            // Anything arriving after this drain wakes the loop again, so none is lost; the
+            // drain is bounded so that a flood of events still lets passes run.
             let _ = self.ctl.wake.notified().now_or_never();
-            while let Some(d) = self.sub.next().now_or_never() {
+            for _ in 0..READ_BATCH {
+                let Some(d) = self.sub.next().now_or_never() else {
+                    break;
+                };
                 self.on_delivery(d, &mut cursor, &mut woken_by).await?;
             }
         }

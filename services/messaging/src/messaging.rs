@@ -435,10 +435,13 @@ impl Core {
         // What the deleted entries were charged, to give back to the queue's usage.
         let mut removed = Vec::new();
         if r.up_to > 0 {
+            // Growing chunks: an acknowledgement usually covers a few entries at the head, and
+            // the backlog behind them (thousands for a device catching up) is not copied for it.
             let mut from = 1;
+            let mut chunk = ACK_READ_FIRST;
             'count: loop {
-                let batch = self.log.read(&partition, from, 1000).await?;
-                let full = batch.len() == 1000;
+                let batch = self.log.read(&partition, from, chunk).await?;
+                let full = batch.len() == chunk;
                 for e in &batch {
                     if e.seq > r.up_to {
                         break 'count;
@@ -450,6 +453,7 @@ impl Core {
                 if !full {
                     break;
                 }
+                chunk = (chunk * 2).min(ACK_READ_MAX);
             }
             self.log.delete_through(&partition, r.up_to).await?;
         }
@@ -484,6 +488,10 @@ impl Core {
         Ok(acked)
     }
 }
+
+/// First and largest read of the entries a cumulative acknowledgement covers.
+const ACK_READ_FIRST: usize = 32;
+const ACK_READ_MAX: usize = 1024;
 
 /// (sender, bytes) a stored queue entry was charged.
 fn charge_of(payload: &[u8]) -> Option<(AccountId, u64)> {
