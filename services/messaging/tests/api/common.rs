@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use guardyn_common::clock::ManualClock;
 use guardyn_common::mesh::{DeviceDirectory, DeviceEntry, MeshError};
 use guardyn_proto::guardyn::messaging::v1::{
-    DeliveredEnvelope, Envelope, EnvelopeType, ListenRequest, ListenResponse, SendMessageRequest,
-    group_service_client::GroupServiceClient, listen_response::Item,
+    AckRequest, DeliveredEnvelope, Envelope, EnvelopeType, ListenRequest, ListenResponse,
+    SendMessageRequest, group_service_client::GroupServiceClient, listen_response::Item,
     messaging_service_client::MessagingServiceClient,
 };
 pub use guardyn_testkit::rpc::{authed, detail};
@@ -188,6 +188,23 @@ impl Env {
 
     pub fn messaging(&self) -> MessagingServiceClient<Channel> {
         MessagingServiceClient::new(self.server.channel())
+    }
+
+    /// Acknowledge device 1 of `account`'s queue up to `up_to` (cumulative); how many it removed.
+    pub async fn ack_up_to(&self, account: &str, up_to: u64) -> u32 {
+        self.messaging()
+            .ack(authed(
+                AckRequest {
+                    server_ids: vec![],
+                    up_to_server_id: up_to,
+                    group_acks: vec![],
+                },
+                &self.token(account, 1),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .acked
     }
 
     pub fn groups(&self) -> GroupServiceClient<Channel> {

@@ -202,17 +202,7 @@ async fn delivery_pauses_at_the_in_flight_window_until_acks_arrive() {
     let first = next_envelope(&mut s).await;
     let second = next_envelope(&mut s).await;
     expect_quiet(&mut s).await;
-    env.messaging()
-        .ack(authed(
-            AckRequest {
-                server_ids: vec![],
-                up_to_server_id: second.server_id,
-                group_acks: vec![],
-            },
-            &env.token(&b, 1),
-        ))
-        .await
-        .unwrap();
+    env.ack_up_to(&b, second.server_id).await;
     assert_eq!(next_envelope(&mut s).await.content, [2u8, 1]);
     assert_eq!(next_envelope(&mut s).await.content, [3u8, 1]);
     expect_queue_empty(&mut s).await;
@@ -238,25 +228,13 @@ async fn a_window_wider_than_a_read_batch_holds_and_reopens_as_acks_arrive() {
         got.push(next_envelope(&mut s).await);
     }
     expect_quiet(&mut s).await;
-    let ack = |up_to: u64| {
-        let request = authed(
-            AckRequest {
-                server_ids: vec![],
-                up_to_server_id: up_to,
-                group_acks: vec![],
-            },
-            &env.token(&b, 1),
-        );
-        let mut client = env.messaging();
-        async move { client.ack(request).await }
-    };
-    assert_eq!(ack(got[9].server_id).await.unwrap().into_inner().acked, 10);
+    assert_eq!(env.ack_up_to(&b, got[9].server_id).await, 10);
     for i in 70..80u8 {
         assert_eq!(next_envelope(&mut s).await.content, [i, 1]);
     }
     expect_quiet(&mut s).await;
     // More than the acknowledgement's first read of the queue (32 entries) at once.
-    assert_eq!(ack(got[69].server_id).await.unwrap().into_inner().acked, 60);
+    assert_eq!(env.ack_up_to(&b, got[69].server_id).await, 60);
     for i in 80..90u8 {
         assert_eq!(next_envelope(&mut s).await.content, [i, 1]);
     }
