@@ -113,15 +113,26 @@ pub(crate) enum PatternToken {
 }
 
 /// A validated subscription pattern.
+///
+/// Most subscriptions (one per Listen stream, per presence topic) name one concrete subject:
+/// those keep only their text, so a clone shares one allocation and the in-process bus files
+/// them by that text; only a pattern with a wildcard keeps its tokens.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
     raw: Arc<str>,
-    tokens: Vec<PatternToken>,
+    /// `None`: no wildcard, the pattern matches its own text only.
+    wild: Option<Arc<[PatternToken]>>,
 }
 
 impl Pattern {
     pub fn parse(pattern: &str) -> Result<Self, EventError> {
         let raw_tokens = split_tokens(pattern)?;
+        if !raw_tokens.iter().any(|t| t.contains(['*', '>'])) {
+            return Ok(Self {
+                raw: pattern.into(),
+                wild: None,
+            });
+        }
         let last = raw_tokens.len() - 1;
         let mut tokens = Vec::with_capacity(raw_tokens.len());
         for (i, t) in raw_tokens.into_iter().enumerate() {
@@ -148,7 +159,7 @@ impl Pattern {
         }
         Ok(Self {
             raw: pattern.into(),
-            tokens,
+            wild: Some(tokens.into()),
         })
     }
 
@@ -156,14 +167,23 @@ impl Pattern {
         &self.raw
     }
 
-    pub(crate) fn tokens(&self) -> &[PatternToken] {
-        &self.tokens
+    /// The subject itself, shared, when the pattern has no wildcard.
+    pub(crate) fn subject(&self) -> Option<&Arc<str>> {
+        self.wild.is_none().then_some(&self.raw)
+    }
+
+    /// The tokens of a pattern with a wildcard.
+    pub(crate) fn wild_tokens(&self) -> Option<&[PatternToken]> {
+        self.wild.as_deref()
     }
 
     /// Whether a (valid) subject matches this pattern.
     pub fn matches(&self, subject: &str) -> bool {
+        let Some(tokens) = self.wild.as_deref() else {
+            return subject == &*self.raw;
+        };
         let mut subject_tokens = subject.split('.');
-        for token in &self.tokens {
+        for token in tokens {
             match token {
                 PatternToken::Tail => return subject_tokens.next().is_some(),
                 PatternToken::One => {

@@ -15,6 +15,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use guardyn_common::auth::StreamAuth;
 use guardyn_common::events::Payload as _;
 use guardyn_common::events::messaging::{Envelope, ListenRelease, MailEvent, unlisten_subject};
+use guardyn_common::stats::ListenGuard;
 use guardyn_common::{AccountId, ApiError, DeviceId, GroupId, Reason};
 use guardyn_events::{Delivery, Subscription};
 use guardyn_storage::LogEntry;
@@ -61,6 +62,8 @@ pub(crate) struct Listener {
     pub auth: StreamAuth,
     /// The groups whose log this stream reads (and is woken by).
     pub groups: HashMap<GroupId, GroupCursor>,
+    /// Counts the device as streaming (process stats) until the stream has ended.
+    pub _connected: ListenGuard,
 }
 
 /// How far a stream got through one group's log.
@@ -193,28 +196,34 @@ impl Listener {
         // The span of the mail event that woke the stream: the next pass delivers that mail,
         // in the trace of the send that stored it.
         let mut woken_by: Option<tracing::Span> = None;
+        // This future is what an idle stream costs while it waits in the `select!` below, so
+        // the work between waits (a pass, an event, a send) runs boxed: inline, the largest of
+        // them sized every idle stream's task (2.5 KiB of the 9 a stream cost; 1.6 boxed).
         loop {
             for (at_ms, notice) in self.ctl.take_notices() {
-                self.send(Item::Notice { at_ms, notice }).await?;
+                Box::pin(self.send(Item::Notice { at_ms, notice })).await?;
             }
+            let pass = Box::pin(self.pass(&partition, &mut cursor));
             let more = match woken_by.take() {
-                Some(span) => self.pass(&partition, &mut cursor).instrument(span).await?,
-                None => self.pass(&partition, &mut cursor).await?,
+                Some(span) => pass.instrument(span).await?,
+                None => pass.await?,
             };
             if more {
                 continue;
             }
             tokio::select! {
                 () = self.core.shutdown.cancelled() => return Err(End::Shutdown),
-                e = self.auth.ended() => return Err(self.auth_ended(e).await),
+                e = self.auth.ended() => return Err(Box::pin(self.auth_ended(e)).await),
                 () = self.ctl.cancel.cancelled() => {
                     return Err(self.ctl.close_reason().map_or(End::Shutdown, End::Closed));
                 }
                 () = self.ctl.wake.notified() => {}
                 () = self.tx.closed() => return Err(End::Gone),
-                d = self.sub.next() => self.on_delivery(d, &mut cursor, &mut woken_by).await?,
+                d = self.sub.next() => {
+                    Box::pin(self.on_delivery(d, &mut cursor, &mut woken_by)).await?;
+                }
                 () = tokio::time::sleep(keepalive) => {
-                    self.send(Item::Keepalive).await?;
+                    Box::pin(self.send(Item::Keepalive)).await?;
                 }
             }
             // A send wakes the stream twice (the local wake-up and its mail event), and a burst
@@ -227,7 +236,7 @@ impl Listener {
                 let Some(d) = self.sub.next().now_or_never() else {
                     break;
                 };
-                self.on_delivery(d, &mut cursor, &mut woken_by).await?;
+                Box::pin(self.on_delivery(d, &mut cursor, &mut woken_by)).await?;
             }
         }
     }

@@ -57,7 +57,7 @@ impl Drop for Unsubscribe {
                 .trie
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            trie.remove(self.pattern.tokens(), self.id);
+            trie.remove(&self.pattern, self.id);
         }
     }
 }
@@ -112,13 +112,12 @@ impl EventBus for InProcessBus {
         validate_subject(subject)?;
         check_payload(&payload, self.config.max_payload)?;
         let event = Event::new(subject.into(), payload, TraceContext::current());
-        let tokens: Vec<&str> = subject.split('.').collect();
         let trie = self
             .registry
             .trie
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        trie.for_each_match(&tokens, &mut |_, tx| {
+        trie.for_each_match(subject, &mut |_, tx| {
             // Fails only when the subscription was just dropped and is about to be removed.
             let _ = tx.send(event.clone());
         });
@@ -133,7 +132,7 @@ impl EventBus for InProcessBus {
             .trie
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(pattern.tokens(), id, tx);
+            .insert(&pattern, id, tx);
         let guard = Unsubscribe {
             registry: Arc::downgrade(&self.registry),
             pattern: pattern.clone(),

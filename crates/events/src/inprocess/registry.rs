@@ -1,17 +1,25 @@
-//! Subscription table of the in-process bus: a token trie, so a publish visits only the
-//! branches its subject can match (cost grows with the subject's depth and the number of
-//! wildcard branches, not with the total number of subscriptions).
+//! Subscription table of the in-process bus.
+//!
+//! Subscriptions to one concrete subject (a Listen stream's mail subject, a presence topic:
+//! nearly all of them) are filed in one flat map by that subject, at a few dozen bytes each:
+//! a per-subscriber trie branch cost about a kilobyte per connected device. Patterns with a
+//! wildcard go into a token trie, so a publish visits only the branches its subject can match
+//! (cost grows with the subject's depth and the number of wildcard branches, not with the
+//! total number of subscriptions).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::lane::LaneSender;
-use crate::subject::PatternToken;
+use crate::subject::{Pattern, PatternToken};
 use crate::types::Event;
 
 type Subscribers = HashMap<u64, LaneSender<Event>>;
 
 #[derive(Default)]
 pub(super) struct Trie {
+    /// By subject; nearly always one subscriber each.
+    subjects: HashMap<Arc<str>, Vec<(u64, LaneSender<Event>)>>,
     root: Node,
     len: usize,
 }
@@ -40,37 +48,72 @@ impl Trie {
         self.len
     }
 
-    pub(super) fn insert(&mut self, pattern: &[PatternToken], id: u64, tx: LaneSender<Event>) {
+    pub(super) fn insert(&mut self, pattern: &Pattern, id: u64, tx: LaneSender<Event>) {
+        self.len += 1;
+        if let Some(subject) = pattern.subject() {
+            self.subjects
+                .entry(subject.clone())
+                .or_insert_with(|| Vec::with_capacity(1))
+                .push((id, tx));
+            return;
+        }
         let mut node = &mut self.root;
-        for token in pattern {
+        for token in pattern.wild_tokens().unwrap_or_default() {
             match token {
                 PatternToken::Literal(lit) => node = node.literal.entry(lit.clone()).or_default(),
                 PatternToken::One => node = node.one.get_or_insert_with(Default::default),
                 PatternToken::Tail => {
                     node.tail.insert(id, tx);
-                    self.len += 1;
                     return;
                 }
             }
         }
         node.exact.insert(id, tx);
-        self.len += 1;
     }
 
-    pub(super) fn remove(&mut self, pattern: &[PatternToken], id: u64) {
-        if remove_in(&mut self.root, pattern, id) {
+    pub(super) fn remove(&mut self, pattern: &Pattern, id: u64) {
+        let found = match pattern.subject() {
+            Some(subject) => remove_subject(&mut self.subjects, subject, id),
+            None => remove_in(
+                &mut self.root,
+                pattern.wild_tokens().unwrap_or_default(),
+                id,
+            ),
+        };
+        if found {
             self.len -= 1;
         }
     }
 
-    /// Calls `f` with every subscriber whose pattern matches the subject tokens.
+    /// Calls `f` with every subscriber whose pattern matches the (valid) subject.
     pub(super) fn for_each_match(
         &self,
-        subject: &[&str],
+        subject: &str,
         f: &mut impl FnMut(u64, &LaneSender<Event>),
     ) {
-        visit(&self.root, subject, f);
+        if let Some(subscribers) = self.subjects.get(subject) {
+            subscribers.iter().for_each(|(id, tx)| f(*id, tx));
+        }
+        visit(&self.root, Some(subject), f);
     }
+}
+
+fn remove_subject(
+    map: &mut HashMap<Arc<str>, Vec<(u64, LaneSender<Event>)>>,
+    subject: &str,
+    id: u64,
+) -> bool {
+    let Some(subscribers) = map.get_mut(subject) else {
+        return false;
+    };
+    let Some(i) = subscribers.iter().position(|(s, _)| *s == id) else {
+        return false;
+    };
+    subscribers.swap_remove(i);
+    if subscribers.is_empty() {
+        map.remove(subject);
+    }
+    true
 }
 
 /// Returns whether the subscriber was found; prunes nodes left empty.
@@ -103,14 +146,19 @@ fn remove_in(node: &mut Node, pattern: &[PatternToken], id: u64) -> bool {
     }
 }
 
-fn visit(node: &Node, subject: &[&str], f: &mut impl FnMut(u64, &LaneSender<Event>)) {
-    let Some((first, rest)) = subject.split_first() else {
+/// `subject`: the tokens not yet matched, `None` once all are.
+fn visit(node: &Node, subject: Option<&str>, f: &mut impl FnMut(u64, &LaneSender<Event>)) {
+    let Some(subject) = subject else {
         node.exact.iter().for_each(|(id, tx)| f(*id, tx));
         return;
     };
+    let (first, rest) = match subject.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (subject, None),
+    };
     // At least one token remains, so every `>` ending here matches.
     node.tail.iter().for_each(|(id, tx)| f(*id, tx));
-    if let Some(child) = node.literal.get(*first) {
+    if let Some(child) = node.literal.get(first) {
         visit(child, rest, f);
     }
     if let Some(child) = node.one.as_deref() {
@@ -123,12 +171,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::subject::Pattern;
 
     fn matches(trie: &Trie, subject: &str) -> Vec<u64> {
-        let tokens: Vec<&str> = subject.split('.').collect();
         let mut ids = Vec::new();
-        trie.for_each_match(&tokens, &mut |id, _| ids.push(id));
+        trie.for_each_match(subject, &mut |id, _| ids.push(id));
         ids.sort_unstable();
         ids
     }
@@ -148,7 +194,7 @@ mod tests {
             .map(|p| Pattern::parse(p).unwrap())
             .collect();
         for (id, p) in parsed.iter().enumerate() {
-            trie.insert(p.tokens(), id as u64, tx.clone());
+            trie.insert(p, id as u64, tx.clone());
         }
         assert_eq!(trie.len(), patterns.len());
         for subject in subjects {
@@ -161,12 +207,16 @@ mod tests {
             assert_eq!(matches(&trie, subject), expected, "{subject}");
         }
         // Removing an unknown id changes nothing.
-        trie.remove(parsed[0].tokens(), 999);
+        trie.remove(&parsed[0], 999);
         assert_eq!(trie.len(), patterns.len());
         for (id, p) in parsed.iter().enumerate() {
-            trie.remove(p.tokens(), id as u64);
+            trie.remove(p, id as u64);
         }
         assert_eq!(trie.len(), 0);
         assert!(trie.root.is_empty(), "empty branches are pruned");
+        assert!(
+            trie.subjects.is_empty(),
+            "subjects without subscribers are dropped"
+        );
     }
 }

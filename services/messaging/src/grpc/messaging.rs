@@ -82,11 +82,9 @@ impl MessagingService for MessagingApi {
             tx,
             auth,
             groups: std::collections::HashMap::new(),
+            _connected: connected,
         };
-        tokio::spawn(async move {
-            listener.run().await;
-            drop(connected);
-        });
+        tokio::spawn(listener.run());
         let stream = ReceiverStream::new(rx)
             .map(|item| (*item).map(convert::listen_item).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
