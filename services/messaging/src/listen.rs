@@ -211,9 +211,13 @@ impl Listener {
             if more {
                 continue;
             }
+            let keepalive_at = tokio::time::Instant::now() + keepalive;
             tokio::select! {
                 () = self.core.shutdown.cancelled() => return Err(End::Shutdown),
-                e = self.auth.ended() => return Err(Box::pin(self.auth_ended(e)).await),
+                ended = self.auth.ended_or(keepalive_at) => match ended {
+                    Some(e) => return Err(Box::pin(self.auth_ended(e)).await),
+                    None => Box::pin(self.send(Item::Keepalive)).await?,
+                },
                 () = self.ctl.cancel.cancelled() => {
                     return Err(self.ctl.close_reason().map_or(End::Shutdown, End::Closed));
                 }
@@ -221,9 +225,6 @@ impl Listener {
                 () = self.tx.closed() => return Err(End::Gone),
                 d = self.sub.next() => {
                     Box::pin(self.on_delivery(d, &mut cursor, &mut woken_by)).await?;
-                }
-                () = tokio::time::sleep(keepalive) => {
-                    Box::pin(self.send(Item::Keepalive)).await?;
                 }
             }
             // A send wakes the stream twice (the local wake-up and its mail event), and a burst

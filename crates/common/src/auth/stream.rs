@@ -29,14 +29,7 @@ impl StreamAuth {
     /// session is revoked (at once if it already was when the guard was taken), or with
     /// `TOKEN_EXPIRED` once the token expires. Cancel-safe: call it in every `select!` round.
     pub async fn ended(&self) -> ApiError {
-        // Token expiry is stamped on the system clock, as the verifier reads it.
-        let wait = UNIX_EPOCH
-            .checked_add(Duration::from_secs(self.expires_at))
-            .map(|deadline| {
-                deadline
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            });
+        let wait = self.until_expiry();
         let expiry = async {
             match wait {
                 Some(wait) => tokio::time::sleep(wait).await,
@@ -49,6 +42,36 @@ impl StreamAuth {
             () = self.watch.revoked() => Self::revoked_error(),
             () = expiry => Self::expired_error(),
         }
+    }
+
+    /// [`StreamAuth::ended`] for a loop that wakes at `wake_at` anyway (a keepalive): one
+    /// timer for both, which an idle stream holds while it waits. Resolves with the error
+    /// `ended` would give, or with `None` at `wake_at` while the stream may go on.
+    pub async fn ended_or(&self, wake_at: tokio::time::Instant) -> Option<ApiError> {
+        let expiry = self
+            .until_expiry()
+            .and_then(|wait| tokio::time::Instant::now().checked_add(wait));
+        let (at, expires) = match expiry {
+            Some(expiry) if expiry <= wake_at => (expiry, true),
+            _ => (wake_at, false),
+        };
+        tokio::select! {
+            biased;
+            () = self.watch.revoked() => Some(Self::revoked_error()),
+            () = tokio::time::sleep_until(at) => expires.then(Self::expired_error),
+        }
+    }
+
+    /// Time left until the token expires; `None` beyond what the clock can represent.
+    fn until_expiry(&self) -> Option<Duration> {
+        // Token expiry is stamped on the system clock, as the verifier reads it.
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.expires_at))
+            .map(|deadline| {
+                deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            })
     }
 
     /// Wrap a response stream: its items pass through until the caller's authentication
@@ -115,6 +138,27 @@ mod tests {
         let soon = StreamAuth::new(list.watch("t"), unix_now().saturating_sub(1));
         assert_eq!(soon.check().unwrap_err().reason(), Reason::TokenExpired);
         assert_eq!(soon.ended().await.reason(), Reason::TokenExpired);
+    }
+
+    #[tokio::test]
+    async fn one_timer_serves_the_wake_up_and_the_expiry() {
+        let list = RevocationList::new();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        let far = StreamAuth::new(list.watch("f"), unix_now() + 3600);
+        assert!(
+            far.ended_or(soon).await.is_none(),
+            "woken, still authenticated"
+        );
+        let expired = StreamAuth::new(list.watch("e"), unix_now().saturating_sub(1));
+        let late = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let e = expired
+            .ended_or(late)
+            .await
+            .expect("the expiry comes first");
+        assert_eq!(e.reason(), Reason::TokenExpired);
+        list.revoke("f", unix_now() + 60);
+        let e = far.ended_or(late).await.expect("revoked");
+        assert_eq!(e.reason(), Reason::SessionRevoked);
     }
 
     #[tokio::test]

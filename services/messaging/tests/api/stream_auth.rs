@@ -1,5 +1,6 @@
 //! Listen ends when its caller's authentication does: at the token's expiry, on a revocation
 //! that races the stream's start, and after a restart for a revocation persisted before it.
+//! Until then an idle stream gets keepalives.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use guardyn_common::events::Payload as _;
 use guardyn_common::events::auth::{SESSION_REVOKED, SessionRevoked};
 use guardyn_common::{AccountId, DeviceId};
 use guardyn_proto::guardyn::messaging::v1::ListenRequest;
+use guardyn_proto::guardyn::messaging::v1::listen_response::Item;
 use guardyn_storage::Txn;
 use tonic::{Code, Status};
 
@@ -51,6 +53,38 @@ async fn listen_ends_with_token_expired_when_its_token_expires() {
         .unwrap()
         .into_inner();
     expect_queue_empty(&mut stream).await;
+    let end = end_status(&mut stream).await;
+    assert_eq!(end.code(), Code::Unauthenticated);
+    assert_eq!(reason(&end), "TOKEN_EXPIRED");
+}
+
+/// An idle stream is kept alive by keepalives (one timer serves them and the token's
+/// expiry), and still ends when the token expires.
+#[tokio::test]
+async fn an_idle_stream_gets_keepalives_until_its_token_expires() {
+    let env = Env::start_with(|c| {
+        c.tokens.leeway_secs = 0;
+        c.messaging.keepalive_secs = 1;
+    })
+    .await;
+    let a = acct(2);
+    env.dir.set(&a, &[(1, 11)]);
+    let token = env
+        .server
+        .token_with_ttl(&a, 1, "idle", Duration::from_secs(6));
+    let mut stream = env
+        .messaging()
+        .listen(authed(ListenRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    expect_queue_empty(&mut stream).await;
+    for _ in 0..2 {
+        match next(&mut stream).await {
+            Item::Keepalive(_) => {}
+            other => panic!("expected a keepalive, got {other:?}"),
+        }
+    }
     let end = end_status(&mut stream).await;
     assert_eq!(end.code(), Code::Unauthenticated);
     assert_eq!(reason(&end), "TOKEN_EXPIRED");
