@@ -38,14 +38,15 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-#[tokio::test]
-async fn listen_ends_with_token_expired_when_its_token_expires() {
-    let env = Env::start_with(|c| c.tokens.leeway_secs = 0).await;
-    let a = acct(1);
-    env.dir.set(&a, &[(1, 11)]);
-    let token = env
-        .server
-        .token_with_ttl(&a, 1, "short", Duration::from_secs(2));
+/// Device 1 of `account` listening on a token that expires after `ttl`, past its (empty)
+/// backlog.
+async fn listen_expiring(
+    env: &Env,
+    account: &str,
+    ttl: Duration,
+) -> tonic::Streaming<guardyn_proto::guardyn::messaging::v1::ListenResponse> {
+    env.dir.set(account, &[(1, 11)]);
+    let token = env.server.token_with_ttl(account, 1, "expiring", ttl);
     let mut stream = env
         .messaging()
         .listen(authed(ListenRequest {}, &token))
@@ -53,6 +54,13 @@ async fn listen_ends_with_token_expired_when_its_token_expires() {
         .unwrap()
         .into_inner();
     expect_queue_empty(&mut stream).await;
+    stream
+}
+
+#[tokio::test]
+async fn listen_ends_with_token_expired_when_its_token_expires() {
+    let env = Env::start_with(|c| c.tokens.leeway_secs = 0).await;
+    let mut stream = listen_expiring(&env, &acct(1), Duration::from_secs(2)).await;
     let end = end_status(&mut stream).await;
     assert_eq!(end.code(), Code::Unauthenticated);
     assert_eq!(reason(&end), "TOKEN_EXPIRED");
@@ -67,18 +75,7 @@ async fn an_idle_stream_gets_keepalives_until_its_token_expires() {
         c.messaging.keepalive_secs = 1;
     })
     .await;
-    let a = acct(2);
-    env.dir.set(&a, &[(1, 11)]);
-    let token = env
-        .server
-        .token_with_ttl(&a, 1, "idle", Duration::from_secs(6));
-    let mut stream = env
-        .messaging()
-        .listen(authed(ListenRequest {}, &token))
-        .await
-        .unwrap()
-        .into_inner();
-    expect_queue_empty(&mut stream).await;
+    let mut stream = listen_expiring(&env, &acct(2), Duration::from_secs(6)).await;
     for _ in 0..2 {
         match next(&mut stream).await {
             Item::Keepalive(_) => {}
