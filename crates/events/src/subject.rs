@@ -112,6 +112,13 @@ pub(crate) enum PatternToken {
     Tail,
 }
 
+/// See [`Pattern::shape`].
+pub(crate) enum Shape<'a> {
+    /// No wildcard: the pattern matches this subject only (shared with the pattern).
+    Subject(&'a Arc<str>),
+    Wild(&'a [PatternToken]),
+}
+
 /// A validated subscription pattern.
 ///
 /// Most subscriptions (one per Listen stream, per presence topic) name one concrete subject:
@@ -167,14 +174,12 @@ impl Pattern {
         &self.raw
     }
 
-    /// The subject itself, shared, when the pattern has no wildcard.
-    pub(crate) fn subject(&self) -> Option<&Arc<str>> {
-        self.wild.is_none().then_some(&self.raw)
-    }
-
-    /// The tokens of a pattern with a wildcard.
-    pub(crate) fn wild_tokens(&self) -> Option<&[PatternToken]> {
-        self.wild.as_deref()
+    /// What the pattern matches: its own text, or its tokens with a wildcard among them.
+    pub(crate) fn shape(&self) -> Shape<'_> {
+        match self.wild.as_deref() {
+            None => Shape::Subject(&self.raw),
+            Some(tokens) => Shape::Wild(tokens),
+        }
     }
 
     /// Whether a (valid) subject matches this pattern.

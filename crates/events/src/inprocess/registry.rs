@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::lane::LaneSender;
-use crate::subject::{Pattern, PatternToken};
+use crate::subject::{Pattern, PatternToken, Shape};
 use crate::types::Event;
 
 type Subscribers = HashMap<u64, LaneSender<Event>>;
@@ -50,15 +50,18 @@ impl Trie {
 
     pub(super) fn insert(&mut self, pattern: &Pattern, id: u64, tx: LaneSender<Event>) {
         self.len += 1;
-        if let Some(subject) = pattern.subject() {
-            self.subjects
-                .entry(subject.clone())
-                .or_insert_with(|| Vec::with_capacity(1))
-                .push((id, tx));
-            return;
-        }
+        let tokens = match pattern.shape() {
+            Shape::Subject(subject) => {
+                self.subjects
+                    .entry(subject.clone())
+                    .or_insert_with(|| Vec::with_capacity(1))
+                    .push((id, tx));
+                return;
+            }
+            Shape::Wild(tokens) => tokens,
+        };
         let mut node = &mut self.root;
-        for token in pattern.wild_tokens().unwrap_or_default() {
+        for token in tokens {
             match token {
                 PatternToken::Literal(lit) => node = node.literal.entry(lit.clone()).or_default(),
                 PatternToken::One => node = node.one.get_or_insert_with(Default::default),
@@ -72,13 +75,9 @@ impl Trie {
     }
 
     pub(super) fn remove(&mut self, pattern: &Pattern, id: u64) {
-        let found = match pattern.subject() {
-            Some(subject) => remove_subject(&mut self.subjects, subject, id),
-            None => remove_in(
-                &mut self.root,
-                pattern.wild_tokens().unwrap_or_default(),
-                id,
-            ),
+        let found = match pattern.shape() {
+            Shape::Subject(subject) => remove_subject(&mut self.subjects, subject, id),
+            Shape::Wild(tokens) => remove_in(&mut self.root, tokens, id),
         };
         if found {
             self.len -= 1;
