@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod mesh;
+mod methods;
 pub mod metrics;
 pub mod middleware;
 pub mod policy;

@@ -9,11 +9,17 @@
 //! The code is read from the response headers (trailers-only errors) or from the trailers at the
 //! end of the body; a body dropped before its trailers (client went away) counts as
 //! `CANCELLED`. Streaming calls are measured until the stream ends.
+//!
+//! A method's series are looked up once, on its first call, and kept with it; later calls cost
+//! a map lookup and atomic adds. Only the methods of Guardyn's, health's and reflection's
+//! descriptors get their own series: any other path counts as `method="unknown"`, so a client
+//! calling made-up paths cannot grow the registry.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -55,6 +61,45 @@ impl MethodLabels {
             method: path.to_owned(),
         }
     }
+
+    fn unknown() -> Self {
+        Self {
+            service: "unknown".to_owned(),
+            method: "unknown".to_owned(),
+        }
+    }
+}
+
+/// The number of gRPC status codes (0..=16).
+const CODES: usize = 17;
+
+/// One method's series, shared by all its calls.
+struct MethodSeries {
+    labels: MethodLabels,
+    started: Counter,
+    latency: Histogram,
+    /// `grpc_server_handled` by code, created when the code first occurs.
+    handled: [OnceLock<Counter>; CODES],
+    handled_family: Family<CodeLabels, Counter>,
+    in_flight: Gauge,
+}
+
+/// Series slots of every known method, and the one all other paths share.
+struct MethodTable {
+    known: HashMap<&'static str, OnceLock<Arc<MethodSeries>>, foldhash::fast::RandomState>,
+    unknown: OnceLock<Arc<MethodSeries>>,
+}
+
+impl MethodTable {
+    fn new() -> Self {
+        Self {
+            known: crate::methods::all()
+                .iter()
+                .map(|m| (m.path.as_str(), OnceLock::new()))
+                .collect(),
+            unknown: OnceLock::new(),
+        }
+    }
 }
 
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
@@ -67,6 +112,7 @@ pub struct Metrics {
     handled: Family<CodeLabels, Counter>,
     latency: HistogramFamily,
     in_flight: Gauge,
+    methods: Arc<MethodTable>,
 }
 
 impl fmt::Debug for Metrics {
@@ -117,6 +163,7 @@ impl Metrics {
             handled,
             latency,
             in_flight,
+            methods: Arc::new(MethodTable::new()),
         }
     }
 
@@ -170,16 +217,37 @@ impl Metrics {
     }
 
     fn start(&self, method: &str) -> CallRecord {
-        let labels = MethodLabels::of(method);
-        self.started.get_or_create(&labels).inc();
-        self.in_flight.inc();
+        let series = self.series(method);
+        series.started.inc();
+        series.in_flight.inc();
         CallRecord {
-            metrics: self.clone(),
-            labels,
+            series,
             started: Instant::now(),
             code: None,
             done: false,
         }
+    }
+
+    fn series(&self, method: &str) -> Arc<MethodSeries> {
+        let known = self.methods.known.get(method);
+        known
+            .unwrap_or(&self.methods.unknown)
+            .get_or_init(|| {
+                let labels = if known.is_some() {
+                    MethodLabels::of(method)
+                } else {
+                    MethodLabels::unknown()
+                };
+                Arc::new(MethodSeries {
+                    started: self.started.get_or_create(&labels).clone(),
+                    latency: self.latency.get_or_create(&labels).clone(),
+                    handled: Default::default(),
+                    handled_family: self.handled.clone(),
+                    in_flight: self.in_flight.clone(),
+                    labels,
+                })
+            })
+            .clone()
     }
 }
 
@@ -241,8 +309,7 @@ impl Collector for StorageWrites {
 
 /// Records one call exactly once, when the response ends or is dropped.
 struct CallRecord {
-    metrics: Metrics,
-    labels: MethodLabels,
+    series: Arc<MethodSeries>,
     started: Instant,
     code: Option<tonic::Code>,
     done: bool,
@@ -254,19 +321,26 @@ impl CallRecord {
             return;
         }
         let code = self.code.unwrap_or(tonic::Code::Cancelled);
-        self.metrics
-            .handled
-            .get_or_create(&CodeLabels {
-                service: self.labels.service.clone(),
-                method: self.labels.method.clone(),
-                code: code_name(code).to_owned(),
-            })
-            .inc();
-        self.metrics
-            .latency
-            .get_or_create(&self.labels)
-            .observe(self.started.elapsed().as_secs_f64());
-        self.metrics.in_flight.dec();
+        let s = &self.series;
+        let handled = usize::try_from(i32::from(code))
+            .ok()
+            .and_then(|i| s.handled.get(i))
+            .map(|slot| {
+                slot.get_or_init(|| {
+                    s.handled_family
+                        .get_or_create(&CodeLabels {
+                            service: s.labels.service.clone(),
+                            method: s.labels.method.clone(),
+                            code: code_name(code).to_owned(),
+                        })
+                        .clone()
+                })
+            });
+        if let Some(counter) = handled {
+            counter.inc();
+        }
+        s.latency.observe(self.started.elapsed().as_secs_f64());
+        s.in_flight.dec();
     }
 }
 
@@ -545,5 +619,31 @@ mod tests {
         // Reading creates no series.
         assert_eq!(metrics.handled_ok(&["/x.Y/Z"]), 0);
         assert!(!metrics.render().contains("/x.Y/Z"));
+    }
+
+    #[test]
+    fn made_up_paths_share_one_series() {
+        let metrics = Metrics::new("node-a");
+        for i in 0..50 {
+            let mut call = metrics.start(&format!("/x.Y/Z{i}"));
+            call.code = Some(tonic::Code::Unimplemented);
+        }
+        let mut call = metrics.start("/grpc.health.v1.Health/Check");
+        call.code = Some(tonic::Code::Ok);
+        drop(call);
+        let out = metrics.render();
+        assert!(!out.contains("/x.Y/Z"), "{out}");
+        assert!(
+            out.contains(r#"service="unknown",method="unknown",code="UNIMPLEMENTED"} 50"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"method="/grpc.health.v1.Health/Check",code="OK"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains("guardyn_grpc_server_in_flight{instance=\"node-a\"} 0"),
+            "{out}"
+        );
     }
 }

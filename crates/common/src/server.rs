@@ -29,6 +29,8 @@ use crate::middleware::{BodyLimitLayer, LimitLayer, Limits, RequestIdLayer};
 use crate::stats::ProcessStats;
 use crate::tls_reload::{self, ServerTlsFiles};
 
+mod cors;
+mod date;
 mod instance;
 pub use instance::{INSTANCE_HEADER, InstanceLayer};
 
@@ -304,33 +306,11 @@ pub fn services_in_package(package: &str) -> Vec<String> {
 
 /// Names of server-streaming methods, from the descriptor sets: they get no server deadline.
 fn streaming_methods() -> Vec<String> {
-    use prost::Message;
-    let mut out = Vec::new();
-    for bytes in [
-        guardyn_proto::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-    ] {
-        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
-            continue;
-        };
-        for file in set.file {
-            let package = file.package.unwrap_or_default();
-            for service in file.service {
-                let name = service.name.unwrap_or_default();
-                for method in service.method {
-                    if method.server_streaming.unwrap_or(false)
-                        || method.client_streaming.unwrap_or(false)
-                    {
-                        out.push(format!(
-                            "/{package}.{name}/{}",
-                            method.name.unwrap_or_default()
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    out
+    crate::methods::all()
+        .iter()
+        .filter(|m| m.streaming)
+        .map(|m| m.path.clone())
+        .collect()
 }
 
 /// The public listener's TLS, following its files (`server.tls`); `None` = plaintext.
@@ -356,37 +336,6 @@ fn server_tls(
     )
     .map(Some)
     .map_err(|e| ServeError::Tls(e.to_string()))
-}
-
-fn cors(config: &ServerConfig) -> tower_http::cors::CorsLayer {
-    use http::header::{HeaderName, HeaderValue};
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins: Vec<HeaderValue> = config
-        .cors
-        .allowed_origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    let h = HeaderName::from_static;
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([http::Method::POST, http::Method::OPTIONS])
-        .allow_headers([
-            h("content-type"),
-            h("authorization"),
-            h("x-grpc-web"),
-            h("x-user-agent"),
-            h("grpc-timeout"),
-            h("x-request-id"),
-        ])
-        .expose_headers([
-            h("grpc-status"),
-            h("grpc-message"),
-            h("grpc-status-details-bin"),
-            h("x-request-id"),
-            h(INSTANCE_HEADER),
-        ])
-        .max_age(Duration::from_secs(3600))
 }
 
 /// Serve `services` on `listener` until `signal` completes, then shut down gracefully:
@@ -461,7 +410,7 @@ pub async fn serve(
         streaming_methods: streaming_methods(),
     };
     let stack = tower::ServiceBuilder::new()
-        .layer(cors(config))
+        .layer(cors::layer(config))
         .layer(InstanceLayer::new(
             &ctx.instance_id,
             ctx.stats.clone(),

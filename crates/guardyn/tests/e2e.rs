@@ -211,6 +211,18 @@ async fn grpc_web_over_http1_with_cors_only_for_configured_origins() {
     assert!(lower.contains("access-control-allow-origin: https://app.example"));
     assert!(lower.contains("x-request-id: web-req-1"), "{response}");
 
+    // Without `Origin` (not a browser) the call is answered without CORS headers.
+    let request = b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x\r\n\
+        Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n\
+        Content-Length: 5\r\nConnection: close\r\n\r\n\0\0\0\0\0";
+    let response = tokio::task::spawn_blocking(move || http1(addr, request))
+        .await
+        .unwrap();
+    let lower = response.to_ascii_lowercase();
+    assert!(lower.contains("grpc-status:0"), "{response}");
+    assert!(!lower.contains("access-control-"), "{response}");
+    assert!(!lower.contains("vary:"), "{response}");
+
     for (origin, allowed) in [
         ("https://app.example", true),
         ("https://evil.example", false),

@@ -60,8 +60,9 @@ fn remote_ip<B>(req: &http::Request<B>) -> Option<IpAddr> {
 /// Which gRPC methods can be called without a token. Everything else requires one.
 #[derive(Clone, Debug, Default)]
 pub struct PublicMethods {
-    paths: HashSet<String>,
-    services: HashSet<String>,
+    // Looked up on every call; the keys are fixed at start-up, so no HashDoS to resist.
+    paths: HashSet<String, foldhash::fast::RandomState>,
+    services: HashSet<String, foldhash::fast::RandomState>,
 }
 
 impl PublicMethods {

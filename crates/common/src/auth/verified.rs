@@ -28,13 +28,17 @@ pub(crate) struct Verified {
 /// single map cleared when full would make every device re-verify at once.
 #[derive(Default)]
 struct Generations {
-    current: HashMap<Box<str>, Verified>,
-    previous: HashMap<Box<str>, Verified>,
+    current: Tokens,
+    previous: Tokens,
 }
+
+/// foldhash, not SipHash: every call hashes its ~400-byte token here, and only tokens whose
+/// signature verified are ever inserted, so a caller cannot choose colliding keys.
+type Tokens = HashMap<Box<str>, Verified, foldhash::fast::RandomState>;
 
 /// A dropped generation: freed by the caller once the lock is released, so that no RPC waits
 /// for 16,384 entries to be deallocated.
-type Dropped = Option<HashMap<Box<str>, Verified>>;
+type Dropped = Option<Tokens>;
 
 impl Generations {
     #[must_use = "free the dropped generation after unlocking"]

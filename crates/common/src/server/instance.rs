@@ -2,6 +2,7 @@
 //! the public and the mesh listener) carries `x-guardyn-instance: <server.instance_id>`, so an
 //! operator behind a load balancer knows which process to look at; server-streaming calls are
 //! counted in the process's [`ProcessStats`] until their response body ends or is dropped.
+//! The layer also sets the response's `date` (see [`super::date`]).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -81,8 +82,12 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut response = fut.await?;
+            let headers = response.headers_mut();
             if let Some(value) = value {
-                response.headers_mut().insert(INSTANCE_HEADER, value);
+                headers.insert(INSTANCE_HEADER, value);
+            }
+            if let Some(date) = super::date::header_value() {
+                headers.insert(http::header::DATE, date);
             }
             Ok(response.map(|inner| CountedBody {
                 inner,

@@ -372,6 +372,13 @@ async fn every_response_names_the_instance_that_answered() {
         .await
         .unwrap();
     assert_eq!(instance_header(ok.metadata()), Some("mon-header"));
+    // The layer sets `date` itself (never HPACK-indexed); clients still get a valid one.
+    let date = ok.metadata().get("date").and_then(|v| v.to_str().ok());
+    assert!(
+        date.and_then(|d| httpdate::parse_http_date(d).ok())
+            .is_some(),
+        "{date:?}"
+    );
     // Refused by the handler, and by the auth layer before any handler runs.
     let denied = api(&server)
         .get_monitoring_data(authed(
