@@ -520,7 +520,7 @@ impl Client {
         body_type: BodyType,
         body: &[u8],
     ) -> Result<String, SdkError> {
-        let message_id = uuid::Uuid::new_v4().to_string();
+        let message_id = crate::messages::new_message_id();
         let mut last = None;
         for _ in 0..self.inner.config.max_attempts {
             self.ensure_members_verified(group_id).await?;

@@ -693,7 +693,7 @@ impl Client {
         to: &str,
         attachment: &Attachment,
     ) -> Result<SentMessage, SdkError> {
-        let message_id = uuid::Uuid::new_v4().to_string();
+        let message_id = crate::messages::new_message_id();
         self.send_body(
             to,
             BodyType::Attachment,

@@ -461,16 +461,22 @@ impl Core {
         ids.sort_unstable();
         ids.dedup();
         let mut present = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(e) = self
+        for run in ack_runs(&ids) {
+            let first = run[0];
+            let span = run[run.len() - 1] - first + 1;
+            let entries = self
                 .log
-                .read(&partition, id, 1)
-                .await?
-                .into_iter()
-                .find(|e| e.seq == id)
-            {
-                present.push(id);
-                removed.extend(charge_of(&e.payload));
+                .read(
+                    &partition,
+                    first,
+                    usize::try_from(span).unwrap_or(usize::MAX),
+                )
+                .await?;
+            for e in entries {
+                if run.binary_search(&e.seq).is_ok() {
+                    present.push(e.seq);
+                    removed.extend(charge_of(&e.payload));
+                }
             }
         }
         if !present.is_empty() {
@@ -489,6 +495,27 @@ impl Core {
     }
 }
 
+/// Sorted, distinct ids split into runs that are each read from the log in one call: a run
+/// spans at most twice its ids plus [`ACK_RUN_SLACK`], so the entries read beside the
+/// acknowledged ones (still queued, up to `max_envelope_bytes` each) stay bounded by the ids
+/// themselves. The usual acknowledgement, the ids a stream just delivered, is one run.
+fn ack_runs(ids: &[u64]) -> Vec<&[u64]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=ids.len() {
+        let extends = ids.get(i).is_some_and(|&id| {
+            let span = id - ids[start] + 1;
+            span <= 2 * (i - start + 1) as u64 + ACK_RUN_SLACK
+        });
+        if !extends {
+            runs.push(&ids[start..i]);
+            start = i;
+        }
+    }
+    runs
+}
+
+const ACK_RUN_SLACK: u64 = 8;
 /// First and largest read of the entries a cumulative acknowledgement covers.
 const ACK_READ_FIRST: usize = 32;
 const ACK_READ_MAX: usize = 1024;
@@ -538,5 +565,25 @@ fn replay(rec: &IdempotencyRecord) -> SendOutcome {
         server_timestamp_ms: rec.server_timestamp_ms,
         queued: rec.queued.clone(),
         duplicate: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ack_runs;
+
+    #[test]
+    fn acknowledged_ids_are_read_in_runs_bounded_by_their_count() {
+        let none: Vec<&[u64]> = Vec::new();
+        assert_eq!(ack_runs(&[]), none);
+        assert_eq!(ack_runs(&[7]), vec![&[7][..]]);
+        // A stream's delivered batch, gaps included, is one read.
+        assert_eq!(ack_runs(&[1, 2, 3, 5, 8]), vec![&[1, 2, 3, 5, 8][..]]);
+        // Two ids 30 apart would read 28 entries nobody acknowledged.
+        assert_eq!(ack_runs(&[1, 30]), vec![&[1][..], &[30][..]]);
+        assert_eq!(
+            ack_runs(&[1, 2, 1_000, 1_001, 1_002]),
+            vec![&[1, 2][..], &[1_000, 1_001, 1_002][..]]
+        );
     }
 }

@@ -24,7 +24,7 @@
 //! senders never overshoot: on a joint store, an update the storage writer applies in the
 //! send's one transaction ([`Core::charge_update`]); otherwise a compare-and-set on the usage
 //! record before the append. An acknowledgement takes the deleted entries off
-//! again, and expiry drops a sender's share once its newest entry is past `retention_secs` (by
+//! again (on a joint store also as an update, so it never conflicts with those sends), and expiry drops a sender's share once its newest entry is past `retention_secs` (by
 //! the service clock, as Listen decides expiry). The record is persisted, so restarts keep it;
 //! an absent record (a queue written before quotas existed) is rebuilt from the log. The errors
 //! all err towards counting too much: a crash between a charge and its append (stepwise), or an
@@ -36,7 +36,7 @@
 
 use guardyn_common::{AccountId, DeviceId};
 use guardyn_storage::record::{decode, encode};
-use guardyn_storage::{Txn, Update};
+use guardyn_storage::{JointTxn, Txn, Update};
 
 use crate::core::Core;
 use crate::error::{MessagingError, QueueLimit};
@@ -133,21 +133,42 @@ impl Core {
             return Ok(());
         }
         let key = store::usage_key(queue.0, queue.1);
+        if let Some(joint) = &self.joint {
+            // Applied by the storage writer to the record as it is then: an acknowledgement
+            // racing the sends that charge the same queue neither conflicts nor reads first.
+            let rules = self.rules();
+            let removed = removed.to_vec();
+            let update: Update = Box::new(move |raw| {
+                // Absent: the queue was purged, or predates quotas (rebuilt when next charged).
+                let mut usage = match decode::<QueueUsage>(raw?) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable queue usage left as it is");
+                        return None;
+                    }
+                };
+                take_off(&mut usage, &removed);
+                rules.drop_expired(&mut usage);
+                Some(encode(&usage))
+            });
+            let txn = JointTxn {
+                txn: Txn::new(),
+                updates: vec![(key, update)],
+                appends: Vec::new(),
+                record: None,
+            };
+            // Committed, or refused because there was no record to take anything off (with no
+            // conditions it cannot conflict): either way the entries are off the count.
+            let _outcome = joint.commit_joint(txn).await?;
+            return Ok(());
+        }
         loop {
             // Absent: the queue was purged, or predates quotas and is rebuilt when next charged.
             let Some(raw) = self.kv.get(&key).await? else {
                 return Ok(());
             };
             let mut usage = decode::<QueueUsage>(&raw)?;
-            for (sender, bytes) in removed {
-                if let Some(s) = usage.senders.get_mut(sender) {
-                    s.count = s.count.saturating_sub(1);
-                    s.bytes = s.bytes.saturating_sub(*bytes);
-                    if s.count == 0 {
-                        usage.senders.remove(sender);
-                    }
-                }
-            }
+            take_off(&mut usage, removed);
             self.rules().drop_expired(&mut usage);
             let txn = Txn::new()
                 .require_equals(key.clone(), raw)
@@ -285,6 +306,19 @@ impl Core {
             Some(encode(&usage))
         };
         (store::usage_key(queue.0, queue.1), Box::new(update))
+    }
+}
+
+/// Take one entry of (sender, bytes) off `usage` per item of `removed`.
+fn take_off(usage: &mut QueueUsage, removed: &[(AccountId, u64)]) {
+    for (sender, bytes) in removed {
+        if let Some(s) = usage.senders.get_mut(sender) {
+            s.count = s.count.saturating_sub(1);
+            s.bytes = s.bytes.saturating_sub(*bytes);
+            if s.count == 0 {
+                usage.senders.remove(sender);
+            }
+        }
     }
 }
 

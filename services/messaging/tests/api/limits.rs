@@ -208,6 +208,74 @@ async fn concurrent_stepwise_senders_do_not_overshoot_the_queue() {
     no_overshoot(Env::start_stepwise_with(|c| c.messaging.max_queue_len = 5).await).await;
 }
 
+#[tokio::test]
+async fn an_acknowledgement_gives_its_place_back_to_concurrent_senders() {
+    ack_gives_places_back(Env::start_with(|c| c.messaging.max_queue_len = 4).await).await;
+}
+
+#[tokio::test]
+async fn a_stepwise_acknowledgement_gives_its_place_back_to_concurrent_senders() {
+    ack_gives_places_back(Env::start_stepwise_with(|c| c.messaging.max_queue_len = 4).await).await;
+}
+
+/// Acknowledgements racing sends to the same queue: every acknowledged entry frees exactly
+/// one place, whichever order the storage applies them in.
+async fn ack_gives_places_back(env: Env) {
+    let b = acct(100);
+    env.dir.set(&b, &[(1, 1)]);
+    let senders: Vec<String> = (1..=8).map(acct).collect();
+    for s in &senders {
+        env.dir.set(s, &[(1, 1)]);
+    }
+    let mut ids = Vec::new();
+    for (i, s) in senders.iter().take(4).enumerate() {
+        let r = env
+            .send((s, 1), &b, &[(1, 1)], &format!("m{i}"), b"m")
+            .await
+            .unwrap();
+        ids.push(server_id(&r));
+    }
+    quota_exceeded(
+        env.send((&senders[4], 1), &b, &[(1, 1)], "full", b"m")
+            .await,
+        "queue_len",
+    );
+    let env = std::sync::Arc::new(env);
+    let acks = {
+        let (env, b, ids) = (env.clone(), b.clone(), ids.clone());
+        tokio::spawn(async move { ack(&env, (&b, 1), ids[..3].to_vec()).await })
+    };
+    // Four more try while three places come free: never more than the queue holds.
+    let tasks: Vec<_> = senders[4..]
+        .iter()
+        .map(|s| {
+            let (env, s, b) = (env.clone(), s.clone(), b.clone());
+            tokio::spawn(async move { env.send((&s, 1), &b, &[(1, 1)], "x", b"m").await })
+        })
+        .collect();
+    assert_eq!(acks.await.unwrap(), 3);
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    // Whatever raced, the queue now holds its one old entry and the sends that got in, and
+    // exactly the places left are free.
+    let stored = queued(&env.server, &b, 1).await;
+    assert_eq!(stored, 1 + ok);
+    for i in 0..(4 - stored) {
+        env.send((&senders[4], 1), &b, &[(1, 1)], &format!("late{i}"), b"m")
+            .await
+            .unwrap();
+    }
+    quota_exceeded(
+        env.send((&senders[5], 1), &b, &[(1, 1)], "over", b"m")
+            .await,
+        "queue_len",
+    );
+}
+
 async fn no_overshoot(env: Env) {
     let b = acct(100);
     env.dir.set(&b, &[(1, 1)]);
