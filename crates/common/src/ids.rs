@@ -18,6 +18,9 @@ use crate::error::ApiError;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AccountId(Uuid);
 
+/// Length of an [`AccountId`]'s canonical spelling.
+pub const ACCOUNT_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+
 impl AccountId {
     /// A fresh random account id.
     pub fn random() -> Self {
@@ -35,8 +38,14 @@ impl AccountId {
     /// Only the canonical lowercase hyphenated form (as the server issues it) is accepted,
     /// so one account has one spelling in keys, subjects and requests.
     pub fn parse(s: &str) -> Option<Self> {
-        let id = Uuid::try_parse(s).ok()?;
-        (id.hyphenated().to_string() == s).then_some(Self(id))
+        let id = Self(Uuid::try_parse(s).ok()?);
+        (id.encode(&mut [0; ACCOUNT_ID_LEN]) == s).then_some(id)
+    }
+
+    /// The canonical spelling, written into `buf`: what `Display` writes, without the
+    /// formatter or an allocation, for the keys and subjects built on every request.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; ACCOUNT_ID_LEN]) -> &'b str {
+        self.0.hyphenated().encode_lower(buf)
     }
 
     /// [`Self::parse`] for a request field: `INVALID_ARGUMENT` naming `field` otherwise.
@@ -248,6 +257,7 @@ mod tests {
         let a = AccountId::random();
         let s = a.to_string();
         assert_eq!(s.len(), 36);
+        assert_eq!(a.encode(&mut [0; ACCOUNT_ID_LEN]), s);
         assert_eq!(AccountId::parse(&s), Some(a));
         let s = "0b0c5c8e-7c4b-4c1e-9a34-1d5b0d3b8f11";
         assert_eq!(AccountId::parse(s).unwrap().to_string(), s);

@@ -28,4 +28,4 @@ pub mod wire;
 
 pub use auth::{AuthContext, caller};
 pub use error::{ApiError, Reason};
-pub use ids::{AccountId, DeviceId, GroupId, MediaId};
+pub use ids::{ACCOUNT_ID_LEN, AccountId, DeviceId, GroupId, MediaId};

@@ -35,44 +35,69 @@ fn truncate_for_error(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
-/// Checks the rules common to subjects and patterns and returns the tokens.
-fn split_tokens(s: &str) -> Result<Vec<&str>, EventError> {
+/// The rules on the whole text, common to subjects and patterns.
+fn check_text(s: &str) -> Result<(), EventError> {
     if s.is_empty() {
         return Err(invalid_subject(s, "empty"));
     }
     if s.len() > MAX_SUBJECT_LEN {
         return Err(invalid_subject(s, "longer than 256 bytes"));
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // Every publish checks its subject: ASCII (all of Guardyn's) is checked by byte, where
+    // whitespace and control characters are exactly the ASCII ones.
+    let bad_char = if s.is_ascii() {
+        s.bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    } else {
+        s.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if bad_char {
         return Err(invalid_subject(
             s,
             "contains whitespace or control characters",
         ));
     }
-    let tokens: Vec<&str> = s.split('.').collect();
-    if tokens.iter().any(|t| t.is_empty()) {
+    Ok(())
+}
+
+/// The rules on token `i` of `s`, common to subjects and patterns.
+fn check_token(s: &str, i: usize, token: &str) -> Result<(), EventError> {
+    if token.is_empty() {
         return Err(invalid_subject(
             s,
             "empty token (leading, trailing or double '.')",
         ));
     }
-    if tokens[0].starts_with('_') || tokens[0].starts_with('$') {
+    if i == 0 && (token.starts_with('_') || token.starts_with('$')) {
         return Err(invalid_subject(
             s,
             "first token starting with '_' or '$' is reserved",
         ));
+    }
+    Ok(())
+}
+
+/// Checks the rules common to subjects and patterns and returns the tokens.
+fn split_tokens(s: &str) -> Result<Vec<&str>, EventError> {
+    check_text(s)?;
+    let tokens: Vec<&str> = s.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        check_token(s, i, t)?;
     }
     Ok(tokens)
 }
 
 /// Validates a concrete subject (as used by `publish`): no wildcards anywhere.
 pub fn validate_subject(subject: &str) -> Result<(), EventError> {
-    let tokens = split_tokens(subject)?;
-    if tokens.iter().any(|t| t.contains(['*', '>'])) {
-        return Err(invalid_subject(
-            subject,
-            "wildcards are not allowed in a subject",
-        ));
+    check_text(subject)?;
+    for (i, t) in subject.split('.').enumerate() {
+        check_token(subject, i, t)?;
+        if t.contains(['*', '>']) {
+            return Err(invalid_subject(
+                subject,
+                "wildcards are not allowed in a subject",
+            ));
+        }
     }
     Ok(())
 }
@@ -268,8 +293,25 @@ mod tests {
     fn invalid_subjects_are_rejected_with_a_reason() {
         let too_long = "a".repeat(MAX_SUBJECT_LEN + 1);
         for bad in [
-            "", ".", "a.", ".a", "a..b", "a b", "a\tb", "a\n", "a.*", "a.>", "*", "a*b",
-            "_INBOX.x", "$SYS.x", &too_long,
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "a b",
+            "a\tb",
+            "a\n",
+            "a\u{b}b",
+            "a\u{7f}",
+            "a.*",
+            "a.>",
+            "*",
+            "a*b",
+            "_INBOX.x",
+            "$SYS.x",
+            "a\u{2003}b",
+            "\u{e9}.\u{85}",
+            &too_long,
         ] {
             let err = validate_subject(bad).unwrap_err();
             assert!(
@@ -280,6 +322,7 @@ mod tests {
         validate_subject(&"a".repeat(MAX_SUBJECT_LEN)).unwrap();
         validate_subject("user.0190-abc.inbox").unwrap();
         validate_subject("a_b.$c").unwrap();
+        validate_subject("caf\u{e9}.x").unwrap();
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub struct BenchArgs {
     /// Messages (or echo calls) in flight per sender.
     #[arg(long, default_value_t = 1)]
     pub window: usize,
+    /// Offered 1:1 load in messages per second over all senders (0: as fast as `--window`
+    /// allows). Each sender starts its sends on a fixed schedule, still at most `--window` in
+    /// flight; for latency at a fraction of the saturated throughput. The echo baseline is not
+    /// paced, so the ratio to echo then only says how far below saturation the run was.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// The local server's process id: report its CPU seconds per phase (and messages per server
     /// CPU-second), its resident memory before, at peak and after, and its threads.
     #[arg(long)]
@@ -108,11 +114,38 @@ fn instance_of(i: usize, pairs: usize, n: usize) -> usize {
     }
 }
 
-/// Calls `call(i)` for `i` in `0..n` with up to `window` calls in flight, until `n` or the
-/// deadline; returns each call's duration.
+/// When a paced sender starts its calls: call `i` not before `first + i * every`.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    first: Instant,
+    every: Duration,
+}
+
+impl Pace {
+    /// The schedule of sender `k` of `senders` sharing `rate` calls per second, the senders'
+    /// slots spread evenly over one interval; `None` unpaced.
+    fn of(rate: f64, senders: usize, k: usize, start: Instant) -> Option<Self> {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return None;
+        }
+        let every = Duration::from_secs_f64(senders as f64 / rate);
+        Some(Self {
+            first: start + every.mul_f64(k as f64 / senders as f64),
+            every,
+        })
+    }
+
+    fn due(&self, i: usize) -> Instant {
+        self.first + self.every.mul_f64(i as f64)
+    }
+}
+
+/// Calls `call(i)` for `i` in `0..n` with up to `window` calls in flight (and, paced, none
+/// before its slot), until `n` or the deadline; returns each call's duration.
 async fn windowed<F, Fut>(
     n: usize,
     window: usize,
+    pace: Option<Pace>,
     until: Instant,
     call: F,
 ) -> anyhow::Result<Vec<Duration>>
@@ -125,6 +158,18 @@ where
     let mut next = 0;
     loop {
         while inflight.len() < window.max(1) && next < n && Instant::now() < until {
+            if let Some(due) = pace.map(|p| p.due(next))
+                && due > Instant::now()
+            {
+                // Collect what finishes before the slot; the window is checked again after.
+                tokio::select! {
+                    () = tokio::time::sleep_until(due.into()) => {}
+                    Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                        samples.push(done??);
+                        continue;
+                    }
+                }
+            }
             let fut = call(next);
             inflight.spawn(async move {
                 let t = Instant::now();
@@ -299,15 +344,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     server.mark("idle");
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (s, r) in senders
+    for (k, (s, r)) in senders
         .iter()
         .cloned()
         .zip(receivers.iter().map(|r| r.account_id().to_owned()))
+        .enumerate()
     {
         let (n, size) = (args.messages, args.size);
         tasks.push(tokio::spawn(windowed(
             n,
             window,
+            Pace::of(args.rate, pairs, k, start),
             start + deadline,
             move |i| {
                 let (s, r) = (s.clone(), r.clone());
@@ -346,6 +393,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(windowed(
             args.messages,
             window,
+            None,
             start + deadline,
             move |_| {
                 let (s, payload) = (s.clone(), payload.clone());
@@ -415,6 +463,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "messaging_to_echo_throughput_ratio": ratio,
             "group": group.json(),
             "window": window,
+            "offered_rate": (args.rate > 0.0).then_some(args.rate),
             "server": server_json,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -463,6 +512,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         group.print();
         println!("messaging/echo throughput ratio: {ratio:.3}; lost: {lost}; window {window}");
+        if args.rate > 0.0 {
+            println!("1:1 offered at {} messages/s", args.rate);
+        }
         if let Some(v) = server_json {
             println!("server: {v}");
         }
@@ -472,7 +524,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::instance_of;
+    #![allow(clippy::unwrap_used)]
+
+    use super::{Pace, instance_of};
+
+    #[test]
+    fn paced_senders_share_the_rate_in_evenly_spread_slots() {
+        let start = std::time::Instant::now();
+        assert!(Pace::of(0.0, 4, 0, start).is_none());
+        assert!(Pace::of(f64::NAN, 4, 0, start).is_none());
+        // 4 senders at 1,000/s: each every 4 ms, sender k offset by k ms.
+        let slots: Vec<Vec<u128>> = (0..4)
+            .map(|k| {
+                let p = Pace::of(1000.0, 4, k, start).unwrap();
+                (0..3).map(|i| (p.due(i) - start).as_micros()).collect()
+            })
+            .collect();
+        assert_eq!(slots[0], [0, 4000, 8000]);
+        assert_eq!(slots[1], [1000, 5000, 9000]);
+        assert_eq!(slots[3], [3000, 7000, 11000]);
+    }
 
     #[test]
     fn each_pair_spans_two_servers_when_there_are_two_or_more() {

@@ -30,7 +30,7 @@
 //! | `signing` | [`crate::model::SigningKeys`] (seeds sealed, [`crate::sealing`]; version 2, record impl in [`crate::signing`]) |
 //! | `audit/<seq>` · `audithead` · `auditcheckpoint` | the audit chain (crate `guardyn-audit`, shared with admin) |
 
-use guardyn_common::ids::{AccountId, DeviceId, hex};
+use guardyn_common::ids::{ACCOUNT_ID_LEN, AccountId, DeviceId, hex};
 use guardyn_storage::record::{Record, decode, postcard_body};
 use guardyn_storage::{Direction, KeyRange, KvPair, KvStore, Txn, TxnOutcome};
 
@@ -161,7 +161,10 @@ pub async fn scan_prefix(kv: &dyn KvStore, prefix: &[u8], limit: usize) -> AuthR
 const ROOT: &str = "auth/v1/";
 
 fn k(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = ROOT.as_bytes().to_vec();
+    // Room for a trailing device byte too, so `device` does not grow it again.
+    let len = ROOT.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(ROOT.as_bytes());
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             out.push(b'/');
@@ -184,7 +187,7 @@ pub fn username(name: &str) -> Vec<u8> {
     k(&[b"username", name.as_bytes()])
 }
 pub fn account(acc: AccountId) -> Vec<u8> {
-    k(&[b"account", acc.to_string().as_bytes()])
+    k(&[b"account", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
 }
 pub fn device(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     let mut key = devices(acc);
@@ -193,7 +196,7 @@ pub fn device(acc: AccountId, dev: DeviceId) -> Vec<u8> {
 }
 /// Prefix of an account's devices.
 pub fn devices(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"device", acc.to_string().as_bytes()]);
+    let mut key = k(&[b"device", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
     key.push(b'/');
     key
 }
@@ -201,10 +204,14 @@ pub fn session(sid: &str) -> Vec<u8> {
     k(&[b"session", sid.as_bytes()])
 }
 pub fn account_session(acc: AccountId, sid: &str) -> Vec<u8> {
-    k(&[b"acctsess", acc.to_string().as_bytes(), sid.as_bytes()])
+    k(&[
+        b"acctsess",
+        acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes(),
+        sid.as_bytes(),
+    ])
 }
 pub fn account_sessions(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"acctsess", acc.to_string().as_bytes()]);
+    let mut key = k(&[b"acctsess", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
     key.push(b'/');
     key
 }
@@ -226,7 +233,7 @@ pub fn notices(acc: AccountId, dev: DeviceId) -> Vec<u8> {
 }
 /// Prefix of all notices of an account.
 pub fn account_notices(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"notice", acc.to_string().as_bytes()]);
+    let mut key = k(&[b"notice", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
     key.push(b'/');
     key
 }
@@ -239,7 +246,7 @@ pub fn mfa_ticket(hash: &[u8; 32]) -> Vec<u8> {
     k(&[b"mfaticket", hex(hash).as_bytes()])
 }
 pub fn hidden(acc: AccountId) -> Vec<u8> {
-    k(&[b"hidden", acc.to_string().as_bytes()])
+    k(&[b"hidden", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
 }
 pub fn lockout(name: &str) -> Vec<u8> {
     k(&[b"lockout", name.as_bytes()])
@@ -260,13 +267,13 @@ pub fn lockouts_from_prefix() -> Vec<u8> {
     k(&[b"lockaddr", b""])
 }
 pub fn mfa_lockout(acc: AccountId) -> Vec<u8> {
-    k(&[b"mfalock", acc.to_string().as_bytes()])
+    k(&[b"mfalock", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
 }
 pub fn mfa_lockouts_prefix() -> Vec<u8> {
     k(&[b"mfalock", b""])
 }
 pub fn tombstone(acc: AccountId) -> Vec<u8> {
-    k(&[b"deleted", acc.to_string().as_bytes()])
+    k(&[b"deleted", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
 }
 pub fn tombstones_prefix() -> Vec<u8> {
     k(&[b"deleted", b""])
@@ -278,7 +285,7 @@ pub fn retired_device(acc: AccountId, dev: DeviceId) -> Vec<u8> {
 }
 /// Prefix of an account's retired device ids.
 pub fn retired_devices(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"retired", acc.to_string().as_bytes()]);
+    let mut key = k(&[b"retired", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
     key.push(b'/');
     key
 }
@@ -300,7 +307,7 @@ pub fn lockouts_prefix() -> Vec<u8> {
 }
 
 pub fn admin_state(acc: AccountId) -> Vec<u8> {
-    k(&[b"admin", acc.to_string().as_bytes()])
+    k(&[b"admin", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
 }
 pub fn owners() -> Vec<u8> {
     k(&[b"owners"])
@@ -312,7 +319,7 @@ pub fn signing() -> Vec<u8> {
 
 /// Prefix of all prekeys of one device.
 pub fn prekeys(acc: AccountId, dev: DeviceId) -> Vec<u8> {
-    let mut key = k(&[b"pk", acc.to_string().as_bytes()]);
+    let mut key = k(&[b"pk", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
     key.push(b'/');
     key.push(dev_byte(dev));
     key.push(b'/');
@@ -320,7 +327,7 @@ pub fn prekeys(acc: AccountId, dev: DeviceId) -> Vec<u8> {
 }
 /// Prefix of all prekeys of an account.
 pub fn account_prekeys(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"pk", acc.to_string().as_bytes()]);
+    let mut key = k(&[b"pk", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
     key.push(b'/');
     key
 }
@@ -345,14 +352,14 @@ pub fn ec_prekey(acc: AccountId, dev: DeviceId, id: u32) -> Vec<u8> {
 
 /// Prefix of all KeyPackages of one device.
 pub fn key_packages(acc: AccountId, dev: DeviceId) -> Vec<u8> {
-    let mut key = k(&[b"kp", acc.to_string().as_bytes()]);
+    let mut key = k(&[b"kp", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
     key.push(b'/');
     key.push(dev_byte(dev));
     key.push(b'/');
     key
 }
 pub fn account_key_packages(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"kp", acc.to_string().as_bytes()]);
+    let mut key = k(&[b"kp", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
     key.push(b'/');
     key
 }

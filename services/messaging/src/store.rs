@@ -18,20 +18,30 @@
 //!   ([`crate::outbox`]); `msg/v1/obp/<same suffix>` its progress.
 
 use guardyn_common::events::messaging::Envelope;
-use guardyn_common::{AccountId, DeviceId, GroupId};
+use guardyn_common::{ACCOUNT_ID_LEN, AccountId, DeviceId, GroupId};
 use guardyn_storage::record::{Record, postcard_body};
 use guardyn_storage::{StorageError, StorageResult};
 use serde::{Deserialize, Serialize};
 
+/// `<prefix><account>/`, with room for the device, ids and names the callers append: these
+/// keys are built several times per message.
+fn account_key(prefix: &str, account: AccountId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + ACCOUNT_ID_LEN + 96);
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(account.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes());
+    k.push(b'/');
+    k
+}
+
 pub(crate) fn queue_partition(account: AccountId, device: DeviceId) -> Vec<u8> {
-    let mut k = format!("msg/v1/q/{account}/").into_bytes();
+    let mut k = account_key("msg/v1/q/", account);
     k.extend_from_slice(&device.get().to_be_bytes());
     k
 }
 
 /// The quota accounting of a device queue ([`QueueUsage`]).
 pub(crate) fn usage_key(account: AccountId, device: DeviceId) -> Vec<u8> {
-    let mut k = format!("msg/v1/qu/{account}/").into_bytes();
+    let mut k = account_key("msg/v1/qu/", account);
     k.extend_from_slice(&device.get().to_be_bytes());
     k
 }
@@ -48,7 +58,7 @@ pub(crate) fn group_key(group: &GroupId) -> Vec<u8> {
 pub(crate) const IDEMPOTENCY_ROOT: &[u8] = b"msg/v1/idem/";
 
 pub(crate) fn idempotency_prefix(account: AccountId) -> Vec<u8> {
-    format!("msg/v1/idem/{account}/").into_bytes()
+    account_key("msg/v1/idem/", account)
 }
 
 pub(crate) fn idempotency_key(
@@ -207,7 +217,7 @@ impl Record for GroupMessage {
 
 /// Prefix of a device's group memberships.
 pub(crate) fn membership_prefix(account: AccountId, device: DeviceId) -> Vec<u8> {
-    let mut k = format!("msg/v1/gm/{account}/").into_bytes();
+    let mut k = account_key("msg/v1/gm/", account);
     k.extend_from_slice(&device.get().to_be_bytes());
     k.push(b'/');
     k
