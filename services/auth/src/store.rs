@@ -160,9 +160,15 @@ pub async fn scan_prefix(kv: &dyn KvStore, prefix: &[u8], limit: usize) -> AuthR
 
 const ROOT: &str = "auth/v1/";
 
+/// `<ROOT><kind>/<account>`, the account written without the formatter (these keys are
+/// built on every request).
+fn acct(kind: &[u8], acc: AccountId) -> Vec<u8> {
+    k(&[kind, acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
+}
+
 fn k(parts: &[&[u8]]) -> Vec<u8> {
-    // Room for a trailing device byte too, so `device` does not grow it again.
-    let len = ROOT.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1;
+    // Room for what the builders append (separators, a device byte, an id) without growing.
+    let len = ROOT.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>() + 16;
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(ROOT.as_bytes());
     for (i, p) in parts.iter().enumerate() {
@@ -187,7 +193,7 @@ pub fn username(name: &str) -> Vec<u8> {
     k(&[b"username", name.as_bytes()])
 }
 pub fn account(acc: AccountId) -> Vec<u8> {
-    k(&[b"account", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
+    acct(b"account", acc)
 }
 pub fn device(acc: AccountId, dev: DeviceId) -> Vec<u8> {
     let mut key = devices(acc);
@@ -196,7 +202,7 @@ pub fn device(acc: AccountId, dev: DeviceId) -> Vec<u8> {
 }
 /// Prefix of an account's devices.
 pub fn devices(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"device", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
+    let mut key = acct(b"device", acc);
     key.push(b'/');
     key
 }
@@ -204,14 +210,13 @@ pub fn session(sid: &str) -> Vec<u8> {
     k(&[b"session", sid.as_bytes()])
 }
 pub fn account_session(acc: AccountId, sid: &str) -> Vec<u8> {
-    k(&[
-        b"acctsess",
-        acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes(),
-        sid.as_bytes(),
-    ])
+    let mut key = acct(b"acctsess", acc);
+    key.push(b'/');
+    key.extend_from_slice(sid.as_bytes());
+    key
 }
 pub fn account_sessions(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"acctsess", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
+    let mut key = acct(b"acctsess", acc);
     key.push(b'/');
     key
 }
@@ -233,7 +238,7 @@ pub fn notices(acc: AccountId, dev: DeviceId) -> Vec<u8> {
 }
 /// Prefix of all notices of an account.
 pub fn account_notices(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"notice", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
+    let mut key = acct(b"notice", acc);
     key.push(b'/');
     key
 }
@@ -246,7 +251,7 @@ pub fn mfa_ticket(hash: &[u8; 32]) -> Vec<u8> {
     k(&[b"mfaticket", hex(hash).as_bytes()])
 }
 pub fn hidden(acc: AccountId) -> Vec<u8> {
-    k(&[b"hidden", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
+    acct(b"hidden", acc)
 }
 pub fn lockout(name: &str) -> Vec<u8> {
     k(&[b"lockout", name.as_bytes()])
@@ -267,13 +272,13 @@ pub fn lockouts_from_prefix() -> Vec<u8> {
     k(&[b"lockaddr", b""])
 }
 pub fn mfa_lockout(acc: AccountId) -> Vec<u8> {
-    k(&[b"mfalock", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
+    acct(b"mfalock", acc)
 }
 pub fn mfa_lockouts_prefix() -> Vec<u8> {
     k(&[b"mfalock", b""])
 }
 pub fn tombstone(acc: AccountId) -> Vec<u8> {
-    k(&[b"deleted", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
+    acct(b"deleted", acc)
 }
 pub fn tombstones_prefix() -> Vec<u8> {
     k(&[b"deleted", b""])
@@ -285,7 +290,7 @@ pub fn retired_device(acc: AccountId, dev: DeviceId) -> Vec<u8> {
 }
 /// Prefix of an account's retired device ids.
 pub fn retired_devices(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"retired", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
+    let mut key = acct(b"retired", acc);
     key.push(b'/');
     key
 }
@@ -307,7 +312,7 @@ pub fn lockouts_prefix() -> Vec<u8> {
 }
 
 pub fn admin_state(acc: AccountId) -> Vec<u8> {
-    k(&[b"admin", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()])
+    acct(b"admin", acc)
 }
 pub fn owners() -> Vec<u8> {
     k(&[b"owners"])
@@ -319,7 +324,7 @@ pub fn signing() -> Vec<u8> {
 
 /// Prefix of all prekeys of one device.
 pub fn prekeys(acc: AccountId, dev: DeviceId) -> Vec<u8> {
-    let mut key = k(&[b"pk", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
+    let mut key = acct(b"pk", acc);
     key.push(b'/');
     key.push(dev_byte(dev));
     key.push(b'/');
@@ -327,7 +332,7 @@ pub fn prekeys(acc: AccountId, dev: DeviceId) -> Vec<u8> {
 }
 /// Prefix of all prekeys of an account.
 pub fn account_prekeys(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"pk", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
+    let mut key = acct(b"pk", acc);
     key.push(b'/');
     key
 }
@@ -352,14 +357,14 @@ pub fn ec_prekey(acc: AccountId, dev: DeviceId, id: u32) -> Vec<u8> {
 
 /// Prefix of all KeyPackages of one device.
 pub fn key_packages(acc: AccountId, dev: DeviceId) -> Vec<u8> {
-    let mut key = k(&[b"kp", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
+    let mut key = acct(b"kp", acc);
     key.push(b'/');
     key.push(dev_byte(dev));
     key.push(b'/');
     key
 }
 pub fn account_key_packages(acc: AccountId) -> Vec<u8> {
-    let mut key = k(&[b"kp", acc.encode(&mut [0; ACCOUNT_ID_LEN]).as_bytes()]);
+    let mut key = acct(b"kp", acc);
     key.push(b'/');
     key
 }
