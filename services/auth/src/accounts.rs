@@ -82,6 +82,7 @@ impl Core {
             pending_totp: None,
             recovery_codes: Vec::new(),
             link_code: None,
+            device_set: 0,
         };
         let txn = Txn::new()
             .require_absent(store::username(&name))

@@ -56,7 +56,11 @@ impl Core {
         by: DeviceId,
     ) -> AuthResult<()> {
         let key = store::device(acc, dev);
+        let akey = store::account(acc);
         loop {
+            // Read before the devices: a removal between the two then fails the condition.
+            let (mut account, araw) = self.account(acc).await?;
+            account.device_set = account.device_set.wrapping_add(1);
             let devices = self.devices(acc).await?;
             let Some((_, d)) = devices.iter().find(|(id, _)| *id == dev) else {
                 return Err(AuthError::NotFound { resource: "device" });
@@ -72,6 +76,8 @@ impl Core {
             let txn = Txn::new()
                 .require_equals(key.clone(), encode(d))
                 .require_exists(store::device(acc, *other))
+                .require_equals(akey.clone(), araw)
+                .put(akey.clone(), encode(&account))
                 .delete(key.clone());
             let txn = device_ids::retire(txn, acc, dev, self.now_ms(), d.registration_id);
             let notice = DeviceNotice {

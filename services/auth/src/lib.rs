@@ -141,7 +141,7 @@ impl Service for Auth {
         let account_admin = admin_seam::AuthAccountAdmin(core.clone());
         set.add_internal(grpc::account_admin_server(account_admin.clone()));
         seams.account_admin = Some(Arc::new(account_admin));
-        let directory = AuthDirectory(core);
+        let directory = AuthDirectory::new(core);
         set.add_internal(grpc::directory_server(directory.clone()));
         seams.device_directory = Some(Arc::new(directory));
         Ok(())

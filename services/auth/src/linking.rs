@@ -139,6 +139,7 @@ impl Core {
             };
             let dev = free.id;
             account.next_device_id = account.next_device_id.max(dev.get() + 1);
+            account.device_set = account.device_set.wrapping_add(1);
             let new = NewDevice::from(req.device.clone());
             let device = new.record(now);
             req.approved = Some(LinkApproval {

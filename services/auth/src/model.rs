@@ -81,6 +81,39 @@ pub struct Account {
     /// Unused since linking moved to device-approved requests ([`LinkRequest`]); kept so the
     /// record layout of version 1 stays readable. Always `None` in new writes.
     pub link_code: Option<[u8; 32]>,
+    /// Bumped in the transaction of every change to the account's set of devices (a link, a
+    /// removal), so that the record's bytes change with the set: the device directory's cache
+    /// (`directory.rs`) is validated by them. Version 2 of the record; 0 when read from 1.
+    pub device_set: u64,
+}
+
+/// A version-1 account record (before `device_set`).
+#[derive(Deserialize)]
+pub struct AccountV1 {
+    pub username: String,
+    pub password: PasswordHash,
+    pub created_ms: u64,
+    pub next_device_id: u32,
+    pub totp: Option<Totp>,
+    pub pending_totp: Option<PendingTotp>,
+    pub recovery_codes: Vec<[u8; 32]>,
+    pub link_code: Option<[u8; 32]>,
+}
+
+impl From<AccountV1> for Account {
+    fn from(a: AccountV1) -> Self {
+        Self {
+            username: a.username,
+            password: a.password,
+            created_ms: a.created_ms,
+            next_device_id: a.next_device_id,
+            totp: a.totp,
+            pending_totp: a.pending_totp,
+            recovery_codes: a.recovery_codes,
+            link_code: a.link_code,
+            device_set: 0,
+        }
+    }
 }
 
 impl fmt::Debug for Account {

@@ -9,7 +9,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `username/<name>` | [`crate::model::UsernameEntry`] (the account id) |
-//! | `account/<acc>` | [`crate::model::Account`] (TOTP secret sealed) |
+//! | `account/<acc>` | [`crate::model::Account`] (v2; TOTP secret sealed) |
 //! | `device/<acc>/<dev>` | [`crate::model::Device`] |
 //! | `session/<sid>` | [`crate::model::Session`] |
 //! | `acctsess/<acc>/<sid>` | index of the account's sessions |
@@ -36,8 +36,8 @@ use guardyn_storage::{Direction, KeyRange, KvPair, KvStore, Txn, TxnOutcome};
 
 use crate::error::AuthResult;
 use crate::model::{
-    Account, Device, DeviceNotice, LinkCode, LinkRequest, Lockout, MfaTicket, Session, SessionV1,
-    StoredKeyPackage, StoredPreKey, UsernameEntry,
+    Account, AccountV1, Device, DeviceNotice, LinkCode, LinkRequest, Lockout, MfaTicket, Session,
+    SessionV1, StoredKeyPackage, StoredPreKey, UsernameEntry,
 };
 
 /// Version tag of every record this crate writes (the only one so far).
@@ -58,7 +58,6 @@ macro_rules! records {
 }
 
 records!(
-    Account,
     Device,
     DeviceNotice,
     MfaTicket,
@@ -66,6 +65,21 @@ records!(
     StoredKeyPackage,
     UsernameEntry,
 );
+
+/// Account records are version 2 (with `device_set`); version 1 is still read.
+impl Record for Account {
+    const VERSION: u8 = 2;
+
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, guardyn_storage::StorageError> {
+        match version {
+            2 => postcard_body(body),
+            VERSION => Ok(postcard_body::<AccountV1>(body)?.into()),
+            v => Err(guardyn_storage::StorageError::Corrupt(format!(
+                "account: unknown version {v}"
+            ))),
+        }
+    }
+}
 
 /// Session records are version 2 (with `stepped_up_ms`); version 1 is still read.
 impl Record for Session {
@@ -494,6 +508,33 @@ mod tests {
         let bytes = encode(&s);
         assert_eq!(bytes[0], 2);
         assert_eq!(decode::<Session>(&bytes).unwrap().refresh_expires_ms, 12);
+    }
+
+    #[test]
+    fn version_1_accounts_read_with_the_first_device_set() {
+        let v1 = legacy(&(
+            "alice".to_owned(),
+            (8u32, 1u32, 1u32, [1u8; 16], [2u8; 32]),
+            10u64,
+            3u32,
+            None::<()>,
+            None::<()>,
+            vec![[5u8; 32]],
+            None::<[u8; 32]>,
+        ));
+        let mut a = decode::<Account>(&v1).unwrap();
+        assert_eq!(
+            (a.username.as_str(), a.next_device_id, a.device_set),
+            ("alice", 3, 0)
+        );
+        assert_eq!(a.recovery_codes, vec![[5u8; 32]]);
+        // Rewritten as version 2, and a changed device set changes the bytes.
+        let before = encode(&a);
+        assert_eq!(before[0], 2);
+        a.device_set += 1;
+        let after = encode(&a);
+        assert_ne!(before, after);
+        assert_eq!(decode::<Account>(&after).unwrap().device_set, 1);
     }
 
     #[test]

@@ -87,6 +87,13 @@ async fn new_device_after_cached_list_gets_the_message_and_sync_copies_reach_own
     bob2.send(alice.account_id(), b"from bob2").await.unwrap();
     assert_eq!(bodies(&alice.sync().await.unwrap()), vec!["from bob2"]);
     assert_eq!(bodies(&alice2.sync().await.unwrap()), vec!["from bob2"]);
+
+    // Bob removes the second device after the server's directory had his two cached: Alice's
+    // next send, still addressed to both, is refused and repaired to the one left.
+    bob.remove_device(bob2.device_id()).await.unwrap();
+    let sent = alice.send(bob.account_id(), b"fourth").await.unwrap();
+    assert_eq!(sent.devices, 1);
+    assert_eq!(bodies(&bob.sync().await.unwrap()), vec!["fourth"]);
 }
 
 #[tokio::test]
