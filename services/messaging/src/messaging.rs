@@ -132,11 +132,19 @@ impl Core {
         send: SendMessage,
         now: u64,
     ) -> Result<SendOutcome, MessagingError> {
-        let mut state = self.claim_state(&idem_key).await?;
-        if let Free::Replay(r) = &state {
-            return Ok(replay(r));
+        // Ids are new but for retries: assume no record and let the commit's condition say
+        // otherwise (a duplicate then conflicts and is read below), which saves a read per send.
+        let mut state = Free::Open {
+            current: None,
+            at_ms: now,
+        };
+        if let Err(e) = self.check_devices(device, &send).await {
+            // A retry of a finished send replays its result, whatever the devices are now.
+            if let Free::Replay(r) = self.claim_state(&idem_key).await? {
+                return Ok(replay(&r));
+            }
+            return Err(e);
         }
-        self.check_devices(device, &send).await?;
         let destination = send.destination;
         let charges: Vec<(DeviceId, u64)> = send
             .envelopes

@@ -137,7 +137,20 @@ async fn retrying_a_client_message_id_stores_nothing_new() {
     assert!(again.duplicate);
     assert_eq!(again.queued, first.queued);
     assert_eq!(again.server_timestamp, first.server_timestamp);
-    // Another device of the sender has its own id space.
+    // Once the recipient has another device, a retry still replays its first answer, while a
+    // new id addressed the old way is refused.
+    env.dir.set(&b, &[(1, 201), (2, 202)]);
+    let late = env
+        .send((&a, 1), &b, &[(1, 201)], "same", b"one")
+        .await
+        .unwrap();
+    assert!(late.duplicate);
+    assert_eq!(late.queued, first.queued);
+    let err = env
+        .send((&a, 1), &b, &[(1, 201)], "new", b"two")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "DEVICE_MISMATCH", "{err:?}");
     let mut s = env.listen(&b, 1).await;
     next_envelope(&mut s).await;
     expect_queue_empty(&mut s).await;
