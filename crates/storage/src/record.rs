@@ -29,13 +29,13 @@ pub trait Record: Serialize + DeserializeOwned {
 
 /// Encode `value` with its version tag.
 pub fn encode<R: Record>(value: &R) -> Vec<u8> {
-    // postcard fails only for sequences of unknown length or a `Serialize` impl that reports an
-    // error; derived impls of structs, enums, strings, byte vectors, collections and maps have
-    // neither, and every record type is such a derive (each has a round-trip test).
     // Most records fit 128 bytes; starting there saves the vector's early doublings (seven
     // reallocations for a queue entry of a few hundred bytes when started at one).
     let mut out = Vec::with_capacity(128);
     out.push(R::VERSION);
+    // postcard fails only for sequences of unknown length or a `Serialize` impl that reports an
+    // error; derived impls of structs, enums, strings, byte vectors, collections and maps have
+    // neither, and every record type is such a derive (each has a round-trip test).
     #[allow(clippy::expect_used)]
     postcard::to_extend(value, out).expect("postcard encodes derived records")
 }
