@@ -10,8 +10,11 @@
 //!   ([`GroupMessage`]) and read by every member device from its own cursor.
 //! - KV `msg/v1/gm/<account>/<device u32>/<group>`: that device's cursor in the group log
 //!   ([`Membership`]).
-//! - KV `msg/v1/group/<group>`: the group record ([`crate::groups::state::GroupState`]), with
-//!   the group's verified public MLS state and its queued proposals.
+//! - KV `msg/v1/group/<group>`: the group record ([`crate::groups::state::GroupState`]): epoch,
+//!   member leaves, and where its bulky state is.
+//! - KV `msg/v1/gs/<group>/<generation u64>/<chunk u32>`: that bulky state (the latest
+//!   GroupInfo and the verified public MLS state with its queued proposals), when it is too
+//!   large for the record ([`crate::groups::bulk`]).
 //! - KV `msg/v1/idem/<account>/<device u32>/<client message id>`: [`IdempotencyRecord`]
 //!   (SendGroupMessage's id is `g/<group>/<client message id>`).
 //! - KV `msg/v1/ob/<group>/<epoch u64>/<kind u8>[/<hex tag>]`: a pending group fan-out
@@ -52,6 +55,19 @@ pub(crate) fn group_log(group: &GroupId) -> Vec<u8> {
 
 pub(crate) fn group_key(group: &GroupId) -> Vec<u8> {
     format!("msg/v1/group/{}", group.hex()).into_bytes()
+}
+
+/// Prefix of one generation of a group's bulky state ([`crate::groups::bulk`]).
+pub(crate) fn group_bulk_prefix(group: &GroupId, generation: u64) -> Vec<u8> {
+    let mut k = format!("msg/v1/gs/{}/", group.hex()).into_bytes();
+    k.extend_from_slice(&generation.to_be_bytes());
+    k
+}
+
+pub(crate) fn group_bulk_key(group: &GroupId, generation: u64, chunk: u32) -> Vec<u8> {
+    let mut k = group_bulk_prefix(group, generation);
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
 }
 
 /// Prefix of every idempotency record (the sweeper walks it).

@@ -9,12 +9,13 @@
 //! message's with the completion of its client message id ([`crate::outbox`]).
 //!
 //! Every commit and proposal is verified against the group's public state (openmls
-//! `PublicGroup`, [`guardyn_crypto::mls::DsGroup`], kept in the group record and changed in the
-//! same compare-and-set) before it is accepted, and every leaf it adds or changes must be bound
+//! `PublicGroup`, [`guardyn_crypto::mls::DsGroup`], named by the group record and changed in
+//! the same compare-and-set, [`bulk`]) before it is accepted, and every leaf it adds or changes must be bound
 //! to its device ([`binding`]): a forged or malformed handshake message is refused with
 //! INVALID_COMMIT and cannot take an epoch from honest members.
 
 pub(crate) mod binding;
+pub(crate) mod bulk;
 pub(crate) mod cursors;
 pub(crate) mod mls;
 pub(crate) mod relay;
@@ -27,6 +28,7 @@ use guardyn_crypto::mls::{ContentKind, DsGroup, MessageKind, ParsedBody, SenderI
 use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{StorageError, Txn};
 
+use self::bulk::{Bulk, BulkState};
 use self::cursors::membership_changes;
 use self::state::{GroupState, Member};
 use crate::core::Core;
@@ -42,7 +44,8 @@ pub(crate) const MAX_LEAVE_PROPOSAL: usize = 64 * 1024;
 pub(crate) const MAX_QUEUED_PROPOSALS: usize = 64;
 
 /// Largest encoded group record, below the store's 2 MiB value limit: a commit or proposal that
-/// would outgrow it is refused with QUOTA_EXCEEDED instead of failing in storage.
+/// would outgrow it is refused with QUOTA_EXCEEDED instead of failing in storage. The record
+/// holds the leaves (tens of bytes per member) and a small bulky state ([`bulk`]).
 pub(crate) const MAX_GROUP_RECORD_BYTES: usize = 1_900_000;
 
 /// A validated SendCommit.
@@ -148,23 +151,26 @@ impl Core {
             }
         }
         let now = self.clock.now_ms();
+        let bulk = BulkState {
+            group_info,
+            public: public_bytes(&ds)?,
+        };
+        let key = store::group_key(group);
+        let (bulk, txn) = Bulk::first(group, &bulk, Txn::new());
         let state = GroupState {
             epoch: 0,
             created_ms: now,
             updated_ms: now,
             leaves: vec![Some(Member::new(account, device))],
-            group_info,
-            public: public_bytes(&ds)?,
             indexed: true,
+            bulk,
         };
-        let key = store::group_key(group);
         let from = self.log.stats(&store::group_log(group)).await?.next_seq;
         let creator = Membership::new(group.clone(), from, 0);
         let outcome = self
             .kv
             .commit(
-                Txn::new()
-                    .require_absent(key.clone())
+                txn.require_absent(key.clone())
                     .put(key, encode(&state))
                     .put(
                         store::membership_key(account, device, group),
@@ -258,7 +264,10 @@ impl Core {
             }
             // Verified against the epoch's public state before anything is accepted: a forged
             // commit must not win the compare-and-set below.
-            let mut ds = load_public(g)?;
+            let Some(bulk) = self.load_bulk(&r.group, &loaded).await? else {
+                continue;
+            };
+            let mut ds = load_public(&bulk)?;
             let verified = ds
                 .process_commit(&r.commit)
                 .map_err(|e| MessagingError::commit("commit", e))?;
@@ -327,8 +336,12 @@ impl Core {
             }
             next.epoch = next_epoch;
             next.updated_ms = now;
-            next.group_info = r.group_info.clone();
-            next.public = public_bytes(&ds)?;
+            let bulk = BulkState {
+                group_info: r.group_info.clone(),
+                public: public_bytes(&ds)?,
+            };
+            let (bulk, txn) = g.bulk.replace(&r.group, &bulk, Txn::new());
+            next.bulk = bulk;
             let record = encode(&next);
             check_record_size(&record)?;
             // The commit goes to the group log, read by every member of the previous epoch
@@ -382,8 +395,7 @@ impl Core {
             // still delivers the commit (crate::outbox).
             let key = store::group_key(&r.group);
             let txn = fan_outs.iter().fold(
-                Txn::new()
-                    .require_equals(key.clone(), loaded.raw.clone())
+                txn.require_equals(key.clone(), loaded.raw.clone())
                     .put(key, record),
                 |t, f| t.put(f.key(), encode(f)),
             );
@@ -412,9 +424,9 @@ impl Core {
     }
 }
 
-/// The group's public state, as stored in its record.
-pub(crate) fn load_public(g: &GroupState) -> Result<DsGroup, MessagingError> {
-    DsGroup::from_bytes(&g.public)
+/// The group's public state.
+pub(crate) fn load_public(bulk: &BulkState) -> Result<DsGroup, MessagingError> {
+    DsGroup::from_bytes(&bulk.public)
         .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")).into())
 }
 

@@ -7,6 +7,7 @@ use guardyn_crypto::mls::{ContentKind, MessageKind, ProposalSummary, SenderInfo}
 use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
 
+use super::bulk::BulkState;
 use super::state::GroupState;
 use super::{
     Loaded, MAX_QUEUED_PROPOSALS, check_record_size, check_size, load_public, mls, public_bytes,
@@ -80,7 +81,10 @@ impl Core {
             if g.epoch != epoch {
                 return Err(MessagingError::StaleEpoch { current: g.epoch });
             }
-            let mut ds = load_public(g)?;
+            let Some(bulk) = self.load_bulk(group, &loaded).await? else {
+                continue;
+            };
+            let mut ds = load_public(&bulk)?;
             if ds.queued_proposals() >= MAX_QUEUED_PROPOSALS {
                 return Err(MessagingError::GroupStateLimit {
                     what: format!("at most {MAX_QUEUED_PROPOSALS} proposals per epoch"),
@@ -128,13 +132,18 @@ impl Core {
                 log_from: 0,
             };
             let mut next = g.clone();
-            next.public = public_bytes(&ds)?;
+            let bulk = BulkState {
+                group_info: bulk.group_info,
+                public: public_bytes(&ds)?,
+            };
+            let (bulk, txn) = g.bulk.replace(group, &bulk, Txn::new());
+            next.bulk = bulk;
             if leaving && let Some(Some(m)) = next.leaves.get_mut(caller_leaf as usize) {
                 m.left = true;
             }
             let record = encode(&next);
             check_record_size(&record)?;
-            let txn = Txn::new()
+            let txn = txn
                 .require_equals(store::group_key(group), loaded.raw.clone())
                 .put(store::group_key(group), record)
                 .put(fan_out.key(), encode(&fan_out));

@@ -9,6 +9,8 @@ use guardyn_storage::record::postcard_body;
 use guardyn_storage::{Record, StorageError, StorageResult};
 use serde::{Deserialize, Serialize};
 
+use super::bulk::{Bulk, BulkState};
+
 /// One member device (leaf).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Member {
@@ -42,23 +44,35 @@ impl Member {
     }
 }
 
-/// The delivery service's view of a group. `leaves` mirrors the member leaves of `public` (the
-/// verified openmls public state, [`DsGroup`]), cached so that routing does not decode the tree.
+/// The delivery service's view of a group. `leaves` mirrors the member leaves of its public
+/// state (the verified openmls public state, [`DsGroup`], in `bulk`), cached so that routing
+/// does not decode the tree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GroupState {
     pub epoch: u64,
     pub created_ms: u64,
     pub updated_ms: u64,
     pub leaves: Vec<Option<Member>>,
-    #[serde(with = "serde_bytes")]
-    pub group_info: Vec<u8>,
-    /// [`DsGroup::to_bytes`]: tree, GroupContext, confirmation tag and queued proposals.
-    #[serde(with = "serde_bytes")]
-    pub public: Vec<u8>,
     /// Every member device has a [`crate::store::Membership`]: messages go to the group log
     /// only. A group stored before cursors gets them before its next message
     /// ([`crate::groups::cursors`]).
     pub indexed: bool,
+    /// The latest GroupInfo and the public state: inline, or beside the record.
+    pub bulk: Bulk,
+}
+
+/// Version 4 of [`GroupState`], with the GroupInfo and public state always inline.
+#[derive(Serialize, Deserialize)]
+struct GroupStateV4 {
+    epoch: u64,
+    created_ms: u64,
+    updated_ms: u64,
+    leaves: Vec<Option<Member>>,
+    #[serde(with = "serde_bytes")]
+    group_info: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    public: Vec<u8>,
+    indexed: bool,
 }
 
 /// Version 3 of [`GroupState`], before membership cursors.
@@ -89,29 +103,51 @@ impl Record for GroupStateV3 {
     const VERSION: u8 = 3;
 }
 
-/// Test support: a group record as a process before cursors stored it.
+impl Record for GroupStateV4 {
+    const VERSION: u8 = 4;
+}
+
+/// Test support: a group record as a process before cursors stored it (`None` for a group whose
+/// bulky state is not inline, which such a process could not have stored).
 #[doc(hidden)]
 pub fn record_before_cursors(raw: &[u8]) -> Option<Vec<u8>> {
     let g = guardyn_storage::record::decode::<GroupState>(raw).ok()?;
+    let Bulk::Inline(bulk) = g.bulk else {
+        return None;
+    };
     Some(guardyn_storage::record::encode(&GroupStateV3 {
         epoch: g.epoch,
         created_ms: g.created_ms,
         updated_ms: g.updated_ms,
         leaves: g.leaves,
-        group_info: g.group_info,
-        public: g.public,
+        group_info: bulk.group_info,
+        public: bulk.public,
     }))
 }
 
 impl Record for GroupState {
-    const VERSION: u8 = 4;
+    const VERSION: u8 = 5;
 
     /// A version-2 group starts verifying from its latest GroupInfo (which carries the ratchet
     /// tree); proposals relayed before the upgrade are not in it, so a commit referencing them
     /// is refused and its author commits again.
     fn decode_version(version: u8, body: &[u8]) -> StorageResult<Self> {
         match version {
-            4 => postcard_body(body),
+            5 => postcard_body(body),
+            4 => {
+                let v4: GroupStateV4 = postcard_body(body)?;
+                Ok(Self {
+                    epoch: v4.epoch,
+                    created_ms: v4.created_ms,
+                    updated_ms: v4.updated_ms,
+                    leaves: v4.leaves,
+                    indexed: v4.indexed,
+                    bulk: Bulk::Inline(BulkState {
+                        group_info: v4.group_info,
+                        public: v4.public,
+                    }),
+                })
+            }
             3 => {
                 let v3: GroupStateV3 = postcard_body(body)?;
                 Ok(Self {
@@ -119,9 +155,11 @@ impl Record for GroupState {
                     created_ms: v3.created_ms,
                     updated_ms: v3.updated_ms,
                     leaves: v3.leaves,
-                    group_info: v3.group_info,
-                    public: v3.public,
                     indexed: false,
+                    bulk: Bulk::Inline(BulkState {
+                        group_info: v3.group_info,
+                        public: v3.public,
+                    }),
                 })
             }
             2 => {
@@ -134,9 +172,11 @@ impl Record for GroupState {
                     created_ms: v2.created_ms,
                     updated_ms: v2.updated_ms,
                     leaves: v2.leaves,
-                    group_info: v2.group_info,
-                    public,
                     indexed: false,
+                    bulk: Bulk::Inline(BulkState {
+                        group_info: v2.group_info,
+                        public,
+                    }),
                 })
             }
             v => Err(StorageError::Corrupt(format!("group record version {v}"))),
@@ -212,9 +252,12 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             leaves: vec![Some(m(1, 1)), Some(m(2, 1)), Some(m(3, 1))],
-            group_info: vec![9; 3],
-            public: vec![7; 2],
             indexed: true,
+            bulk: Bulk::Stored {
+                generation: 2,
+                chunks: 3,
+                len: 2_500_000,
+            },
         };
         g.leaves[2].as_mut().unwrap().left = true;
         let d = m(4, 2);
@@ -246,6 +289,29 @@ mod tests {
     }
 
     #[test]
+    fn a_version_4_record_keeps_its_state_inline_and_its_cursor_mark() {
+        let v4 = GroupStateV4 {
+            epoch: 7,
+            created_ms: 1,
+            updated_ms: 2,
+            leaves: vec![Some(m(1, 1)), None],
+            group_info: vec![9; 3],
+            public: vec![7; 2],
+            indexed: true,
+        };
+        let g = decode::<GroupState>(&encode(&v4)).unwrap();
+        assert_eq!((g.epoch, g.indexed), (7, true));
+        assert_eq!(g.leaves, vec![Some(m(1, 1)), None]);
+        assert_eq!(
+            g.bulk,
+            Bulk::Inline(BulkState {
+                group_info: vec![9; 3],
+                public: vec![7; 2],
+            })
+        );
+    }
+
+    #[test]
     fn a_version_2_record_gets_its_public_state_from_its_group_info() {
         #[derive(Serialize, Deserialize)]
         struct V2 {
@@ -274,7 +340,10 @@ mod tests {
         };
         let g = decode::<GroupState>(&encode(&v2)).unwrap();
         assert_eq!(g.leaves, vec![Some(creator)]);
-        let ds = DsGroup::from_bytes(&g.public).unwrap();
+        let Bulk::Inline(bulk) = &g.bulk else {
+            panic!("a version 2 record's state is inline");
+        };
+        let ds = DsGroup::from_bytes(&bulk.public).unwrap();
         assert_eq!(ds.epoch(), 0);
         assert_eq!(ds.members()[0].signature_key, client.signature_public_key());
     }

@@ -110,15 +110,20 @@ impl GroupService for GroupApi {
     ) -> Result<Response<GetGroupInfoResponse>, Status> {
         let who = caller(&request)?.clone();
         let group = convert::group_id(&request.into_inner().group_id)?;
-        let g = self.core.load_group(&group).await?.state;
         // Members' accounts may fetch it: a newly linked device joins its account's groups by
         // external commit.
-        if !g.has_account(who.account_id) {
-            return Err(MessagingError::NotMember.into());
-        }
+        let (epoch, bulk) = loop {
+            let loaded = self.core.load_group(&group).await?;
+            if !loaded.state.has_account(who.account_id) {
+                return Err(MessagingError::NotMember.into());
+            }
+            if let Some(bulk) = self.core.load_bulk(&group, &loaded).await? {
+                break (loaded.state.epoch, bulk);
+            }
+        };
         Ok(Response::new(GetGroupInfoResponse {
-            group_info: g.group_info,
-            epoch: g.epoch,
+            group_info: bulk.group_info,
+            epoch,
         }))
     }
 

@@ -391,3 +391,158 @@ async fn exactly_one_of_eight_concurrent_commits_wins_the_epoch() {
         assert_eq!(s.current_epoch, 1);
     }
 }
+
+/// The group record's key, and the prefix of its bulky state's chunks.
+fn group_keys() -> (Vec<u8>, Vec<u8>) {
+    let hex = guardyn_common::ids::hex(GROUP_ID);
+    (
+        format!("msg/v1/group/{hex}").into_bytes(),
+        format!("msg/v1/gs/{hex}/").into_bytes(),
+    )
+}
+
+/// The generations of the group's bulky state found in storage.
+async fn bulk_generations(env: &Env) -> std::collections::BTreeSet<Vec<u8>> {
+    let (_, prefix) = group_keys();
+    env.server
+        .kv()
+        .scan(
+            guardyn_storage::KeyRange::prefix(&prefix),
+            guardyn_storage::Direction::Forward,
+            1_000,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.key[prefix.len()..prefix.len() + 8].to_vec())
+        .collect()
+}
+
+/// A group whose ratchet tree no longer fits the record it routes by: the record keeps only
+/// the leaves, the GroupInfo and public state move beside it, and every operation still
+/// verifies against them: messages, a removal, GetGroupInfo, and concurrent commits, of which
+/// one wins and leaves exactly one stored generation.
+#[tokio::test]
+async fn a_group_whose_tree_outgrows_its_record_keeps_verifying_and_delivering() {
+    const MEMBERS: u32 = 60;
+    let env = Env::start().await;
+    let a = acct(1);
+    let others: Vec<String> = (2..=MEMBERS).map(acct).collect();
+    for x in std::iter::once(&a).chain(&others) {
+        env.dir.set(x, &[(1, 1)]);
+    }
+    let ca = client(&a, 1);
+    let clients: Vec<MlsClient> = others.iter().map(|o| client(o, 1)).collect();
+    let mut ga = create(&env, (&a, 1), &ca).await;
+    let (record_key, _) = group_keys();
+    let small = env.server.kv().get(&record_key).await.unwrap().unwrap();
+
+    let kps: Vec<Vec<u8>> = clients
+        .iter()
+        .map(|c| c.create_key_package().unwrap())
+        .collect();
+    let kps: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
+    let bundle = ga.add_members(&ca, &kps).unwrap();
+    let group_info = bundle.group_info.clone().unwrap();
+    assert!(group_info.len() > 10_000, "the tree is the bulk of it");
+    env.groups()
+        .send_commit(authed(
+            SendCommitRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 0,
+                commit: bundle.commit.clone(),
+                welcome: bundle.welcome.clone(),
+                welcome_recipients: others.iter().map(|o| address(o, 1)).collect(),
+                group_info: group_info.clone(),
+            },
+            &env.token(&a, 1),
+        ))
+        .await
+        .unwrap();
+    ga.merge_pending_commit(&ca).unwrap();
+    let record = env.server.kv().get(&record_key).await.unwrap().unwrap();
+    assert!(
+        record.len() < small.len() + 60 * 64,
+        "the record grows by the leaves only: {} bytes, {} with one member",
+        record.len(),
+        small.len()
+    );
+    assert_eq!(bulk_generations(&env).await.len(), 1);
+
+    let b = &others[0];
+    let mut gb =
+        Group::join_from_welcome(&clients[0], &mls_envelope(&env, b, 1).await.content).unwrap();
+    send_group_message(&env, &a, &mut ga, &ca, "to-sixty")
+        .await
+        .unwrap();
+    match gb
+        .process_message(&clients[0], &mls_envelope(&env, b, 1).await.content)
+        .unwrap()
+    {
+        Received::Application { plaintext, .. } => assert_eq!(plaintext, b"to-sixty"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+
+    // A removal verifies against the stored state and replaces it.
+    let last = ga.members().last().unwrap().leaf_index;
+    let removal = ga.remove_members(&ca, &[last]).unwrap();
+    let removal_info = removal.group_info.clone().unwrap();
+    env.groups()
+        .send_commit(authed(
+            SendCommitRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 1,
+                commit: removal.commit.clone(),
+                welcome: None,
+                welcome_recipients: vec![],
+                group_info: removal_info.clone(),
+            },
+            &env.token(&a, 1),
+        ))
+        .await
+        .unwrap();
+    ga.merge_pending_commit(&ca).unwrap();
+    let info = env
+        .groups()
+        .get_group_info(authed(
+            GetGroupInfoRequest {
+                group_id: GROUP_ID.to_vec(),
+            },
+            &env.token(b, 1),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.epoch, info.group_info), (2, removal_info));
+    assert_eq!(bulk_generations(&env).await.len(), 1);
+
+    // Concurrent commits from copies of the creator: one wins, the others are refused whole.
+    let saved = ca.to_bytes().unwrap();
+    let token = env.token(&a, 1);
+    let calls = (0..4).map(|_| {
+        let copy = MlsClient::from_bytes(&saved).unwrap();
+        let b = Group::load(&copy, GROUP_ID)
+            .unwrap()
+            .self_update(&copy)
+            .unwrap();
+        let r = SendCommitRequest {
+            group_id: GROUP_ID.to_vec(),
+            epoch: 2,
+            commit: b.commit,
+            welcome: None,
+            welcome_recipients: vec![],
+            group_info: b.group_info.unwrap(),
+        };
+        let (mut client, token) = (env.groups(), token.clone());
+        async move { client.send_commit(authed(r, &token)).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| reason(e) == "STALE_EPOCH")
+    );
+    assert_eq!(bulk_generations(&env).await.len(), 1);
+}
