@@ -58,6 +58,12 @@ pub struct BenchArgs {
     /// server's `messaging.max_mls_message_bytes` and `max_welcome_bytes`).
     #[arg(long, default_value_t = 100)]
     pub group_add_chunk: usize,
+    /// Members do not join with the SDK: the group is timed at the wire only (bare Listen
+    /// streams), and `--metrics` is scraped around those rounds. An SDK member validates the
+    /// whole ratchet tree when it joins, so SDK members cost the bench O(size²): use this for
+    /// thousands of devices.
+    #[arg(long)]
+    pub group_wire_only: bool,
     /// The server's Prometheus endpoint (e.g. http://127.0.0.1:9565/metrics): report its
     /// storage writes per group message, scraped before and after the group rounds.
     #[arg(long)]
@@ -416,6 +422,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         add_chunk: args.group_add_chunk,
         body: args.size,
         base,
+        wire_only: args.group_wire_only,
     })
     .await?;
     server.mark("group_ready");
@@ -429,8 +436,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?;
     server.mark("group");
-    group.wire = ready.wire(args.group_rounds, args.size, base).await?;
-    server.mark("group_wire");
+    if let Some(session) = ready.open_wire().await? {
+        server.mark("group_wire_ready");
+        ready
+            .wire_rounds(
+                session,
+                &mut group,
+                args.group_rounds,
+                (args.size, base),
+                args.metrics.as_deref(),
+            )
+            .await?;
+        server.mark("group_wire");
+    }
     let fanout = &group.fanout;
     let (peak_rss_kib, peak_threads) = sampler.finish();
     let group_deliveries = fanout.count * (group.size - 1);
@@ -444,7 +462,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "echo_cpu_secs": server.cpu("one_to_one", "echo"),
             "echo_calls_per_server_cpu_sec": server.per_cpu_sec(echo.count, "one_to_one", "echo"),
             "group_deliveries_per_server_cpu_sec": server.per_cpu_sec(group_deliveries, "group_ready", "group"),
-            "group_wire_deliveries_per_server_cpu_sec": group.wire.as_ref().and_then(|w| server.per_cpu_sec(w.delivery.count, "group", "group_wire")),
+            "group_wire_deliveries_per_server_cpu_sec": group.wire.as_ref().and_then(|w| server.per_cpu_sec(w.delivery.count, "group_wire_ready", "group_wire")),
         })
     });
 

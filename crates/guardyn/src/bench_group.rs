@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::bench_group_wire::{WireArgs, WireReport};
+use crate::bench_group_wire::{WireArgs, WireReport, WireSession};
 use crate::bench_idle::register_devices;
 use crate::bench_stats::{Note, Stats, stamp, unstamp};
 
@@ -187,6 +187,8 @@ pub(crate) struct ReadyGroup {
     channels: Vec<Channel>,
     /// (username, device id) of the members registered here: read at the wire afterwards.
     wire_members: Vec<(String, u32)>,
+    /// No SDK member joined: only the wire rounds run.
+    wire_only: bool,
 }
 
 /// Options of the group phase.
@@ -199,6 +201,8 @@ pub(crate) struct GroupSetup<'a> {
     pub add_chunk: usize,
     pub body: usize,
     pub base: Instant,
+    /// Members do not join with the SDK; the group is timed at the wire only.
+    pub wire_only: bool,
 }
 
 /// Registers the extra members, builds the group in chunked commits, opens every member's
@@ -245,7 +249,8 @@ pub(crate) async fn setup(o: GroupSetup<'_>) -> anyhow::Result<ReadyGroup> {
     let (tx, mut notes) = mpsc::unbounded_channel::<Note>();
     let mut pumps = Vec::with_capacity(size - 1);
     let mut opening = JoinSet::new();
-    for m in &members[1..] {
+    let listeners = if o.wire_only { &[][..] } else { &members[1..] };
+    for m in listeners {
         let m = m.clone();
         if opening.len() >= LISTEN_CONCURRENCY
             && let Some(done) = opening.join_next().await
@@ -271,19 +276,21 @@ pub(crate) async fn setup(o: GroupSetup<'_>) -> anyhow::Result<ReadyGroup> {
     }
     drop(tx);
 
-    eprintln!("group of {size}: warm-up message to every member...");
-    owner
-        .send_group(&group, &stamp(o.base, WARM_UP_TAG, o.body))
-        .await?;
-    await_all(
-        &mut notes,
-        WARM_UP_TAG,
-        size - 1,
-        WARM_UP_IDLE + WARM_UP_PER_MEMBER * u32::try_from(size).unwrap_or(u32::MAX),
-        &mut Vec::new(),
-    )
-    .await
-    .context("group warm-up")?;
+    if !o.wire_only {
+        eprintln!("group of {size}: warm-up message to every member...");
+        owner
+            .send_group(&group, &stamp(o.base, WARM_UP_TAG, o.body))
+            .await?;
+        await_all(
+            &mut notes,
+            WARM_UP_TAG,
+            size - 1,
+            WARM_UP_IDLE + WARM_UP_PER_MEMBER * u32::try_from(size).unwrap_or(u32::MAX),
+            &mut Vec::new(),
+        )
+        .await
+        .context("group warm-up")?;
+    }
     Ok(ReadyGroup {
         owner,
         group,
@@ -296,6 +303,7 @@ pub(crate) async fn setup(o: GroupSetup<'_>) -> anyhow::Result<ReadyGroup> {
         _members: members,
         channels: o.channels.clone(),
         wire_members,
+        wire_only: o.wire_only,
     })
 }
 
@@ -383,6 +391,18 @@ impl ReadyGroup {
         deadline: Duration,
         metrics: Option<&str>,
     ) -> anyhow::Result<GroupReport> {
+        if self.wire_only {
+            return Ok(GroupReport {
+                size: self.size,
+                add_commits: self.add_commits,
+                add_chunk: self.add_chunk,
+                setup_secs: self.setup_secs,
+                fanout: Stats::of(Vec::new(), 0.0),
+                delivery: Stats::of(Vec::new(), 0.0),
+                storage: None,
+                wire: None,
+            });
+        }
         let before = match metrics {
             Some(url) => Some(settled(url).await?),
             None => None,
@@ -429,14 +449,21 @@ impl ReadyGroup {
         })
     }
 
-    /// The same group timed at the wire ([`crate::bench_group_wire`]): the members registered
+    fn wire_args(&self, rounds: usize, body: usize, base: Instant) -> WireArgs<'_> {
+        WireArgs {
+            channels: &self.channels,
+            owner: &self.owner,
+            group: &self.group,
+            members: &self.wire_members,
+            rounds,
+            body,
+            base,
+        }
+    }
+
+    /// Opens the wire members' streams ([`crate::bench_group_wire`]): the members registered
     /// here as bare Listen streams; `None` when there are none (a group of pair clients only).
-    pub(crate) async fn wire(
-        &self,
-        rounds: usize,
-        body: usize,
-        base: Instant,
-    ) -> anyhow::Result<Option<WireReport>> {
+    pub(crate) async fn open_wire(&self) -> anyhow::Result<Option<WireSession>> {
         if self.wire_members.is_empty() {
             return Ok(None);
         }
@@ -445,17 +472,35 @@ impl ReadyGroup {
             self.size,
             self.wire_members.len()
         );
-        let report = crate::bench_group_wire::run(WireArgs {
-            channels: &self.channels,
-            owner: &self.owner,
-            group: &self.group,
-            members: &self.wire_members,
-            rounds,
-            body,
-            base,
-        })
-        .await?;
-        Ok(Some(report))
+        let session = crate::bench_group_wire::open(&self.wire_args(0, 0, Instant::now())).await?;
+        Ok(Some(session))
+    }
+
+    /// Times the same group at the wire; when only the wire rounds run, `metrics` is scraped
+    /// around them for the storage writes per message.
+    pub(crate) async fn wire_rounds(
+        &self,
+        session: WireSession,
+        report: &mut GroupReport,
+        rounds: usize,
+        (body, base): (usize, Instant),
+        metrics: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let metrics = metrics.filter(|_| self.wire_only);
+        let before = match metrics {
+            Some(url) => Some(settled(url).await?),
+            None => None,
+        };
+        let wire = session.rounds(&self.wire_args(rounds, body, base)).await?;
+        if let (Some(url), Some(before)) = (metrics, before) {
+            report.storage = Some(StorageDelta {
+                rounds: wire.fanout.count,
+                deliveries: wire.delivery.count,
+                delta: settled(url).await?.since(&before),
+            });
+        }
+        report.wire = Some(wire);
+        Ok(())
     }
 }
 

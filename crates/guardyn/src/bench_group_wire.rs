@@ -90,8 +90,16 @@ async fn member(
     Ok(())
 }
 
-/// Signs the members in, opens their streams and times `rounds` messages from the owner.
-pub(crate) async fn run(a: WireArgs<'_>) -> anyhow::Result<WireReport> {
+/// The members' streams, caught up with their backlog: ready for the rounds.
+pub(crate) struct WireSession {
+    members: usize,
+    streams: JoinSet<anyhow::Result<()>>,
+    got: mpsc::UnboundedReceiver<Instant>,
+}
+
+/// Signs the members in and opens their streams; returns once every stream has read its
+/// backlog (Welcome and commits, acknowledged, not counted).
+pub(crate) async fn open(a: &WireArgs<'_>) -> anyhow::Result<WireSession> {
     let n = a.members.len();
     if n == 0 {
         anyhow::bail!("no members to read at the wire");
@@ -114,7 +122,7 @@ pub(crate) async fn run(a: WireArgs<'_>) -> anyhow::Result<WireReport> {
         tokens[j] = token?;
     }
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
-    let (got_tx, mut got) = mpsc::unbounded_channel();
+    let (got_tx, got) = mpsc::unbounded_channel();
     let mut streams = JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
         streams.spawn(member(channel(i), token, ready_tx.clone(), got_tx.clone()));
@@ -127,32 +135,43 @@ pub(crate) async fn run(a: WireArgs<'_>) -> anyhow::Result<WireReport> {
             .flatten()
             .with_context(|| format!("only {opened} of {n} member streams caught up"))?;
     }
-
-    let mut fanout = Vec::with_capacity(a.rounds);
-    let mut delivery = Vec::with_capacity(a.rounds * n);
-    let start = Instant::now();
-    for round in 0..a.rounds as u64 {
-        let sent = Instant::now();
-        a.owner
-            .send_group(a.group, &stamp(a.base, round, a.body))
-            .await?;
-        let mut last = sent;
-        for have in 0..n {
-            let at = tokio::time::timeout(ROUND_IDLE, got.recv())
-                .await
-                .ok()
-                .flatten()
-                .with_context(|| format!("wire round {round}: only {have} of {n} members"))?;
-            delivery.push(at.saturating_duration_since(sent));
-            last = last.max(at);
-        }
-        fanout.push(last.saturating_duration_since(sent));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    streams.abort_all();
-    Ok(WireReport {
+    Ok(WireSession {
         members: n,
-        fanout: Stats::of(fanout, secs),
-        delivery: Stats::of(delivery, secs),
+        streams,
+        got,
     })
+}
+
+impl WireSession {
+    /// Times `rounds` messages from the owner, each until every member's stream had it.
+    pub(crate) async fn rounds(mut self, a: &WireArgs<'_>) -> anyhow::Result<WireReport> {
+        let n = self.members;
+        let mut fanout = Vec::with_capacity(a.rounds);
+        let mut delivery = Vec::with_capacity(a.rounds * n);
+        let start = Instant::now();
+        for round in 0..a.rounds as u64 {
+            let sent = Instant::now();
+            a.owner
+                .send_group(a.group, &stamp(a.base, round, a.body))
+                .await?;
+            let mut last = sent;
+            for have in 0..n {
+                let at = tokio::time::timeout(ROUND_IDLE, self.got.recv())
+                    .await
+                    .ok()
+                    .flatten()
+                    .with_context(|| format!("wire round {round}: only {have} of {n} members"))?;
+                delivery.push(at.saturating_duration_since(sent));
+                last = last.max(at);
+            }
+            fanout.push(last.saturating_duration_since(sent));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        self.streams.abort_all();
+        Ok(WireReport {
+            members: n,
+            fanout: Stats::of(fanout, secs),
+            delivery: Stats::of(delivery, secs),
+        })
+    }
 }
