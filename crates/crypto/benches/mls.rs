@@ -34,8 +34,9 @@ fn setup() -> Fixture {
     let bundle = group_a.add_members(&a, &refs).unwrap();
     group_a.merge_pending_commit(&a).unwrap();
     let welcome = bundle.welcome.unwrap();
-    let group_b = Group::join_from_welcome(&b, &welcome).unwrap();
-    let group_c = Group::join_from_welcome(&c, &welcome).unwrap();
+    let tree = group_a.ratchet_tree().unwrap();
+    let group_b = Group::join_from_welcome(&b, &welcome, Some(&tree)).unwrap();
+    let group_c = Group::join_from_welcome(&c, &welcome, Some(&tree)).unwrap();
     assert_eq!(group_a.members().len(), MEMBERS);
     Fixture {
         a,

@@ -7,16 +7,16 @@
 //! channels: never one connection per device. They are added in commits of `--group-add-chunk`
 //! devices, so each commit (an Add proposal with the device's KeyPackage per added device)
 //! stays under the server's `messaging.max_mls_message_bytes` and each Welcome under
-//! `max_welcome_bytes`. What the group size is finally bounded by is the ratchet tree: the
-//! group_info every commit carries holds it (checked against `max_mls_message_bytes`) and the
-//! server keeps it in one KV value; when the server refuses a commit the phase fails naming
-//! the size reached and the server's error.
+//! `max_welcome_bytes` (neither carries the ratchet tree: the server serves it); when the
+//! server refuses a commit the phase fails naming the size reached and the server's error.
 //!
 //! Every member (but the sender) listens; one unmeasured warm-up message brings every member
 //! to the group's last epoch and lets it fetch the pinned keys of the others (the SDK does
 //! that once per account before it processes a group's first message, so this is O(size²)
 //! key-directory calls across the members), then `--group-rounds` messages are sent one at a
-//! time, each timed until the last member decrypted it.
+//! time, each timed until the last member decrypted it. With `--group-wire-only` no member
+//! joins with the SDK (each would verify the whole tree: O(size²) on the bench's cores) and
+//! only the wire rounds run.
 //!
 //! Storage writes come from the server's `guardyn_storage_*_total` counters, scraped once the
 //! warm-up settled and again after the rounds once they stop moving (members acknowledge
@@ -232,10 +232,9 @@ pub(crate) async fn setup(o: GroupSetup<'_>) -> anyhow::Result<ReadyGroup> {
         if let Err(e) = owner.add_to_group(&group, chunk).await {
             anyhow::bail!(
                 "the group reached {reached} of {size} devices: the server refused the commit \
-                 adding {} more: {e}. Each commit's group_info carries the whole ratchet tree \
-                 (about 210 bytes per member, limited by messaging.max_mls_message_bytes, and \
-                 kept by the server in one KV value of at most 1.9 MB); the commit and Welcome \
-                 themselves grow with --group-add-chunk",
+                 adding {} more: {e}. The commit and its Welcome grow with --group-add-chunk \
+                 (a KeyPackage and a Welcome secret per added device), against \
+                 messaging.max_mls_message_bytes and max_welcome_bytes",
                 chunk.len()
             );
         }

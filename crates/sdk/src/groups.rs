@@ -20,7 +20,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use guardyn_crypto::mls::{
-    CommitBundle, Group, KeyPackagePolicy, MemberInfo, MlsClient, Received, validate_key_package,
+    CommitBundle, Group, KeyPackagePolicy, MemberInfo, MlsClient, OpenWelcome, Received,
+    validate_key_package,
 };
 use guardyn_proto::guardyn::auth::v1 as auth;
 use guardyn_proto::guardyn::auth::v1::key_directory_service_client::KeyDirectoryServiceClient;
@@ -140,18 +141,25 @@ impl Inner {
         Ok(pins)
     }
 
-    /// Before an MLS envelope of a known group is processed: fetch the pins of member
-    /// accounts not fetched yet. A failure is logged; those leaves stay unchecked until the
-    /// next envelope or send.
-    pub(crate) async fn prepare_mls(&self, env: &msg::DeliveredEnvelope) {
-        let Some(group_id) = &env.group_id else {
-            return;
-        };
+    /// Before an MLS envelope is processed: for a Welcome, fetch the ratchet tree it leaves
+    /// out (returned, for [`Inner::open_mls`]); for a known group, fetch the pins of member
+    /// accounts not fetched yet. A failure is logged: a Welcome without its tree is then
+    /// reported undecryptable, and unfetched leaves stay unchecked until the next envelope or
+    /// send.
+    pub(crate) async fn prepare_mls(&self, env: &msg::DeliveredEnvelope) -> Option<Vec<u8>> {
+        if env.mls_kind == msg::MlsMessageKind::Welcome as i32 {
+            return match self.welcome_tree(env).await {
+                Ok(tree) => tree,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not fetch the ratchet tree of a Welcome");
+                    None
+                }
+            };
+        }
+        let group_id = env.group_id.as_ref()?;
         let missing: BTreeSet<String> = {
             let st = self.state.lock().await;
-            let Some(group) = st.groups.get(group_id) else {
-                return;
-            };
+            let group = st.groups.get(group_id)?;
             let fetched = self
                 .mls_fetched
                 .lock()
@@ -166,11 +174,32 @@ impl Inner {
                 .collect()
         };
         if missing.is_empty() {
-            return;
+            return None;
         }
         if let Err(e) = self.fetch_mls_pins(missing).await {
             tracing::warn!(error = %e, "could not fetch pinned MLS keys of group members");
         }
+        None
+    }
+
+    /// The ratchet tree a Welcome leaves out, from the delivery service: that of the epoch the
+    /// envelope says the Welcome is for (`None` for envelopes queued before the server said,
+    /// whose Welcomes carry the tree). Verified against the Welcome's tree hash on joining, so
+    /// a wrong one only fails the join.
+    async fn welcome_tree(
+        &self,
+        env: &msg::DeliveredEnvelope,
+    ) -> Result<Option<Vec<u8>>, SdkError> {
+        let (Some(group_id), Some(epoch)) = (env.group_id.clone(), env.epoch) else {
+            return Ok(None);
+        };
+        let resp = self
+            .call(
+                msg::GetRatchetTreeRequest { group_id, epoch },
+                |ch, r| async move { GroupServiceClient::new(ch).get_ratchet_tree(r).await },
+            )
+            .await?;
+        Ok(Some(resp.ratchet_tree))
     }
 
     /// Processes an MLS envelope (welcome, commit, proposal or application message).
@@ -178,6 +207,7 @@ impl Inner {
         &self,
         st: &mut State,
         env: &msg::DeliveredEnvelope,
+        welcome_tree: Option<&[u8]>,
     ) -> Result<Option<Event>, SdkError> {
         let pins = self.mls_pins.lock().map(|p| p.clone()).unwrap_or_default();
         let fetched = self
@@ -200,8 +230,9 @@ impl Inner {
                 .mls
                 .as_ref()
                 .ok_or(SdkError::NotSignedIn("no MLS client"))?;
-            let group =
-                Group::join_from_welcome_checked(mls, &env.content, accept).map_err(untrusted)?;
+            let group = OpenWelcome::open(mls, &env.content)
+                .and_then(|w| w.join(mls, welcome_tree, accept))
+                .map_err(untrusted)?;
             let group_id = group.group_id().to_vec();
             st.groups.insert(group_id.clone(), group);
             return Ok(Some(Event::GroupJoined { group_id }));

@@ -275,12 +275,17 @@ impl Inner {
         Ok(events)
     }
 
-    fn handle_envelope(&self, st: &mut State, env: &msg::DeliveredEnvelope) -> Vec<Event> {
+    fn handle_envelope(
+        &self,
+        st: &mut State,
+        env: &msg::DeliveredEnvelope,
+        welcome_tree: Option<&[u8]>,
+    ) -> Vec<Event> {
         if already_processed(st, env) {
             return Vec::new();
         }
         let result = if env.r#type == msg::EnvelopeType::Mls as i32 {
-            self.open_mls(st, env).map(Vec::from_iter)
+            self.open_mls(st, env, welcome_tree).map(Vec::from_iter)
         } else {
             self.open_envelope(st, env)
         };
@@ -496,11 +501,17 @@ impl Inner {
                 }
                 Some(Ok(resp)) => match resp.item {
                     Some(msg::listen_response::Item::Envelope(env)) => {
-                        if env.r#type == msg::EnvelopeType::Mls as i32 {
-                            self.prepare_mls(&env).await;
-                        }
+                        let welcome_tree = if env.r#type == msg::EnvelopeType::Mls as i32 {
+                            self.prepare_mls(&env).await
+                        } else {
+                            None
+                        };
                         let mut st = self.state.lock().await;
-                        batch.events.extend(self.handle_envelope(&mut st, &env));
+                        batch.events.extend(self.handle_envelope(
+                            &mut st,
+                            &env,
+                            welcome_tree.as_deref(),
+                        ));
                         batch.ack(&env);
                     }
                     Some(msg::listen_response::Item::QueueEmpty(_)) => {

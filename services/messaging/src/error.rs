@@ -35,6 +35,8 @@ pub enum MessagingError {
     NotMember,
     #[error("the envelopes do not match the destination's devices")]
     DeviceMismatch(DeviceMismatch),
+    #[error("the ratchet tree of epoch {epoch} is not kept")]
+    TreeNotKept { epoch: u64 },
     #[error("stale epoch; the group is at epoch {current}")]
     StaleEpoch { current: u64 },
     #[error("queue of device {device} is full ({limit})")]
@@ -162,6 +164,10 @@ impl From<MessagingError> for ApiError {
             E::GroupNotFound | E::NotMember => {
                 ApiError::not_found("no such group, or the calling device is not a member of it")
             }
+            E::TreeNotKept { epoch } => ApiError::not_found(format!(
+                "the ratchet tree of epoch {epoch} is no longer kept (or that epoch added no \
+                 members): join by external commit"
+            )),
             E::DeviceMismatch(d) => ApiError::device_mismatch(d.missing, d.extra, d.stale),
             E::StaleEpoch { current } => ApiError::stale_epoch(current),
             // Not retryable soon: room comes back when the recipient acknowledges.

@@ -15,6 +15,8 @@
 //! - KV `msg/v1/gs/<group>/<generation u64>/<chunk u32>`: that bulky state (the latest
 //!   GroupInfo and the verified public MLS state with its queued proposals), when it is too
 //!   large for the record ([`crate::groups::bulk`]).
+//! - KV `msg/v1/gt/<group>/<epoch u64>/<chunk u32>`: the ratchet tree of an epoch that added
+//!   members, for joiners from its Welcome ([`crate::groups::trees`]).
 //! - KV `msg/v1/idem/<account>/<device u32>/<client message id>`: [`IdempotencyRecord`]
 //!   (SendGroupMessage's id is `g/<group>/<client message id>`).
 //! - KV `msg/v1/ob/<group>/<epoch u64>/<kind u8>[/<hex tag>]`: a pending group fan-out
@@ -66,6 +68,19 @@ pub(crate) fn group_bulk_prefix(group: &GroupId, generation: u64) -> Vec<u8> {
 
 pub(crate) fn group_bulk_key(group: &GroupId, generation: u64, chunk: u32) -> Vec<u8> {
     let mut k = group_bulk_prefix(group, generation);
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+/// Prefix of the ratchet tree kept for a Welcome into `epoch` ([`crate::groups::trees`]).
+pub(crate) fn welcome_tree_prefix(group: &GroupId, epoch: u64) -> Vec<u8> {
+    let mut k = format!("msg/v1/gt/{}/", group.hex()).into_bytes();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+pub(crate) fn welcome_tree_key(group: &GroupId, epoch: u64, chunk: u32) -> Vec<u8> {
+    let mut k = welcome_tree_prefix(group, epoch);
     k.extend_from_slice(&chunk.to_be_bytes());
     k
 }

@@ -286,7 +286,9 @@ impl DsGroup {
     }
 
     /// Checks that a GroupInfo `MLSMessage` describes exactly the current state (GroupContext,
-    /// confirmation tag and the ratchet tree it carries) and is signed by a member.
+    /// confirmation tag, and the ratchet tree if it carries one) and is signed by a member.
+    /// Without a tree it is bound to this state's tree all the same: the GroupContext holds
+    /// the tree hash.
     pub fn check_group_info(&self, group_info: &[u8]) -> Result<(), MlsError> {
         let vgi = decode_group_info(group_info)?;
         let mismatch = |what: &str| MlsError::GroupInfoMismatch(what.to_owned());
@@ -295,13 +297,9 @@ impl DsGroup {
         {
             return Err(mismatch("group context"));
         }
-        let tree = vgi
-            .extensions()
-            .ratchet_tree()
-            .ok_or(MlsError::MissingRatchetTree)?
-            .ratchet_tree()
-            .tls_serialize_detached()?;
-        if tree != self.public.export_ratchet_tree().tls_serialize_detached()? {
+        if let Some(tree) = vgi.extensions().ratchet_tree()
+            && tree.ratchet_tree().tls_serialize_detached()? != self.ratchet_tree()?
+        {
             return Err(mismatch("ratchet tree"));
         }
         // GroupInfoTBS = group_context · extensions · confirmation_tag · signer (u32), then the
@@ -339,6 +337,12 @@ impl DsGroup {
         vgi.verify(self.provider.crypto(), &key)
             .map_err(|_| mismatch("signature"))?;
         Ok(())
+    }
+
+    /// The current epoch's ratchet tree (TLS-encoded `RatchetTree`), what a joiner needs beside
+    /// a GroupInfo or Welcome that leaves it out. Public: it holds public keys and credentials.
+    pub fn ratchet_tree(&self) -> Result<Vec<u8>, MlsError> {
+        Ok(self.public.export_ratchet_tree().tls_serialize_detached()?)
     }
 
     /// Serialises the state (see the module docs). Contains no secret.

@@ -1,11 +1,11 @@
 //! The single error type of the MLS module.
 
 use openmls::prelude::{
-    AddMembersError, CommitToPendingProposalsError, CreateCommitError, CreateMessageError,
-    ExportGroupInfoError, ExternalCommitBuilderError, ExternalCommitBuilderFinalizeError,
-    KeyPackageNewError, KeyPackageVerifyError, MergeCommitError, MergePendingCommitError,
-    NewGroupError, ProcessMessageError, ProposeAddMemberError, ProposeRemoveMemberError,
-    ProposeSelfUpdateError, RemoveMembersError, SelfUpdateError, WelcomeError,
+    CommitBuilderStageError, CreateCommitError, CreateMessageError, ExportGroupInfoError,
+    ExternalCommitBuilderError, ExternalCommitBuilderFinalizeError, KeyPackageNewError,
+    KeyPackageVerifyError, MergeCommitError, MergePendingCommitError, NewGroupError,
+    ProcessMessageError, ProposeAddMemberError, ProposeRemoveMemberError, ProposeSelfUpdateError,
+    WelcomeError,
 };
 use openmls_rust_crypto::MemoryStorageError;
 
@@ -147,15 +147,12 @@ pub enum MlsError {
     /// Building a commit failed.
     #[error("creating commit: {0}")]
     CreateCommit(#[from] CreateCommitError),
-    /// Adding members failed.
-    #[error("adding members: {0}")]
-    AddMembers(#[from] AddMembersError<S>),
-    /// Removing members failed.
-    #[error("removing members: {0}")]
-    RemoveMembers(#[from] RemoveMembersError<S>),
-    /// A self-update commit failed.
-    #[error("self update: {0}")]
-    SelfUpdate(#[from] SelfUpdateError<S>),
+    /// Staging a built commit failed.
+    #[error("staging commit: {0}")]
+    StageCommit(#[from] CommitBuilderStageError<S>),
+    /// A commit was asked of a group that has one pending or that this client left.
+    #[error("the group has a pending commit or is inactive")]
+    NotOperational,
     /// Proposing an add failed.
     #[error("proposing add: {0}")]
     ProposeAdd(#[from] ProposeAddMemberError<S>),
@@ -165,9 +162,6 @@ pub enum MlsError {
     /// Proposing a self-update failed.
     #[error("proposing self update: {0}")]
     ProposeSelfUpdate(#[from] ProposeSelfUpdateError<S>),
-    /// Committing pending proposals failed.
-    #[error("committing proposals: {0}")]
-    CommitProposals(#[from] CommitToPendingProposalsError<S>),
     /// Merging an own pending commit failed.
     #[error("merging pending commit: {0}")]
     MergePending(#[from] MergePendingCommitError<S>),

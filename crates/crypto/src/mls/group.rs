@@ -11,9 +11,9 @@
 use std::fmt;
 
 use openmls::prelude::{
-    GroupId, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsMessageBodyIn, MlsMessageIn,
-    MlsMessageOut, ProcessedMessageContent, ProtocolMessage, StagedCommit, StagedWelcome,
-    tls_codec::Deserialize as _, tls_codec::Serialize as _,
+    CommitBuilder, GroupId, Initial, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsMessageBodyIn,
+    MlsMessageIn, ProcessedMessageContent, ProcessedWelcome, ProtocolMessage, RatchetTreeIn,
+    StagedCommit, tls_codec::Deserialize as _, tls_codec::Serialize as _,
 };
 use openmls_traits::OpenMlsProvider as _;
 
@@ -43,14 +43,15 @@ impl fmt::Debug for Group {
 }
 
 /// Output of a commit: send `commit` to the server; deliver `welcome` to the
-/// added members; publish `group_info` (with the ratchet tree) for external
-/// joins. All fields are serialised `MLSMessage`s.
+/// added members; publish `group_info` for external joins. All fields are
+/// serialised `MLSMessage`s; neither the Welcome nor the GroupInfo carries the
+/// ratchet tree (the delivery service serves it).
 pub struct CommitBundle {
     /// The commit (a PublicMessage under the Guardyn wire-format policy).
     pub commit: Vec<u8>,
     /// Welcome for new members, if the commit added any.
     pub welcome: Option<Vec<u8>>,
-    /// Signed GroupInfo for the new epoch, including the ratchet tree.
+    /// Signed GroupInfo for the new epoch, without the ratchet tree.
     pub group_info: Option<Vec<u8>>,
 }
 
@@ -147,56 +148,37 @@ impl Group {
         Ok(Self { inner })
     }
 
-    /// Joins from a serialised Welcome `MLSMessage`; the ratchet tree is taken
-    /// from the Welcome's GroupInfo extension. Works only if `client`'s key
-    /// store still holds the private keys of the KeyPackage it was built for.
-    pub fn join_from_welcome(client: &MlsClient, welcome: &[u8]) -> Result<Self, MlsError> {
-        Self::join_from_welcome_checked(client, welcome, |_| true)
-    }
-
-    /// [`Group::join_from_welcome`], refusing the group
-    /// ([`MlsError::UntrustedMember`]) when `accept` rejects one of its members (e.g. a leaf
-    /// whose signature key is not the one the directory pins for the device it names).
-    pub fn join_from_welcome_checked(
+    /// Joins from a serialised Welcome `MLSMessage`. `ratchet_tree` is the tree of the epoch
+    /// the Welcome is for ([`OpenWelcome::epoch`]), from the delivery service, unless the
+    /// Welcome's GroupInfo carries it ([`OpenWelcome::carries_tree`]). Works only if `client`'s
+    /// key store still holds the private keys of the KeyPackage it was built for.
+    pub fn join_from_welcome(
         client: &MlsClient,
         welcome: &[u8],
-        accept: impl Fn(&MemberInfo) -> bool,
+        ratchet_tree: Option<&[u8]>,
     ) -> Result<Self, MlsError> {
-        let welcome = match decode(welcome)? {
-            MlsMessageBodyIn::Welcome(w) => w,
-            other => return Err(unexpected(MessageKind::Welcome, &other)),
-        };
-        let staged =
-            StagedWelcome::new_from_welcome(&client.provider, &join_config(), welcome, None)?;
-        for m in staged.members() {
-            check(
-                &accept,
-                MemberInfo {
-                    leaf_index: m.index.u32(),
-                    identity: identity_of(&m.credential).unwrap_or_default(),
-                    signature_key: m.signature_key,
-                },
-            )?;
-        }
-        let inner = staged.into_group(&client.provider)?;
-        Ok(Self { inner })
+        OpenWelcome::open(client, welcome)?.join(client, ratchet_tree, |_| true)
     }
 
-    /// Joins by external commit from a serialised GroupInfo `MLSMessage`
-    /// (which must carry the ratchet tree). Returns the group, already at the
-    /// new epoch, and the commit to send to the server. If the server rejects
-    /// it, drop the group and retry with a fresh GroupInfo.
+    /// Joins by external commit from a serialised GroupInfo `MLSMessage` and the ratchet tree
+    /// of its epoch (`None` when the GroupInfo carries it). Returns the group, already at the
+    /// new epoch, and the commit to send to the server. If the server rejects it, drop the
+    /// group and retry with a fresh GroupInfo.
     pub fn join_by_external_commit(
         client: &MlsClient,
         group_info: &[u8],
+        ratchet_tree: Option<&[u8]>,
     ) -> Result<(Self, Vec<u8>), MlsError> {
         let group_info = match decode(group_info)? {
             MlsMessageBodyIn::GroupInfo(g) => g,
             other => return Err(unexpected(MessageKind::GroupInfo, &other)),
         };
         let provider = &client.provider;
-        let (inner, bundle) = MlsGroup::external_commit_builder()
-            .with_config(join_config())
+        let mut builder = MlsGroup::external_commit_builder().with_config(join_config());
+        if let Some(tree) = ratchet_tree {
+            builder = builder.with_ratchet_tree(RatchetTreeIn::tls_deserialize_exact(tree)?);
+        }
+        let (inner, bundle) = builder
             .build_group(provider, group_info, client.credential.clone())?
             .leaf_node_parameters(
                 LeafNodeParameters::builder()
@@ -261,10 +243,7 @@ impl Group {
             .iter()
             .map(|kp| super::server::decode_key_package(kp, client.provider.crypto()))
             .collect::<Result<Vec<_>, _>>()?;
-        let (commit, welcome, gi) =
-            self.inner
-                .add_members(&client.provider, &client.signer, &kps)?;
-        bundle(commit, Some(welcome), gi.map(MlsMessageOut::from))
+        self.commit(client, |b| b.propose_adds(kps).force_self_update(true))
     }
 
     /// Commit removing the members at `leaf_indices`.
@@ -274,22 +253,16 @@ impl Group {
         leaf_indices: &[u32],
     ) -> Result<CommitBundle, MlsError> {
         let leaves = self.existing_leaves(leaf_indices)?;
-        let (commit, welcome, gi) =
-            self.inner
-                .remove_members(&client.provider, &client.signer, &leaves)?;
-        bundle(commit, welcome, gi.map(MlsMessageOut::from))
+        self.commit(client, |b| b.propose_removals(leaves))
     }
 
     /// Commit rotating this client's leaf (encryption) key: post-compromise
     /// security for everything after the commit.
     pub fn self_update(&mut self, client: &MlsClient) -> Result<CommitBundle, MlsError> {
-        let b = self.inner.self_update(
-            &client.provider,
-            &client.signer,
-            LeafNodeParameters::default(),
-        )?;
-        let (commit, welcome, gi) = b.into_messages();
-        bundle(commit, welcome, gi)
+        self.commit(client, |b| {
+            b.leaf_node_parameters(LeafNodeParameters::default())
+                .consume_proposal_store(true)
+        })
     }
 
     /// Proposal (not a commit) to add a KeyPackage.
@@ -333,10 +306,36 @@ impl Group {
         &mut self,
         client: &MlsClient,
     ) -> Result<CommitBundle, MlsError> {
-        let (commit, welcome, gi) = self
-            .inner
-            .commit_to_pending_proposals(&client.provider, &client.signer)?;
-        bundle(commit, welcome, gi.map(MlsMessageOut::from))
+        self.commit(client, |b| b.consume_proposal_store(true))
+    }
+
+    /// Builds and stages a commit. Its GroupInfo (for the delivery service) and its Welcome
+    /// leave the ratchet tree out, whatever the group's stored configuration says: the tree
+    /// grows with the group (about 200 bytes per member) and the delivery service, which
+    /// verifies every commit against it, serves it to joiners instead (RFC 9420 §12.4.3.3).
+    fn commit(
+        &mut self,
+        client: &MlsClient,
+        proposals: impl for<'a> FnOnce(
+            CommitBuilder<'a, Initial, &'a mut MlsGroup>,
+        ) -> CommitBuilder<'a, Initial, &'a mut MlsGroup>,
+    ) -> Result<CommitBundle, MlsError> {
+        if !self.inner.is_active() || self.inner.pending_commit().is_some() {
+            return Err(MlsError::NotOperational);
+        }
+        let provider = &client.provider;
+        let staged = proposals(self.inner.commit_builder())
+            .load_psks(provider.storage())?
+            .use_ratchet_tree_extension(false)
+            .create_group_info(true)
+            .build(provider.rand(), provider.crypto(), &client.signer, |_| true)?
+            .stage_commit(provider)?;
+        let (commit, welcome, group_info) = staged.into_messages();
+        Ok(CommitBundle {
+            commit: commit.tls_serialize_detached()?,
+            welcome: welcome.map(|w| w.tls_serialize_detached()).transpose()?,
+            group_info: group_info.map(|g| g.tls_serialize_detached()).transpose()?,
+        })
     }
 
     /// Applies this client's own commit after the server accepted it.
@@ -358,7 +357,12 @@ impl Group {
         Ok(msg.tls_serialize_detached()?)
     }
 
-    /// A signed GroupInfo with the ratchet tree, for external joins.
+    /// This member's view of the current epoch's ratchet tree (TLS-encoded `RatchetTree`).
+    pub fn ratchet_tree(&self) -> Result<Vec<u8>, MlsError> {
+        Ok(self.inner.export_ratchet_tree().tls_serialize_detached()?)
+    }
+
+    /// A signed GroupInfo with the ratchet tree (what a creator publishes with CreateGroup).
     pub fn export_group_info(&self, client: &MlsClient) -> Result<Vec<u8>, MlsError> {
         let gi = self
             .inner
@@ -523,14 +527,84 @@ fn unexpected(expected: MessageKind, found: &MlsMessageBodyIn) -> MlsError {
     }
 }
 
-fn bundle(
-    commit: MlsMessageOut,
-    welcome: Option<MlsMessageOut>,
-    group_info: Option<MlsMessageOut>,
-) -> Result<CommitBundle, MlsError> {
-    Ok(CommitBundle {
-        commit: commit.tls_serialize_detached()?,
-        welcome: welcome.map(|w| w.tls_serialize_detached()).transpose()?,
-        group_info: group_info.map(|g| g.tls_serialize_detached()).transpose()?,
-    })
+/// A Welcome decrypted with the client's KeyPackage, before the group is joined: it names the
+/// group and epoch whose ratchet tree the join needs.
+pub struct OpenWelcome {
+    inner: ProcessedWelcome,
+}
+
+impl fmt::Debug for OpenWelcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenWelcome")
+            .field("epoch", &self.epoch())
+            .field("carries_tree", &self.carries_tree())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenWelcome {
+    /// Decrypts a serialised Welcome `MLSMessage` addressed to one of `client`'s KeyPackages.
+    pub fn open(client: &MlsClient, welcome: &[u8]) -> Result<Self, MlsError> {
+        let welcome = match decode(welcome)? {
+            MlsMessageBodyIn::Welcome(w) => w,
+            other => return Err(unexpected(MessageKind::Welcome, &other)),
+        };
+        let inner = ProcessedWelcome::new_from_welcome(&client.provider, &join_config(), welcome)?;
+        Ok(Self { inner })
+    }
+
+    /// The group id, as the (not yet verified) GroupInfo states it.
+    pub fn group_id(&self) -> &[u8] {
+        self.inner
+            .unverified_group_info()
+            .group_context()
+            .group_id()
+            .as_slice()
+    }
+
+    /// The epoch the Welcome is for, as the (not yet verified) GroupInfo states it.
+    pub fn epoch(&self) -> u64 {
+        self.inner
+            .unverified_group_info()
+            .group_context()
+            .epoch()
+            .as_u64()
+    }
+
+    /// Whether the GroupInfo carries the ratchet tree (Welcomes of older clients).
+    pub fn carries_tree(&self) -> bool {
+        self.inner
+            .unverified_group_info()
+            .extensions()
+            .ratchet_tree()
+            .is_some()
+    }
+
+    /// Joins with the epoch's ratchet tree (`None` when the Welcome carries it), refusing the
+    /// group ([`MlsError::UntrustedMember`]) when `accept` rejects one of its members (e.g. a
+    /// leaf whose signature key is not the one the directory pins for the device it names).
+    /// The tree is verified against the GroupInfo's tree hash, so its source needs no trust.
+    pub fn join(
+        self,
+        client: &MlsClient,
+        ratchet_tree: Option<&[u8]>,
+        accept: impl Fn(&MemberInfo) -> bool,
+    ) -> Result<Group, MlsError> {
+        let tree = ratchet_tree
+            .map(RatchetTreeIn::tls_deserialize_exact)
+            .transpose()?;
+        let staged = self.inner.into_staged_welcome(&client.provider, tree)?;
+        for m in staged.members() {
+            check(
+                &accept,
+                MemberInfo {
+                    leaf_index: m.index.u32(),
+                    identity: identity_of(&m.credential).unwrap_or_default(),
+                    signature_key: m.signature_key,
+                },
+            )?;
+        }
+        let inner = staged.into_group(&client.provider)?;
+        Ok(Group { inner })
+    }
 }

@@ -48,7 +48,7 @@ pub mod server;
 pub use client::{DEFAULT_CIPHERSUITE, MlsClient};
 pub use ds::{AddedKeyPackage, DsGroup, LeafChange, LeafInfo, VerifiedCommit, VerifiedProposal};
 pub use error::MlsError;
-pub use group::{CommitBundle, CommitSummary, Group, MemberInfo, Received};
+pub use group::{CommitBundle, CommitSummary, Group, MemberInfo, OpenWelcome, Received};
 pub use message_kind::MessageKind;
 pub use provider::MlsProvider;
 pub use server::{

@@ -41,7 +41,24 @@ fn honest_commits_and_proposals_are_verified_and_tracked() {
     ds.check_group_info(bundle.group_info.as_ref().unwrap())
         .unwrap();
     ga.merge_pending_commit(&alice).unwrap();
-    let mut gb = Group::join_from_welcome(&bob, bundle.welcome.as_ref().unwrap()).unwrap();
+    // Neither the commit's GroupInfo nor its Welcome carries the tree: Bob joins with the one
+    // the delivery service verified, and cannot without it.
+    assert!(matches!(
+        DsGroup::from_group_info(bundle.group_info.as_ref().unwrap()),
+        Err(MlsError::MissingRatchetTree)
+    ));
+    let welcome = bundle.welcome.as_ref().unwrap();
+    let open = OpenWelcome::open(&bob, welcome).unwrap();
+    assert_eq!(
+        (open.group_id(), open.epoch(), open.carries_tree()),
+        (GID, 1, false)
+    );
+    let bob_copy = MlsClient::from_bytes(&bob.to_bytes().unwrap()).unwrap();
+    assert!(Group::join_from_welcome(&bob_copy, welcome, None).is_err());
+    assert_eq!(ds.ratchet_tree().unwrap(), ga.ratchet_tree().unwrap());
+    let mut gb = open
+        .join(&bob, Some(&ds.ratchet_tree().unwrap()), |_| true)
+        .unwrap();
 
     // Persisted and restored, the state keeps verifying.
     let mut ds = DsGroup::from_bytes(&ds.to_bytes().unwrap()).unwrap();
@@ -132,10 +149,15 @@ fn members_a_client_check_rejects_are_neither_joined_nor_merged() {
     let not_alice = |m: &MemberInfo| m.identity != b"a.1";
     let bob_copy = MlsClient::from_bytes(&bob.to_bytes().unwrap()).unwrap();
     assert!(matches!(
-        Group::join_from_welcome_checked(&bob_copy, &welcome, not_alice),
+        OpenWelcome::open(&bob_copy, &welcome).unwrap().join(
+            &bob_copy,
+            Some(&ga.ratchet_tree().unwrap()),
+            not_alice
+        ),
         Err(MlsError::UntrustedMember { identity }) if identity == b"a.1"
     ));
-    let mut gb = Group::join_from_welcome_checked(&bob, &welcome, |_| true).unwrap();
+    let mut gb =
+        Group::join_from_welcome(&bob, &welcome, Some(&ga.ratchet_tree().unwrap())).unwrap();
 
     // A commit adding a leaf the check rejects is not merged.
     let add = ga

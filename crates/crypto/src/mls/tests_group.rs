@@ -87,7 +87,7 @@ fn three_member_group_lifecycle() {
         other => panic!("expected welcome, got {other:?}"),
     }
     ga.merge_pending_commit(&a).unwrap();
-    let mut gb = Group::join_from_welcome(&b, &welcome).unwrap();
+    let mut gb = Group::join_from_welcome(&b, &welcome, Some(&ga.ratchet_tree().unwrap())).unwrap();
     assert_eq!((ga.epoch(), gb.epoch()), (1, 1));
 
     // Add C with a last-resort KeyPackage.
@@ -102,7 +102,12 @@ fn three_member_group_lifecycle() {
     ga.merge_pending_commit(&a).unwrap();
     let s = commit(gb.process_message(&b, &add_c.commit).unwrap());
     assert_eq!((s.epoch, s.added.clone()), (2, vec![c.identity().to_vec()]));
-    let mut gc = Group::join_from_welcome(&c, &add_c.welcome.unwrap()).unwrap();
+    let mut gc = Group::join_from_welcome(
+        &c,
+        &add_c.welcome.unwrap(),
+        Some(&ga.ratchet_tree().unwrap()),
+    )
+    .unwrap();
     let ids: Vec<Vec<u8>> = gc.members().into_iter().map(|m| m.identity).collect();
     assert_eq!(
         ids,
@@ -173,7 +178,10 @@ fn three_member_group_lifecycle() {
     let gi = parse_message(&group_info).unwrap();
     assert_eq!((gi.kind, gi.epoch), (MessageKind::GroupInfo, Some(4)));
     assert_eq!(gi.group_id.as_deref(), Some(&b"group-1"[..]));
-    let (mut gd, ext) = Group::join_by_external_commit(&d, &group_info).unwrap();
+    // The commit's GroupInfo leaves the tree out: the joiner needs it from elsewhere.
+    assert!(Group::join_by_external_commit(&d, &group_info, None).is_err());
+    let (mut gd, ext) =
+        Group::join_by_external_commit(&d, &group_info, Some(&ga.ratchet_tree().unwrap())).unwrap();
     parsed_commit(&ext, 4, SenderInfo::NewMemberCommit);
     assert_eq!(gd.epoch(), 5);
     for (cl, g) in [(&a, &mut ga), (&b, &mut gb)] {
@@ -206,7 +214,12 @@ fn proposals_then_commit_by_another_member() {
         commit(ga.process_message(&a, &add_b.commit).unwrap()).epoch,
         1
     );
-    let mut gb = Group::join_from_welcome(&b, &add_b.welcome.unwrap()).unwrap();
+    let mut gb = Group::join_from_welcome(
+        &b,
+        &add_b.welcome.unwrap(),
+        Some(&ga.ratchet_tree().unwrap()),
+    )
+    .unwrap();
 
     // A proposes adding C and a self update; B commits both by reference.
     let prop_add = ga
@@ -238,7 +251,9 @@ fn proposals_then_commit_by_another_member() {
     gb.merge_pending_commit(&b).unwrap();
     let s = commit(ga.process_message(&a, &cb.commit).unwrap());
     assert_eq!((s.epoch, s.added), (2, vec![c.identity().to_vec()]));
-    let mut gc = Group::join_from_welcome(&c, &cb.welcome.unwrap()).unwrap();
+    let mut gc =
+        Group::join_from_welcome(&c, &cb.welcome.unwrap(), Some(&gb.ratchet_tree().unwrap()))
+            .unwrap();
     send(
         (&c, &mut gc),
         &mut [(&a, &mut ga), (&b, &mut gb)],
@@ -271,7 +286,12 @@ fn rejected_commit_can_be_discarded() {
         .add_members(&a, &[&b.create_key_package().unwrap()])
         .unwrap();
     ga.merge_pending_commit(&a).unwrap();
-    let mut gb = Group::join_from_welcome(&b, &add_b.welcome.unwrap()).unwrap();
+    let mut gb = Group::join_from_welcome(
+        &b,
+        &add_b.welcome.unwrap(),
+        Some(&ga.ratchet_tree().unwrap()),
+    )
+    .unwrap();
     // Both commit in epoch 1; the server accepts B's, so A discards its own.
     let _lost = ga.self_update(&a).unwrap();
     let won = gb.self_update(&b).unwrap();
@@ -305,7 +325,9 @@ fn key_package_joinable_after_persist_and_reload() {
     let mut ga = Group::create(&a, b"group-4").unwrap();
     let add = ga.add_members(&a, &[&kp_b]).unwrap();
     ga.merge_pending_commit(&a).unwrap();
-    let mut gb = Group::join_from_welcome(&b, &add.welcome.unwrap()).unwrap();
+    let mut gb =
+        Group::join_from_welcome(&b, &add.welcome.unwrap(), Some(&ga.ratchet_tree().unwrap()))
+            .unwrap();
     send((&a, &mut ga), &mut [(&b, &mut gb)], b"after restart");
     send((&b, &mut gb), &mut [(&a, &mut ga)], b"reply");
 
@@ -320,14 +342,16 @@ fn key_package_joinable_after_persist_and_reload() {
     let mut g5 = Group::create(&a, b"group-5").unwrap();
     let again = g5.add_members(&a, &[&kp_b]).unwrap();
     assert!(matches!(
-        Group::join_from_welcome(&b, &again.welcome.unwrap()),
+        Group::join_from_welcome(&b, &again.welcome.unwrap(), None),
         Err(MlsError::Welcome(_))
     ));
     for gid in [&b"group-6"[..], b"group-7"] {
         let mut g = Group::create(&a, gid).unwrap();
         let add = g.add_members(&a, &[&kp_last]).unwrap();
         g.merge_pending_commit(&a).unwrap();
-        let mut gb = Group::join_from_welcome(&b, &add.welcome.unwrap()).unwrap();
+        let mut gb =
+            Group::join_from_welcome(&b, &add.welcome.unwrap(), Some(&g.ratchet_tree().unwrap()))
+                .unwrap();
         send((&a, &mut g), &mut [(&b, &mut gb)], b"last resort");
     }
 }
@@ -362,7 +386,12 @@ fn debug_output_has_no_secrets() {
         .add_members(&a, &[&b.create_key_package().unwrap()])
         .unwrap();
     ga.merge_pending_commit(&a).unwrap();
-    let mut gb = Group::join_from_welcome(&b, add.welcome.as_ref().unwrap()).unwrap();
+    let mut gb = Group::join_from_welcome(
+        &b,
+        add.welcome.as_ref().unwrap(),
+        Some(&ga.ratchet_tree().unwrap()),
+    )
+    .unwrap();
     let ct = ga.encrypt(&a, b"top secret plaintext").unwrap();
     let received = gb.process_message(&b, &ct).unwrap();
 

@@ -351,6 +351,17 @@ fn cases(a: &Victim) -> Vec<(&'static str, Case)> {
             ),
         ),
         (
+            "/guardyn.messaging.v1.GroupService/GetRatchetTree",
+            Denied(
+                msg::GetRatchetTreeRequest {
+                    group_id: group(),
+                    epoch: 1,
+                }
+                .encode_to_vec(),
+                NOT_MEMBER,
+            ),
+        ),
+        (
             "/guardyn.messaging.v1.GroupService/LeaveGroup",
             Denied(
                 msg::LeaveGroupRequest {

@@ -14,11 +14,11 @@
 //! two apart by reading the record again.
 
 use guardyn_common::GroupId;
+use guardyn_crypto::mls::DsGroup;
 use guardyn_storage::record::{decode, encode};
-use guardyn_storage::{Direction, KeyRange, Record, StorageError, Txn};
-use serde::{Deserialize, Serialize};
+use guardyn_storage::{Direction, KeyRange, StorageError, Txn};
 
-use super::Loaded;
+use super::state::{Bulk, BulkState, Loaded};
 use crate::core::Core;
 use crate::error::MessagingError;
 use crate::store;
@@ -28,41 +28,6 @@ pub(crate) const INLINE_MAX: usize = 16 * 1024;
 
 /// Largest stored chunk, well below the store's value limit.
 pub(crate) const CHUNK: usize = 1024 * 1024;
-
-/// The latest GroupInfo and the public state ([`guardyn_crypto::mls::DsGroup::to_bytes`]).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct BulkState {
-    #[serde(with = "serde_bytes")]
-    pub group_info: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    pub public: Vec<u8>,
-}
-
-impl std::fmt::Debug for BulkState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BulkState")
-            .field("group_info", &self.group_info.len())
-            .field("public", &self.public.len())
-            .finish()
-    }
-}
-
-impl Record for BulkState {
-    const VERSION: u8 = 1;
-}
-
-/// Where the group record finds its bulky state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Bulk {
-    /// In the record itself (every record before version 5, and small groups).
-    Inline(BulkState),
-    /// In `chunks` values, `len` bytes of an encoded [`BulkState`] in all.
-    Stored {
-        generation: u64,
-        chunks: u32,
-        len: u64,
-    },
-}
 
 impl Bulk {
     /// Writes a new group's first bulky state into `txn`.
@@ -103,15 +68,9 @@ impl Bulk {
         if bytes.len() <= inline_max {
             return (Bulk::Inline(state.clone()), txn);
         }
-        let mut chunks = 0u32;
-        for (i, part) in bytes.chunks(chunk).enumerate() {
-            // A chunk index is below len / CHUNK: a state would need 4 PiB to overflow.
-            chunks = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            txn = txn.put(
-                store::group_bulk_key(group, generation, chunks - 1),
-                part.to_vec(),
-            );
-        }
+        let (chunks, txn) = put_chunks(txn, &bytes, chunk, |i| {
+            store::group_bulk_key(group, generation, i)
+        });
         let len = bytes.len() as u64;
         (
             Bulk::Stored {
@@ -122,6 +81,29 @@ impl Bulk {
             txn,
         )
     }
+}
+
+/// Puts `bytes` into `txn` as values of at most `chunk` bytes at `key(0)`, `key(1)`, ...;
+/// returns how many.
+pub(crate) fn put_chunks(
+    mut txn: Txn,
+    bytes: &[u8],
+    chunk: usize,
+    key: impl Fn(u32) -> Vec<u8>,
+) -> (u32, Txn) {
+    let mut chunks = 0u32;
+    for part in bytes.chunks(chunk) {
+        txn = txn.put(key(chunks), part.to_vec());
+        // At most len / chunk + 1 chunks: a u32 would need petabytes to overflow.
+        chunks = chunks.saturating_add(1);
+    }
+    (chunks, txn)
+}
+
+/// The group's public state.
+pub(crate) fn load_public(bulk: &BulkState) -> Result<DsGroup, MessagingError> {
+    DsGroup::from_bytes(&bulk.public)
+        .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")).into())
 }
 
 impl Core {
@@ -140,10 +122,31 @@ impl Core {
                 len,
             } => (*generation, *chunks, *len),
         };
+        let prefix = store::group_bulk_prefix(group, generation);
+        if let Some(bytes) = self.read_chunks(&prefix, chunks, len).await? {
+            return Ok(Some(decode::<BulkState>(&bytes)?));
+        }
+        let now = self.kv.get(&store::group_key(group)).await?;
+        if now.as_deref() == Some(loaded.raw.as_slice()) {
+            return Err(StorageError::Corrupt(format!(
+                "group state generation {generation}: not {chunks} chunks of {len} bytes"
+            ))
+            .into());
+        }
+        Ok(None)
+    }
+
+    /// The `chunks` values under `prefix`, joined, if they are all there and `len` bytes long.
+    pub(crate) async fn read_chunks(
+        &self,
+        prefix: &[u8],
+        chunks: u32,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, MessagingError> {
         let pairs = self
             .kv
             .scan(
-                KeyRange::prefix(&store::group_bulk_prefix(group, generation)),
+                KeyRange::prefix(prefix),
                 Direction::Forward,
                 chunks as usize + 1,
             )
@@ -152,19 +155,7 @@ impl Core {
         for p in &pairs {
             bytes.extend_from_slice(&p.value);
         }
-        if pairs.len() == chunks as usize && bytes.len() as u64 == len {
-            return Ok(Some(decode::<BulkState>(&bytes)?));
-        }
-        let now = self.kv.get(&store::group_key(group)).await?;
-        if now.as_deref() == Some(loaded.raw.as_slice()) {
-            return Err(StorageError::Corrupt(format!(
-                "group state generation {generation}: {} of {chunks} chunks, {} of {len} bytes",
-                pairs.len(),
-                bytes.len()
-            ))
-            .into());
-        }
-        Ok(None)
+        Ok((pairs.len() == chunks as usize && bytes.len() as u64 == len).then_some(bytes))
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod cursors;
 pub(crate) mod mls;
 pub(crate) mod relay;
 pub(crate) mod state;
+pub(crate) mod trees;
 
 use std::collections::BTreeSet;
 
@@ -28,9 +29,9 @@ use guardyn_crypto::mls::{ContentKind, DsGroup, MessageKind, ParsedBody, SenderI
 use guardyn_storage::record::{decode, encode};
 use guardyn_storage::{StorageError, Txn};
 
-use self::bulk::{Bulk, BulkState};
+use self::bulk::load_public;
 use self::cursors::membership_changes;
-use self::state::{GroupState, Member};
+use self::state::{Bulk, BulkState, GroupState, Loaded, Member};
 use crate::core::Core;
 use crate::error::MessagingError;
 use crate::outbox::{FanOut, Kind};
@@ -70,12 +71,6 @@ pub(crate) fn check_size(field: &str, b: &[u8], max: usize) -> Result<(), Messag
         ));
     }
     Ok(())
-}
-
-/// A loaded group with the exact bytes it was read as (the compare-and-set witness).
-pub(crate) struct Loaded {
-    pub raw: Vec<u8>,
-    pub state: GroupState,
 }
 
 impl Core {
@@ -164,6 +159,7 @@ impl Core {
             leaves: vec![Some(Member::new(account, device))],
             indexed: true,
             bulk,
+            welcome_trees: Vec::new(),
         };
         let from = self.log.stats(&store::group_log(group)).await?.next_seq;
         let creator = Membership::new(group.clone(), from, 0);
@@ -340,8 +336,22 @@ impl Core {
                 group_info: r.group_info.clone(),
                 public: public_bytes(&ds)?,
             };
-            let (bulk, txn) = g.bulk.replace(&r.group, &bulk, Txn::new());
+            let (bulk, mut txn) = g.bulk.replace(&r.group, &bulk, Txn::new());
             next.bulk = bulk;
+            if r.welcome.is_some() {
+                // Welcomes leave the tree out: the joiners fetch this one (trees).
+                let tree = ds
+                    .ratchet_tree()
+                    .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")))?;
+                let retention_ms = self.cfg.retention_secs.saturating_mul(1000);
+                txn = trees::keep(
+                    &r.group,
+                    &mut next.welcome_trees,
+                    (next_epoch, &tree),
+                    (now, retention_ms),
+                    txn,
+                );
+            }
             let record = encode(&next);
             check_record_size(&record)?;
             // The commit goes to the group log, read by every member of the previous epoch
@@ -422,12 +432,6 @@ impl Core {
             return Ok((next.epoch, now));
         }
     }
-}
-
-/// The group's public state.
-pub(crate) fn load_public(bulk: &BulkState) -> Result<DsGroup, MessagingError> {
-    DsGroup::from_bytes(&bulk.public)
-        .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")).into())
 }
 
 pub(crate) fn public_bytes(ds: &DsGroup) -> Result<Vec<u8>, MessagingError> {

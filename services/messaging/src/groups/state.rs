@@ -1,4 +1,5 @@
-//! The group record (KV `msg/v1/group/<hex id>`).
+//! The group record (KV `msg/v1/group/<hex id>`) and what it points to: its bulky state
+//! ([`crate::groups::bulk`]) and the trees kept for Welcomes ([`crate::groups::trees`]).
 //!
 //! Leaves mirror the MLS ratchet tree's leaf indices (taken from the verified public state after
 //! each commit), so that MLS senders (by leaf index) map to devices.
@@ -8,8 +9,6 @@ use guardyn_crypto::mls::{DsGroup, LeafInfo};
 use guardyn_storage::record::postcard_body;
 use guardyn_storage::{Record, StorageError, StorageResult};
 use serde::{Deserialize, Serialize};
-
-use super::bulk::{Bulk, BulkState};
 
 /// One member device (leaf).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +43,57 @@ impl Member {
     }
 }
 
+/// The latest GroupInfo and the public state ([`guardyn_crypto::mls::DsGroup::to_bytes`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BulkState {
+    #[serde(with = "serde_bytes")]
+    pub group_info: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub public: Vec<u8>,
+}
+
+impl std::fmt::Debug for BulkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkState")
+            .field("group_info", &self.group_info.len())
+            .field("public", &self.public.len())
+            .finish()
+    }
+}
+
+impl Record for BulkState {
+    const VERSION: u8 = 1;
+}
+
+/// Where the group record finds its bulky state ([`crate::groups::bulk`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Bulk {
+    /// In the record itself (every record before version 5, and small groups).
+    Inline(BulkState),
+    /// In `chunks` values, `len` bytes of an encoded [`BulkState`] in all.
+    Stored {
+        generation: u64,
+        chunks: u32,
+        len: u64,
+    },
+}
+
+/// The ratchet tree kept for Welcomes into `epoch` ([`crate::groups::trees`]): `chunks`
+/// values, `len` bytes in all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WelcomeTree {
+    pub epoch: u64,
+    pub at_ms: u64,
+    pub chunks: u32,
+    pub len: u64,
+}
+
+/// A loaded group with the exact bytes it was read as (the compare-and-set witness).
+pub(crate) struct Loaded {
+    pub raw: Vec<u8>,
+    pub state: GroupState,
+}
+
 /// The delivery service's view of a group. `leaves` mirrors the member leaves of its public
 /// state (the verified openmls public state, [`DsGroup`], in `bulk`), cached so that routing
 /// does not decode the tree.
@@ -59,6 +109,8 @@ pub(crate) struct GroupState {
     pub indexed: bool,
     /// The latest GroupInfo and the public state: inline, or beside the record.
     pub bulk: Bulk,
+    /// The ratchet trees kept for Welcomes, oldest first.
+    pub welcome_trees: Vec<WelcomeTree>,
 }
 
 /// Version 4 of [`GroupState`], with the GroupInfo and public state always inline.
@@ -146,6 +198,7 @@ impl Record for GroupState {
                         group_info: v4.group_info,
                         public: v4.public,
                     }),
+                    welcome_trees: Vec::new(),
                 })
             }
             3 => {
@@ -160,6 +213,7 @@ impl Record for GroupState {
                         group_info: v3.group_info,
                         public: v3.public,
                     }),
+                    welcome_trees: Vec::new(),
                 })
             }
             2 => {
@@ -177,6 +231,7 @@ impl Record for GroupState {
                         group_info: v2.group_info,
                         public,
                     }),
+                    welcome_trees: Vec::new(),
                 })
             }
             v => Err(StorageError::Corrupt(format!("group record version {v}"))),
@@ -258,6 +313,12 @@ mod tests {
                 chunks: 3,
                 len: 2_500_000,
             },
+            welcome_trees: vec![WelcomeTree {
+                epoch: 3,
+                at_ms: 2,
+                chunks: 1,
+                len: 700,
+            }],
         };
         g.leaves[2].as_mut().unwrap().left = true;
         let d = m(4, 2);
@@ -300,7 +361,7 @@ mod tests {
             indexed: true,
         };
         let g = decode::<GroupState>(&encode(&v4)).unwrap();
-        assert_eq!((g.epoch, g.indexed), (7, true));
+        assert_eq!((g.epoch, g.indexed, g.welcome_trees), (7, true, vec![]));
         assert_eq!(g.leaves, vec![Some(m(1, 1)), None]);
         assert_eq!(
             g.bulk,

@@ -4,9 +4,10 @@ use guardyn_common::caller;
 use guardyn_common::wire::timestamp;
 use guardyn_proto::guardyn::messaging::v1::{
     CreateGroupRequest, CreateGroupResponse, GetGroupInfoRequest, GetGroupInfoResponse,
-    GetGroupRequest, GetGroupResponse, LeaveGroupRequest, LeaveGroupResponse, SendCommitRequest,
-    SendCommitResponse, SendGroupMessageRequest, SendGroupMessageResponse, SendProposalRequest,
-    SendProposalResponse, group_service_server::GroupService,
+    GetGroupRequest, GetGroupResponse, GetRatchetTreeRequest, GetRatchetTreeResponse,
+    LeaveGroupRequest, LeaveGroupResponse, SendCommitRequest, SendCommitResponse,
+    SendGroupMessageRequest, SendGroupMessageResponse, SendProposalRequest, SendProposalResponse,
+    group_service_server::GroupService,
 };
 use tonic::{Request, Response, Status};
 
@@ -110,21 +111,29 @@ impl GroupService for GroupApi {
     ) -> Result<Response<GetGroupInfoResponse>, Status> {
         let who = caller(&request)?.clone();
         let group = convert::group_id(&request.into_inner().group_id)?;
-        // Members' accounts may fetch it: a newly linked device joins its account's groups by
-        // external commit.
-        let (epoch, bulk) = loop {
-            let loaded = self.core.load_group(&group).await?;
-            if !loaded.state.has_account(who.account_id) {
-                return Err(MessagingError::NotMember.into());
-            }
-            if let Some(bulk) = self.core.load_bulk(&group, &loaded).await? {
-                break (loaded.state.epoch, bulk);
-            }
-        };
+        let (epoch, group_info, ratchet_tree) = self
+            .core
+            .published_group_info(who.account_id, &group)
+            .await?;
         Ok(Response::new(GetGroupInfoResponse {
-            group_info: bulk.group_info,
+            group_info,
             epoch,
+            ratchet_tree,
         }))
+    }
+
+    async fn get_ratchet_tree(
+        &self,
+        request: Request<GetRatchetTreeRequest>,
+    ) -> Result<Response<GetRatchetTreeResponse>, Status> {
+        let who = caller(&request)?.clone();
+        let r = request.into_inner();
+        let group = convert::group_id(&r.group_id)?;
+        let ratchet_tree = self
+            .core
+            .welcome_tree(who.account_id, who.device_id, &group, r.epoch)
+            .await?;
+        Ok(Response::new(GetRatchetTreeResponse { ratchet_tree }))
     }
 
     async fn leave_group(

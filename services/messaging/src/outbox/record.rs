@@ -125,7 +125,9 @@ impl FanOut {
             Kind::Application => (MlsKind::Application, Some(self.epoch)),
             Kind::Proposal => (MlsKind::Proposal, Some(self.epoch)),
             Kind::Commit => (MlsKind::Commit, Some(self.epoch)),
-            Kind::Welcome => (MlsKind::Welcome, None),
+            // The epoch the Welcome is for (its commit's new epoch): its joiner fetches that
+            // epoch's ratchet tree (crate::groups::trees).
+            Kind::Welcome => (MlsKind::Welcome, self.epoch.checked_add(1)),
         }
     }
 }

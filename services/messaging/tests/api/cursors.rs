@@ -10,7 +10,9 @@ use guardyn_storage::{Direction, KeyRange};
 use tonic::Code;
 
 use crate::common::*;
-use crate::groups::{GROUP_ID, ack_request, address, client, group_of_two, send_group_message};
+use crate::groups::{
+    GROUP_ID, ack_request, address, client, group_of_two, join, send_group_message,
+};
 use crate::proposals::{commit, group_of_three};
 
 async fn send(env: &Env, who: &str, g: &mut Group, c: &guardyn_crypto::mls::MlsClient, id: &str) {
@@ -125,7 +127,7 @@ async fn a_member_added_later_reads_its_welcome_first_and_nothing_from_before() 
     let welcome = next_envelope(&mut s).await;
     assert_eq!(welcome.mls_kind, MlsMessageKind::Welcome as i32);
     assert!(!welcome.group_log, "a Welcome is queued for its new member");
-    let mut gd = Group::join_from_welcome(&cd, &welcome.content).unwrap();
+    let mut gd = join(&env, &d, 1, &cd, &welcome.content).await;
     let e = next_envelope(&mut s).await;
     assert!(e.group_log);
     match gd.process_message(&cd, &e.content).unwrap() {

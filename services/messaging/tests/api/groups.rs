@@ -1,10 +1,11 @@
 //! The MLS delivery service with genuine openmls messages.
 
-use guardyn_crypto::mls::{Group, MlsClient, Received};
+use guardyn_crypto::mls::{Group, MlsClient, OpenWelcome, Received};
 use guardyn_proto::guardyn::common::v1::{DeviceAddress, StaleEpoch};
 use guardyn_proto::guardyn::messaging::v1::{
     AckRequest, CreateGroupRequest, DeliveredEnvelope, EnvelopeType, GetGroupInfoRequest,
-    GetGroupRequest, GroupAck, MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
+    GetGroupRequest, GetRatchetTreeRequest, GroupAck, MlsMessageKind, SendCommitRequest,
+    SendGroupMessageRequest,
 };
 use tonic::Code;
 
@@ -36,6 +37,26 @@ pub async fn create(env: &Env, who: (&str, u32), c: &MlsClient) -> Group {
         .await
         .unwrap();
     g
+}
+
+/// Joins `account`'s device from a Welcome, with the ratchet tree the server keeps for the
+/// Welcome's epoch (Welcomes leave it out).
+pub async fn join(env: &Env, account: &str, device: u32, c: &MlsClient, welcome: &[u8]) -> Group {
+    let open = OpenWelcome::open(c, welcome).unwrap();
+    let tree = env
+        .groups()
+        .get_ratchet_tree(authed(
+            GetRatchetTreeRequest {
+                group_id: open.group_id().to_vec(),
+                epoch: open.epoch(),
+            },
+            &env.token(account, device),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .ratchet_tree;
+    open.join(c, Some(&tree), |_| true).unwrap()
 }
 
 pub async fn mls_envelope(env: &Env, account: &str, device: u32) -> DeliveredEnvelope {
@@ -117,7 +138,7 @@ pub async fn group_of_two(env: &Env, a: &str, b: &str) -> ([MlsClient; 2], [Grou
         .await
         .unwrap();
     ga.merge_pending_commit(&ca).unwrap();
-    let gb = Group::join_from_welcome(&cb, &mls_envelope(env, b, 1).await.content).unwrap();
+    let gb = join(env, b, 1, &cb, &mls_envelope(env, b, 1).await.content).await;
     ([ca, cb], [ga, gb])
 }
 
@@ -166,7 +187,7 @@ async fn a_group_of_three_adds_messages_and_removes_with_real_mls() {
             bundle.welcome.as_ref(),
             "welcome bytes unchanged"
         );
-        members.push(Group::join_from_welcome(cl, &w.content).unwrap());
+        members.push(join(&env, acc, 1, cl, &w.content).await);
     }
     let group = env
         .groups()
@@ -424,7 +445,7 @@ async fn bulk_generations(env: &Env) -> std::collections::BTreeSet<Vec<u8>> {
 /// one wins and leaves exactly one stored generation.
 #[tokio::test]
 async fn a_group_whose_tree_outgrows_its_record_keeps_verifying_and_delivering() {
-    const MEMBERS: u32 = 60;
+    const MEMBERS: u32 = 100;
     let env = Env::start().await;
     let a = acct(1);
     let others: Vec<String> = (2..=MEMBERS).map(acct).collect();
@@ -444,7 +465,11 @@ async fn a_group_whose_tree_outgrows_its_record_keeps_verifying_and_delivering()
     let kps: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
     let bundle = ga.add_members(&ca, &kps).unwrap();
     let group_info = bundle.group_info.clone().unwrap();
-    assert!(group_info.len() > 10_000, "the tree is the bulk of it");
+    assert!(
+        group_info.len() < 1_000,
+        "the GroupInfo leaves the tree out: {} bytes",
+        group_info.len()
+    );
     env.groups()
         .send_commit(authed(
             SendCommitRequest {
@@ -462,7 +487,7 @@ async fn a_group_whose_tree_outgrows_its_record_keeps_verifying_and_delivering()
     ga.merge_pending_commit(&ca).unwrap();
     let record = env.server.kv().get(&record_key).await.unwrap().unwrap();
     assert!(
-        record.len() < small.len() + 60 * 64,
+        record.len() < small.len() + MEMBERS as usize * 64,
         "the record grows by the leaves only: {} bytes, {} with one member",
         record.len(),
         small.len()
@@ -470,16 +495,22 @@ async fn a_group_whose_tree_outgrows_its_record_keeps_verifying_and_delivering()
     assert_eq!(bulk_generations(&env).await.len(), 1);
 
     let b = &others[0];
-    let mut gb =
-        Group::join_from_welcome(&clients[0], &mls_envelope(&env, b, 1).await.content).unwrap();
-    send_group_message(&env, &a, &mut ga, &ca, "to-sixty")
+    let mut gb = join(
+        &env,
+        b,
+        1,
+        &clients[0],
+        &mls_envelope(&env, b, 1).await.content,
+    )
+    .await;
+    send_group_message(&env, &a, &mut ga, &ca, "to-a-hundred")
         .await
         .unwrap();
     match gb
         .process_message(&clients[0], &mls_envelope(&env, b, 1).await.content)
         .unwrap()
     {
-        Received::Application { plaintext, .. } => assert_eq!(plaintext, b"to-sixty"),
+        Received::Application { plaintext, .. } => assert_eq!(plaintext, b"to-a-hundred"),
         other => panic!("expected the message, got {other:?}"),
     }
 
@@ -545,4 +576,87 @@ async fn a_group_whose_tree_outgrows_its_record_keeps_verifying_and_delivering()
             .all(|e| reason(e) == "STALE_EPOCH")
     );
     assert_eq!(bulk_generations(&env).await.len(), 1);
+}
+
+/// The ratchet tree a Welcome leaves out: served to the group's members only, for the epochs
+/// that added members, and useless for any other epoch (the joiner checks it against the tree
+/// hash in its Welcome, so the server cannot feed it another tree).
+#[tokio::test]
+async fn welcome_trees_go_to_members_only_and_bind_to_their_epoch() {
+    let env = Env::start().await;
+    let (a, b, c, outsider) = (acct(1), acct(2), acct(3), acct(4));
+    for x in [&c, &outsider] {
+        env.dir.set(x, &[(1, 1)]);
+    }
+    let ([ca, _cb], [mut ga, _gb]) = group_of_two(&env, &a, &b).await;
+    let tree = |who: &str, epoch: u64| {
+        let (mut groups, token) = (env.groups(), env.token(who, 1));
+        async move {
+            groups
+                .get_ratchet_tree(authed(
+                    GetRatchetTreeRequest {
+                        group_id: GROUP_ID.to_vec(),
+                        epoch,
+                    },
+                    &token,
+                ))
+                .await
+                .map(|r| r.into_inner().ratchet_tree)
+        }
+    };
+    let epoch_1 = tree(&b, 1).await.unwrap();
+    assert_eq!(tree(&outsider, 1).await.unwrap_err().code(), Code::NotFound);
+    let not_kept = tree(&b, 0).await.unwrap_err();
+    assert_eq!(not_kept.code(), Code::NotFound);
+    assert!(
+        not_kept.message().contains("external commit"),
+        "{not_kept:?}"
+    );
+
+    let cc = client(&c, 1);
+    let bundle = ga
+        .add_members(&ca, &[cc.create_key_package().unwrap().as_slice()])
+        .unwrap();
+    env.groups()
+        .send_commit(authed(
+            SendCommitRequest {
+                group_id: GROUP_ID.to_vec(),
+                epoch: 1,
+                commit: bundle.commit.clone(),
+                welcome: bundle.welcome.clone(),
+                welcome_recipients: vec![address(&c, 1)],
+                group_info: bundle.group_info.clone().unwrap(),
+            },
+            &env.token(&a, 1),
+        ))
+        .await
+        .unwrap();
+    ga.merge_pending_commit(&ca).unwrap();
+    let welcome = mls_envelope(&env, &c, 1).await;
+    assert_eq!(
+        welcome.epoch,
+        Some(2),
+        "a Welcome's envelope names the epoch it is for"
+    );
+    let welcome = welcome.content;
+    let epoch_2 = tree(&c, 2).await.unwrap();
+    assert_eq!(epoch_2, ga.ratchet_tree().unwrap());
+    // Opening a Welcome consumes its one-time KeyPackage: the wrong tree is tried on a copy.
+    let copy = MlsClient::from_bytes(&cc.to_bytes().unwrap()).unwrap();
+    assert!(
+        OpenWelcome::open(&copy, &welcome)
+            .unwrap()
+            .join(&copy, Some(&epoch_1), |_| true)
+            .is_err(),
+        "another epoch's tree does not match the Welcome"
+    );
+    let mut gc = OpenWelcome::open(&cc, &welcome)
+        .unwrap()
+        .join(&cc, Some(&epoch_2), |_| true)
+        .unwrap();
+    let ct = ga.encrypt(&ca, b"hello c").unwrap();
+    assert!(matches!(
+        gc.process_message(&cc, &ct).unwrap(),
+        Received::Application { plaintext, .. } if plaintext == b"hello c"
+    ));
 }

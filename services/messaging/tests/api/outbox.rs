@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use guardyn_common::clock::{Clock as _, ManualClock};
 use guardyn_common::{AccountId, DeviceId, GroupId};
-use guardyn_crypto::mls::{Group, Received};
+use guardyn_crypto::mls::Received;
 use guardyn_proto::guardyn::messaging::v1::{
     DeliveredEnvelope, ListenResponse, MlsMessageKind, SendCommitRequest, SendGroupMessageRequest,
     SendProposalRequest, listen_response::Item,
@@ -15,7 +15,7 @@ use guardyn_proto::guardyn::messaging::v1::{
 use guardyn_storage::{Direction, KeyRange};
 
 use crate::common::*;
-use crate::groups::{GROUP_ID, address, client, create, group_of_two, mls_envelope};
+use crate::groups::{GROUP_ID, address, client, create, group_of_two, join, mls_envelope};
 
 fn dev(account: &str, device: u32) -> (AccountId, DeviceId) {
     (
@@ -130,7 +130,7 @@ async fn a_commit_whose_fan_out_was_cut_short_reaches_members_after_a_restart() 
         0,
         "a completed fan-out leaves no record"
     );
-    let mut gb = Group::join_from_welcome(&cb, &mls_envelope(&env, &b, 1).await.content).unwrap();
+    let mut gb = join(&env, &b, 1, &cb, &mls_envelope(&env, &b, 1).await.content).await;
 
     // A's update is accepted (the group moves to epoch 2) ...
     let update = ga.self_update(&ca).unwrap();

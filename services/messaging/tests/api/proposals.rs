@@ -9,7 +9,7 @@ use guardyn_proto::guardyn::messaging::v1::{
 use tonic::Code;
 
 use crate::common::*;
-use crate::groups::{GROUP_ID, address, client, create, mls_envelope};
+use crate::groups::{GROUP_ID, address, client, create, join, mls_envelope};
 
 /// A, B and C in a group at epoch 1, each with its openmls state.
 pub async fn group_of_three(env: &Env, names: [&str; 3]) -> (Vec<MlsClient>, Vec<Group>) {
@@ -38,7 +38,7 @@ pub async fn group_of_three(env: &Env, names: [&str; 3]) -> (Vec<MlsClient>, Vec
     let mut groups = vec![ga];
     for (n, c) in names[1..].iter().zip(&clients[1..]) {
         let w = mls_envelope(env, n, 1).await;
-        groups.push(Group::join_from_welcome(c, &w.content).unwrap());
+        groups.push(join(env, n, 1, c, &w.content).await);
     }
     (clients, groups)
 }
@@ -164,7 +164,7 @@ async fn a_relayed_proposal_reaches_members_before_the_commit_that_references_it
     // D joins from the Welcome and reads what A sends next.
     let w = mls_envelope(&env, &d, 1).await;
     assert_eq!(w.mls_kind, MlsMessageKind::Welcome as i32);
-    let mut gd = Group::join_from_welcome(&cd, &w.content).unwrap();
+    let mut gd = join(&env, &d, 1, &cd, &w.content).await;
     assert_eq!(gd.epoch(), 2);
     let ct = groups[0].encrypt(&clients[0], b"welcome, D").unwrap();
     env.groups()

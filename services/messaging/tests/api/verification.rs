@@ -331,7 +331,8 @@ async fn an_external_join_is_accepted_only_for_the_calling_device() {
         .unwrap()
         .into_inner();
     let join = |c: &MlsClient| {
-        let (g, commit) = Group::join_by_external_commit(c, &gi.group_info).unwrap();
+        let (g, commit) =
+            Group::join_by_external_commit(c, &gi.group_info, Some(&gi.ratchet_tree)).unwrap();
         SendCommitRequest {
             group_id: GROUP_ID.to_vec(),
             epoch: gi.epoch,

@@ -13,13 +13,12 @@ use guardyn_common::events::messaging::{
 };
 use guardyn_common::events::notification::{WAKE_QUEUE, WakeJob};
 use guardyn_common::{AccountId, DeviceId};
-use guardyn_crypto::mls::Group;
 use guardyn_events::{Delivery, JobStream, Subscription};
 use guardyn_proto::guardyn::messaging::v1::{SendCommitRequest, SendGroupMessageRequest};
 use guardyn_testkit::NatsServer;
 
 use crate::common::*;
-use crate::groups::{GROUP_ID, address, client, create, mls_envelope};
+use crate::groups::{GROUP_ID, address, client, create, join, mls_envelope};
 
 const SENDER: u32 = 900;
 
@@ -173,8 +172,8 @@ async fn group_fan_out_wakes_offline_members_only() {
     let mut welcomed = vec![next_job(&mut jobs).await, next_job(&mut jobs).await];
     welcomed.sort();
     assert_eq!(welcomed, vec![(b.clone(), 1, true), (c.clone(), 1, true)]);
-    let mut gb = Group::join_from_welcome(&cb, &mls_envelope(&env, &b, 1).await.content).unwrap();
-    let _gc = Group::join_from_welcome(&cc, &mls_envelope(&env, &c, 1).await.content).unwrap();
+    let mut gb = join(&env, &b, 1, &cb, &mls_envelope(&env, &b, 1).await.content).await;
+    let _gc = join(&env, &c, 1, &cc, &mls_envelope(&env, &c, 1).await.content).await;
     // Let the server see the two streams end.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
