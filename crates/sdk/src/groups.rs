@@ -40,6 +40,9 @@ use crate::state::State;
 /// How long a retry waits for the Listen stream to bring a group up to the server's epoch.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Tries at fetching a Welcome's ratchet tree through rate limits and unavailability.
+const TREE_FETCH_ATTEMPTS: u32 = 4;
+
 fn parse_identity(identity: &[u8]) -> Option<Address> {
     let s = std::str::from_utf8(identity).ok()?;
     let (account, device) = s.rsplit_once('.')?;
@@ -193,13 +196,37 @@ impl Inner {
         let (Some(group_id), Some(epoch)) = (env.group_id.clone(), env.epoch) else {
             return Ok(None);
         };
-        let resp = self
-            .call(
-                msg::GetRatchetTreeRequest { group_id, epoch },
-                |ch, r| async move { GroupServiceClient::new(ch).get_ratchet_tree(r).await },
-            )
-            .await?;
-        Ok(Some(resp.ratchet_tree))
+        // A Welcome whose tree cannot be had is lost to this device: a rate limit or an
+        // unavailable server is waited out a few times (the server's hint, at most 5 s).
+        let mut attempts = 0;
+        loop {
+            let req = msg::GetRatchetTreeRequest {
+                group_id: group_id.clone(),
+                epoch,
+            };
+            let status = match self
+                .call(req, |ch, r| async move {
+                    GroupServiceClient::new(ch).get_ratchet_tree(r).await
+                })
+                .await
+            {
+                Ok(resp) => return Ok(Some(resp.ratchet_tree)),
+                Err(status) => status,
+            };
+            let transient = matches!(
+                status.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+            );
+            attempts += 1;
+            if !transient || attempts >= TREE_FETCH_ATTEMPTS {
+                return Err(status.into());
+            }
+            let wait = tonic_types::StatusExt::get_details_retry_info(&status)
+                .and_then(|r| r.retry_delay)
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Processes an MLS envelope (welcome, commit, proposal or application message).

@@ -67,6 +67,9 @@ pub struct MessagingLimits {
     pub create_group_per_account: RateLimit,
     /// SendCommit with a Welcome (a commit that adds devices).
     pub welcome_per_account: RateLimit,
+    /// GetGroupInfo and GetRatchetTree: each answer carries a group's ratchet tree (about 200
+    /// bytes per member, 2 MB at 10,000).
+    pub tree_fetch_per_account: RateLimit,
 }
 
 impl Default for MessagingLimits {
@@ -75,6 +78,7 @@ impl Default for MessagingLimits {
             send_per_account: RateLimit::new(300, 3000),
             create_group_per_account: RateLimit::new(20, 20),
             welcome_per_account: RateLimit::new(30, 30),
+            tree_fetch_per_account: RateLimit::new(100, 300),
         }
     }
 }
@@ -189,6 +193,10 @@ impl Validate for MessagingConfig {
                 &self.limits.create_group_per_account,
             ),
             ("welcome_per_account", &self.limits.welcome_per_account),
+            (
+                "tree_fetch_per_account",
+                &self.limits.tree_fetch_per_account,
+            ),
         ] {
             limit.validate(&key(&limits, name))?;
         }

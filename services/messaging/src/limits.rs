@@ -17,6 +17,7 @@ pub(crate) struct Limits {
     send: KeyedLimiter<AccountId>,
     create_group: KeyedLimiter<AccountId>,
     welcome: KeyedLimiter<AccountId>,
+    tree_fetch: KeyedLimiter<AccountId>,
 }
 
 impl Limits {
@@ -28,6 +29,7 @@ impl Limits {
                 cfg.create_group_per_account,
             ),
             welcome: KeyedLimiter::new("welcome_per_account", cfg.welcome_per_account),
+            tree_fetch: KeyedLimiter::new("tree_fetch_per_account", cfg.tree_fetch_per_account),
         }
     }
 
@@ -45,6 +47,13 @@ impl Limits {
     /// A commit that carries a Welcome.
     pub(crate) fn welcome(&self, account: AccountId) -> Result<(), MessagingError> {
         self.welcome
+            .check(&account)
+            .map_err(MessagingError::limited)
+    }
+
+    /// GetGroupInfo, GetRatchetTree.
+    pub(crate) fn tree_fetch(&self, account: AccountId) -> Result<(), MessagingError> {
+        self.tree_fetch
             .check(&account)
             .map_err(MessagingError::limited)
     }

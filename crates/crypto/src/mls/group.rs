@@ -243,7 +243,11 @@ impl Group {
             .iter()
             .map(|kp| super::server::decode_key_package(kp, client.provider.crypto()))
             .collect::<Result<Vec<_>, _>>()?;
-        self.commit(client, |b| b.propose_adds(kps).force_self_update(true))
+        // No UpdatePath: a commit of Adds needs none (RFC 9420 §12.4), and in a tree built by
+        // Adds (blank parents) a path is encrypted to nearly every member, about 80 bytes each,
+        // which would make adding to a large group cost a commit as large as the group. The
+        // committer refreshes its own leaf with `self_update` when it wants to.
+        self.commit(client, |b| b.propose_adds(kps))
     }
 
     /// Commit removing the members at `leaf_indices`.

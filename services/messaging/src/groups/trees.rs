@@ -71,6 +71,7 @@ impl Core {
         account: AccountId,
         group: &GroupId,
     ) -> Result<(u64, Vec<u8>, Vec<u8>), MessagingError> {
+        self.limits.tree_fetch(account)?;
         loop {
             let loaded = self.load_group(group).await?;
             if !loaded.state.has_account(account) {
@@ -93,6 +94,7 @@ impl Core {
         group: &GroupId,
         epoch: u64,
     ) -> Result<Vec<u8>, MessagingError> {
+        self.limits.tree_fetch(account)?;
         loop {
             let loaded = self.load_group(group).await?;
             let g = &loaded.state;

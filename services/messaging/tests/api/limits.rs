@@ -8,7 +8,8 @@ use guardyn_common::clock::ManualClock;
 use guardyn_common::ratelimit::RateLimit;
 use guardyn_crypto::mls::Group;
 use guardyn_proto::guardyn::messaging::v1::{
-    AckRequest, CreateGroupRequest, EchoRequest, MlsMessageKind, SendCommitRequest,
+    AckRequest, CreateGroupRequest, EchoRequest, GetGroupInfoRequest, MlsMessageKind,
+    SendCommitRequest,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -461,4 +462,34 @@ async fn one_connection_holds_at_most_the_configured_streams() {
     drop(listen);
     let answered = tokio::time::timeout(Duration::from_secs(10), echo()).await;
     assert_eq!(answered.unwrap().unwrap().into_inner().payload, b"ping");
+}
+
+#[tokio::test]
+async fn ratchet_tree_fetches_are_rate_limited_per_account() {
+    let env = Env::start_with(|c| {
+        c.messaging.limits.tree_fetch_per_account = RateLimit::new(1, 1);
+    })
+    .await;
+    let (a, b) = (acct(1), acct(2));
+    // B's join fetches its Welcome's tree: B's whole allowance.
+    let _ = group_of_two(&env, &a, &b).await;
+    let info = |who: &str| {
+        let (mut groups, token) = (env.groups(), env.token(who, 1));
+        async move {
+            groups
+                .get_group_info(authed(
+                    GetGroupInfoRequest {
+                        group_id: GROUP_ID.to_vec(),
+                    },
+                    &token,
+                ))
+                .await
+        }
+    };
+    let err = info(&b).await.unwrap_err();
+    assert_eq!(reason(&err), "RATE_LIMITED");
+    assert!(retry_after(&err).is_some());
+    let own = info(&a).await.unwrap().into_inner();
+    assert_eq!(own.epoch, 1, "another account has its own bucket");
+    assert!(!own.ratchet_tree.is_empty());
 }
