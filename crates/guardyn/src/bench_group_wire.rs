@@ -20,6 +20,10 @@ use crate::bench_stats::{Stats, stamp};
 const CONCURRENCY: usize = 32;
 /// A round fails when no member reports progress for this long.
 const ROUND_IDLE: Duration = Duration::from_secs(30);
+/// Opening fails when no stream catches up for this long. Every member reads the commits
+/// after its own Add, each carrying its chunk's KeyPackages (about 175 KB for 500): for
+/// 10,000 devices added 500 at a time that is some 17 GB, and the streams all finish late.
+const OPEN_IDLE: Duration = Duration::from_secs(900);
 
 /// What the wire rounds need from the group phase.
 pub(crate) struct WireArgs<'a> {
@@ -129,11 +133,14 @@ pub(crate) async fn open(a: &WireArgs<'_>) -> anyhow::Result<WireSession> {
     }
     drop((ready_tx, got_tx));
     for opened in 0..n {
-        tokio::time::timeout(ROUND_IDLE, ready.recv())
+        tokio::time::timeout(OPEN_IDLE, ready.recv())
             .await
             .ok()
             .flatten()
             .with_context(|| format!("only {opened} of {n} member streams caught up"))?;
+        if (opened + 1) % 1000 == 0 {
+            eprintln!("{} of {n} member streams caught up", opened + 1);
+        }
     }
     Ok(WireSession {
         members: n,

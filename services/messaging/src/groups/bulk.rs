@@ -102,8 +102,21 @@ pub(crate) fn put_chunks(
 
 /// The group's public state.
 pub(crate) fn load_public(bulk: &BulkState) -> Result<DsGroup, MessagingError> {
-    DsGroup::from_bytes(&bulk.public)
-        .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")).into())
+    DsGroup::from_bytes(&bulk.public).map_err(corrupt)
+}
+
+pub(crate) fn public_bytes(ds: &DsGroup) -> Result<Vec<u8>, MessagingError> {
+    ds.to_bytes().map_err(corrupt)
+}
+
+/// The current epoch's ratchet tree, as joiners take it.
+pub(crate) fn ratchet_tree(ds: &DsGroup) -> Result<Vec<u8>, MessagingError> {
+    ds.ratchet_tree().map_err(corrupt)
+}
+
+/// The public state was verified before it was stored: failing to read it back is corruption.
+fn corrupt(e: guardyn_crypto::mls::MlsError) -> MessagingError {
+    StorageError::Corrupt(format!("group public state: {e}")).into()
 }
 
 impl Core {

@@ -10,9 +10,9 @@
 //!
 //! Every commit and proposal is verified against the group's public state (openmls
 //! `PublicGroup`, [`guardyn_crypto::mls::DsGroup`], named by the group record and changed in
-//! the same compare-and-set, [`bulk`]) before it is accepted, and every leaf it adds or changes must be bound
-//! to its device ([`binding`]): a forged or malformed handshake message is refused with
-//! INVALID_COMMIT and cannot take an epoch from honest members.
+//! the same compare-and-set, [`bulk`]) before it is accepted, and every leaf it adds or changes
+//! must be bound to its device ([`binding`]): a forged or malformed handshake message is refused
+//! with INVALID_COMMIT and cannot take an epoch from honest members.
 
 pub(crate) mod binding;
 pub(crate) mod bulk;
@@ -26,10 +26,10 @@ use std::collections::BTreeSet;
 
 use guardyn_common::{AccountId, DeviceId, GroupId};
 use guardyn_crypto::mls::{ContentKind, DsGroup, MessageKind, ParsedBody, SenderInfo};
+use guardyn_storage::Txn;
 use guardyn_storage::record::{decode, encode};
-use guardyn_storage::{StorageError, Txn};
 
-use self::bulk::load_public;
+use self::bulk::{load_public, public_bytes, ratchet_tree};
 use self::cursors::membership_changes;
 use self::state::{Bulk, BulkState, GroupState, Loaded, Member};
 use crate::core::Core;
@@ -340,9 +340,7 @@ impl Core {
             next.bulk = bulk;
             if r.welcome.is_some() {
                 // Welcomes leave the tree out: the joiners fetch this one (trees).
-                let tree = ds
-                    .ratchet_tree()
-                    .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")))?;
+                let tree = ratchet_tree(&ds)?;
                 let retention_ms = self.cfg.retention_secs.saturating_mul(1000);
                 txn = trees::keep(
                     &r.group,
@@ -432,11 +430,6 @@ impl Core {
             return Ok((next.epoch, now));
         }
     }
-}
-
-pub(crate) fn public_bytes(ds: &DsGroup) -> Result<Vec<u8>, MessagingError> {
-    ds.to_bytes()
-        .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")).into())
 }
 
 pub(crate) fn check_record_size(record: &[u8]) -> Result<(), MessagingError> {

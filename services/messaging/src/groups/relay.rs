@@ -7,9 +7,9 @@ use guardyn_crypto::mls::{ContentKind, MessageKind, ProposalSummary, SenderInfo}
 use guardyn_storage::Txn;
 use guardyn_storage::record::encode;
 
-use super::bulk::load_public;
+use super::bulk::{load_public, public_bytes};
 use super::state::{BulkState, GroupState, Loaded};
-use super::{MAX_QUEUED_PROPOSALS, check_record_size, check_size, mls, public_bytes};
+use super::{MAX_QUEUED_PROPOSALS, check_record_size, check_size, mls};
 use crate::core::Core;
 use crate::error::MessagingError;
 use crate::idempotency::Claim;

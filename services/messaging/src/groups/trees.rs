@@ -13,9 +13,9 @@
 //! either); a joiner whose tree is gone joins by external commit instead.
 
 use guardyn_common::{AccountId, DeviceId, GroupId};
-use guardyn_storage::{StorageError, Txn};
+use guardyn_storage::Txn;
 
-use super::bulk::{CHUNK, load_public, put_chunks};
+use super::bulk::{CHUNK, load_public, put_chunks, ratchet_tree};
 use super::state::WelcomeTree;
 use crate::core::Core;
 use crate::error::MessagingError;
@@ -78,9 +78,7 @@ impl Core {
                 return Err(MessagingError::NotMember);
             }
             if let Some(bulk) = self.load_bulk(group, &loaded).await? {
-                let tree = load_public(&bulk)?
-                    .ratchet_tree()
-                    .map_err(|e| StorageError::Corrupt(format!("group public state: {e}")))?;
+                let tree = ratchet_tree(&load_public(&bulk)?)?;
                 return Ok((loaded.state.epoch, bulk.group_info, tree));
             }
         }
