@@ -42,6 +42,9 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tries at fetching a Welcome's ratchet tree through rate limits and unavailability.
 const TREE_FETCH_ATTEMPTS: u32 = 4;
+/// Largest ratchet tree accepted from the server: about 200 bytes per member, so room for
+/// groups far beyond the server's default 10,000 devices (tonic's default is 4 MiB).
+const MAX_TREE_BYTES: usize = 32 * 1024 * 1024;
 
 fn parse_identity(identity: &[u8]) -> Option<Address> {
     let s = std::str::from_utf8(identity).ok()?;
@@ -206,7 +209,10 @@ impl Inner {
             };
             let status = match self
                 .call(req, |ch, r| async move {
-                    GroupServiceClient::new(ch).get_ratchet_tree(r).await
+                    GroupServiceClient::new(ch)
+                        .max_decoding_message_size(MAX_TREE_BYTES)
+                        .get_ratchet_tree(r)
+                        .await
                 })
                 .await
             {

@@ -24,6 +24,10 @@ pub struct MessagingConfig {
     pub max_sender_queue_bytes: u64,
     /// Envelopes a Listen stream sends before it waits for acknowledgements.
     pub max_in_flight: usize,
+    /// MiB of envelopes read for Listen streams and not yet taken by HTTP/2, all streams of the
+    /// process together: thousands of streams catching up on large messages at once wait for
+    /// room instead of holding their whole backlogs in memory.
+    pub listen_buffer_mib: u64,
     /// How long a queued envelope (and a stored group message) is kept, in seconds.
     pub retention_secs: u64,
     /// How long a client message id is remembered for idempotent retries, in seconds.
@@ -93,6 +97,7 @@ impl Default for MessagingConfig {
             max_sender_queue_len: 2_500,
             max_sender_queue_bytes: 64 * 1024 * 1024,
             max_in_flight: 256,
+            listen_buffer_mib: 64,
             retention_secs: 30 * 24 * 60 * 60,
             idempotency_secs: 24 * 60 * 60,
             keepalive_secs: 30,
@@ -112,12 +117,13 @@ impl Default for MessagingConfig {
 
 impl Validate for MessagingConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 12] = [
+        let positive: [(&str, u64); 13] = [
             ("max_envelope_bytes", self.max_envelope_bytes as u64),
             ("max_devices_per_send", self.max_devices_per_send as u64),
             ("max_queue_len", self.max_queue_len),
             ("max_sender_queue_len", self.max_sender_queue_len),
             ("max_in_flight", self.max_in_flight as u64),
+            ("listen_buffer_mib", self.listen_buffer_mib),
             ("retention_secs", self.retention_secs),
             ("idempotency_secs", self.idempotency_secs),
             ("keepalive_secs", self.keepalive_secs),

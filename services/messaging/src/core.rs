@@ -44,4 +44,7 @@ pub(crate) struct Core {
     pub shutdown: CancellationToken,
     /// The admin policy in force (message size, retention).
     pub policy: guardyn_common::policy::PolicyCache,
+    /// Bytes of envelopes Listen streams may hold between reading and HTTP/2, all together
+    /// (`listen_buffer_mib`): each envelope takes its size until the transport takes it.
+    pub listen_buffer: Arc<tokio::sync::Semaphore>,
 }

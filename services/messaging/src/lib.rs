@@ -108,6 +108,9 @@ impl Service for Messaging {
             outbox_backoff: outbox::backoff::Backoff::default(),
             shutdown: handles.ctx.shutdown.clone(),
             policy: policy.cache(),
+            listen_buffer: Arc::new(tokio::sync::Semaphore::new(listen::listen_buffer_permits(
+                self.config.listen_buffer_mib,
+            ))),
         });
         events::spawn(core.clone())
             .await

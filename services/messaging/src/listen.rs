@@ -20,7 +20,7 @@ use guardyn_common::{AccountId, ApiError, DeviceId, GroupId, Reason};
 use guardyn_events::{Delivery, Subscription};
 use guardyn_storage::LogEntry;
 use guardyn_storage::record;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::Instrument as _;
 
 use crate::core::Core;
@@ -30,6 +30,29 @@ use crate::streams::{Close, Notice, StreamCtl};
 
 /// Largest batch read from the queue at once.
 const READ_BATCH: usize = 64;
+
+/// Payload bytes a batch read aims at: a stream reads one entry at a time (and one more to see
+/// where the backlog ends) while its entries are large, so that thousands of streams catching
+/// up on 200 KB commits hold a few hundred KB each, not their whole backlogs.
+pub(crate) const READ_BYTES: usize = 256 * 1024;
+
+/// Bytes of envelopes one stream may hold between reading and HTTP/2: a client that stops
+/// reading pins at most this much of the process's buffer.
+pub(crate) const STREAM_BUFFER_BYTES: usize = 1024 * 1024;
+
+impl Core {
+    /// The permits of [`Core::listen_buffer`].
+    pub(crate) fn listen_buffer_size(&self) -> usize {
+        listen_buffer_permits(self.cfg.listen_buffer_mib)
+    }
+}
+
+/// [`crate::core::Core::listen_buffer`]'s permits for `mib` MiB.
+pub(crate) fn listen_buffer_permits(mib: u64) -> usize {
+    usize::try_from(mib.saturating_mul(1024 * 1024))
+        .unwrap_or(usize::MAX)
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
+}
 
 /// What a Listen stream sends, in order.
 #[derive(Debug)]
@@ -46,9 +69,17 @@ pub(crate) enum Item {
     },
 }
 
+/// One sent item with its share of the process's Listen buffer, given back when the transport
+/// takes the item (this is dropped).
+#[derive(Debug)]
+pub(crate) struct Out {
+    pub item: Result<Item, ApiError>,
+    _room: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
 /// Boxed because a channel allocates its first block of 32 slots when created: at the
 /// unboxed size that block was about 6 KiB per connected device, idle or not.
-pub(crate) type Tx = mpsc::Sender<Box<Result<Item, ApiError>>>;
+pub(crate) type Tx = mpsc::Sender<Box<Out>>;
 
 /// One device's stream state.
 pub(crate) struct Listener {
@@ -62,6 +93,10 @@ pub(crate) struct Listener {
     pub auth: StreamAuth,
     /// The groups whose log this stream reads (and is woken by).
     pub groups: HashMap<GroupId, GroupCursor>,
+    /// The largest payload of the last batch read ([`READ_BYTES`] before the first).
+    pub entry_bytes: usize,
+    /// This stream's share of the Listen buffer ([`STREAM_BUFFER_BYTES`]).
+    pub buffer: Arc<tokio::sync::Semaphore>,
     /// Counts the device as streaming (process stats) until the stream has ended.
     pub _connected: ListenGuard,
 }
@@ -156,7 +191,8 @@ impl Listener {
             End::Failed(e) => vec![Err(e.into())],
         };
         for item in last {
-            if self.tx.send(Box::new(item)).await.is_err() {
+            let out = Out { item, _room: None };
+            if self.tx.send(Box::new(out)).await.is_err() {
                 break;
             }
         }
@@ -166,10 +202,28 @@ impl Listener {
         if let Err(e) = self.auth.check() {
             return Err(self.auth_ended(e).await);
         }
-        self.tx
-            .send(Box::new(Ok(item)))
-            .await
-            .map_err(|_| End::Gone)
+        let bytes = match &item {
+            Item::Envelope(e) | Item::GroupLog(e) => e.content.len(),
+            _ => 0,
+        };
+        // The stream's share first, then the process's: an envelope larger than either takes
+        // all of it.
+        let permits = |cap: usize| u32::try_from(bytes.min(cap)).unwrap_or(u32::MAX);
+        let room = if bytes == 0 {
+            None
+        } else {
+            let own = self.buffer.clone();
+            let own = own.acquire_many_owned(permits(STREAM_BUFFER_BYTES));
+            let own = own.await.map_err(|_| End::Shutdown)?;
+            let all = self.core.listen_buffer.clone();
+            let all = all.acquire_many_owned(permits(self.core.listen_buffer_size()));
+            Some((own, all.await.map_err(|_| End::Shutdown)?))
+        };
+        let out = Out {
+            item: Ok(item),
+            _room: room,
+        };
+        self.tx.send(Box::new(out)).await.map_err(|_| End::Gone)
     }
 
     /// How the stream ends when its authentication did: a revocation of a device that is gone
@@ -273,6 +327,19 @@ impl Listener {
         }
     }
 
+    /// How many entries to read next, for `room` in the window: about [`READ_BYTES`] of
+    /// entries the size of the last batch's largest.
+    fn read_limit(&self, room: usize) -> usize {
+        let by_size = (READ_BYTES / self.entry_bytes.max(1)).max(1);
+        room.min(READ_BATCH).min(by_size)
+    }
+
+    fn note_read(&mut self, batch: &[LogEntry]) {
+        if let Some(largest) = batch.iter().map(|e| e.payload.len()).max() {
+            self.entry_bytes = largest;
+        }
+    }
+
     /// Forget acknowledged envelopes, then send what the window has room for, from the queue
     /// first and then from the group logs; `true` when more is stored than was sent.
     async fn pass(&mut self, partition: &[u8], cursor: &mut Cursor) -> Result<bool, End> {
@@ -314,7 +381,7 @@ impl Listener {
         if room == 0 {
             return Ok(false);
         }
-        let want = room.min(READ_BATCH);
+        let want = self.read_limit(room);
         // One entry more than we may send tells whether the backlog ends here.
         let mut batch = self
             .core
@@ -322,6 +389,7 @@ impl Listener {
             .read(partition, cursor.sent_upto + 1, want + 1)
             .await
             .map_err(|e| End::Failed(e.into()))?;
+        self.note_read(&batch);
         let more = batch.len() > want;
         batch.truncate(want);
         for entry in batch {
@@ -424,13 +492,14 @@ impl Listener {
             .map_or(0, |g| g.sent_upto)
             .saturating_add(1)
             .max(m.start());
-        let want = room.min(READ_BATCH);
+        let want = self.read_limit(room);
         let mut batch = self
             .core
             .log
             .read(&store::group_log(&m.group), from, want + 1)
             .await
             .map_err(|e| End::Failed(e.into()))?;
+        self.note_read(&batch);
         let more = batch.len() > want;
         batch.truncate(want);
         let retention_ms = self.core.retention_secs().saturating_mul(1000);

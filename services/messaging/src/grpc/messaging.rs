@@ -82,11 +82,16 @@ impl MessagingService for MessagingApi {
             tx,
             auth,
             groups: std::collections::HashMap::new(),
+            entry_bytes: crate::listen::READ_BYTES,
+            buffer: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                crate::listen::STREAM_BUFFER_BYTES,
+            )),
             _connected: connected,
         };
         tokio::spawn(listener.run());
+        // The item's share of the Listen buffer is given back here, as the transport takes it.
         let stream = ReceiverStream::new(rx)
-            .map(|item| (*item).map(convert::listen_item).map_err(Status::from));
+            .map(|out| out.item.map(convert::listen_item).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -10,6 +10,7 @@ use guardyn_proto::guardyn::messaging::v1::{
 use tonic::Code;
 
 use crate::common::*;
+use crate::proposals::commit;
 
 pub const GROUP_ID: &[u8] = b"guardyn-test-group-0001";
 
@@ -470,20 +471,8 @@ async fn a_group_whose_tree_outgrows_its_record_keeps_verifying_and_delivering()
         "the GroupInfo leaves the tree out: {} bytes",
         group_info.len()
     );
-    env.groups()
-        .send_commit(authed(
-            SendCommitRequest {
-                group_id: GROUP_ID.to_vec(),
-                epoch: 0,
-                commit: bundle.commit.clone(),
-                welcome: bundle.welcome.clone(),
-                welcome_recipients: others.iter().map(|o| address(o, 1)).collect(),
-                group_info: group_info.clone(),
-            },
-            &env.token(&a, 1),
-        ))
-        .await
-        .unwrap();
+    let to = others.iter().map(|o| address(o, 1)).collect();
+    commit(&env, &a, 0, &bundle, to).await.unwrap();
     ga.merge_pending_commit(&ca).unwrap();
     let record = env.server.kv().get(&record_key).await.unwrap().unwrap();
     assert!(
@@ -518,20 +507,7 @@ async fn a_group_whose_tree_outgrows_its_record_keeps_verifying_and_delivering()
     let last = ga.members().last().unwrap().leaf_index;
     let removal = ga.remove_members(&ca, &[last]).unwrap();
     let removal_info = removal.group_info.clone().unwrap();
-    env.groups()
-        .send_commit(authed(
-            SendCommitRequest {
-                group_id: GROUP_ID.to_vec(),
-                epoch: 1,
-                commit: removal.commit.clone(),
-                welcome: None,
-                welcome_recipients: vec![],
-                group_info: removal_info.clone(),
-            },
-            &env.token(&a, 1),
-        ))
-        .await
-        .unwrap();
+    commit(&env, &a, 1, &removal, vec![]).await.unwrap();
     ga.merge_pending_commit(&ca).unwrap();
     let info = env
         .groups()
@@ -617,18 +593,7 @@ async fn welcome_trees_go_to_members_only_and_bind_to_their_epoch() {
     let bundle = ga
         .add_members(&ca, &[cc.create_key_package().unwrap().as_slice()])
         .unwrap();
-    env.groups()
-        .send_commit(authed(
-            SendCommitRequest {
-                group_id: GROUP_ID.to_vec(),
-                epoch: 1,
-                commit: bundle.commit.clone(),
-                welcome: bundle.welcome.clone(),
-                welcome_recipients: vec![address(&c, 1)],
-                group_info: bundle.group_info.clone().unwrap(),
-            },
-            &env.token(&a, 1),
-        ))
+    commit(&env, &a, 1, &bundle, vec![address(&c, 1)])
         .await
         .unwrap();
     ga.merge_pending_commit(&ca).unwrap();

@@ -493,3 +493,34 @@ async fn ratchet_tree_fetches_are_rate_limited_per_account() {
     assert_eq!(own.epoch, 1, "another account has its own bucket");
     assert!(!own.ratchet_tree.is_empty());
 }
+
+/// Streams catching up on large envelopes share a small Listen buffer (1 MiB for the process,
+/// against 200 KB envelopes): each waits for room instead of reading its backlog into memory,
+/// and every envelope still arrives, in order, on every stream.
+#[tokio::test]
+async fn streams_catching_up_on_large_envelopes_share_the_listen_buffer() {
+    let env = Env::start_with(|c| c.messaging.listen_buffer_mib = 1).await;
+    let (a, b, c) = (acct(1), acct(2), acct(3));
+    env.dir.set(&a, &[(1, 1)]);
+    let large = vec![7u8; 200_000];
+    for to in [&b, &c] {
+        env.dir.set(to, &[(1, 1)]);
+        for i in 0..8 {
+            env.send((&a, 1), to, &[(1, 1)], &format!("{to}-{i}"), &large)
+                .await
+                .unwrap();
+        }
+    }
+    let (mut sb, mut sc) = (env.listen(&b, 1).await, env.listen(&c, 1).await);
+    let (mut last_b, mut last_c) = (0, 0);
+    for _ in 0..8 {
+        for (s, last) in [(&mut sb, &mut last_b), (&mut sc, &mut last_c)] {
+            let e = next_envelope(s).await;
+            assert_eq!(e.content.len(), large.len() + 1);
+            assert!(e.server_id > *last, "in order");
+            *last = e.server_id;
+        }
+    }
+    expect_queue_empty(&mut sb).await;
+    expect_queue_empty(&mut sc).await;
+}
