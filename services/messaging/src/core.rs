@@ -47,4 +47,6 @@ pub(crate) struct Core {
     /// Bytes of envelopes Listen streams may hold between reading and HTTP/2, all together
     /// (`listen_buffer_mib`): each envelope takes its size until the transport takes it.
     pub listen_buffer: Arc<tokio::sync::Semaphore>,
+    /// Group acknowledgements reading the log at once ([`crate::groups::cursors::ACK_SCANS`]).
+    pub ack_scans: tokio::sync::Semaphore,
 }

@@ -108,6 +108,7 @@ impl Service for Messaging {
             outbox_backoff: outbox::backoff::Backoff::default(),
             shutdown: handles.ctx.shutdown.clone(),
             policy: policy.cache(),
+            ack_scans: tokio::sync::Semaphore::new(groups::cursors::ACK_SCANS),
             listen_buffer: Arc::new(tokio::sync::Semaphore::new(listen::listen_buffer_permits(
                 self.config.listen_buffer_mib,
             ))),

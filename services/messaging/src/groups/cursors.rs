@@ -27,8 +27,15 @@ use crate::store::{self, GroupMessage, Membership};
 /// stream never has more than `max_in_flight` unacknowledged; more are dropped (they are
 /// delivered again, never lost).
 const MAX_ACKED_AHEAD: usize = 4096;
-/// Log entries read per step while an acknowledgement moves a cursor.
+/// Log entries read per step while an acknowledgement moves a cursor, at most.
 const ACK_SCAN: usize = 256;
+/// Payload bytes a step aims at: entries the size of the last step's largest, at least one.
+/// Large entries (commits adding hundreds of devices) are then read a few at a time.
+const ACK_SCAN_BYTES: usize = 256 * 1024;
+/// Acknowledgements scanning the log at once, process-wide: with [`ACK_SCAN_BYTES`] this
+/// bounds what they hold, however many members acknowledge together (10,000 members reading
+/// a log of 175 KB commits held gigabytes before).
+pub(crate) const ACK_SCANS: usize = 32;
 type Devices = Vec<(AccountId, DeviceId)>;
 
 /// Memberships read per page.
@@ -189,8 +196,15 @@ impl Core {
                 return Ok(0);
             }
             // Move the cursor over what is acknowledged or not for the device.
+            let mut step = 8;
             'scan: while !set.is_empty() {
-                let entries = self.log.read(&partition, m.acked_below, ACK_SCAN).await?;
+                // Held while this step's entries are: only the read is awaited meanwhile. The
+                // semaphore is never closed.
+                let _scan = self.ack_scans.acquire().await.ok();
+                let entries = self.log.read(&partition, m.acked_below, step).await?;
+                let largest = entries.iter().map(|e| e.payload.len()).max().unwrap_or(0);
+                let asked = step;
+                step = (ACK_SCAN_BYTES / largest.max(1)).clamp(1, ACK_SCAN);
                 let Some(last) = entries.last().map(|e| e.seq) else {
                     // Past the log's end (or expired): nothing left to wait for.
                     set.clear();
@@ -209,7 +223,7 @@ impl Core {
                         break 'scan;
                     }
                 }
-                if entries.len() < ACK_SCAN {
+                if entries.len() < asked {
                     // Ids beyond the last stored entry name nothing.
                     set.retain(|&s| s <= last);
                 }
