@@ -66,12 +66,6 @@ pub(crate) fn group_bulk_prefix(group: &GroupId, generation: u64) -> Vec<u8> {
     k
 }
 
-pub(crate) fn group_bulk_key(group: &GroupId, generation: u64, chunk: u32) -> Vec<u8> {
-    let mut k = group_bulk_prefix(group, generation);
-    k.extend_from_slice(&chunk.to_be_bytes());
-    k
-}
-
 /// Prefix of the ratchet tree kept for a Welcome into `epoch` ([`crate::groups::trees`]).
 pub(crate) fn welcome_tree_prefix(group: &GroupId, epoch: u64) -> Vec<u8> {
     let mut k = format!("msg/v1/gt/{}/", group.hex()).into_bytes();
@@ -79,10 +73,10 @@ pub(crate) fn welcome_tree_prefix(group: &GroupId, epoch: u64) -> Vec<u8> {
     k
 }
 
-pub(crate) fn welcome_tree_key(group: &GroupId, epoch: u64, chunk: u32) -> Vec<u8> {
-    let mut k = welcome_tree_prefix(group, epoch);
-    k.extend_from_slice(&chunk.to_be_bytes());
-    k
+/// One chunk under a [`group_bulk_prefix`] or [`welcome_tree_prefix`].
+pub(crate) fn chunk_key(mut prefix: Vec<u8>, chunk: u32) -> Vec<u8> {
+    prefix.extend_from_slice(&chunk.to_be_bytes());
+    prefix
 }
 
 /// Prefix of every idempotency record (the sweeper walks it).

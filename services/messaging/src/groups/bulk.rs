@@ -61,7 +61,7 @@ impl Bulk {
         };
         if let Some((g, chunks)) = old {
             for i in 0..chunks {
-                txn = txn.delete(store::group_bulk_key(group, g, i));
+                txn = txn.delete(store::chunk_key(store::group_bulk_prefix(group, g), i));
             }
         }
         let bytes = encode(state);
@@ -69,7 +69,7 @@ impl Bulk {
             return (Bulk::Inline(state.clone()), txn);
         }
         let (chunks, txn) = put_chunks(txn, &bytes, chunk, |i| {
-            store::group_bulk_key(group, generation, i)
+            store::chunk_key(store::group_bulk_prefix(group, generation), i)
         });
         let len = bytes.len() as u64;
         (

@@ -26,7 +26,10 @@ pub(crate) const MAX_WELCOME_TREES: usize = 16;
 
 fn delete(txn: Txn, group: &GroupId, t: &WelcomeTree) -> Txn {
     (0..t.chunks).fold(txn, |txn, i| {
-        txn.delete(store::welcome_tree_key(group, t.epoch, i))
+        txn.delete(store::chunk_key(
+            store::welcome_tree_prefix(group, t.epoch),
+            i,
+        ))
     })
 }
 
@@ -40,7 +43,7 @@ pub(crate) fn keep(
     txn: Txn,
 ) -> Txn {
     let (chunks, mut txn) = put_chunks(txn, tree, CHUNK, |i| {
-        store::welcome_tree_key(group, epoch, i)
+        store::chunk_key(store::welcome_tree_prefix(group, epoch), i)
     });
     trees.push(WelcomeTree {
         epoch,
@@ -137,10 +140,10 @@ mod tests {
         let txn = keep(&group, &mut trees, (17, &[7; 10]), (17, day), Txn::new());
         assert_eq!(trees.len(), MAX_WELCOME_TREES);
         assert_eq!(trees[0].epoch, 2);
-        assert!(
-            txn.mutations
-                .contains(&Mutation::Delete(store::welcome_tree_key(&group, 1, 0)))
-        );
+        assert!(txn.mutations.contains(&Mutation::Delete(store::chunk_key(
+            store::welcome_tree_prefix(&group, 1),
+            0
+        ))));
         // A day later, every older tree is past the retention.
         let txn = keep(
             &group,
