@@ -86,13 +86,42 @@ async fn member(
                         ..Default::default()
                     }
                 };
-                client.ack(authed(ack, &token)?).await?;
+                ack_retrying(&mut client, ack, &token).await?;
             }
             _ => {}
         }
     }
     Ok(())
 }
+
+/// Acknowledge as a client does: a call the server shed (RESOURCE_EXHAUSTED while 10,000
+/// members acknowledge at once) or could not serve is tried again after its hint of 1 s.
+async fn ack_retrying(
+    client: &mut MessagingServiceClient<Channel>,
+    ack: msg::AckRequest,
+    token: &str,
+) -> anyhow::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match client.ack(authed(ack.clone(), token)?).await {
+            Ok(_) => return Ok(()),
+            Err(s)
+                if attempts < ACK_ATTEMPTS
+                    && matches!(
+                        s.code(),
+                        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                    ) =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+}
+
+/// Tries of one acknowledgement before the member gives up.
+const ACK_ATTEMPTS: u32 = 30;
 
 /// The members' streams, caught up with their backlog: ready for the rounds.
 pub(crate) struct WireSession {

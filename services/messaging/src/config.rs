@@ -24,10 +24,15 @@ pub struct MessagingConfig {
     pub max_sender_queue_bytes: u64,
     /// Envelopes a Listen stream sends before it waits for acknowledgements.
     pub max_in_flight: usize,
-    /// MiB of envelopes read for Listen streams and not yet taken by HTTP/2, all streams of the
-    /// process together: thousands of streams catching up on large messages at once wait for
-    /// room instead of holding their whole backlogs in memory.
+    /// MiB of envelopes Listen streams hold, all streams of the process together: a queue
+    /// envelope from its read until HTTP/2 takes it, a group-log envelope from before its read
+    /// until the client acknowledges it. Thousands of streams catching up on large messages at
+    /// once wait for room instead of holding their whole backlogs in memory.
     pub listen_buffer_mib: u64,
+    /// Seconds an unacknowledged group-log envelope keeps its room in the Listen buffer: a
+    /// client that does not acknowledge cannot keep others waiting longer (it still gets no
+    /// more than 1 MiB of group envelopes unacknowledged).
+    pub listen_hold_secs: u64,
     /// How long a queued envelope (and a stored group message) is kept, in seconds.
     pub retention_secs: u64,
     /// How long a client message id is remembered for idempotent retries, in seconds.
@@ -98,6 +103,7 @@ impl Default for MessagingConfig {
             max_sender_queue_bytes: 64 * 1024 * 1024,
             max_in_flight: 256,
             listen_buffer_mib: 64,
+            listen_hold_secs: 30,
             retention_secs: 30 * 24 * 60 * 60,
             idempotency_secs: 24 * 60 * 60,
             keepalive_secs: 30,
@@ -117,13 +123,14 @@ impl Default for MessagingConfig {
 
 impl Validate for MessagingConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 13] = [
+        let positive: [(&str, u64); 14] = [
             ("max_envelope_bytes", self.max_envelope_bytes as u64),
             ("max_devices_per_send", self.max_devices_per_send as u64),
             ("max_queue_len", self.max_queue_len),
             ("max_sender_queue_len", self.max_sender_queue_len),
             ("max_in_flight", self.max_in_flight as u64),
             ("listen_buffer_mib", self.listen_buffer_mib),
+            ("listen_hold_secs", self.listen_hold_secs),
             ("retention_secs", self.retention_secs),
             ("idempotency_secs", self.idempotency_secs),
             ("keepalive_secs", self.keepalive_secs),

@@ -44,8 +44,9 @@ pub(crate) struct Core {
     pub shutdown: CancellationToken,
     /// The admin policy in force (message size, retention).
     pub policy: guardyn_common::policy::PolicyCache,
-    /// Bytes of envelopes Listen streams may hold between reading and HTTP/2, all together
-    /// (`listen_buffer_mib`): each envelope takes its size until the transport takes it.
+    /// Bytes of envelopes Listen streams may hold, all together (`listen_buffer_mib`): a queue
+    /// envelope until the transport takes it, a group-log envelope until it is acknowledged
+    /// ([`crate::hold`]).
     pub listen_buffer: Arc<tokio::sync::Semaphore>,
     /// Group acknowledgements reading the log at once ([`crate::groups::cursors::ACK_SCANS`]).
     pub ack_scans: tokio::sync::Semaphore,

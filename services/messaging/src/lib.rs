@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod groups;
 mod grpc;
+mod hold;
 mod idempotency;
 mod limits;
 mod listen;

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt as _};
 use guardyn_common::auth::StreamAuth;
@@ -25,6 +25,7 @@ use tracing::Instrument as _;
 
 use crate::core::Core;
 use crate::error::MessagingError;
+use crate::hold::{Grant, Sent};
 use crate::store::{self, GroupMessage, Membership, QueueEntry};
 use crate::streams::{Close, Notice, StreamCtl};
 
@@ -36,8 +37,9 @@ const READ_BATCH: usize = 64;
 /// up on 200 KB commits hold a few hundred KB each, not their whole backlogs.
 pub(crate) const READ_BYTES: usize = 256 * 1024;
 
-/// Bytes of envelopes one stream may hold between reading and HTTP/2: a client that stops
-/// reading pins at most this much of the process's buffer.
+/// Bytes of queue envelopes one stream may hold between reading and HTTP/2, and bytes of group
+/// envelopes it may have unacknowledged: a client that stops reading or acknowledging pins at
+/// most this much.
 pub(crate) const STREAM_BUFFER_BYTES: usize = 1024 * 1024;
 
 impl Core {
@@ -69,12 +71,13 @@ pub(crate) enum Item {
     },
 }
 
-/// One sent item with its share of the process's Listen buffer, given back when the transport
-/// takes the item (this is dropped).
+/// One sent item with its shares of the stream's and the process's Listen buffer, given back
+/// when the transport takes the item (this is dropped). Group-log envelopes travel without:
+/// their room stays with the stream until they are acknowledged ([`crate::hold`]).
 #[derive(Debug)]
 pub(crate) struct Out {
     pub item: Result<Item, ApiError>,
-    _room: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    _room: Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)>,
 }
 
 /// Boxed because a channel allocates its first block of 32 slots when created: at the
@@ -105,7 +108,7 @@ pub(crate) struct Listener {
 #[derive(Debug, Default)]
 pub(crate) struct GroupCursor {
     /// Sent and not acknowledged, ascending.
-    in_flight: Vec<u64>,
+    in_flight: Vec<Sent>,
     /// Highest position sent (or skipped).
     sent_upto: u64,
 }
@@ -122,6 +125,25 @@ struct Cursor {
     /// The device's memberships as last read; `None`: read them on the next pass (at the
     /// start, and whenever they change: [`MailEvent::MembershipsChanged`]).
     memberships: Option<Vec<Membership>>,
+}
+
+/// What one group's part of a pass did.
+struct GroupPass {
+    sent: usize,
+    /// The log holds more for this device.
+    more: bool,
+    /// Out of room until acknowledgements come: the pass ends here.
+    blocked: bool,
+}
+
+impl GroupPass {
+    fn blocked(sent: usize) -> Self {
+        Self {
+            sent,
+            more: true,
+            blocked: true,
+        }
+    }
 }
 
 enum End {
@@ -202,22 +224,29 @@ impl Listener {
         if let Err(e) = self.auth.check() {
             return Err(self.auth_ended(e).await);
         }
+        // Group-log envelopes hold their room in `GroupCursor::in_flight` instead.
         let bytes = match &item {
-            Item::Envelope(e) | Item::GroupLog(e) => e.content.len(),
+            Item::Envelope(e) => e.content.len(),
             _ => 0,
         };
         // The stream's share first, then the process's: an envelope larger than either takes
-        // all of it.
-        let permits = |cap: usize| u32::try_from(bytes.min(cap)).unwrap_or(u32::MAX);
+        // all of it. A stream that holds room for group envelopes does not wait for more (see
+        // `crate::hold`): it goes without the process's share for this one.
         let room = if bytes == 0 {
             None
         } else {
             let own = self.buffer.clone();
-            let own = own.acquire_many_owned(permits(STREAM_BUFFER_BYTES));
+            let own = own.acquire_many_owned(crate::hold::permits(bytes, STREAM_BUFFER_BYTES));
             let own = own.await.map_err(|_| End::Shutdown)?;
+            let cap = self.core.listen_buffer_size();
+            let n = crate::hold::permits(bytes, cap);
             let all = self.core.listen_buffer.clone();
-            let all = all.acquire_many_owned(permits(self.core.listen_buffer_size()));
-            Some((own, all.await.map_err(|_| End::Shutdown)?))
+            let all = if self.holds_group_room() {
+                all.try_acquire_many_owned(n).ok()
+            } else {
+                Some(all.acquire_many_owned(n).await.map_err(|_| End::Shutdown)?)
+            };
+            Some((own, all))
         };
         let out = Out {
             item: Ok(item),
@@ -345,9 +374,16 @@ impl Listener {
     async fn pass(&mut self, partition: &[u8], cursor: &mut Cursor) -> Result<bool, End> {
         self.refresh_memberships(cursor).await?;
         let memberships = cursor.memberships.as_deref().unwrap_or_default();
+        let (now, hold) = (
+            Instant::now(),
+            Duration::from_secs(self.core.cfg.listen_hold_secs),
+        );
         for m in memberships {
             if let Some(gc) = self.groups.get_mut(&m.group) {
-                gc.in_flight.retain(|&s| !m.is_acked(s));
+                gc.in_flight.retain(|s| !m.is_acked(s.seq));
+                for s in &mut gc.in_flight {
+                    s.expire(now, hold);
+                }
             }
         }
         let group_in_flight = self
@@ -408,9 +444,12 @@ impl Listener {
             if room == 0 {
                 return Ok(false);
             }
-            let (sent, group_more) = self.pass_group(m, room).await?;
-            room -= sent;
-            more |= group_more;
+            let done = self.pass_group(m, room).await?;
+            if done.blocked {
+                return Ok(false);
+            }
+            room -= done.sent;
+            more |= done.more;
         }
         if !more && !cursor.backlog_done {
             cursor.backlog_done = true;
@@ -482,9 +521,9 @@ impl Listener {
         }
     }
 
-    /// Send up to `room` entries of one group's log that are for this device; returns how many
-    /// were sent and whether the log holds more.
-    async fn pass_group(&mut self, m: &Membership, room: usize) -> Result<(usize, bool), End> {
+    /// Send up to `room` entries of one group's log that are for this device, each taking its
+    /// size of the room reserved before the read ([`crate::hold`]).
+    async fn pass_group(&mut self, m: &Membership, room: usize) -> Result<GroupPass, End> {
         let me = (self.account, self.device);
         let from = self
             .groups
@@ -492,7 +531,16 @@ impl Listener {
             .map_or(0, |g| g.sent_upto)
             .saturating_add(1)
             .max(m.start());
+        let mut unacked = self.unacked_group_bytes();
+        if unacked >= STREAM_BUFFER_BYTES {
+            return Ok(GroupPass::blocked(0));
+        }
         let want = self.read_limit(room);
+        // Room for the entries read, the one read ahead included, before they are read.
+        let estimate = self.entry_bytes.saturating_mul(want + 1);
+        let Some(mut grant) = self.reserve(estimate).await? else {
+            return Ok(GroupPass::blocked(0));
+        };
         let mut batch = self
             .core
             .log
@@ -506,33 +554,101 @@ impl Listener {
         let now = self.core.clock.now_ms();
         let mut sent = 0;
         for entry in batch {
-            if let Some(gc) = self.groups.get_mut(&m.group) {
-                gc.sent_upto = entry.seq;
-            }
             let stored = record::decode::<GroupMessage>(&entry.payload)
                 .map_err(|e| End::Failed(e.into()))?;
-            let Some(audience) = stored.audience else {
-                continue;
-            };
-            if !m.wants(entry.seq, &audience, me) || m.is_acked(entry.seq) {
-                continue;
-            }
             // Expiry by the service clock, as for queue entries (the log's TTL runs on the
             // engine's wall clock).
-            let accepted = audience.envelope.server_timestamp_ms;
-            if now >= accepted.saturating_add(retention_ms) {
+            let audience = stored.audience.filter(|a| {
+                m.wants(entry.seq, a, me)
+                    && !m.is_acked(entry.seq)
+                    && now < a.envelope.server_timestamp_ms.saturating_add(retention_ms)
+            });
+            let Some(audience) = audience else {
+                self.mark_sent(&m.group, entry.seq, None);
                 continue;
-            }
+            };
+            let bytes = entry.payload.len();
+            let fits = unacked == 0 || unacked.saturating_add(bytes) <= STREAM_BUFFER_BYTES;
+            let Some(held) = fits.then(|| grant.take(bytes)).flatten() else {
+                // Not sent: read again once there is room, reserved for its real size. A
+                // stream that holds room waits for its acknowledgements; one that holds none
+                // waits for the buffer on its next pass.
+                self.entry_bytes = self.entry_bytes.max(bytes);
+                if self.holds_group_room() || unacked > 0 {
+                    return Ok(GroupPass::blocked(sent));
+                }
+                return Ok(GroupPass {
+                    sent,
+                    more: true,
+                    blocked: false,
+                });
+            };
+            unacked = unacked.saturating_add(bytes);
             let mut env = audience.envelope;
             env.content = stored.content;
             env.server_id = entry.seq;
-            if let Some(gc) = self.groups.get_mut(&m.group) {
-                gc.in_flight.push(entry.seq);
-            }
+            self.mark_sent(&m.group, entry.seq, Some(Sent::new(entry.seq, bytes, held)));
             sent += 1;
             self.send(Item::GroupLog(env)).await?;
         }
-        Ok((sent, more))
+        Ok(GroupPass {
+            sent,
+            more,
+            blocked: false,
+        })
+    }
+
+    /// `seq` of `group` was sent (with what it holds) or skipped.
+    fn mark_sent(&mut self, group: &GroupId, seq: u64, sent: Option<Sent>) {
+        if let Some(gc) = self.groups.get_mut(group) {
+            gc.sent_upto = seq;
+            gc.in_flight.extend(sent);
+        }
+    }
+
+    /// Bytes of group envelopes sent and not acknowledged, all groups together.
+    fn unacked_group_bytes(&self) -> usize {
+        self.groups
+            .values()
+            .flat_map(|g| &g.in_flight)
+            .map(|s| s.bytes)
+            .sum()
+    }
+
+    /// Whether some unacknowledged group envelope still holds room in the Listen buffer.
+    fn holds_group_room(&self) -> bool {
+        self.groups
+            .values()
+            .flat_map(|g| &g.in_flight)
+            .any(Sent::holds_room)
+    }
+
+    /// Reserve `bytes` of the Listen buffer: waiting for it when the stream holds none, else
+    /// as much of it as is free, if that is room for one entry (`None`: wait for
+    /// acknowledgements instead).
+    async fn reserve(&self, bytes: usize) -> Result<Option<Grant>, End> {
+        let buffer = self.core.listen_buffer.clone();
+        let cap = self.core.listen_buffer_size();
+        let n = crate::hold::permits(bytes, cap);
+        if self.holds_group_room() {
+            // What is free, if it is room for one entry.
+            let one = crate::hold::permits(self.entry_bytes, cap);
+            let n = n.min(u32::try_from(buffer.available_permits()).unwrap_or(u32::MAX));
+            if n < one {
+                return Ok(None);
+            }
+            let permit = buffer.clone().try_acquire_many_owned(n).ok();
+            return Ok(permit.map(|p| Grant::new(p, buffer, cap)));
+        }
+        let permit = tokio::select! {
+            p = buffer.clone().acquire_many_owned(n) => p.map_err(|_| End::Shutdown)?,
+            () = self.core.shutdown.cancelled() => return Err(End::Shutdown),
+            () = self.ctl.cancel.cancelled() => {
+                return Err(self.ctl.close_reason().map_or(End::Shutdown, End::Closed));
+            }
+            () = self.tx.closed() => return Err(End::Gone),
+        };
+        Ok(Some(Grant::new(permit, buffer, cap)))
     }
 
     /// The envelope to deliver for a queue entry; `None` (after deleting the entry) when it

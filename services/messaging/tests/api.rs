@@ -19,6 +19,8 @@ mod idempotency;
 mod libsignal;
 #[path = "api/limits.rs"]
 mod limits;
+#[path = "api/listen_room.rs"]
+mod listen_room;
 #[path = "api/outbox.rs"]
 mod outbox;
 #[path = "api/proposals.rs"]

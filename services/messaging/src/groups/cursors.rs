@@ -195,6 +195,19 @@ impl Core {
             if new == 0 {
                 return Ok(0);
             }
+            // In order (the usual case), the cursor moves without reading the log: an id at the
+            // cursor is the device's next entry, and one below the log's next sequence was
+            // appended. Only a gap needs the entries, to tell what is not for the device.
+            if set.first() == Some(&m.acked_below) {
+                let next_seq = self.log.stats(&partition).await?.next_seq;
+                while let Some(&first) = set.first()
+                    && first == m.acked_below
+                    && first < next_seq
+                {
+                    set.pop_first();
+                    m.acked_below = first + 1;
+                }
+            }
             // Move the cursor over what is acknowledged or not for the device.
             let mut step = 8;
             'scan: while !set.is_empty() {
