@@ -640,6 +640,10 @@ impl Listener {
             let permit = buffer.clone().try_acquire_many_owned(n).ok();
             return Ok(permit.map(|p| Grant::new(p, buffer, cap)));
         }
+        // Free room (the usual case) is taken without setting up the wait.
+        if let Ok(permit) = buffer.clone().try_acquire_many_owned(n) {
+            return Ok(Some(Grant::new(permit, buffer, cap)));
+        }
         let permit = tokio::select! {
             p = buffer.clone().acquire_many_owned(n) => p.map_err(|_| End::Shutdown)?,
             () = self.core.shutdown.cancelled() => return Err(End::Shutdown),
