@@ -238,11 +238,13 @@ impl fmt::Debug for MediaId {
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
+    // Not `write!("{b:02x}")`: group keys are built on every delivery, and the formatting
+    // machinery was 2.6 % of a busy group's server CPU.
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(digit(b >> 4));
+        s.push(digit(b & 0x0f));
     }
     s
 }

@@ -100,6 +100,8 @@ pub(crate) struct Listener {
     pub entry_bytes: usize,
     /// This stream's share of the Listen buffer ([`STREAM_BUFFER_BYTES`]).
     pub buffer: Arc<tokio::sync::Semaphore>,
+    /// The last pass ended for want of acknowledgements (window or room).
+    pub needs_acks: bool,
     /// Counts the device as streaming (process stats) until the stream has ended.
     pub _connected: ListenGuard,
 }
@@ -286,11 +288,16 @@ impl Listener {
             for (at_ms, notice) in self.ctl.take_notices() {
                 Box::pin(self.send(Item::Notice { at_ms, notice })).await?;
             }
+            self.ctl.awaiting_acks.store(true, Ordering::SeqCst);
+            self.needs_acks = false;
             let pass = Box::pin(self.pass(&partition, &mut cursor));
             let more = match woken_by.take() {
                 Some(span) => pass.instrument(span).await?,
                 None => pass.await?,
             };
+            if !self.needs_acks {
+                self.ctl.awaiting_acks.store(false, Ordering::SeqCst);
+            }
             if more {
                 continue;
             }
@@ -415,6 +422,7 @@ impl Listener {
         }
         let mut room = window.saturating_sub(cursor.in_flight.len() + group_in_flight);
         if room == 0 {
+            self.needs_acks = true;
             return Ok(false);
         }
         let want = self.read_limit(room);
@@ -442,10 +450,12 @@ impl Listener {
         let mut more = false;
         for m in memberships {
             if room == 0 {
+                self.needs_acks = true;
                 return Ok(false);
             }
             let done = self.pass_group(m, room).await?;
             if done.blocked {
+                self.needs_acks = true;
                 return Ok(false);
             }
             room -= done.sent;

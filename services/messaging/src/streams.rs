@@ -62,6 +62,10 @@ pub(crate) struct StreamCtl {
     notices: Mutex<VecDeque<(u64, Notice)>>,
     /// The device's group memberships changed (set here; the stream re-reads them).
     pub memberships_changed: AtomicBool,
+    /// The stream may be waiting for acknowledgements (out of window or of room): set before
+    /// each pass reads what is acknowledged, cleared after a pass that needs none, so an
+    /// acknowledgement committed after that read always finds it set ([`Registry::acked`]).
+    pub awaiting_acks: AtomicBool,
 }
 
 /// Most notices waiting for one stream; a stream that falls further behind loses the oldest
@@ -143,6 +147,7 @@ impl Registry {
             wake: Notify::new(),
             notices: Mutex::new(VecDeque::new()),
             memberships_changed: AtomicBool::new(false),
+            awaiting_acks: AtomicBool::new(true),
         });
         if let Some(old) = self.map().insert((account, device), ctl.clone()) {
             old.close(Close::Replaced);
@@ -245,6 +250,19 @@ impl Registry {
             s.memberships_changed.store(true, Ordering::Relaxed);
             s.wake.notify_one();
         }
+    }
+
+    /// The device acknowledged envelopes: its stream here is woken if it may be waiting for
+    /// them. `false` when the device streams on no stream of this instance (its stream
+    /// elsewhere learns it from the bus).
+    pub(crate) fn acked(&self, account: AccountId, device: DeviceId) -> bool {
+        let Some(s) = self.map().get(&(account, device)).cloned() else {
+            return false;
+        };
+        if s.awaiting_acks.load(Ordering::SeqCst) {
+            s.wake.notify_one();
+        }
+        true
     }
 
     pub(crate) fn wake(&self, account: AccountId, device: DeviceId) {

@@ -86,6 +86,7 @@ impl MessagingService for MessagingApi {
             buffer: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 crate::listen::STREAM_BUFFER_BYTES,
             )),
+            needs_acks: false,
             _connected: connected,
         };
         tokio::spawn(listener.run());
