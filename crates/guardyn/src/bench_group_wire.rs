@@ -200,7 +200,9 @@ impl WireSession {
                 delivery.push(at.saturating_duration_since(sent));
                 last = last.max(at);
             }
-            fanout.push(last.saturating_duration_since(sent));
+            let took = last.saturating_duration_since(sent);
+            eprintln!("wire round {round}: {:.1} ms", took.as_secs_f64() * 1e3);
+            fanout.push(took);
         }
         let secs = start.elapsed().as_secs_f64();
         self.streams.abort_all();
