@@ -306,7 +306,11 @@ impl Listener {
                 () = self.core.shutdown.cancelled() => return Err(End::Shutdown),
                 ended = self.auth.ended_or(keepalive_at) => match ended {
                     Some(e) => return Err(Box::pin(self.auth_ended(e)).await),
-                    None => Box::pin(self.send(Item::Keepalive)).await?,
+                    None => {
+                        // A mail event lost between instances waits at most this long.
+                        self.ctl.queue_woken.store(true, Ordering::SeqCst);
+                        Box::pin(self.send(Item::Keepalive)).await?;
+                    }
                 },
                 () = self.ctl.cancel.cancelled() => {
                     return Err(self.ctl.close_reason().map_or(End::Shutdown, End::Closed));
@@ -348,7 +352,10 @@ impl Listener {
                     Ok(MailEvent::OnlineOnly(env)) => {
                         self.send(Item::Envelope(env)).instrument(span).await?;
                     }
-                    Ok(MailEvent::Stored) => *woken_by = Some(span),
+                    Ok(MailEvent::Stored) => {
+                        self.ctl.queue_woken.store(true, Ordering::SeqCst);
+                        *woken_by = Some(span);
+                    }
                     Ok(MailEvent::MembershipsChanged) => {
                         cursor.memberships = None;
                         *woken_by = Some(span);
@@ -357,8 +364,11 @@ impl Listener {
                 }
                 Ok(())
             }
-            // Missed events only mean "re-read the queue", which the loop does.
-            Some(Delivery::Lagged { .. }) => Ok(()),
+            // Missed events only mean "re-read the queue".
+            Some(Delivery::Lagged { .. }) => {
+                self.ctl.queue_woken.store(true, Ordering::SeqCst);
+                Ok(())
+            }
             None => Err(End::Shutdown),
         }
     }
@@ -379,7 +389,7 @@ impl Listener {
     /// Forget acknowledged envelopes, then send what the window has room for, from the queue
     /// first and then from the group logs; `true` when more is stored than was sent.
     async fn pass(&mut self, partition: &[u8], cursor: &mut Cursor) -> Result<bool, End> {
-        self.refresh_memberships(cursor).await?;
+        let relisted = self.refresh_memberships(cursor).await?;
         let memberships = cursor.memberships.as_deref().unwrap_or_default();
         let (now, hold) = (
             Instant::now(),
@@ -425,27 +435,33 @@ impl Listener {
             self.needs_acks = true;
             return Ok(false);
         }
-        let want = self.read_limit(room);
-        // One entry more than we may send tells whether the backlog ends here.
-        let mut batch = self
-            .core
-            .log
-            .read(partition, cursor.sent_upto + 1, want + 1)
-            .await
-            .map_err(|e| End::Failed(e.into()))?;
-        self.note_read(&batch);
-        let more = batch.len() > want;
-        batch.truncate(want);
-        for entry in batch {
-            cursor.sent_upto = entry.seq;
-            if let Some(env) = self.resolve(partition, entry).await? {
-                cursor.in_flight.push_back(env.server_id);
-                room -= 1;
-                self.send(Item::Envelope(env)).await?;
+        // The queue is read when something may have been appended to it since it was last
+        // read to its end, and whenever the memberships were listed again: a new member's
+        // Welcome, queued before its membership existed, goes out before the group's log.
+        if self.ctl.queue_woken.swap(false, Ordering::SeqCst) | relisted {
+            let want = self.read_limit(room);
+            // One entry more than we may send tells whether the backlog ends here.
+            let mut batch = self
+                .core
+                .log
+                .read(partition, cursor.sent_upto + 1, want + 1)
+                .await
+                .map_err(|e| End::Failed(e.into()))?;
+            self.note_read(&batch);
+            let more = batch.len() > want;
+            batch.truncate(want);
+            for entry in batch {
+                cursor.sent_upto = entry.seq;
+                if let Some(env) = self.resolve(partition, entry).await? {
+                    cursor.in_flight.push_back(env.server_id);
+                    room -= 1;
+                    self.send(Item::Envelope(env)).await?;
+                }
             }
-        }
-        if more {
-            return Ok(true);
+            if more {
+                self.ctl.queue_woken.store(true, Ordering::SeqCst);
+                return Ok(true);
+            }
         }
         let mut more = false;
         for m in memberships {
@@ -470,11 +486,12 @@ impl Listener {
 
     /// Bring `cursor.memberships` up to date: listed again when they changed, and re-read where
     /// an entry of the group is in flight (its acknowledgements move the cursor). A device in
-    /// no group reads nothing here.
-    async fn refresh_memberships(&mut self, cursor: &mut Cursor) -> Result<(), End> {
+    /// no group reads nothing here. `true` when they were listed again.
+    async fn refresh_memberships(&mut self, cursor: &mut Cursor) -> Result<bool, End> {
         if self.ctl.memberships_changed.swap(false, Ordering::Relaxed) {
             cursor.memberships = None;
         }
+        let relisted = cursor.memberships.is_none();
         let list = match &mut cursor.memberships {
             Some(list) => list,
             slot @ None => {
@@ -509,7 +526,7 @@ impl Listener {
                 };
             }
         }
-        Ok(())
+        Ok(relisted)
     }
 
     /// Read the groups of `memberships` (and be woken by them) and no others.

@@ -66,6 +66,11 @@ pub(crate) struct StreamCtl {
     /// each pass reads what is acknowledged, cleared after a pass that needs none, so an
     /// acknowledgement committed after that read always finds it set ([`Registry::acked`]).
     pub awaiting_acks: AtomicBool,
+    /// Something may have been appended to the device's queue since the stream last read it
+    /// to its end: set by every wake-up for the queue ([`Registry::wake`], a mail event, the
+    /// keepalive, the start), taken by the pass that reads it. A wake-up for a group log or
+    /// an acknowledgement leaves it, so a group message costs its members no queue read.
+    pub queue_woken: AtomicBool,
 }
 
 /// Most notices waiting for one stream; a stream that falls further behind loses the oldest
@@ -148,6 +153,7 @@ impl Registry {
             notices: Mutex::new(VecDeque::new()),
             memberships_changed: AtomicBool::new(false),
             awaiting_acks: AtomicBool::new(true),
+            queue_woken: AtomicBool::new(true),
         });
         if let Some(old) = self.map().insert((account, device), ctl.clone()) {
             old.close(Close::Replaced);
@@ -265,8 +271,10 @@ impl Registry {
         true
     }
 
+    /// The device's queue grew: its stream here reads it on its next pass.
     pub(crate) fn wake(&self, account: AccountId, device: DeviceId) {
         if let Some(s) = self.map().get(&(account, device)) {
+            s.queue_woken.store(true, Ordering::SeqCst);
             s.wake.notify_one();
         }
     }
