@@ -235,6 +235,10 @@ pub struct Limits {
     pub method_timeouts: HashMap<String, Duration>,
     /// Methods that stream responses: no deadline on their handler beyond the client's own.
     pub streaming_methods: Vec<String>,
+    /// Methods clients call in bursts (every member of a large group acknowledging one
+    /// message): together they take at most half of `max_concurrent`, so a burst of them sheds
+    /// only more of themselves, never the other calls (the send that started it).
+    pub bulk_methods: Vec<String>,
 }
 
 /// Per-RPC deadlines and load shedding: when `max_concurrent` handlers are already running, a new
@@ -247,6 +251,7 @@ pub struct Limits {
 #[derive(Clone, Debug)]
 pub struct LimitLayer {
     permits: Arc<Semaphore>,
+    bulk: Arc<Semaphore>,
     limits: Arc<Limits>,
 }
 
@@ -254,6 +259,7 @@ impl LimitLayer {
     pub fn new(limits: Limits) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(limits.max_concurrent)),
+            bulk: Arc::new(Semaphore::new((limits.max_concurrent / 2).max(1))),
             limits: Arc::new(limits),
         }
     }
@@ -266,6 +272,7 @@ impl<S> Layer<S> for LimitLayer {
         LimitService {
             inner,
             permits: self.permits.clone(),
+            bulk: self.bulk.clone(),
             limits: self.limits.clone(),
         }
     }
@@ -275,7 +282,18 @@ impl<S> Layer<S> for LimitLayer {
 pub struct LimitService<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    bulk: Arc<Semaphore>,
     limits: Arc<Limits>,
+}
+
+/// The answer to a call refused for load: RESOURCE_EXHAUSTED, OVERLOADED, retry in a second.
+fn shed<RB: Default + Send + 'static, E: Send + 'static>()
+-> Pin<Box<dyn Future<Output = Result<http::Response<RB>, E>> + Send>> {
+    let status: tonic::Status =
+        ApiError::new(Reason::Overloaded, "server is overloaded, retry later")
+            .with_retry_after(Duration::from_secs(1))
+            .into();
+    Box::pin(std::future::ready(Ok(status.into_http())))
 }
 
 /// Parse a gRPC `grpc-timeout` header (`<digits><unit>`).
@@ -313,14 +331,18 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            let status: tonic::Status =
-                ApiError::new(Reason::Overloaded, "server is overloaded, retry later")
-                    .with_retry_after(Duration::from_secs(1))
-                    .into();
-            return Box::pin(std::future::ready(Ok(status.into_http())));
-        };
         let path = req.uri().path();
+        let bulk = if self.limits.bulk_methods.iter().any(|m| m == path) {
+            match self.bulk.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => return shed(),
+            }
+        } else {
+            None
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return shed();
+        };
         let streaming = self.limits.streaming_methods.iter().any(|m| m == path);
         let server_deadline = self
             .limits
@@ -336,7 +358,7 @@ where
         };
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let _permit = permit;
+            let _permit = (permit, bulk);
             match deadline {
                 None => fut.await,
                 Some(d) => match tokio::time::timeout(d, fut).await {
@@ -376,6 +398,7 @@ mod tests {
             default_timeout: Duration::from_millis(timeout_ms),
             method_timeouts: HashMap::new(),
             streaming_methods: vec!["/s.S/Stream".into()],
+            bulk_methods: vec!["/s.S/Bulk".into()],
         })
     }
 
@@ -418,6 +441,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.body(), "done");
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_bulk_calls_sheds_only_bulk_calls() {
+        use tower::ServiceExt as _;
+        let (release, wait) = tokio::sync::watch::channel(false);
+        let slow = tower::service_fn(move |_req: http::Request<()>| {
+            let mut wait = wait.clone();
+            async move {
+                let _ = wait.wait_for(|go| *go).await;
+                Ok::<_, Infallible>(http::Response::new(String::from("done")))
+            }
+        });
+        // Four calls in all, of which at most two bulk.
+        let svc = limits(4, 60_000).layer(slow);
+        let call = |path: &'static str| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                svc.oneshot(http::Request::post(path).body(()).unwrap())
+                    .await
+                    .unwrap()
+            })
+        };
+        let held = [call("/s.S/Bulk"), call("/s.S/Bulk")];
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third = svc
+            .clone()
+            .oneshot(http::Request::post("/s.S/Bulk").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            grpc_code(&third).as_deref(),
+            Some("8"),
+            "the third bulk call is shed"
+        );
+        // The other half is still there for everything else.
+        let others = [call("/s.S/Unary"), call("/s.S/Unary")];
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let fifth = svc
+            .clone()
+            .oneshot(http::Request::post("/s.S/Unary").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(grpc_code(&fifth).as_deref(), Some("8"), "all four taken");
+        release.send(true).unwrap();
+        for c in held.into_iter().chain(others) {
+            assert_eq!(c.await.unwrap().body(), "done");
+        }
+        let again = svc
+            .oneshot(http::Request::post("/s.S/Bulk").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(again.body(), "done", "bulk permits come back");
     }
 
     #[tokio::test]

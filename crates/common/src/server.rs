@@ -304,6 +304,11 @@ pub fn services_in_package(package: &str) -> Vec<String> {
         .collect()
 }
 
+/// Calls clients make in bursts, limited to half of `server.max_concurrent_requests`
+/// ([`crate::middleware::Limits::bulk_methods`]): a group message sent to 10,000 connected
+/// members brings 10,000 acknowledgements at once.
+pub(crate) const BULK_METHODS: &[&str] = &["/guardyn.messaging.v1.MessagingService/Ack"];
+
 /// Names of server-streaming methods, from the descriptor sets: they get no server deadline.
 fn streaming_methods() -> Vec<String> {
     crate::methods::all()
@@ -408,6 +413,7 @@ pub async fn serve(
         default_timeout: config.request_timeout(),
         method_timeouts: Default::default(),
         streaming_methods: streaming_methods(),
+        bulk_methods: BULK_METHODS.iter().map(|m| (*m).to_owned()).collect(),
     };
     let stack = tower::ServiceBuilder::new()
         .layer(cors::layer(config))

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use guardyn_proto::guardyn::auth::v1 as pb;
 use guardyn_proto::guardyn::auth::v1::auth_service_client::AuthServiceClient;
@@ -225,7 +226,8 @@ impl Inner {
     }
 
     /// Runs an authenticated unary call; on TOKEN_EXPIRED refreshes the session once and
-    /// retries.
+    /// retries, and a call the server shed (OVERLOADED) is tried again after the server's
+    /// hint, up to [`OVERLOAD_RETRIES`] times.
     pub(crate) async fn call<Req, Resp, F, Fut>(
         &self,
         req: Req,
@@ -237,6 +239,7 @@ impl Inner {
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let mut refreshed = false;
+        let mut shed = 0;
         loop {
             let token = self
                 .access_token()
@@ -247,6 +250,10 @@ impl Inner {
                 Err(status) if !refreshed && token_expired(&status) => {
                     refreshed = true;
                     self.refresh(&token).await?;
+                }
+                Err(status) if shed < OVERLOAD_RETRIES && overloaded(&status) => {
+                    shed += 1;
+                    tokio::time::sleep(overload_backoff(&status)).await;
                 }
                 other => return other.map(tonic::Response::into_inner),
             }
@@ -315,7 +322,69 @@ impl Inner {
     }
 }
 
+/// Times a shed call is tried again before its OVERLOADED reaches the caller.
+pub(crate) const OVERLOAD_RETRIES: u32 = 5;
+
+/// Longest wait before trying a shed call again, whatever the server's hint says.
+const OVERLOAD_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// The server shed the call before running it (RESOURCE_EXHAUSTED, reason OVERLOADED): nothing
+/// of it happened, so any call may be sent again, idempotent or not.
+pub(crate) fn overloaded(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::ResourceExhausted
+        && SdkError::from(status.clone()).reason() == Some(ErrorReason::Overloaded)
+}
+
+/// The server's retry hint (1 s when it gives none), capped at [`OVERLOAD_MAX_WAIT`], plus up
+/// to half of it again at random: clients shed together must not all come back together.
+pub(crate) fn overload_backoff(status: &tonic::Status) -> Duration {
+    use tonic_types::StatusExt as _;
+    let hint = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .unwrap_or(Duration::from_secs(1))
+        .min(OVERLOAD_MAX_WAIT);
+    hint + hint.mul_f64(rand::random::<f64>() / 2.0)
+}
+
 pub(crate) fn token_expired(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unauthenticated
         && SdkError::from(status.clone()).reason() == Some(ErrorReason::TokenExpired)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use guardyn_common::{ApiError, Reason};
+
+    use super::{overload_backoff, overloaded};
+
+    #[test]
+    fn only_a_shed_call_is_retried_after_the_servers_hint_with_jitter() {
+        let shed: tonic::Status = ApiError::new(Reason::Overloaded, "server is overloaded")
+            .with_retry_after(Duration::from_secs(2))
+            .into();
+        assert!(overloaded(&shed));
+        for _ in 0..20 {
+            let wait = overload_backoff(&shed);
+            assert!(
+                wait >= Duration::from_secs(2) && wait <= Duration::from_secs(3),
+                "{wait:?}"
+            );
+        }
+        // A hint beyond the cap waits at most the cap and its jitter.
+        let long: tonic::Status = ApiError::new(Reason::Overloaded, "busy")
+            .with_retry_after(Duration::from_secs(600))
+            .into();
+        assert!(overload_backoff(&long) <= Duration::from_millis(7500));
+        // A quota or rate limit is RESOURCE_EXHAUSTED too, but the call ran: not retried here.
+        let limited: tonic::Status = ApiError::new(Reason::RateLimited, "slow down")
+            .with_retry_after(Duration::from_secs(1))
+            .into();
+        assert_eq!(limited.code(), tonic::Code::ResourceExhausted);
+        assert!(!overloaded(&limited));
+    }
 }
