@@ -190,10 +190,13 @@ where
     }
 }
 
-/// Server CPU and memory readings around the phases (all `None` without `--server-pid`).
+/// Server CPU and memory readings around the phases (all `None` without `--server-pid`),
+/// and the bench's own CPU at the same marks: the clients share the machine with the server,
+/// so their cost per message bounds the throughput as much as the server's does.
 struct ServerWatch {
     pid: Option<u32>,
     marks: Vec<(&'static str, ProcSample)>,
+    own: Vec<(&'static str, f64)>,
 }
 
 impl ServerWatch {
@@ -201,6 +204,23 @@ impl ServerWatch {
         if let Some(s) = self.pid.and_then(ProcSample::read) {
             self.marks.push((name, s));
         }
+        if let Some(c) = crate::bench_proc::cpu_secs(std::process::id()) {
+            self.own.push((name, c));
+        }
+    }
+
+    /// The bench's own CPU seconds between two marks.
+    fn own_cpu(&self, from: &str, to: &str) -> Option<f64> {
+        let at = |name: &str| self.own.iter().find(|(n, _)| *n == name).map(|(_, c)| *c);
+        Some(at(to)? - at(from)?)
+    }
+
+    /// Microseconds of the bench's CPU per unit of work between two marks.
+    fn own_us_per(&self, units: usize, from: &str, to: &str) -> Option<f64> {
+        (units > 0)
+            .then(|| self.own_cpu(from, to))
+            .flatten()
+            .map(|c| c * 1e6 / units as f64)
     }
 
     fn get(&self, name: &str) -> Option<ProcSample> {
@@ -322,6 +342,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut server = ServerWatch {
         pid: args.server_pid,
         marks: Vec::new(),
+        own: Vec::new(),
     };
     let sampler = Sampler::start(args.server_pid);
 
@@ -466,6 +487,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         })
     });
 
+    let client_json = serde_json::json!({
+        "one_to_one_cpu_secs": server.own_cpu("idle", "one_to_one"),
+        "cpu_us_per_message": server.own_us_per(one_to_one.count, "idle", "one_to_one"),
+        "echo_cpu_secs": server.own_cpu("one_to_one", "echo"),
+        "cpu_us_per_echo_call": server.own_us_per(echo.count, "one_to_one", "echo"),
+    });
     let ratio = if echo.rate() > 0.0 {
         one_to_one.rate() / echo.rate()
     } else {
@@ -483,6 +510,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "window": window,
             "offered_rate": (args.rate > 0.0).then_some(args.rate),
             "server": server_json,
+            "bench_client": client_json,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -536,6 +564,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         if let Some(v) = server_json {
             println!("server: {v}");
         }
+        println!("bench client: {client_json}");
     }
     Ok(())
 }

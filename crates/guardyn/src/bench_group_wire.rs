@@ -4,6 +4,7 @@
 //! decryption and saving its state, hundreds of them on the bench's own two cores) is the
 //! client's cost, not the delivery's: these rounds time only the server and the wire.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -48,7 +49,10 @@ pub(crate) struct WireReport {
 
 /// Reads one member's stream: its backlog (what the SDK left unacknowledged) is acknowledged
 /// and not counted; after `QueueEmpty`, every group application message is reported and
-/// acknowledged.
+/// acknowledged. Acknowledgements go out from a task of their own, as a client that keeps
+/// reading while they are in flight: one the server shed (retried after its hint of 1 s)
+/// must not hold back the next message, which would time the member's own wait, not the
+/// delivery.
 async fn member(
     channel: Channel,
     token: String,
@@ -60,8 +64,16 @@ async fn member(
         .listen(authed(msg::ListenRequest {}, &token)?)
         .await?
         .into_inner();
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let mut acks = tokio::spawn(acknowledge(client, token, ack_rx));
     let mut live = false;
-    while let Some(resp) = stream.message().await? {
+    loop {
+        let resp = tokio::select! {
+            resp = stream.message() => resp?,
+            // Acknowledging failed for good (or panicked): stop, with its error.
+            done = &mut acks => return done?,
+        };
+        let Some(resp) = resp else { break };
         match resp.item {
             Some(msg::listen_response::Item::QueueEmpty(_)) if !live => {
                 live = true;
@@ -72,24 +84,49 @@ async fn member(
                 if live && e.group_log && e.mls_kind == msg::MlsMessageKind::Application as i32 {
                     let _ = got.send(at);
                 }
-                let ack = if e.group_log {
-                    msg::AckRequest {
-                        group_acks: vec![msg::GroupAck {
-                            group_id: e.group_id.unwrap_or_default(),
-                            server_ids: vec![e.server_id],
-                        }],
-                        ..Default::default()
-                    }
-                } else {
-                    msg::AckRequest {
-                        server_ids: vec![e.server_id],
-                        ..Default::default()
-                    }
-                };
-                ack_retrying(&mut client, ack, &token).await?;
+                let group = e.group_log.then(|| e.group_id.unwrap_or_default());
+                let _ = ack_tx.send((group, e.server_id));
             }
             _ => {}
         }
+    }
+    drop(ack_tx);
+    acks.await?
+}
+
+/// Acknowledgements the member read meanwhile go out together, as the SDK batches them.
+const ACK_BATCH: usize = 64;
+
+/// Sends the member's acknowledgements, each request carrying what arrived while the last
+/// was in flight (up to [`ACK_BATCH`]).
+async fn acknowledge(
+    mut client: MessagingServiceClient<Channel>,
+    token: String,
+    mut rx: mpsc::UnboundedReceiver<(Option<Vec<u8>>, u64)>,
+) -> anyhow::Result<()> {
+    while let Some(first) = rx.recv().await {
+        let mut ack = msg::AckRequest::default();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some((group, id)) = next.take() {
+            match group {
+                None => ack.server_ids.push(id),
+                Some(group_id) => {
+                    match ack.group_acks.iter_mut().find(|g| g.group_id == group_id) {
+                        Some(g) => g.server_ids.push(id),
+                        None => ack.group_acks.push(msg::GroupAck {
+                            group_id,
+                            server_ids: vec![id],
+                        }),
+                    }
+                }
+            }
+            taken += 1;
+            if taken < ACK_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        ack_retrying(&mut client, ack, &token).await?;
     }
     Ok(())
 }
@@ -113,12 +150,16 @@ async fn ack_retrying(
                     ) =>
             {
                 attempts += 1;
+                RETRIED.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(s) => return Err(s.into()),
         }
     }
 }
+
+/// Acknowledgements the server shed and the members tried again (reported on stderr).
+static RETRIED: AtomicU64 = AtomicU64::new(0);
 
 /// Tries of one acknowledgement before the member gives up.
 const ACK_ATTEMPTS: u32 = 30;
@@ -190,7 +231,7 @@ impl WireSession {
             a.owner
                 .send_group(a.group, &stamp(a.base, round, a.body))
                 .await?;
-            let mut last = sent;
+            let (mut first, mut last) = (None, sent);
             for have in 0..n {
                 let at = tokio::time::timeout(ROUND_IDLE, self.got.recv())
                     .await
@@ -199,9 +240,17 @@ impl WireSession {
                     .with_context(|| format!("wire round {round}: only {have} of {n} members"))?;
                 delivery.push(at.saturating_duration_since(sent));
                 last = last.max(at);
+                first = first.min(Some(at)).or(Some(at));
             }
             let took = last.saturating_duration_since(sent);
-            eprintln!("wire round {round}: {:.1} ms", took.as_secs_f64() * 1e3);
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "wire round {round}: {:.1} ms, the first member at {:.1} ms ({} acknowledgements \
+                 retried so far)",
+                ms(took),
+                ms(first.map_or(took, |f| f.saturating_duration_since(sent))),
+                RETRIED.load(Ordering::Relaxed)
+            );
             fanout.push(took);
         }
         let secs = start.elapsed().as_secs_f64();
