@@ -115,7 +115,7 @@ pub struct ServerConfig {
     /// Largest accepted request message, in bytes (after decompression).
     pub max_request_bytes: usize,
     /// Requests in flight (unary and streaming) across the process before new ones are shed
-    /// with `RESOURCE_EXHAUSTED`; acknowledgements take at most half of it.
+    /// with `RESOURCE_EXHAUSTED`; acknowledgements have as many again of their own.
     pub max_concurrent_requests: usize,
     /// HTTP/2 streams one connection may have open at once (Listen streams included); the
     /// client is told in its SETTINGS and refused beyond. Bounds what one connection can hold

@@ -236,8 +236,8 @@ pub struct Limits {
     /// Methods that stream responses: no deadline on their handler beyond the client's own.
     pub streaming_methods: Vec<String>,
     /// Methods clients call in bursts (every member of a large group acknowledging one
-    /// message): together they take at most half of `max_concurrent`, so a burst of them sheds
-    /// only more of themselves, never the other calls (the send that started it).
+    /// message): they have `max_concurrent` calls in flight of their own, so a burst of them
+    /// sheds only more of themselves, never the other calls (the send that started it).
     pub bulk_methods: Vec<String>,
 }
 
@@ -259,7 +259,7 @@ impl LimitLayer {
     pub fn new(limits: Limits) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(limits.max_concurrent)),
-            bulk: Arc::new(Semaphore::new((limits.max_concurrent / 2).max(1))),
+            bulk: Arc::new(Semaphore::new(limits.max_concurrent)),
             limits: Arc::new(limits),
         }
     }
@@ -332,15 +332,12 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        let bulk = if self.limits.bulk_methods.iter().any(|m| m == path) {
-            match self.bulk.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => return shed(),
-            }
+        let pool = if self.limits.bulk_methods.iter().any(|m| m == path) {
+            &self.bulk
         } else {
-            None
+            &self.permits
         };
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+        let Ok(permit) = pool.clone().try_acquire_owned() else {
             return shed();
         };
         let streaming = self.limits.streaming_methods.iter().any(|m| m == path);
@@ -358,7 +355,7 @@ where
         };
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let _permit = (permit, bulk);
+            let _permit = permit;
             match deadline {
                 None => fut.await,
                 Some(d) => match tokio::time::timeout(d, fut).await {
@@ -454,8 +451,8 @@ mod tests {
                 Ok::<_, Infallible>(http::Response::new(String::from("done")))
             }
         });
-        // Four calls in all, of which at most two bulk.
-        let svc = limits(4, 60_000).layer(slow);
+        // Two bulk calls and two others.
+        let svc = limits(2, 60_000).layer(slow);
         let call = |path: &'static str| {
             let svc = svc.clone();
             tokio::spawn(async move {
@@ -476,7 +473,7 @@ mod tests {
             Some("8"),
             "the third bulk call is shed"
         );
-        // The other half is still there for everything else.
+        // The bulk calls took nothing from the others.
         let others = [call("/s.S/Unary"), call("/s.S/Unary")];
         tokio::time::sleep(Duration::from_millis(50)).await;
         let fifth = svc
@@ -484,7 +481,11 @@ mod tests {
             .oneshot(http::Request::post("/s.S/Unary").body(()).unwrap())
             .await
             .unwrap();
-        assert_eq!(grpc_code(&fifth).as_deref(), Some("8"), "all four taken");
+        assert_eq!(
+            grpc_code(&fifth).as_deref(),
+            Some("8"),
+            "the third other call is shed"
+        );
         release.send(true).unwrap();
         for c in held.into_iter().chain(others) {
             assert_eq!(c.await.unwrap().body(), "done");

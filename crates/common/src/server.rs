@@ -304,9 +304,9 @@ pub fn services_in_package(package: &str) -> Vec<String> {
         .collect()
 }
 
-/// Calls clients make in bursts, limited to half of `server.max_concurrent_requests`
+/// Calls clients make in bursts, with `server.max_concurrent_requests` of their own
 /// ([`crate::middleware::Limits::bulk_methods`]): a group message sent to 10,000 connected
-/// members brings 10,000 acknowledgements at once.
+/// members brings 10,000 acknowledgements at once, and they must not shed the next send.
 pub(crate) const BULK_METHODS: &[&str] = &["/guardyn.messaging.v1.MessagingService/Ack"];
 
 /// Names of server-streaming methods, from the descriptor sets: they get no server deadline.
