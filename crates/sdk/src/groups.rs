@@ -108,43 +108,65 @@ fn parts<'a>(
     Ok((mls, group))
 }
 
+/// Pinned-key fetches in flight at once.
+const PIN_FETCHES: usize = 16;
+
 impl Inner {
     /// Fetches the pinned MLS signature keys of `accounts` (into the cache, marking them
-    /// fetched) and returns them.
+    /// fetched) and returns them, [`PIN_FETCHES`] accounts at a time: one at a time, the first
+    /// message to a 10,000-device group waited 2.5 s for them.
     pub(crate) async fn fetch_mls_pins(
         &self,
         accounts: impl IntoIterator<Item = String>,
     ) -> Result<HashMap<(String, u32), Vec<u8>>, SdkError> {
+        use futures::StreamExt as _;
         let mut pins = HashMap::new();
-        for account in accounts {
-            let resp = self
-                .call(
-                    auth::GetMlsSignatureKeysRequest {
-                        account_id: account.clone(),
-                    },
-                    |ch, r| async move {
-                        KeyDirectoryServiceClient::new(ch)
-                            .get_mls_signature_keys(r)
-                            .await
-                    },
-                )
-                .await?;
-            for k in resp.keys {
-                pins.insert((account.clone(), k.device_id), k.signature_key);
-            }
-            if let Ok(mut cache) = self.mls_pins.lock() {
-                cache.retain(|(a, _), _| *a != account);
-                cache.extend(
-                    pins.iter()
-                        .filter(|((a, _), _)| *a == account)
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                );
-            }
-            if let Ok(mut fetched) = self.mls_fetched.lock() {
-                fetched.insert(account);
+        let mut fetches = futures::stream::iter(accounts)
+            .map(|account| async move {
+                let resp = self
+                    .call(
+                        auth::GetMlsSignatureKeysRequest {
+                            account_id: account.clone(),
+                        },
+                        |ch, r| async move {
+                            KeyDirectoryServiceClient::new(ch)
+                                .get_mls_signature_keys(r)
+                                .await
+                        },
+                    )
+                    .await;
+                (account, resp)
+            })
+            .buffer_unordered(PIN_FETCHES);
+        let mut done = BTreeSet::new();
+        let mut failed = None;
+        while let Some((account, resp)) = fetches.next().await {
+            match resp {
+                Ok(resp) => {
+                    for k in resp.keys {
+                        pins.insert((account.clone(), k.device_id), k.signature_key);
+                    }
+                    done.insert(account);
+                }
+                Err(status) => {
+                    failed = Some(status);
+                    break;
+                }
             }
         }
-        Ok(pins)
+        // The cache takes what was fetched, even when a later fetch failed; updated once, not
+        // per account (which was quadratic in the group's size).
+        if let Ok(mut cache) = self.mls_pins.lock() {
+            cache.retain(|(a, _), _| !done.contains(a));
+            cache.extend(pins.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if let Ok(mut fetched) = self.mls_fetched.lock() {
+            fetched.extend(done);
+        }
+        match failed {
+            Some(status) => Err(status.into()),
+            None => Ok(pins),
+        }
     }
 
     /// Before an MLS envelope is processed: for a Welcome, fetch the ratchet tree it leaves
