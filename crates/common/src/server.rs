@@ -307,7 +307,7 @@ pub fn services_in_package(package: &str) -> Vec<String> {
 /// Calls clients make in bursts, with `server.max_concurrent_requests` of their own
 /// ([`crate::middleware::Limits::bulk_methods`]): a group message sent to 10,000 connected
 /// members brings 10,000 acknowledgements at once, and they must not shed the next send.
-pub(crate) const BULK_METHODS: &[&str] = &["/guardyn.messaging.v1.MessagingService/Ack"];
+const BULK_METHODS: &[&str] = &["/guardyn.messaging.v1.MessagingService/Ack"];
 
 /// Names of server-streaming methods, from the descriptor sets: they get no server deadline.
 fn streaming_methods() -> Vec<String> {
@@ -489,4 +489,15 @@ pub async fn serve(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bulk_methods_are_served_unary_methods() {
+        for bulk in super::BULK_METHODS {
+            let found = crate::methods::all().iter().find(|m| m.path == *bulk);
+            assert!(found.is_some_and(|m| !m.streaming), "{bulk}");
+        }
+    }
 }
