@@ -405,9 +405,18 @@ mod tests {
             .map(|v| v.to_str().unwrap().to_owned())
     }
 
-    #[tokio::test]
-    async fn excess_calls_are_shed_with_resource_exhausted() {
-        use tower::ServiceExt as _;
+    /// A service whose calls answer "done" once `true` is sent on the returned sender.
+    fn gated() -> (
+        tokio::sync::watch::Sender<bool>,
+        impl Service<
+            http::Request<()>,
+            Response = http::Response<String>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    ) {
         let (release, wait) = tokio::sync::watch::channel(false);
         let slow = tower::service_fn(move |_req: http::Request<()>| {
             let mut wait = wait.clone();
@@ -416,6 +425,13 @@ mod tests {
                 Ok::<_, Infallible>(http::Response::new(String::from("done")))
             }
         });
+        (release, slow)
+    }
+
+    #[tokio::test]
+    async fn excess_calls_are_shed_with_resource_exhausted() {
+        use tower::ServiceExt as _;
+        let (release, slow) = gated();
         let svc = limits(1, 60_000).layer(slow);
         let first = tokio::spawn(
             svc.clone()
@@ -443,14 +459,7 @@ mod tests {
     #[tokio::test]
     async fn a_burst_of_bulk_calls_sheds_only_bulk_calls() {
         use tower::ServiceExt as _;
-        let (release, wait) = tokio::sync::watch::channel(false);
-        let slow = tower::service_fn(move |_req: http::Request<()>| {
-            let mut wait = wait.clone();
-            async move {
-                let _ = wait.wait_for(|go| *go).await;
-                Ok::<_, Infallible>(http::Response::new(String::from("done")))
-            }
-        });
+        let (release, slow) = gated();
         // Two bulk calls and two others.
         let svc = limits(2, 60_000).layer(slow);
         let call = |path: &'static str| {
