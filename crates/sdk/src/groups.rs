@@ -108,8 +108,9 @@ fn parts<'a>(
     Ok((mls, group))
 }
 
-/// Pinned-key fetches in flight at once.
-const PIN_FETCHES: usize = 16;
+/// Pinned-key fetches in flight at once: at 16, 10,000 accounts took 0.5–0.6 s, spent mostly
+/// waiting on round trips.
+const PIN_FETCHES: usize = 64;
 
 impl Inner {
     /// Fetches the pinned MLS signature keys of `accounts` (into the cache, marking them
