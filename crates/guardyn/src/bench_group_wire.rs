@@ -105,10 +105,14 @@ async fn acknowledge(
     mut rx: mpsc::UnboundedReceiver<(Option<Vec<u8>>, u64)>,
 ) -> anyhow::Result<()> {
     while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < ACK_BATCH
+            && let Ok(more) = rx.try_recv()
+        {
+            batch.push(more);
+        }
         let mut ack = msg::AckRequest::default();
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some((group, id)) = next.take() {
+        for (group, id) in batch {
             match group {
                 None => ack.server_ids.push(id),
                 Some(group_id) => {
@@ -120,10 +124,6 @@ async fn acknowledge(
                         }),
                     }
                 }
-            }
-            taken += 1;
-            if taken < ACK_BATCH {
-                next = rx.try_recv().ok();
             }
         }
         ack_retrying(&mut client, ack, &token).await?;

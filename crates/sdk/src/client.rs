@@ -323,21 +323,21 @@ impl Inner {
 }
 
 /// Times a shed call is tried again before its OVERLOADED reaches the caller.
-pub(crate) const OVERLOAD_RETRIES: u32 = 5;
+const OVERLOAD_RETRIES: u32 = 5;
 
 /// Longest wait before trying a shed call again, whatever the server's hint says.
 const OVERLOAD_MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// The server shed the call before running it (RESOURCE_EXHAUSTED, reason OVERLOADED): nothing
 /// of it happened, so any call may be sent again, idempotent or not.
-pub(crate) fn overloaded(status: &tonic::Status) -> bool {
+fn overloaded(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::ResourceExhausted
         && SdkError::from(status.clone()).reason() == Some(ErrorReason::Overloaded)
 }
 
 /// The server's retry hint (1 s when it gives none), capped at [`OVERLOAD_MAX_WAIT`], plus up
 /// to half of it again at random: clients shed together must not all come back together.
-pub(crate) fn overload_backoff(status: &tonic::Status) -> Duration {
+fn overload_backoff(status: &tonic::Status) -> Duration {
     use tonic_types::StatusExt as _;
     let hint = status
         .get_details_retry_info()
